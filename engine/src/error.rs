@@ -1,0 +1,148 @@
+//! Operating errors: every one says what is wrong and what to do.
+
+use std::path::PathBuf;
+
+/// Everything the engine can fail with. Nothing here is a programmer error:
+/// those are assertions.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error(
+        "{what} is locked by another connection (SQLITE_BUSY) after {attempts} attempts; \
+         nothing was marked synced and nothing was lost: retry later"
+    )]
+    Busy { what: &'static str, attempts: u32 },
+
+    #[error("write refused: {0}")]
+    Write(#[from] WriteRefusal),
+
+    #[error("remote database {path} does not exist; create it first with SqliteRemote::create")]
+    RemoteMissing { path: PathBuf },
+
+    #[error("cannot open {what} at {path}: {source}")]
+    Open {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+
+    #[error("{place} is not a syncgate {what}: {detail}")]
+    NotInitialized {
+        place: String,
+        what: &'static str,
+        detail: String,
+    },
+
+    #[error(
+        "schema mismatch in {place}, table {table:?}: {detail}; \
+         the cache, the remote and the declared schema must have the same tables and columns"
+    )]
+    SchemaMismatch {
+        place: &'static str,
+        table: String,
+        detail: String,
+    },
+
+    #[error("invalid schema: {0}")]
+    InvalidSchema(String),
+
+    #[error("{0:?} is not a plain identifier (letters, digits and '_', not starting with a digit or '_sg_')")]
+    BadIdentifier(String),
+
+    #[error("unknown table {0:?}: it is not in the declared schema")]
+    UnknownTable(String),
+
+    #[error("unknown column {column:?} in table {table:?}: it is not in the declared schema")]
+    UnknownColumn { table: String, column: String },
+
+    #[error("corrupt outbox entry seq={seq}: {detail}; the outbox was left untouched, repair or remove that entry")]
+    CorruptOutbox { seq: i64, detail: String },
+
+    #[error("corrupt remote row {table}/{id}: {detail}; nothing was applied locally")]
+    CorruptRemote { table: String, id: i64, detail: String },
+
+    #[error(
+        "refused a pulled stamp from replica {replica} on {table}/{id}: it is {ahead_ms} ms ahead of this \
+         replica's clock (max drift {max_drift_ms} ms); nothing was applied: fix the clock of replica {replica} or of this machine"
+    )]
+    ClockDrift {
+        table: String,
+        id: i64,
+        replica: u32,
+        ahead_ms: i64,
+        max_drift_ms: i64,
+    },
+
+    #[error("the remote connection failed: {0}; nothing was marked synced: retry the sync")]
+    RemoteUnavailable(String),
+
+    #[error("replica id space exhausted: the remote has registered {0} replicas")]
+    ReplicaIdsExhausted(u32),
+
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+}
+
+impl Error {
+    /// Whether retrying the same operation later may succeed.
+    pub fn is_busy(&self) -> bool {
+        match self {
+            Error::Busy { .. } => true,
+            Error::Sqlite(e) => is_busy(e),
+            _ => false,
+        }
+    }
+}
+
+/// Whether a SQLite error is a lock conflict (SQLITE_BUSY or SQLITE_LOCKED).
+pub(crate) fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
+}
+
+/// Why an application write was refused. A refused transaction changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WriteRefusal {
+    #[error(
+        "id {id} in {table} is outside this replica's id space [{lo}, {hi}); \
+         let the replica mint ids (insert without an id, or Replica::next_id)"
+    )]
+    IdOutsideReplica { table: String, id: i64, lo: i64, hi: i64 },
+
+    #[error("id {id} already names a row in {table}; an insert never overwrites another row")]
+    IdTaken { table: String, id: i64 },
+
+    #[error("row {id} of {table} was deleted; a deleted row never comes back: insert with a new id")]
+    IdDeleted { table: String, id: i64 },
+
+    #[error("{table}.{column} = {value} is already taken by row {holder}; update that row instead")]
+    NaturalKeyTaken {
+        table: String,
+        column: String,
+        value: String,
+        holder: i64,
+    },
+
+    #[error("{table}.{column} references {parent} which is not here")]
+    ParentMissing { table: String, column: String, parent: i64 },
+
+    #[error("no row {id} in {table}")]
+    RowNotFound { table: String, id: i64 },
+
+    #[error("{table}.{column} identifies the row and cannot be changed; delete the row and insert a new one")]
+    KeyImmutable { table: String, column: String },
+
+    #[error("{table}.{column} expects {expected}, got {got}")]
+    WrongType {
+        table: String,
+        column: String,
+        expected: &'static str,
+        got: &'static str,
+    },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,394 @@
+//! One replica: its cache's visible rows and the durable sync state beside them.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::remote::RemoteRow;
+use crate::schema::{Schema, TableIdx};
+use crate::{hlc_of_ms, id_space, Events, Stamp, Tables, Value, Write, WriteRefusal};
+
+/// Bound on alias chains; the rules keep them at depth one (rule N2).
+const ALIAS_HOPS_MAX: usize = 8;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum EntryKind {
+    Insert,
+    Update,
+    Delete,
+}
+
+/// One captured write in the outbox (rule C1).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// Outbox sequence: increases by one per captured write, never reused.
+    pub seq: u64,
+    /// The local transaction that made the write (rule S2).
+    pub txn: u64,
+    pub table: TableIdx,
+    pub id: i64,
+    pub kind: EntryKind,
+    pub stamp: Stamp,
+    /// Columns this write set: every column for an insert, the changed ones
+    /// for an update, none for a delete.
+    pub columns: Vec<usize>,
+    /// The row's values after the write (empty for a delete).
+    pub values: Vec<Value>,
+}
+
+#[derive(Clone, Debug)]
+pub struct ReplicaState {
+    pub replica_id: u32,
+    pub tables: Tables,
+    /// Rows deleted here or learned deleted (rule D1).
+    pub tombstones: BTreeSet<(TableIdx, i64)>,
+    /// Rows merged into a survivor by natural key (rule N2, N3).
+    pub aliases: BTreeMap<(TableIdx, i64), i64>,
+    pub outbox: Vec<Entry>,
+    pub outbox_seq: u64,
+    pub txn: u64,
+    /// The hybrid logical clock (rule O1).
+    pub hlc: i64,
+    pub next_id: i64,
+    /// The remote change sequence this replica has pulled up to (rule P1).
+    pub cursor: u64,
+    pub up: bool,
+    pub cache_locked: bool,
+}
+
+impl ReplicaState {
+    pub fn new(schema: &Schema, replica_id: u32) -> ReplicaState {
+        ReplicaState {
+            replica_id,
+            tables: vec![BTreeMap::new(); schema.tables.len()],
+            tombstones: BTreeSet::new(),
+            aliases: BTreeMap::new(),
+            outbox: Vec::new(),
+            outbox_seq: 0,
+            txn: 0,
+            hlc: 0,
+            next_id: id_space(replica_id).0,
+            cursor: 0,
+            up: true,
+            cache_locked: false,
+        }
+    }
+
+    /// Rule C1–C3, O1, I1–I2: one local transaction. On refusal the caller
+    /// discards this (scratch) state, so nothing of the transaction remains.
+    pub(crate) fn transaction(
+        &mut self,
+        schema: &Schema,
+        now_ms: i64,
+        writes: &[Write],
+    ) -> Result<Vec<i64>, WriteRefusal> {
+        self.hlc = self.hlc.max(hlc_of_ms(now_ms));
+        self.txn += 1;
+        let mut ids = Vec::new();
+        for write in writes {
+            match write {
+                Write::Insert { table, id, values } => ids.push(self.insert(schema, *table, *id, values)?),
+                Write::Update { table, id, set } => self.update(schema, *table, *id, set)?,
+                Write::Delete { table, id } => {
+                    if !self.tables[*table].contains_key(id) {
+                        return Err(WriteRefusal::RowNotFound);
+                    }
+                    self.delete_cascade(schema, *table, *id, Mode::App);
+                }
+            }
+        }
+        Ok(ids)
+    }
+
+    fn insert(&mut self, schema: &Schema, t: TableIdx, id: Option<i64>, values: &[Value]) -> Result<i64, WriteRefusal> {
+        let (lo, hi) = id_space(self.replica_id);
+        let id = match id {
+            Some(id) if id < lo || id >= hi => return Err(WriteRefusal::IdOutsideReplica),
+            Some(id) => id,
+            None => self.next_id,
+        };
+        if self.tables[t].contains_key(&id) {
+            return Err(WriteRefusal::IdTaken);
+        }
+        if self.tombstones.contains(&(t, id)) {
+            return Err(WriteRefusal::IdDeleted);
+        }
+        let table = &schema.tables[t];
+        if let Some(k) = table.natural_key {
+            if values[k] != Value::Null && self.tables[t].values().any(|row| row[k] == values[k]) {
+                return Err(WriteRefusal::NaturalKeyTaken);
+            }
+        }
+        self.check_parents(schema, t, values, &(0..values.len()).collect::<Vec<_>>())?;
+        self.tables[t].insert(id, values.to_vec());
+        self.capture(t, id, EntryKind::Insert, (0..values.len()).collect(), values.to_vec());
+        self.next_id = self.next_id.max(id + 1);
+        Ok(id)
+    }
+
+    fn update(&mut self, schema: &Schema, t: TableIdx, id: i64, set: &[(usize, Value)]) -> Result<(), WriteRefusal> {
+        let Some(old) = self.tables[t].get(&id).cloned() else {
+            return Err(WriteRefusal::RowNotFound);
+        };
+        let mut new = old.clone();
+        for (c, v) in set {
+            new[*c] = v.clone();
+        }
+        let table = &schema.tables[t];
+        if let Some(k) = table.natural_key {
+            if new[k] != old[k] {
+                return Err(WriteRefusal::KeyImmutable);
+            }
+        }
+        let changed: Vec<usize> = (0..new.len()).filter(|&c| new[c] != old[c]).collect();
+        self.check_parents(schema, t, &new, &changed)?;
+        if changed.is_empty() {
+            return Ok(());
+        }
+        self.tables[t].insert(id, new.clone());
+        self.capture(t, id, EntryKind::Update, changed, new);
+        Ok(())
+    }
+
+    fn check_parents(
+        &self,
+        schema: &Schema,
+        t: TableIdx,
+        values: &[Value],
+        columns: &[usize],
+    ) -> Result<(), WriteRefusal> {
+        for &c in columns {
+            if let (Some(pt), Value::Int(parent)) = (schema.tables[t].columns[c].references, &values[c]) {
+                if !self.tables[pt].contains_key(parent) {
+                    return Err(WriteRefusal::ParentMissing);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Rule C1, O1: every captured write takes the next stamp.
+    fn capture(&mut self, t: TableIdx, id: i64, kind: EntryKind, columns: Vec<usize>, values: Vec<Value>) {
+        self.hlc += 1;
+        self.outbox_seq += 1;
+        self.outbox.push(Entry {
+            seq: self.outbox_seq,
+            txn: self.txn,
+            table: t,
+            id,
+            kind,
+            stamp: Stamp {
+                hlc: self.hlc,
+                replica: self.replica_id,
+            },
+            columns,
+            values,
+        });
+    }
+
+    /// Rule D2: delete a row and, recursively, its children. In app mode each
+    /// deleted row is captured; in both modes each gets a tombstone.
+    fn delete_cascade(&mut self, schema: &Schema, t: TableIdx, id: i64, mode: Mode) {
+        if self.tables[t].remove(&id).is_none() {
+            return;
+        }
+        self.tombstones.insert((t, id));
+        if mode == Mode::App {
+            self.capture(t, id, EntryKind::Delete, Vec::new(), Vec::new());
+        }
+        for (ct, c) in schema.children_of(t) {
+            let children: Vec<i64> = self.tables[ct]
+                .iter()
+                .filter(|(_, row)| row[c] == Value::Int(id))
+                .map(|(cid, _)| *cid)
+                .collect();
+            for child in children {
+                self.delete_cascade(schema, ct, child, mode);
+            }
+        }
+    }
+
+    /// Number of leading outbox entries that form the next push batch: whole
+    /// transactions only (rule S2).
+    pub fn next_batch(&self, batch_max: usize) -> usize {
+        let mut end = 0;
+        while end < self.outbox.len() {
+            let txn = self.outbox[end].txn;
+            let txn_len = self.outbox[end..].iter().take_while(|e| e.txn == txn).count();
+            if end > 0 && end + txn_len > batch_max {
+                break;
+            }
+            end += txn_len;
+        }
+        end
+    }
+
+    /// The survivor this entry's row was merged into locally, sent with an
+    /// insert so the remote merges the same way (rule N3).
+    pub fn local_alias_of(&self, entry: &Entry) -> Option<i64> {
+        if entry.kind != EntryKind::Insert {
+            return None;
+        }
+        self.aliases.get(&(entry.table, entry.id)).copied()
+    }
+
+    fn resolve(&self, t: TableIdx, mut id: i64) -> i64 {
+        for _ in 0..ALIAS_HOPS_MAX {
+            match self.aliases.get(&(t, id)) {
+                Some(&next) => id = next,
+                None => break,
+            }
+        }
+        id
+    }
+
+    fn repoint_children(&mut self, schema: &Schema, t: TableIdx, from: i64, to: i64) {
+        for (ct, c) in schema.children_of(t) {
+            for row in self.tables[ct].values_mut() {
+                if row[c] == Value::Int(from) {
+                    row[c] = Value::Int(to);
+                }
+            }
+        }
+    }
+
+    /// Rule N2, N3: `from` becomes an alias of `to`; its children move to `to`.
+    fn merge_away(&mut self, schema: &Schema, t: TableIdx, from: i64, to: i64) {
+        self.aliases.insert((t, from), to);
+        self.repoint_children(schema, t, from, to);
+        self.tables[t].remove(&from);
+    }
+
+    /// Rule P2–P4: applies pulled rows (tombstones and aliases first, then
+    /// live rows). Returns the number of conflicts resolved.
+    pub(crate) fn apply_pulled(
+        &mut self,
+        schema: &Schema,
+        changed: &[(TableIdx, i64, RemoteRow)],
+        events: &mut Events,
+    ) -> u64 {
+        let mut conflicts = 0;
+        for (t, id, row) in changed {
+            let (t, id) = (*t, *id);
+            match row {
+                RemoteRow::Dead => {
+                    self.delete_cascade(schema, t, id, Mode::Pull);
+                    self.tombstones.insert((t, id));
+                }
+                RemoteRow::Alias(survivor) => {
+                    self.aliases.insert((t, id), *survivor);
+                    if self.tables[t].contains_key(&id) {
+                        let target = self.resolve(t, *survivor);
+                        if self.tombstones.contains(&(t, target)) {
+                            self.delete_cascade(schema, t, id, Mode::Pull);
+                        } else {
+                            self.merge_away(schema, t, id, target);
+                        }
+                    }
+                }
+                RemoteRow::Live { values, stamps } => {
+                    for s in stamps {
+                        self.hlc = self.hlc.max(s.hlc);
+                    }
+                    if self.apply_live(schema, t, id, values, stamps, events) {
+                        conflicts += 1;
+                    }
+                }
+            }
+        }
+        conflicts
+    }
+
+    /// Rule P3, P4, N3 for one live remote row. Returns whether a conflict was
+    /// resolved (a natural-key merge, or a pending local write kept).
+    fn apply_live(
+        &mut self,
+        schema: &Schema,
+        t: TableIdx,
+        id: i64,
+        values: &[Value],
+        stamps: &[Stamp],
+        events: &mut Events,
+    ) -> bool {
+        if self.tombstones.contains(&(t, id)) {
+            return false;
+        }
+        let target = self.resolve(t, id);
+        if self.tombstones.contains(&(t, target)) {
+            return false;
+        }
+        let table = &schema.tables[t];
+        let values: Vec<Value> = values
+            .iter()
+            .zip(&table.columns)
+            .map(|(v, col)| match (v, col.references) {
+                (Value::Int(parent), Some(pt)) => Value::Int(self.resolve(pt, *parent)),
+                _ => v.clone(),
+            })
+            .collect();
+        let mut merged = false;
+        if let Some(k) = table.natural_key {
+            if values[k] != Value::Null {
+                let clash = self.tables[t]
+                    .iter()
+                    .find(|(lid, row)| **lid != target && row[k] == values[k])
+                    .map(|(lid, _)| *lid);
+                if let Some(local) = clash {
+                    self.merge_away(schema, t, local, target);
+                    events.natural_key_merges += 1;
+                    merged = true;
+                }
+            }
+        }
+        for (col, v) in table.columns.iter().zip(&values) {
+            if let (Some(pt), Value::Int(parent)) = (col.references, v) {
+                if self.tombstones.contains(&(pt, *parent)) {
+                    self.tombstones.insert((t, target));
+                    return merged;
+                }
+            }
+        }
+        let pending = self.pending_columns(schema, t, target);
+        let mut won_local = false;
+        let mut row = values.clone();
+        for (c, slot) in row.iter_mut().enumerate() {
+            if let Some((stamp, value)) = &pending[c] {
+                if *stamp > stamps[c] {
+                    *slot = value.clone();
+                    won_local = true;
+                }
+            }
+        }
+        if won_local {
+            events.conflicts_won_locally += 1;
+        }
+        self.tables[t].insert(target, row);
+        merged || won_local
+    }
+
+    /// Per column, the latest pending local write to `target` (or to a row
+    /// merged into it): its stamp and value.
+    fn pending_columns(&self, schema: &Schema, t: TableIdx, target: i64) -> Vec<Option<(Stamp, Value)>> {
+        let table = &schema.tables[t];
+        let mut best: Vec<Option<(Stamp, Value)>> = vec![None; table.columns.len()];
+        for e in &self.outbox {
+            if e.table != t || e.kind == EntryKind::Delete || self.resolve(t, e.id) != target {
+                continue;
+            }
+            for &c in &e.columns {
+                let value = match (&e.values[c], table.columns[c].references) {
+                    (Value::Int(parent), Some(pt)) => Value::Int(self.resolve(pt, *parent)),
+                    (v, _) => v.clone(),
+                };
+                if best[c].as_ref().is_none_or(|(s, _)| e.stamp > *s) {
+                    best[c] = Some((e.stamp, value));
+                }
+            }
+        }
+        best
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    App,
+    Pull,
+}
