@@ -85,6 +85,24 @@ pub(crate) fn trigger_statements(schema: &Schema) -> Vec<String> {
             ins = tr("insert"),
             vals = new_vals.join(", "),
         ));
+        // A connection without recursive_triggers would let REPLACE delete a
+        // row without firing the capture triggers: refuse the REPLACE there.
+        let mut taken = vec![format!("EXISTS (SELECT 1 FROM {q} WHERE \"id\" = NEW.\"id\")")];
+        if let Some(k) = t.natural_key {
+            let kq = quote(&t.columns[k].name);
+            taken.push(format!("EXISTS (SELECT 1 FROM {q} WHERE {kq} = NEW.{kq})"));
+        }
+        out.push(format!(
+            "CREATE TRIGGER IF NOT EXISTS {guard} BEFORE INSERT ON {q} \
+             WHEN (SELECT applying FROM _sg_meta) = {APPLYING_NONE} \
+               AND (SELECT recursive_triggers FROM pragma_recursive_triggers) = 0 AND ({cond}) BEGIN \
+               SELECT RAISE(ABORT, 'syncgate: insert into {name} would replace an existing row on a connection \
+                 without recursive_triggers, so the delete could not be captured; update the row instead, \
+                 or run PRAGMA recursive_triggers = ON'); \
+             END",
+            guard = tr("replace_guard"),
+            cond = taken.join(" OR "),
+        ));
         let mut key_change = vec!["NEW.\"id\" IS NOT OLD.\"id\"".to_string()];
         if let Some(k) = t.natural_key {
             key_change.push(format!("NEW.{0} IS NOT OLD.{0}", quote(&t.columns[k].name)));

@@ -32,7 +32,10 @@ impl<R: Remote> Replica<R> {
     fn pull_attempt(&mut self) -> Result<(u64, u64)> {
         let now = self.clock.now_ms();
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        self.remote.begin_read()?;
+        if let Err(e) = self.remote.begin_read() {
+            self.remote.rollback();
+            return Err(e);
+        }
         let outcome = pull_into(
             &tx,
             &mut self.remote,

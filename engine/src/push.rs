@@ -62,7 +62,10 @@ impl<R: Remote> Replica<R> {
                 })
                 .collect::<Result<Vec<_>>>()?;
             // Step 2: apply it on the remote, in one remote transaction.
-            self.remote.begin_write()?;
+            if let Err(e) = self.remote.begin_write() {
+                self.remote.rollback();
+                return Err(e);
+            }
             let applied = apply_batch(&mut self.remote, &self.schema, self.replica_id, &batch, &aliases);
             // Step 3: commit the remote.
             let conflicts = match applied.and_then(|c| self.remote.commit().map(|()| c)) {

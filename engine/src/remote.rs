@@ -235,6 +235,7 @@ fn open(path: &Path, busy_timeout_ms: u64, create: bool) -> Result<Connection> {
     let conn = Connection::open_with_flags(path, flags).map_err(wrap)?;
     conn.busy_timeout(std::time::Duration::from_millis(busy_timeout_ms))
         .map_err(wrap)?;
+    conn.set_prepared_statement_cache_capacity(crate::replica::STATEMENT_CACHE_CAPACITY);
     // Rollback journal: WAL does not work on network file systems.
     conn.pragma_update(None, "journal_mode", "DELETE").map_err(wrap)?;
     conn.pragma_update(None, "synchronous", "FULL").map_err(wrap)?;
@@ -271,8 +272,13 @@ impl Remote for SqliteRemote {
         self.seq = None;
         self.conn.execute_batch("BEGIN DEFERRED")?;
         // Take the read lock now, so the snapshot starts here.
-        self.conn
-            .query_row("SELECT seq FROM _sg_remote", [], |r| r.get::<_, i64>(0))?;
+        if let Err(e) = self
+            .conn
+            .query_row("SELECT seq FROM _sg_remote", [], |r| r.get::<_, i64>(0))
+        {
+            self.rollback();
+            return Err(e.into());
+        }
         Ok(())
     }
 

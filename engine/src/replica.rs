@@ -23,6 +23,9 @@ pub fn id_space(replica: u32) -> (i64, i64) {
     (lo, lo + (1_i64 << ID_SPACE_BITS))
 }
 
+/// Distinct statements the engine prepares per connection, with room to spare.
+pub(crate) const STATEMENT_CACHE_CAPACITY: usize = 256;
+
 /// Tuning and limits. Outcomes depend on `max_drift_ms` and `push_batch_max`
 /// only; the rest is about waiting and memory.
 #[derive(Clone, Debug)]
@@ -133,6 +136,7 @@ impl<R: Remote> Replica<R> {
         let conn = Connection::open(path).map_err(wrap)?;
         conn.busy_timeout(std::time::Duration::from_millis(config.busy_timeout_ms))
             .map_err(wrap)?;
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
         let mode: String = conn
             .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
             .map_err(wrap)?;
@@ -229,6 +233,11 @@ impl<R: Remote> Replica<R> {
     }
 
     /// The remote handle, e.g. for a harness that wraps it.
+    pub fn remote(&self) -> &R {
+        &self.remote
+    }
+
+    /// The remote handle, mutable.
     pub fn remote_mut(&mut self) -> &mut R {
         &mut self.remote
     }

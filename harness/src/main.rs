@@ -1,1 +1,210 @@
-fn main() {}
+//! `syncgate`: the CI correctness gate for sync layers.
+//!
+//! Exit codes: 0 all cases pass, 1 a counterexample was found (or a
+//! required event never happened), 2 a usage or setup error.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use syncgate::gate::{check, default_base_dir, load_trace, run_seed, CheckOptions, Summary};
+use syncgate::run::run_case;
+use syncgate::scenario::GenConfig;
+use syncgate::subject_by_name;
+
+#[derive(Parser)]
+#[command(
+    name = "syncgate",
+    version,
+    about = "Finds sync-layer bugs by checking random interleavings against a model"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run N random cases; shrink and print the first failure.
+    Check {
+        #[command(flatten)]
+        scenario: ScenarioArgs,
+        /// Number of cases.
+        #[arg(long, default_value_t = 500)]
+        cases: u64,
+        /// Worker threads (default: one per core).
+        #[arg(long)]
+        jobs: Option<usize>,
+        /// Run each case twice and fail if the runs differ.
+        #[arg(long)]
+        doublecheck: bool,
+        /// Print one JSON summary instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Where to save shrunk counterexamples as trace files.
+        #[arg(long, default_value = "syncgate-failures")]
+        failures_dir: PathBuf,
+    },
+    /// Rerun one case (by seed, or from a trace file) and print its trace.
+    Replay {
+        #[command(flatten)]
+        scenario: ScenarioArgs,
+        /// A saved trace file (overrides --seed and the scenario options).
+        #[arg(long)]
+        trace: Option<PathBuf>,
+    },
+}
+
+#[derive(Args, Clone)]
+struct ScenarioArgs {
+    /// Run seed (any string: a number, a commit hash); case N of run S is `S/N`.
+    #[arg(long, default_value = "syncgate")]
+    seed: String,
+    /// Replicas per case (1-4).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=4))]
+    replicas: u8,
+    /// Steps per case.
+    #[arg(long, default_value_t = 40, value_parser = clap::value_parser!(u16).range(1..=2000))]
+    steps: u16,
+    /// Engine under test.
+    #[arg(long, default_value = "reference")]
+    engine: String,
+}
+
+impl ScenarioArgs {
+    fn gen(&self) -> GenConfig {
+        GenConfig {
+            replicas: Some(usize::from(self.replicas)),
+            steps: usize::from(self.steps),
+            ..GenConfig::default()
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(msg) => {
+            eprintln!("syncgate: error: {msg}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode, String> {
+    match cli.command {
+        Command::Check {
+            scenario,
+            cases,
+            jobs,
+            doublecheck,
+            json,
+            failures_dir,
+        } => {
+            let subject = subject_by_name(&scenario.engine)?;
+            let opts = CheckOptions {
+                cases,
+                seed: scenario.seed.clone(),
+                jobs: jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+                gen: scenario.gen(),
+                doublecheck,
+                base_dir: default_base_dir(),
+                failures_dir: Some(failures_dir),
+                shrink_runs_max: 3_000,
+                stop_at_first: false,
+                progress: !json,
+            };
+            let summary = check(subject.as_ref(), &opts)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&summary).map_err(|e| e.to_string())?);
+            } else {
+                print_summary(&summary, &scenario);
+            }
+            Ok(if summary.ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Command::Replay { scenario, trace } => {
+            let subject = subject_by_name(&scenario.engine)?;
+            let base = default_base_dir();
+            let (title, result) = match trace {
+                Some(path) => {
+                    let file = load_trace(&path)?;
+                    let result = run_case(subject.as_ref(), &file.scenario, &base);
+                    (format!("trace {} (seed {})", path.display(), file.seed), result)
+                }
+                None => {
+                    let (_, result) = run_seed(subject.as_ref(), &scenario.seed, &scenario.gen(), &base, false)?;
+                    (format!("seed {}", scenario.seed), result)
+                }
+            };
+            println!("replay of {title} on engine {}", subject.name());
+            for line in &result.trace {
+                println!("{line}");
+            }
+            match &result.failure {
+                None => {
+                    println!("all checks passed");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Some((step, v)) => {
+                    println!("FAILED at step {step}: {} — {}", v.invariant, v.detail);
+                    Ok(ExitCode::from(1))
+                }
+            }
+        }
+    }
+}
+
+fn print_summary(s: &Summary, args: &ScenarioArgs) {
+    println!(
+        "syncgate check: engine {}, seed {:?}, {} replicas x {} steps",
+        s.engine, s.seed, args.replicas, args.steps
+    );
+    println!(
+        "{} cases, {} passed, {} failed in {:.1} s ({:.0} cases/s)",
+        s.cases,
+        s.passed,
+        s.failures.len() + s.other_failing_seeds.len(),
+        s.elapsed_s,
+        s.cases_per_s
+    );
+    let events: Vec<String> = s.events.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    println!("events: {}", events.join(" "));
+    for f in &s.failures {
+        println!();
+        println!(
+            "COUNTEREXAMPLE {} (case {}): {} at step {} — shrunk from {} to {} steps in {} runs",
+            f.seed, f.case, f.invariant, f.step, f.original_steps, f.shrunk_steps, f.shrink_runs
+        );
+        println!("  {}", f.detail);
+        println!("  replicas {}; swarm {}", f.scenario.replicas, f.scenario.swarm);
+        for line in &f.trace {
+            println!("  {line}");
+        }
+        println!(
+            "  replay: syncgate replay --engine {} --seed {:?} --replicas {} --steps {}",
+            s.engine, f.seed, args.replicas, args.steps
+        );
+        if let Some(path) = &f.trace_file {
+            println!(
+                "  replay the shrunk trace: syncgate replay --engine {} --trace {}",
+                s.engine,
+                path.display()
+            );
+        }
+    }
+    if !s.other_failing_seeds.is_empty() {
+        println!("other failing seeds: {}", s.other_failing_seeds.join(" "));
+    }
+    if !s.missing_events.is_empty() {
+        println!(
+            "FAILED: these required events never happened, so the generator no longer reaches them: {}",
+            s.missing_events.join(", ")
+        );
+    }
+    println!("{}", if s.ok() { "PASS" } else { "FAIL" });
+}

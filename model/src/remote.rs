@@ -191,6 +191,7 @@ impl RemoteState {
                     Some(RemoteRow::Live { .. }) => {
                         let lost = self.merge_columns(t, target, &values, &entry.columns, stamp);
                         self.bump(t, target);
+                        events.conflicts_won_remotely += u64::from(lost);
                         u64::from(lost)
                     }
                     Some(_) => {

@@ -1,4 +1,14 @@
 //! Integration tests: one module per failure class of DEVELOPERS.md.
 
+mod bad_input;
+mod capture;
+mod clocks;
+mod deletes;
+mod durability;
+mod ids;
+mod locks;
+mod merge;
+mod natural_keys;
 mod smoke;
+mod status;
 mod support;

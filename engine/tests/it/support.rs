@@ -1,16 +1,24 @@
-//! A small world of replicas over one remote file, with a controllable clock.
+//! A small world of replicas over one remote file, with a controllable clock,
+//! a remote that can fail at commit, and the check helpers every module uses
+//! (so an API change touches one place).
 
+#![allow(dead_code, reason = "each test module uses a different subset")]
+
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 use syncgate_engine::rusqlite::types::Value;
-use syncgate_engine::{Clock, Config, Replica, Schema, SqliteRemote};
+use syncgate_engine::rusqlite::Connection;
+use syncgate_engine::{
+    Change, ChangeKind, Clock, Config, Error, Remote, RemoteRow, Replica, Result, Schema, SqliteRemote, SyncReport,
+    WriteRefusal,
+};
 
 /// A clock the test sets by hand. Sleeping does not pass time.
 #[derive(Default)]
 pub struct ManualClock(AtomicI64);
 
-#[allow(dead_code, reason = "used by some test modules only")]
 impl ManualClock {
     pub fn at(ms: i64) -> Arc<ManualClock> {
         Arc::new(ManualClock(AtomicI64::new(ms)))
@@ -32,6 +40,20 @@ impl Clock for ManualClock {
 
 pub const T0: i64 = 1_700_000_000_000;
 
+/// One table's rows: `(id, values in declared order)`, by id.
+pub type Rows = Vec<(i64, Vec<Value>)>;
+/// Every synced table's rows, by table name.
+pub type State = Vec<(String, Rows)>;
+
+/// Never waits on a lock; retries busy twice (on the manual clock).
+pub fn test_config() -> Config {
+    Config {
+        busy_timeout_ms: 0,
+        busy_retries_max: 2,
+        ..Config::default()
+    }
+}
+
 pub struct World {
     pub dir: tempfile::TempDir,
     pub schema: Schema,
@@ -43,55 +65,270 @@ impl World {
         let dir = tempfile::tempdir().expect("temp dir");
         let schema = Schema::test_schema();
         SqliteRemote::create(&dir.path().join("remote.db"), &schema, 0).expect("create remote");
-        let config = Config {
-            busy_timeout_ms: 0,
-            busy_retries_max: 2,
-            ..Config::default()
-        };
-        World { dir, schema, config }
+        World {
+            dir,
+            schema,
+            config: test_config(),
+        }
+    }
+
+    pub fn remote_path(&self) -> PathBuf {
+        self.dir.path().join("remote.db")
+    }
+
+    pub fn cache_path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(format!("{name}.db"))
     }
 
     pub fn remote(&self) -> SqliteRemote {
-        SqliteRemote::open(&self.dir.path().join("remote.db"), &self.schema, 0).expect("open remote")
+        SqliteRemote::open(&self.remote_path(), &self.schema, 0).expect("open remote")
     }
 
     /// Opens (or reopens) replica `name` with `clock`.
     pub fn replica(&self, name: &str, clock: Arc<ManualClock>) -> Replica<SqliteRemote> {
-        Replica::open(
-            &self.dir.path().join(format!("{name}.db")),
-            &self.schema,
-            self.remote(),
-            clock,
-            self.config.clone(),
-        )
-        .expect("open replica")
+        self.open_with(name, clock, self.remote(), self.config.clone())
+    }
+
+    /// Opens (or reopens) replica `name` over a remote that can fail at commit.
+    pub fn faulty(&self, name: &str, clock: Arc<ManualClock>) -> Replica<FaultyRemote> {
+        self.open_with(name, clock, FaultyRemote::new(self.remote()), self.config.clone())
+    }
+
+    pub fn open_with<R: Remote>(&self, name: &str, clock: Arc<ManualClock>, remote: R, config: Config) -> Replica<R> {
+        Replica::open(&self.cache_path(name), &self.schema, remote, clock, config).expect("open replica")
+    }
+
+    /// A plain connection to a file of this world, that never waits on a lock.
+    pub fn raw(&self, path: &std::path::Path) -> Connection {
+        let conn = Connection::open(path).expect("open raw connection");
+        conn.busy_timeout(std::time::Duration::ZERO).expect("busy timeout");
+        conn
     }
 
     /// The remote's rows of `table`, read with a plain connection.
-    pub fn remote_rows(&self, table: &str) -> Vec<(i64, Vec<Value>)> {
-        let conn = syncgate_engine::rusqlite::Connection::open(self.dir.path().join("remote.db")).expect("open");
-        let cols = self.schema.column_names(table).expect("table").join("\", \"");
-        let mut stmt = conn
-            .prepare(&format!("SELECT \"id\", \"{cols}\" FROM \"{table}\" ORDER BY \"id\""))
-            .expect("prepare");
-        let n = self.schema.column_names(table).expect("table").len();
-        stmt.query_map([], |r| {
-            Ok((r.get(0)?, (1..=n).map(|i| r.get(i)).collect::<Result<Vec<Value>, _>>()?))
-        })
-        .expect("query")
-        .collect::<Result<_, _>>()
-        .expect("rows")
+    pub fn remote_rows(&self, table: &str) -> Rows {
+        read_table(&self.raw(&self.remote_path()), &self.schema, table)
     }
+
+    pub fn remote_state(&self) -> State {
+        let conn = self.raw(&self.remote_path());
+        self.schema
+            .table_names()
+            .map(|t| (t.to_string(), read_table(&conn, &self.schema, t)))
+            .collect()
+    }
+
+    /// The remote's last change seq: it moves whenever the remote stores anything.
+    pub fn remote_head(&self) -> i64 {
+        self.raw(&self.remote_path())
+            .query_row("SELECT seq FROM _sg_remote", [], |r| r.get(0))
+            .expect("remote head")
+    }
+}
+
+fn read_table(conn: &Connection, schema: &Schema, table: &str) -> Rows {
+    let names = schema.column_names(table).expect("table");
+    let cols = names.join("\", \"");
+    let mut stmt = conn
+        .prepare(&format!("SELECT \"id\", \"{cols}\" FROM \"{table}\" ORDER BY \"id\""))
+        .expect("prepare");
+    let n = names.len();
+    stmt.query_map([], |r| {
+        Ok((r.get(0)?, (1..=n).map(|i| r.get(i)).collect::<Result<Vec<Value>, _>>()?))
+    })
+    .expect("query")
+    .collect::<Result<_, _>>()
+    .expect("rows")
 }
 
 pub fn text(s: &str) -> Value {
     Value::Text(s.to_string())
 }
 
-pub fn rows(r: &Replica<SqliteRemote>, table: &str) -> Vec<(i64, Vec<Value>)> {
+pub fn int(i: i64) -> Value {
+    Value::Integer(i)
+}
+
+pub fn rows<R: Remote>(r: &Replica<R>, table: &str) -> Rows {
     r.rows(table)
         .expect("rows")
         .into_iter()
         .map(|row| (row.id, row.values))
         .collect()
+}
+
+pub fn state<R: Remote>(r: &Replica<R>) -> State {
+    r.schema().table_names().map(|t| (t.to_string(), rows(r, t))).collect()
+}
+
+pub fn ids<R: Remote>(r: &Replica<R>, table: &str) -> Vec<i64> {
+    rows(r, table).into_iter().map(|(id, _)| id).collect()
+}
+
+pub fn ids_of(rows: &Rows) -> Vec<i64> {
+    rows.iter().map(|(id, _)| *id).collect()
+}
+
+pub fn pending<R: Remote>(r: &Replica<R>) -> u64 {
+    r.pending().expect("pending")
+}
+
+/// The pull cursor stored in the cache.
+pub fn cursor<R: Remote>(r: &Replica<R>) -> i64 {
+    r.connection()
+        .query_row("SELECT cursor FROM _sg_meta", [], |row| row.get(0))
+        .expect("cursor")
+}
+
+/// `(pushed, pulled, conflicts)`.
+pub fn counts(report: SyncReport) -> (u64, u64, u64) {
+    (report.pushed, report.pulled, report.conflicts)
+}
+
+pub fn sync<R: Remote>(r: &mut Replica<R>) -> (u64, u64, u64) {
+    counts(r.sync().expect("sync"))
+}
+
+pub fn push<R: Remote>(r: &mut Replica<R>) -> (u64, u64, u64) {
+    counts(r.push().expect("push"))
+}
+
+pub fn pull<R: Remote>(r: &mut Replica<R>) -> (u64, u64, u64) {
+    counts(r.pull().expect("pull"))
+}
+
+pub fn host<R: Remote>(r: &mut Replica<R>, hostname: &str, ip: &str) -> i64 {
+    r.insert("hosts", None, &[("hostname", text(hostname)), ("ip", text(ip))])
+        .expect("insert host")
+}
+
+pub fn domain<R: Remote>(r: &mut Replica<R>, name: &str, registrar: &str) -> i64 {
+    r.insert("domains", None, &[("name", text(name)), ("registrar", text(registrar))])
+        .expect("insert domain")
+}
+
+pub fn record<R: Remote>(r: &mut Replica<R>, domain: i64, kind: &str, value: &str) -> i64 {
+    r.insert(
+        "dns_records",
+        None,
+        &[("domain_id", int(domain)), ("kind", text(kind)), ("value", text(value))],
+    )
+    .expect("insert dns record")
+}
+
+/// The refusal inside a write's error; anything else fails the test.
+pub fn refusal<T: std::fmt::Debug>(outcome: Result<T>) -> WriteRefusal {
+    match outcome {
+        Err(Error::Write(refusal)) => refusal,
+        other => panic!("expected a write refusal, got {other:?}"),
+    }
+}
+
+/// Every replica holds exactly what the remote holds, and nothing is pending.
+pub fn assert_converged<R: Remote>(w: &World, replicas: &[&Replica<R>]) {
+    let remote = w.remote_state();
+    for r in replicas {
+        assert_eq!(state(*r), remote, "replica {} differs from the remote", r.replica_id());
+        assert_eq!(pending(*r), 0, "replica {} still has pending writes", r.replica_id());
+    }
+}
+
+/// Where [`FaultyRemote`] fails the next commit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CommitFault {
+    /// Roll back, then report the connection lost: the remote has nothing.
+    BeforeCommit,
+    /// Really commit, then report the connection lost: the remote has it all.
+    AfterCommit,
+}
+
+/// A [`SqliteRemote`] that fails its next `commit()` when told to.
+pub struct FaultyRemote {
+    pub inner: SqliteRemote,
+    fault: Option<CommitFault>,
+    /// Commits to let through before the fault.
+    skip: u32,
+}
+
+impl FaultyRemote {
+    pub fn new(inner: SqliteRemote) -> FaultyRemote {
+        FaultyRemote {
+            inner,
+            fault: None,
+            skip: 0,
+        }
+    }
+
+    pub fn fail_next_commit(&mut self, fault: CommitFault) {
+        self.fail_commit_after(0, fault);
+    }
+
+    /// Lets `skip` commits through, then fails the next one with `fault`.
+    pub fn fail_commit_after(&mut self, skip: u32, fault: CommitFault) {
+        self.fault = Some(fault);
+        self.skip = skip;
+    }
+}
+
+impl Remote for FaultyRemote {
+    fn register_replica(&mut self) -> Result<u32> {
+        self.inner.register_replica()
+    }
+    fn begin_write(&mut self) -> Result<()> {
+        self.inner.begin_write()
+    }
+    fn begin_read(&mut self) -> Result<()> {
+        self.inner.begin_read()
+    }
+    fn commit(&mut self) -> Result<()> {
+        if self.fault.is_some() && self.skip > 0 {
+            self.skip -= 1;
+            return self.inner.commit();
+        }
+        match self.fault.take() {
+            None => self.inner.commit(),
+            Some(CommitFault::BeforeCommit) => {
+                self.inner.rollback();
+                Err(Error::RemoteUnavailable(
+                    "injected: connection lost before COMMIT".into(),
+                ))
+            }
+            Some(CommitFault::AfterCommit) => {
+                self.inner.commit()?;
+                Err(Error::RemoteUnavailable(
+                    "injected: connection lost after COMMIT".into(),
+                ))
+            }
+        }
+    }
+    fn rollback(&mut self) {
+        self.inner.rollback();
+    }
+    fn acked(&mut self, replica: u32) -> Result<i64> {
+        self.inner.acked(replica)
+    }
+    fn set_acked(&mut self, replica: u32, seq: i64) -> Result<()> {
+        self.inner.set_acked(replica, seq)
+    }
+    fn row(&mut self, table: usize, id: i64) -> Result<Option<RemoteRow>> {
+        self.inner.row(table, id)
+    }
+    fn put(&mut self, table: usize, id: i64, row: &RemoteRow) -> Result<()> {
+        self.inner.put(table, id, row)
+    }
+    fn touch(&mut self, table: usize, id: i64) -> Result<()> {
+        self.inner.touch(table, id)
+    }
+    fn live_with_key(&mut self, table: usize, key: &Value) -> Result<Option<i64>> {
+        self.inner.live_with_key(table, key)
+    }
+    fn live_children(&mut self, table: usize, column: usize, parent: i64) -> Result<Vec<i64>> {
+        self.inner.live_children(table, column, parent)
+    }
+    fn head(&mut self) -> Result<i64> {
+        self.inner.head()
+    }
+    fn changes(&mut self, kind: ChangeKind, after: i64, upto: i64, limit: usize) -> Result<Vec<Change>> {
+        self.inner.changes(kind, after, upto, limit)
+    }
 }

@@ -1,0 +1,276 @@
+//! `syncgate check`: many cases in parallel, the first failure shrunk.
+//!
+//! Rayon runs cases in parallel, never the steps of one case.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::check::Invariant;
+use crate::run::{run_case, CaseResult, Events, REQUIRED_EVENTS};
+use crate::scenario::{GenConfig, Scenario};
+use crate::seed::{case_seed, generate};
+use crate::shrink::shrink;
+use crate::subject::Subject;
+
+/// Fewest cases for which a missing required event fails the run.
+pub const REQUIRED_EVENTS_MIN_CASES: u64 = 200;
+
+#[derive(Clone, Debug)]
+pub struct CheckOptions {
+    pub cases: u64,
+    pub seed: String,
+    pub jobs: usize,
+    pub gen: GenConfig,
+    /// Run each case twice and fail when the runs differ.
+    pub doublecheck: bool,
+    /// Where case folders go (a tmpfs when the machine has one).
+    pub base_dir: PathBuf,
+    /// Where shrunk failures are saved as trace files.
+    pub failures_dir: Option<PathBuf>,
+    pub shrink_runs_max: usize,
+    /// Stop at the first failing batch (for mutants).
+    pub stop_at_first: bool,
+    /// Show progress on stderr.
+    pub progress: bool,
+}
+
+/// One failing case, shrunk.
+#[derive(Clone, Debug, Serialize)]
+pub struct CaseFailure {
+    pub seed: String,
+    pub case: u64,
+    pub invariant: Invariant,
+    pub step: usize,
+    pub detail: String,
+    pub original_steps: usize,
+    pub shrunk_steps: usize,
+    pub shrink_runs: usize,
+    pub trace: Vec<String>,
+    pub scenario: Scenario,
+    pub trace_file: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Summary {
+    pub engine: String,
+    pub seed: String,
+    pub cases: u64,
+    pub passed: u64,
+    pub failures: Vec<CaseFailure>,
+    /// Seeds of failing cases beyond the first (not shrunk).
+    pub other_failing_seeds: Vec<String>,
+    pub events: Events,
+    pub missing_events: Vec<&'static str>,
+    pub elapsed_s: f64,
+    pub cases_per_s: f64,
+}
+
+impl Summary {
+    pub fn ok(&self) -> bool {
+        self.failures.is_empty() && self.other_failing_seeds.is_empty() && self.missing_events.is_empty()
+    }
+}
+
+/// A RAM-backed folder for case files when there is one.
+pub fn default_base_dir() -> PathBuf {
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() {
+        shm.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    }
+}
+
+/// Runs one case by its seed; `doublecheck` runs it twice and compares.
+pub fn run_seed(
+    subject: &dyn Subject,
+    seed: &str,
+    gen: &GenConfig,
+    base: &Path,
+    doublecheck: bool,
+) -> Result<(Scenario, CaseResult), String> {
+    let scenario = generate(seed, gen)?;
+    let mut result = run_case(subject, &scenario, base);
+    if doublecheck && result.failure.is_none() {
+        let again = run_case(subject, &scenario, base);
+        if again.trace != result.trace || again.final_state != result.final_state {
+            result.failure = Some((
+                0,
+                crate::check::Violation::new(
+                    Invariant::OutcomeAgreement,
+                    "two runs of the same case differ (trace or final state): the run is not deterministic",
+                ),
+            ));
+        }
+    }
+    Ok((scenario, result))
+}
+
+#[allow(
+    clippy::disallowed_methods,
+    reason = "cases/s in the summary; never inside a checked run"
+)]
+fn now() -> std::time::Instant {
+    std::time::Instant::now()
+}
+
+pub fn check(subject: &dyn Subject, opts: &CheckOptions) -> Result<Summary, String> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(opts.jobs.max(1))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let started = now();
+    let bar = progress_bar(opts);
+    let batch = if opts.stop_at_first {
+        (opts.jobs.max(1) * 8) as u64
+    } else {
+        opts.cases.max(1)
+    };
+    let mut events = Events::new();
+    let mut failing: Vec<(u64, Scenario, CaseResult)> = Vec::new();
+    let mut done = 0_u64;
+    let mut start = 0_u64;
+    while start < opts.cases {
+        let end = (start + batch).min(opts.cases);
+        let results: Vec<Result<(u64, Scenario, CaseResult), String>> = pool.install(|| {
+            (start..end)
+                .into_par_iter()
+                .map(|i| {
+                    let seed = case_seed(&opts.seed, i);
+                    let out =
+                        run_seed(subject, &seed, &opts.gen, &opts.base_dir, opts.doublecheck).map(|(s, r)| (i, s, r));
+                    if let Some(bar) = &bar {
+                        bar.inc(1);
+                    }
+                    out
+                })
+                .collect()
+        });
+        for result in results {
+            let (i, scenario, result) = result?;
+            done += 1;
+            for (k, v) in &result.events {
+                *events.entry(k).or_insert(0) += v;
+            }
+            if result.failure.is_some() {
+                failing.push((i, scenario, result));
+            }
+        }
+        if bar.is_none() && opts.progress {
+            eprintln!("syncgate: {done}/{} cases, {} failing", opts.cases, failing.len());
+        }
+        start = end;
+        if opts.stop_at_first && !failing.is_empty() {
+            break;
+        }
+    }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let mut failures = Vec::new();
+    let mut other_failing_seeds = Vec::new();
+    for (n, (i, scenario, result)) in failing.into_iter().enumerate() {
+        let seed = case_seed(&opts.seed, i);
+        if n > 0 {
+            other_failing_seeds.push(seed);
+            continue;
+        }
+        let Some((_, violation)) = &result.failure else {
+            continue;
+        };
+        let shrunk = shrink(
+            subject,
+            &scenario,
+            violation.invariant,
+            &opts.base_dir,
+            opts.shrink_runs_max,
+        );
+        let (step, v) = shrunk.result.failure.clone().unwrap_or((0, violation.clone()));
+        let mut failure = CaseFailure {
+            seed: seed.clone(),
+            case: i,
+            invariant: v.invariant,
+            step,
+            detail: v.detail,
+            original_steps: scenario.steps.len(),
+            shrunk_steps: shrunk.scenario.steps.len(),
+            shrink_runs: shrunk.runs,
+            trace: shrunk.result.trace.clone(),
+            scenario: shrunk.scenario.clone(),
+            trace_file: None,
+        };
+        if let Some(dir) = &opts.failures_dir {
+            failure.trace_file = save_trace(dir, &subject.name(), &failure).ok();
+        }
+        failures.push(failure);
+    }
+    let missing_events: Vec<&'static str> = if done >= REQUIRED_EVENTS_MIN_CASES && failures.is_empty() {
+        REQUIRED_EVENTS
+            .iter()
+            .copied()
+            .filter(|e| events.get(e).copied().unwrap_or(0) == 0)
+            .collect()
+    } else {
+        Vec::new()
+    };
+    Ok(Summary {
+        engine: subject.name(),
+        seed: opts.seed.clone(),
+        cases: done,
+        passed: done - failures.len() as u64 - other_failing_seeds.len() as u64,
+        failures,
+        other_failing_seeds,
+        events,
+        missing_events,
+        elapsed_s: elapsed,
+        cases_per_s: if elapsed > 0.0 { done as f64 / elapsed } else { 0.0 },
+    })
+}
+
+fn progress_bar(opts: &CheckOptions) -> Option<indicatif::ProgressBar> {
+    if !opts.progress || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(opts.cases);
+    if let Ok(style) = indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} cases {per_sec} eta {eta}") {
+        bar.set_style(style);
+    }
+    Some(bar)
+}
+
+/// A saved counterexample: the steps themselves, so it replays even after
+/// the generators change.
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
+pub struct TraceFile {
+    pub engine: String,
+    pub seed: String,
+    pub invariant: Invariant,
+    pub scenario: Scenario,
+}
+
+fn save_trace(dir: &Path, engine: &str, failure: &CaseFailure) -> Result<PathBuf, String> {
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    let safe: String = format!("{engine}-{}", failure.seed)
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+        .collect();
+    let path = dir.join(format!("{safe}.json"));
+    let file = TraceFile {
+        engine: engine.to_string(),
+        seed: failure.seed.clone(),
+        invariant: failure.invariant,
+        scenario: failure.scenario.clone(),
+    };
+    let text = serde_json::to_string_pretty(&file).map_err(|e| e.to_string())?;
+    std::fs::write(&path, text).map_err(|e| e.to_string())?;
+    Ok(path)
+}
+
+pub fn load_trace(path: &Path) -> Result<TraceFile, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read trace file {}: {e}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| format!("{} is not a syncgate trace file: {e}", path.display()))
+}

@@ -1,0 +1,32 @@
+//! syncgate's harness: random interleavings of writes, syncs, locks,
+//! crashes and clock skew, run on an engine and checked against the model
+//! after every step.
+//!
+//! Architecture Invariant: the harness is the only crate that knows both
+//! the engine and the model.
+
+pub mod check;
+pub mod gate;
+pub mod run;
+pub mod scenario;
+pub mod seed;
+pub mod shrink;
+pub mod subject;
+
+use subject::{ReferenceEngine, Subject};
+
+/// Engine names `--engine` accepts.
+pub fn subject_names() -> Vec<String> {
+    vec!["reference".to_string()]
+}
+
+/// The engine called `name`.
+pub fn subject_by_name(name: &str) -> Result<Box<dyn Subject>, String> {
+    match name {
+        "reference" => Ok(Box::new(ReferenceEngine::new())),
+        other => Err(format!(
+            "unknown engine {other:?}; known engines: {}",
+            subject_names().join(", ")
+        )),
+    }
+}

@@ -1,0 +1,253 @@
+//! Shrinking a failing scenario to a minimal one that fails the same way.
+//!
+//! Works on the concrete steps (not on proptest's value tree), so a trace
+//! loaded from a file shrinks as well as a freshly generated one: first
+//! remove chunks of steps (halves, quarters, ... single steps), then make
+//! each remaining step simpler, then drop unused replicas; repeat until
+//! nothing changes or the budget of runs is spent.
+
+use std::path::Path;
+
+use crate::check::Invariant;
+use crate::run::{run_case, CaseResult};
+use crate::scenario::{IdChoice, Scenario, Step, SyncKind, Val};
+use crate::subject::Subject;
+
+/// The shrunk scenario, its run, and how many runs shrinking took.
+pub struct Shrunk {
+    pub scenario: Scenario,
+    pub result: CaseResult,
+    pub runs: usize,
+}
+
+pub fn shrink(
+    subject: &dyn Subject,
+    scenario: &Scenario,
+    invariant: Invariant,
+    base: &Path,
+    runs_max: usize,
+) -> Shrunk {
+    let mut best = scenario.clone();
+    let mut best_result = run_case(subject, &best, base);
+    let mut runs = 1;
+    let try_candidate = |candidate: &Scenario, runs: &mut usize| -> Option<CaseResult> {
+        if *runs >= runs_max {
+            return None;
+        }
+        *runs += 1;
+        let result = run_case(subject, candidate, base);
+        match &result.failure {
+            Some((_, v)) if v.invariant == invariant => Some(result),
+            _ => None,
+        }
+    };
+    loop {
+        let mut progress = false;
+        // 1. Remove chunks of steps.
+        let mut chunk = (best.steps.len() / 2).max(1);
+        loop {
+            let mut i = 0;
+            while i < best.steps.len() && best.steps.len() > 1 {
+                let mut candidate = best.clone();
+                let end = (i + chunk).min(candidate.steps.len());
+                candidate.steps.drain(i..end);
+                if candidate.steps.is_empty() {
+                    i += chunk;
+                    continue;
+                }
+                if let Some(result) = try_candidate(&candidate, &mut runs) {
+                    best = candidate;
+                    best_result = result;
+                    progress = true;
+                } else {
+                    i += chunk;
+                }
+            }
+            if chunk == 1 {
+                break;
+            }
+            chunk /= 2;
+        }
+        // 2. Simplify each step.
+        for i in 0..best.steps.len() {
+            for simpler in simplifications(&best.steps[i]) {
+                let mut candidate = best.clone();
+                candidate.steps[i] = simpler;
+                if let Some(result) = try_candidate(&candidate, &mut runs) {
+                    best = candidate;
+                    best_result = result;
+                    progress = true;
+                    break;
+                }
+            }
+        }
+        // 3. Drop replicas no step uses, highest first.
+        while best.replicas > 1 && !best.steps.iter().any(|s| uses_replica(s, best.replicas - 1)) {
+            let mut candidate = best.clone();
+            candidate.replicas -= 1;
+            match try_candidate(&candidate, &mut runs) {
+                Some(result) => {
+                    best = candidate;
+                    best_result = result;
+                    progress = true;
+                }
+                None => break,
+            }
+        }
+        if !progress || runs >= runs_max {
+            break;
+        }
+    }
+    Shrunk {
+        scenario: best,
+        result: best_result,
+        runs,
+    }
+}
+
+fn uses_replica(step: &Step, r: usize) -> bool {
+    match step {
+        Step::Insert { replica, .. }
+        | Step::Update { replica, .. }
+        | Step::Delete { replica, .. }
+        | Step::Sync { replica, .. }
+        | Step::Crash { replica, .. }
+        | Step::Restart { replica }
+        | Step::LockCache { replica, .. }
+        | Step::Clock { replica, .. } => *replica == r,
+        Step::LockRemote { .. } => false,
+    }
+}
+
+/// Simpler variants of a step, simplest first.
+fn simplifications(step: &Step) -> Vec<Step> {
+    let mut out = Vec::new();
+    match step {
+        Step::Insert {
+            replica,
+            table,
+            id,
+            values,
+        } => {
+            if *id != IdChoice::Mint {
+                out.push(Step::Insert {
+                    replica: *replica,
+                    table: *table,
+                    id: IdChoice::Mint,
+                    values: values.clone(),
+                });
+            }
+            for (c, v) in values.iter().enumerate() {
+                if let Val::Parent(n) = v {
+                    if *n > 0 {
+                        let mut values = values.clone();
+                        values[c] = Val::Parent(0);
+                        out.push(Step::Insert {
+                            replica: *replica,
+                            table: *table,
+                            id: id.clone(),
+                            values,
+                        });
+                    }
+                }
+            }
+            if *replica > 0 {
+                out.push(Step::Insert {
+                    replica: 0,
+                    table: *table,
+                    id: id.clone(),
+                    values: values.clone(),
+                });
+            }
+        }
+        Step::Update {
+            replica,
+            table,
+            row,
+            column,
+            value,
+        } => {
+            if *row > 0 {
+                out.push(Step::Update {
+                    replica: *replica,
+                    table: *table,
+                    row: 0,
+                    column: *column,
+                    value: value.clone(),
+                });
+            }
+            if *replica > 0 {
+                out.push(Step::Update {
+                    replica: 0,
+                    table: *table,
+                    row: *row,
+                    column: *column,
+                    value: value.clone(),
+                });
+            }
+        }
+        Step::Delete { replica, table, row } => {
+            if *row > 0 {
+                out.push(Step::Delete {
+                    replica: *replica,
+                    table: *table,
+                    row: 0,
+                });
+            }
+            if *replica > 0 {
+                out.push(Step::Delete {
+                    replica: 0,
+                    table: *table,
+                    row: *row,
+                });
+            }
+        }
+        Step::Sync { replica, kind } => {
+            if *kind == SyncKind::Full {
+                out.push(Step::Sync {
+                    replica: *replica,
+                    kind: SyncKind::Push,
+                });
+                out.push(Step::Sync {
+                    replica: *replica,
+                    kind: SyncKind::Pull,
+                });
+            }
+            if *replica > 0 {
+                out.push(Step::Sync {
+                    replica: 0,
+                    kind: *kind,
+                });
+            }
+        }
+        Step::Crash { replica, kind, at } => {
+            out.push(Step::Sync {
+                replica: *replica,
+                kind: *kind,
+            });
+            if *kind == SyncKind::Full {
+                out.push(Step::Crash {
+                    replica: *replica,
+                    kind: SyncKind::Push,
+                    at: *at,
+                });
+                out.push(Step::Crash {
+                    replica: *replica,
+                    kind: SyncKind::Pull,
+                    at: *at,
+                });
+            }
+        }
+        Step::LockRemote { lock, hold } if *hold > 1 => out.push(Step::LockRemote { lock: *lock, hold: 1 }),
+        Step::LockCache { replica, hold } if *hold > 1 => out.push(Step::LockCache {
+            replica: *replica,
+            hold: 1,
+        }),
+        Step::Clock { replica, offset_ms } if *offset_ms % 1000 != 0 => out.push(Step::Clock {
+            replica: *replica,
+            offset_ms: offset_ms / 1000 * 1000,
+        }),
+        _ => {}
+    }
+    out
+}
