@@ -193,11 +193,19 @@ impl<R: Remote> Replica<R> {
             tx.commit()?;
         }
         schema.verify(&conn, "cache")?;
-        let tx = conn.unchecked_transaction()?;
-        for stmt in cache::trigger_statements(schema) {
-            tx.execute_batch(&stmt)?;
+        let triggers = cache::trigger_statements(schema);
+        let present: i64 = conn.query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND name LIKE '\\_sg\\_%' ESCAPE '\\'",
+            [],
+            |r| r.get(0),
+        )?;
+        if present != triggers.len() as i64 {
+            let tx = conn.unchecked_transaction()?;
+            for stmt in &triggers {
+                tx.execute_batch(stmt)?;
+            }
+            tx.commit()?;
         }
-        tx.commit()?;
         let replica_id: u32 = conn.query_row("SELECT replica FROM _sg_meta", [], |r| r.get(0))?;
         Ok(Replica {
             conn,
@@ -301,6 +309,11 @@ impl<R: Remote> Replica<R> {
             .conn
             .query_row("SELECT count(*) FROM _sg_outbox", [], |r| r.get(0))?;
         Ok(n as u64)
+    }
+
+    /// Busy retries since this replica was opened.
+    pub fn busy_retries(&self) -> u64 {
+        self.busy_retries
     }
 
     pub fn status(&self) -> Result<Status> {

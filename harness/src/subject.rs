@@ -75,6 +75,13 @@ pub struct Ledger {
 /// An engine under test.
 pub trait Subject: Sync {
     fn name(&self) -> String;
+    /// Whether a case's starting files (the remote and each replica's cache,
+    /// as `remote.db` and `replicaN.db`, freshly created) may be made once
+    /// and copied for every case. Copying skips the schema setup that
+    /// otherwise dominates short cases.
+    fn files_are_copyable(&self) -> bool {
+        false
+    }
     fn create_remote(&self, remote: &Path) -> Result<(), String>;
     /// Opens a replica (new, or restarted from its files). Replicas are
     /// opened in index order first, so replica index `i` registers `i`-th.
@@ -138,6 +145,10 @@ pub fn harness_config() -> Config {
 impl Subject for ReferenceEngine {
     fn name(&self) -> String {
         "reference".into()
+    }
+
+    fn files_are_copyable(&self) -> bool {
+        true
     }
 
     fn create_remote(&self, remote: &Path) -> Result<(), String> {
@@ -304,12 +315,20 @@ impl SubjectReplica for ReferenceReplica {
     }
 
     fn busy_retries(&self) -> u64 {
-        self.replica.status().map(|s| s.busy_retries).unwrap_or(0)
+        self.replica.busy_retries()
     }
 }
 
 /// Every synced table of the test schema in `conn`, read by column name.
+/// All tables are read in one read transaction, so they form one snapshot.
 pub fn read_tables(conn: &Connection) -> Result<model::Tables, String> {
+    conn.execute_batch("BEGIN DEFERRED").map_err(|e| e.to_string())?;
+    let tables = read_tables_in_transaction(conn);
+    conn.execute_batch("COMMIT").map_err(|e| e.to_string())?;
+    tables
+}
+
+fn read_tables_in_transaction(conn: &Connection) -> Result<model::Tables, String> {
     let schema = model::test_schema();
     let mut out = Vec::new();
     for t in &schema.tables {

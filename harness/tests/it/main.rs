@@ -1,0 +1,3 @@
+//! The harness's integration tests: one binary, one module per feature.
+
+mod property;
