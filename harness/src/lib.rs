@@ -11,6 +11,7 @@ pub mod run;
 pub mod scenario;
 pub mod seed;
 pub mod shrink;
+pub mod stress;
 pub mod subject;
 
 use subject::{ReferenceEngine, Subject};

@@ -45,6 +45,20 @@ enum Command {
         #[arg(long, default_value = "syncgate-failures")]
         failures_dir: PathBuf,
     },
+    /// Real threads: replicas write and sync concurrently against one remote
+    /// file; then quiescence, convergence, no-loss and zero-UNIQUE checks.
+    Stress {
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(1..=16))]
+        replicas: u8,
+        #[arg(long, default_value_t = 1000)]
+        writes: usize,
+        #[arg(long, default_value_t = 5)]
+        sync_every: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long)]
+        json: bool,
+    },
     /// Rerun one case (by seed, or from a trace file) and print its trace.
     Replay {
         #[command(flatten)]
@@ -122,6 +136,38 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 print_summary(&summary, &scenario);
             }
             Ok(if summary.ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Command::Stress {
+            replicas,
+            writes,
+            sync_every,
+            seed,
+            json,
+        } => {
+            let opts = syncgate::stress::StressOptions {
+                replicas: usize::from(replicas),
+                writes_per_replica: writes,
+                seed,
+                sync_every,
+            };
+            let report = syncgate::stress::stress(&opts, &default_base_dir())?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);
+            } else {
+                println!(
+                    "syncgate stress: {replicas} replicas, {} writes ({} refused), {} syncs, {} busy, quiet after {} rounds, {} hosts rows checked",
+                    report.writes, report.refused, report.syncs, report.busy, report.quiescence_rounds, report.hosts_checked
+                );
+                for p in &report.problems {
+                    println!("  {p}");
+                }
+                println!("{}", if report.problems.is_empty() { "PASS" } else { "FAIL" });
+            }
+            Ok(if report.problems.is_empty() {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(1)

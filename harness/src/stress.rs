@@ -1,0 +1,304 @@
+//! `syncgate stress`: real threads, several replicas writing and syncing
+//! concurrently against one remote file, then quiescence and the checks.
+//!
+//! Unlike `check`, thread timing decides the interleaving here, so a run is
+//! not replayable step by step; what it checks does not depend on timing:
+//! after quiescence every replica equals the remote, no natural key is held
+//! twice, no reference dangles, and every `hosts` row equals the merge of
+//! every captured write to it by stamp (delete wins; each column takes the
+//! value of its latest-stamped write).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::Serialize;
+use syncgate_engine::rusqlite::types::Value;
+use syncgate_engine::rusqlite::Connection;
+use syncgate_engine::{Config, Replica, Schema, SqliteRemote, SystemClock};
+use syncgate_model as model;
+
+use crate::check::{check_integrity, show_row};
+use crate::subject::{read_tables, to_model};
+
+#[derive(Clone, Debug)]
+pub struct StressOptions {
+    pub replicas: usize,
+    pub writes_per_replica: usize,
+    pub seed: u64,
+    /// Sync after this many writes.
+    pub sync_every: usize,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct StressReport {
+    pub writes: u64,
+    pub refused: u64,
+    pub syncs: u64,
+    pub busy: u64,
+    pub quiescence_rounds: usize,
+    pub hosts_checked: usize,
+    pub problems: Vec<String>,
+}
+
+/// One captured write to `hosts`, read back from a replica's outbox.
+#[derive(Clone, Debug)]
+struct Captured {
+    id: i64,
+    op: i64,
+    stamp: (i64, u32),
+    mask: i64,
+    values: Vec<Value>,
+}
+
+const QUIESCENCE_ROUNDS_MAX: usize = 10;
+
+pub fn stress(opts: &StressOptions, base: &Path) -> Result<StressReport, String> {
+    let dir = tempfile::Builder::new()
+        .prefix("syncgate-stress-")
+        .tempdir_in(base)
+        .map_err(|e| e.to_string())?;
+    let schema = Schema::test_schema();
+    let remote_path = dir.path().join("remote.db");
+    SqliteRemote::create(&remote_path, &schema, 5_000).map_err(|e| e.to_string())?;
+    let config = Config {
+        busy_timeout_ms: 2_000,
+        busy_retries_max: 20,
+        backoff_base_ms: 2,
+        backoff_max_ms: 50,
+        durable: false,
+        ..Config::default()
+    };
+    let mut replicas = Vec::new();
+    for r in 0..opts.replicas {
+        let remote = SqliteRemote::open(&remote_path, &schema, 5_000).map_err(|e| e.to_string())?;
+        let replica = Replica::open(
+            &dir.path().join(format!("replica{r}.db")),
+            &schema,
+            remote,
+            Arc::new(SystemClock),
+            config.clone(),
+        )
+        .map_err(|e| e.to_string())?;
+        replicas.push(replica);
+    }
+    let results: Vec<Result<(Replica<SqliteRemote>, Vec<Captured>, StressReport), String>> = std::thread::scope(|s| {
+        let handles: Vec<_> = replicas
+            .into_iter()
+            .enumerate()
+            .map(|(r, replica)| s.spawn(move || worker(replica, r, opts)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err("a stress worker panicked".into())))
+            .collect()
+    });
+    let mut report = StressReport::default();
+    let mut replicas = Vec::new();
+    let mut captured = Vec::new();
+    for result in results {
+        let (replica, mut writes, part) = result?;
+        report.writes += part.writes;
+        report.refused += part.refused;
+        report.syncs += part.syncs;
+        report.busy += part.busy;
+        report.problems.extend(part.problems);
+        captured.append(&mut writes);
+        replicas.push(replica);
+    }
+    // Quiescence: sync every replica until a round moves nothing.
+    let mut quiet = false;
+    for round in 1..=QUIESCENCE_ROUNDS_MAX {
+        report.quiescence_rounds = round;
+        let mut moved = false;
+        for (r, replica) in replicas.iter_mut().enumerate() {
+            let rep = replica.sync().map_err(|e| format!("r{r} quiescence sync: {e}"))?;
+            moved |= rep.pushed + rep.pulled > 0;
+        }
+        if !moved {
+            quiet = true;
+            break;
+        }
+    }
+    if !quiet {
+        report
+            .problems
+            .push(format!("StuckQueue: still moving after {QUIESCENCE_ROUNDS_MAX} rounds"));
+    }
+    let remote_conn = Connection::open(&remote_path).map_err(|e| e.to_string())?;
+    let remote = read_tables(&remote_conn)?;
+    let model_schema = model::test_schema();
+    if let Err(v) = check_integrity(&model_schema, "remote", &remote) {
+        report.problems.push(format!("{}: {}", v.invariant, v.detail));
+    }
+    for (r, replica) in replicas.iter().enumerate() {
+        let tables = read_tables(replica.connection())?;
+        if tables != remote {
+            report
+                .problems
+                .push(format!("ReplicasDiverged: r{r} differs from the remote"));
+        }
+        if replica.pending().map_err(|e| e.to_string())? != 0 {
+            report
+                .problems
+                .push(format!("StuckQueue: r{r} still has pending writes"));
+        }
+    }
+    // Every hosts row equals the stamp-order merge of its captured writes.
+    let mut expected: BTreeMap<i64, (bool, Vec<(Value, (i64, u32))>)> = BTreeMap::new();
+    for w in &captured {
+        let entry = expected
+            .entry(w.id)
+            .or_insert_with(|| (true, vec![(Value::Null, (i64::MIN, 0)); 2]));
+        if w.op == 3 {
+            entry.0 = false;
+            continue;
+        }
+        for (c, slot) in entry.1.iter_mut().enumerate() {
+            if w.mask >> c & 1 == 1 && w.stamp > slot.1 {
+                *slot = (w.values[c].clone(), w.stamp);
+            }
+        }
+    }
+    let hosts = &remote[1];
+    for (id, (live, cols)) in &expected {
+        report.hosts_checked += 1;
+        let want: Vec<model::Value> = cols.iter().map(|(v, _)| to_model(v)).collect();
+        match (live, hosts.get(id)) {
+            (true, Some(got)) if *got == want => {}
+            (false, None) => {}
+            (true, got) => report.problems.push(format!(
+                "hosts/{id}: the stamp-order merge is {} but the remote has {}",
+                show_row(&want),
+                got.map_or("nothing".into(), |g| show_row(g))
+            )),
+            (false, Some(got)) => report.problems.push(format!(
+                "RowResurrected: hosts/{id} was deleted but the remote has {}",
+                show_row(got)
+            )),
+        }
+    }
+    if let Some(id) = hosts.keys().find(|id| !expected.contains_key(id)) {
+        report
+            .problems
+            .push(format!("RowUnexpected: hosts/{id} was never written"));
+    }
+    Ok(report)
+}
+
+/// One replica's thread: seeded writes, a sync every few writes.
+fn worker(
+    mut replica: Replica<SqliteRemote>,
+    r: usize,
+    opts: &StressOptions,
+) -> Result<(Replica<SqliteRemote>, Vec<Captured>, StressReport), String> {
+    let mut rng = opts.seed ^ (0x9e37_79b9_7f4a_7c15_u64.wrapping_mul(r as u64 + 1));
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let mut report = StressReport::default();
+    let mut captured = Vec::new();
+    let mut last_seq = 0_i64;
+    let names = ["a.example", "b.example", "c.example", "d.example"];
+    for i in 0..opts.writes_per_replica {
+        let roll = next() % 100;
+        let hosts: Vec<i64> = replica
+            .rows("hosts")
+            .map_err(|e| e.to_string())?
+            .iter()
+            .map(|row| row.id)
+            .collect();
+        let outcome = if roll < 40 || hosts.is_empty() {
+            replica
+                .insert(
+                    "hosts",
+                    None,
+                    &[
+                        ("hostname", Value::Text(format!("h{}", next() % 50))),
+                        ("ip", Value::Text(format!("10.0.{r}.{}", next() % 250))),
+                    ],
+                )
+                .map(drop)
+        } else if roll < 75 {
+            let id = hosts[(next() % hosts.len() as u64) as usize];
+            let column = if next() % 2 == 0 { "hostname" } else { "ip" };
+            replica.update("hosts", id, &[(column, Value::Text(format!("v{r}-{i}")))])
+        } else if roll < 85 {
+            let id = hosts[(next() % hosts.len() as u64) as usize];
+            replica.delete("hosts", id)
+        } else {
+            let name = names[(next() % names.len() as u64) as usize];
+            replica
+                .insert(
+                    "domains",
+                    None,
+                    &[
+                        ("name", Value::Text(name.into())),
+                        ("registrar", Value::Text(format!("r{r}"))),
+                    ],
+                )
+                .map(drop)
+        };
+        match outcome {
+            Ok(()) => report.writes += 1,
+            Err(syncgate_engine::Error::Write(_)) => report.refused += 1,
+            Err(e) if e.is_busy() => report.busy += 1,
+            Err(e) => return Err(format!("r{r} write: {e}")),
+        }
+        last_seq = read_captured(&replica, last_seq, &mut captured)?;
+        if (i + 1) % opts.sync_every.max(1) == 0 {
+            report.syncs += 1;
+            match replica.sync() {
+                Ok(_) => {}
+                Err(e) if e.is_busy() => report.busy += 1,
+                Err(e) => report.problems.push(format!("r{r} sync: {e}")),
+            }
+        }
+    }
+    Ok((replica, captured, report))
+}
+
+/// Appends the hosts writes captured after `after` and returns the new high seq.
+fn read_captured(replica: &Replica<SqliteRemote>, after: i64, out: &mut Vec<Captured>) -> Result<i64, String> {
+    let s = |e: syncgate_engine::rusqlite::Error| e.to_string();
+    let conn = replica.connection();
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT seq, row_id, op, stamp, mask, vals FROM _sg_outbox WHERE seq > ?1 AND tbl = 'hosts' ORDER BY seq",
+        )
+        .map_err(s)?;
+    let mut rows = stmt.query([after]).map_err(s)?;
+    let mut high = after;
+    while let Some(row) = rows.next().map_err(s)? {
+        let seq: i64 = row.get(0).map_err(s)?;
+        high = high.max(seq);
+        let vals: Option<String> = row.get(5).map_err(s)?;
+        let values = match vals {
+            Some(text) => serde_json::from_str::<Vec<serde_json::Value>>(&text)
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .map(|v| match v {
+                    serde_json::Value::String(s) => Value::Text(s),
+                    serde_json::Value::Number(n) => Value::Integer(n.as_i64().unwrap_or_default()),
+                    _ => Value::Null,
+                })
+                .collect(),
+            None => Vec::new(),
+        };
+        out.push(Captured {
+            id: row.get(1).map_err(s)?,
+            op: row.get(2).map_err(s)?,
+            stamp: (row.get(3).map_err(s)?, replica.replica_id()),
+            mask: row.get(4).map_err(s)?,
+            values,
+        });
+    }
+    // Entries of other tables advance the high seq too.
+    let max: Option<i64> = conn
+        .query_row("SELECT max(seq) FROM _sg_outbox", [], |r| r.get(0))
+        .map_err(s)?;
+    Ok(high.max(max.unwrap_or(after)))
+}
