@@ -53,6 +53,12 @@ struct Captured {
 
 const QUIESCENCE_ROUNDS_MAX: usize = 10;
 
+/// What one worker thread hands back.
+type WorkerResult = Result<(Replica<SqliteRemote>, Vec<Captured>, StressReport), String>;
+
+/// Per hosts id: still live, and per column the latest value and its stamp.
+type Merged = BTreeMap<i64, (bool, Vec<(Value, (i64, u32))>)>;
+
 pub fn stress(opts: &StressOptions, base: &Path) -> Result<StressReport, String> {
     let dir = tempfile::Builder::new()
         .prefix("syncgate-stress-")
@@ -82,7 +88,7 @@ pub fn stress(opts: &StressOptions, base: &Path) -> Result<StressReport, String>
         .map_err(|e| e.to_string())?;
         replicas.push(replica);
     }
-    let results: Vec<Result<(Replica<SqliteRemote>, Vec<Captured>, StressReport), String>> = std::thread::scope(|s| {
+    let results: Vec<WorkerResult> = std::thread::scope(|s| {
         let handles: Vec<_> = replicas
             .into_iter()
             .enumerate()
@@ -145,7 +151,7 @@ pub fn stress(opts: &StressOptions, base: &Path) -> Result<StressReport, String>
         }
     }
     // Every hosts row equals the stamp-order merge of its captured writes.
-    let mut expected: BTreeMap<i64, (bool, Vec<(Value, (i64, u32))>)> = BTreeMap::new();
+    let mut expected: Merged = BTreeMap::new();
     for w in &captured {
         let entry = expected
             .entry(w.id)
@@ -187,11 +193,7 @@ pub fn stress(opts: &StressOptions, base: &Path) -> Result<StressReport, String>
 }
 
 /// One replica's thread: seeded writes, a sync every few writes.
-fn worker(
-    mut replica: Replica<SqliteRemote>,
-    r: usize,
-    opts: &StressOptions,
-) -> Result<(Replica<SqliteRemote>, Vec<Captured>, StressReport), String> {
+fn worker(mut replica: Replica<SqliteRemote>, r: usize, opts: &StressOptions) -> WorkerResult {
     let mut rng = opts.seed ^ (0x9e37_79b9_7f4a_7c15_u64.wrapping_mul(r as u64 + 1));
     let mut next = move || {
         rng ^= rng << 13;
