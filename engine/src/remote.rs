@@ -79,6 +79,10 @@ pub struct SqliteRemote {
     path: PathBuf,
     /// The change seq, held in memory during a write transaction.
     seq: Option<i64>,
+    /// Whether the file's sync tables and schema were checked.
+    verified: bool,
+    /// Whether the connection settings were applied.
+    configured: bool,
 }
 
 const REMOTE_DDL: &str = "
@@ -109,6 +113,7 @@ impl SqliteRemote {
     /// Creates (or adopts) a remote file and its synced tables.
     pub fn create(path: &Path, schema: &Schema, busy_timeout_ms: u64) -> Result<SqliteRemote> {
         let conn = open(path, busy_timeout_ms, true)?;
+        conn.pragma_update(None, "journal_mode", "DELETE")?;
         let tx = conn.unchecked_transaction()?;
         tx.execute_batch(REMOTE_DDL)?;
         for stmt in schema.create_statements() {
@@ -131,31 +136,59 @@ impl SqliteRemote {
     }
 
     fn adopt(conn: Connection, path: &Path, schema: &Schema) -> Result<SqliteRemote> {
-        let has_meta: bool = conn
-            .query_row(
-                "SELECT count(*) = 3 FROM sqlite_master WHERE name IN ('_sg_remote', '_sg_replicas', '_sg_rows')",
-                [],
-                |r| r.get(0),
-            )
-            .map_err(|e| Error::Open {
-                what: "remote",
-                path: path.to_path_buf(),
-                source: e,
-            })?;
-        if !has_meta {
-            return Err(Error::NotInitialized {
-                place: path.display().to_string(),
-                what: "remote",
-                detail: "its sync tables are missing; create it with SqliteRemote::create".into(),
-            });
-        }
-        schema.verify(&conn, "remote")?;
-        Ok(SqliteRemote {
+        let mut remote = SqliteRemote {
             conn,
             schema: schema.clone(),
             path: path.to_path_buf(),
             seq: None,
-        })
+            verified: false,
+            configured: false,
+        };
+        match remote.configure().and_then(|()| remote.verify()) {
+            // A remote locked by another connection is checked at the first
+            // transaction instead, so a replica can restart while it is busy.
+            Err(e) if e.is_busy() => Ok(remote),
+            Err(e) => Err(e),
+            Ok(()) => Ok(remote),
+        }
+    }
+
+    /// Connection settings that read the file, applied at the first moment
+    /// it is not locked (so opening never fails on a busy remote).
+    fn configure(&mut self) -> Result<()> {
+        if self.configured {
+            return Ok(());
+        }
+        // Rollback journal: WAL does not work on network file systems.
+        self.conn.pragma_update(None, "journal_mode", "DELETE")?;
+        self.conn.pragma_update(None, "synchronous", "FULL")?;
+        // Cascades on the remote are the engine's (each child gets a
+        // tombstone); the harness checks integrity with foreign_key_check.
+        self.conn.pragma_update(None, "foreign_keys", "OFF")?;
+        self.configured = true;
+        Ok(())
+    }
+
+    /// Checks that the file is a syncgate remote with the declared tables.
+    fn verify(&mut self) -> Result<()> {
+        if self.verified {
+            return Ok(());
+        }
+        let has_meta: bool = self.conn.query_row(
+            "SELECT count(*) = 3 FROM sqlite_master WHERE name IN ('_sg_remote', '_sg_replicas', '_sg_rows')",
+            [],
+            |r| r.get(0),
+        )?;
+        if !has_meta {
+            return Err(Error::NotInitialized {
+                place: self.path.display().to_string(),
+                what: "remote",
+                detail: "its sync tables are missing; create it with SqliteRemote::create".into(),
+            });
+        }
+        self.schema.verify(&self.conn, "remote")?;
+        self.verified = true;
+        Ok(())
     }
 
     pub fn path(&self) -> &Path {
@@ -236,17 +269,12 @@ fn open(path: &Path, busy_timeout_ms: u64, create: bool) -> Result<Connection> {
     conn.busy_timeout(std::time::Duration::from_millis(busy_timeout_ms))
         .map_err(wrap)?;
     conn.set_prepared_statement_cache_capacity(crate::replica::STATEMENT_CACHE_CAPACITY);
-    // Rollback journal: WAL does not work on network file systems.
-    conn.pragma_update(None, "journal_mode", "DELETE").map_err(wrap)?;
-    conn.pragma_update(None, "synchronous", "FULL").map_err(wrap)?;
-    // Cascades on the remote are the engine's (each child gets a tombstone);
-    // the harness checks referential integrity with foreign_key_check.
-    conn.pragma_update(None, "foreign_keys", "OFF").map_err(wrap)?;
     Ok(conn)
 }
 
 impl Remote for SqliteRemote {
     fn register_replica(&mut self) -> Result<u32> {
+        self.configure()?;
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let n: i64 = tx.query_row(
             "UPDATE _sg_remote SET replicas = replicas + 1 RETURNING replicas",
@@ -264,12 +292,18 @@ impl Remote for SqliteRemote {
 
     fn begin_write(&mut self) -> Result<()> {
         self.seq = None;
+        self.configure()?;
         self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        if let Err(e) = self.verify() {
+            self.rollback();
+            return Err(e);
+        }
         Ok(())
     }
 
     fn begin_read(&mut self) -> Result<()> {
         self.seq = None;
+        self.configure()?;
         self.conn.execute_batch("BEGIN DEFERRED")?;
         // Take the read lock now, so the snapshot starts here.
         if let Err(e) = self
@@ -278,6 +312,10 @@ impl Remote for SqliteRemote {
         {
             self.rollback();
             return Err(e.into());
+        }
+        if let Err(e) = self.verify() {
+            self.rollback();
+            return Err(e);
         }
         Ok(())
     }

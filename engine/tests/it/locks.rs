@@ -148,3 +148,25 @@ fn locked_cache_loses_nothing() {
         assert_converged(&w, &[&a, &b]);
     }
 }
+
+#[test]
+fn a_replica_restarts_while_the_remote_is_locked() {
+    // Found by the harness: reopening a replica while another process held
+    // the remote exclusively failed with "database is locked", because
+    // opening the remote read its schema at once. Opening now never needs
+    // the remote; the schema check waits for the first sync.
+    let w = World::new();
+    let clock = ManualClock::at(T0);
+    let mut a = w.replica("a", clock.clone());
+    let h1 = host(&mut a, "h1", "10.0.0.1");
+    drop(a);
+    let holder = w.raw(&w.remote_path());
+    hold(&holder, Hold::Exclusive);
+    let mut a = w.replica("a", clock.clone());
+    assert_eq!(pending(&a), 1);
+    assert_busy(a.sync(), "sync while the remote is locked");
+    drop(holder);
+    let report = a.sync().expect("sync after the lock is gone");
+    assert_eq!((report.pushed, report.pulled), (1, 1));
+    assert_eq!(ids(&a, "hosts"), vec![h1]);
+}
