@@ -624,8 +624,9 @@ impl<'a> Runner<'a> {
         Ok(())
     }
 
-    fn check_replica(&self, r: usize, with_ledger: bool) -> Result<(), Violation> {
-        let Some(replica) = &self.replicas[r] else {
+    fn check_replica(&mut self, r: usize, with_ledger: bool) -> Result<(), Violation> {
+        let readable = self.remote_readable();
+        let Some(replica) = self.replicas[r].as_mut() else {
             return Ok(());
         };
         let place = format!("r{r}");
@@ -645,7 +646,7 @@ impl<'a> Runner<'a> {
                 ),
             ));
         }
-        if with_ledger && self.remote_readable() {
+        if with_ledger && readable {
             let ledger = replica.ledger().map_err(|e| engine_failed("ledger", e))?;
             check_ledger(&place, &ledger)?;
         }

@@ -100,7 +100,7 @@ pub trait SubjectReplica {
     fn sync(&mut self, kind: SyncKind) -> Answer<model::SyncReport>;
     fn tables(&self) -> Result<model::Tables, String>;
     fn pending(&self) -> Result<u64, String>;
-    fn ledger(&self) -> Result<Ledger, String>;
+    fn ledger(&mut self) -> Result<Ledger, String>;
     fn busy_retries(&self) -> u64;
 }
 
@@ -172,23 +172,15 @@ impl Subject for ReferenceEngine {
         };
         let replica =
             Replica::open(cache, &self.schema, remote, clock, self.config.clone()).map_err(|e| e.to_string())?;
-        let remote_conn = Connection::open(remote_path_of(&replica)).map_err(|e| e.to_string())?;
         Ok(Box::new(ReferenceReplica {
             replica,
-            remote_conn,
             schema: model::test_schema(),
         }))
     }
 }
 
-fn remote_path_of(replica: &Replica<FaultyRemote>) -> std::path::PathBuf {
-    // The remote handle knows its file; the ledger reads it directly.
-    replica.remote().inner.path().to_path_buf()
-}
-
 struct ReferenceReplica {
     replica: Replica<FaultyRemote>,
-    remote_conn: Connection,
     schema: model::Schema,
 }
 
@@ -310,8 +302,10 @@ impl SubjectReplica for ReferenceReplica {
         self.replica.pending().map_err(|e| e.to_string())
     }
 
-    fn ledger(&self) -> Result<Ledger, String> {
-        read_ledger(self.replica.connection(), &self.remote_conn, self.replica.replica_id())
+    fn ledger(&mut self) -> Result<Ledger, String> {
+        let replica = self.replica.replica_id();
+        let remote_acked = self.replica.remote_mut().acked(replica).map_err(|e| e.to_string())?;
+        read_ledger(self.replica.connection(), remote_acked)
     }
 
     fn busy_retries(&self) -> u64 {
@@ -353,7 +347,7 @@ fn read_tables_in_transaction(conn: &Connection) -> Result<model::Tables, String
 }
 
 /// The write ledger from the cache's outbox and the remote's applied seq.
-pub fn read_ledger(cache: &Connection, remote: &Connection, replica: u32) -> Result<Ledger, String> {
+pub fn read_ledger(cache: &Connection, remote_acked: i64) -> Result<Ledger, String> {
     let s = |e: syncgate_engine::rusqlite::Error| e.to_string();
     let captured_max: i64 = cache
         .query_row("SELECT seq FROM sqlite_sequence WHERE name = '_sg_outbox'", [], |r| {
@@ -370,13 +364,6 @@ pub fn read_ledger(cache: &Connection, remote: &Connection, replica: u32) -> Res
         .map_err(s)?
         .collect::<Result<Vec<i64>, _>>()
         .map_err(s)?;
-    let remote_acked: i64 = remote
-        .query_row("SELECT acked FROM _sg_replicas WHERE replica = ?1", [replica], |r| {
-            r.get(0)
-        })
-        .optional()
-        .map_err(s)?
-        .unwrap_or(0);
     Ok(Ledger {
         captured_max,
         pending,
