@@ -4,6 +4,8 @@
 //! transaction as the write, for every connection that writes the file. No
 //! code path can skip it and nothing waits for a commit hook.
 
+use crate::mutant::Mutant;
+use crate::replica::Config;
 use crate::schema::{quote, Schema};
 
 /// `_sg_meta.applying` while the application writes: triggers capture.
@@ -55,7 +57,7 @@ CREATE INDEX IF NOT EXISTS _sg_aliases_survivor ON _sg_aliases (tbl, survivor);
 ";
 
 /// The capture and guard triggers for every synced table.
-pub(crate) fn trigger_statements(schema: &Schema) -> Vec<String> {
+pub(crate) fn trigger_statements(schema: &Schema, config: &Config) -> Vec<String> {
     let mut out = Vec::new();
     for t in schema.tables() {
         let name = &t.name;
@@ -71,11 +73,40 @@ pub(crate) fn trigger_statements(schema: &Schema) -> Vec<String> {
             .collect::<Vec<_>>()
             .join(" | ");
         let tr = |suffix: &str| quote(&format!("_sg_{name}_{suffix}"));
-        out.push(format!(
+        // Mutants: autoincrement ids need the id-space check gone; bypass-capture
+        // drops every capture trigger of `hosts`.
+        let id_space_check = if config.planted(Mutant::AutoincrementIds) || config.planted(Mutant::InsertOrReplace) {
+            "0"
+        } else {
+            "NEW.\"id\" < (SELECT id_lo FROM _sg_meta) OR NEW.\"id\" >= (SELECT id_hi FROM _sg_meta)"
+        };
+        let capture_here = !(config.planted(Mutant::BypassCapture) && name == "hosts");
+        let capture_deletes = capture_here && !config.planted(Mutant::AfterCommitCapture);
+        // Mutant uncaptured-replace-delete: a child's delete is captured only
+        // while its parent still exists, so cascade deletes are lost.
+        let delete_condition = if config.planted(Mutant::UncapturedReplaceDelete) {
+            t.parents
+                .iter()
+                .enumerate()
+                .filter_map(|(c, p)| {
+                    p.map(|p| {
+                        format!(
+                            " AND EXISTS (SELECT 1 FROM {} WHERE \"id\" = OLD.{})",
+                            quote(&schema.table(p).name),
+                            quote(&t.columns[c].name)
+                        )
+                    })
+                })
+                .collect::<String>()
+        } else {
+            String::new()
+        };
+        if capture_here {
+            out.push(format!(
             "CREATE TRIGGER IF NOT EXISTS {ins} AFTER INSERT ON {q} \
              WHEN (SELECT applying FROM _sg_meta) = {APPLYING_NONE} BEGIN \
                SELECT RAISE(ABORT, 'syncgate: insert into {name}: id outside this replica''s id space; let the replica mint ids (Replica::next_id)') \
-                 WHERE NEW.\"id\" < (SELECT id_lo FROM _sg_meta) OR NEW.\"id\" >= (SELECT id_hi FROM _sg_meta); \
+                 WHERE {id_space_check}; \
                SELECT RAISE(ABORT, 'syncgate: insert into {name}: that row was deleted and never comes back; insert with a new id') \
                  WHERE EXISTS (SELECT 1 FROM _sg_tombstones WHERE tbl = {lit} AND id = NEW.\"id\"); \
                UPDATE _sg_meta SET hlc = hlc + 1, next_id = max(next_id, NEW.\"id\" + 1); \
@@ -85,6 +116,7 @@ pub(crate) fn trigger_statements(schema: &Schema) -> Vec<String> {
             ins = tr("insert"),
             vals = new_vals.join(", "),
         ));
+        }
         // A connection without recursive_triggers would let REPLACE delete a
         // row without firing the capture triggers: refuse the REPLACE there.
         let mut taken = vec![format!("EXISTS (SELECT 1 FROM {q} WHERE \"id\" = NEW.\"id\")")];
@@ -115,25 +147,29 @@ pub(crate) fn trigger_statements(schema: &Schema) -> Vec<String> {
             key = tr("key"),
             cond = key_change.join(" OR "),
         ));
-        out.push(format!(
-            "CREATE TRIGGER IF NOT EXISTS {upd} AFTER UPDATE ON {q} \
+        if capture_here {
+            out.push(format!(
+                "CREATE TRIGGER IF NOT EXISTS {upd} AFTER UPDATE ON {q} \
              WHEN (SELECT applying FROM _sg_meta) = {APPLYING_NONE} AND ({mask_expr}) != 0 BEGIN \
                UPDATE _sg_meta SET hlc = hlc + 1; \
                INSERT INTO _sg_outbox (txn, tbl, row_id, op, stamp, mask, vals) \
                  SELECT txn, {lit}, NEW.\"id\", {OP_UPDATE}, hlc, {mask_expr}, json_array({vals}) FROM _sg_meta; \
              END",
-            upd = tr("update"),
-            vals = new_vals.join(", "),
-        ));
-        out.push(format!(
-            "CREATE TRIGGER IF NOT EXISTS {del} AFTER DELETE ON {q} \
-             WHEN (SELECT applying FROM _sg_meta) = {APPLYING_NONE} BEGIN \
+                upd = tr("update"),
+                vals = new_vals.join(", "),
+            ));
+        }
+        if capture_deletes {
+            out.push(format!(
+                "CREATE TRIGGER IF NOT EXISTS {del} AFTER DELETE ON {q} \
+             WHEN (SELECT applying FROM _sg_meta) = {APPLYING_NONE}{delete_condition} BEGIN \
                UPDATE _sg_meta SET hlc = hlc + 1; \
                INSERT INTO _sg_outbox (txn, tbl, row_id, op, stamp, mask, vals) \
                  SELECT txn, {lit}, OLD.\"id\", {OP_DELETE}, hlc, 0, NULL FROM _sg_meta; \
              END",
-            del = tr("delete"),
-        ));
+                del = tr("delete"),
+            ));
+        }
         out.push(format!(
             "CREATE TRIGGER IF NOT EXISTS {tomb} AFTER DELETE ON {q} \
              WHEN (SELECT applying FROM _sg_meta) != {APPLYING_MERGE} BEGIN \

@@ -19,6 +19,7 @@
 
 mod cache;
 mod error;
+mod mutant;
 mod pull;
 mod push;
 mod remote;
@@ -27,6 +28,8 @@ mod schema;
 mod stamp;
 
 pub use error::{Error, Result, WriteRefusal};
+#[cfg(feature = "mutants")]
+pub use mutant::Mutant;
 pub use remote::{Change, ChangeKind, Remote, RemoteRow, SqliteRemote};
 pub use replica::{id_space, Config, Replica, Row, Status, SyncReport, Writer, ID_SPACE_BITS};
 pub use rusqlite;

@@ -12,9 +12,10 @@ use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior};
 
 use crate::cache::{APPLYING_MERGE, APPLYING_NONE, APPLYING_PULL, OP_DELETE};
 use crate::error::{Error, Result};
+use crate::mutant::Mutant;
 use crate::push::read_pending_for;
 use crate::remote::{Change, ChangeKind, Remote, RemoteRow};
-use crate::replica::{natural_key_holder, row_exists, tombstoned, Replica, SyncReport};
+use crate::replica::{natural_key_holder, row_exists, tombstoned, Config, Replica, SyncReport};
 use crate::schema::{quote, Schema};
 use crate::stamp::Stamp;
 
@@ -31,6 +32,19 @@ impl<R: Remote> Replica<R> {
 
     fn pull_attempt(&mut self) -> Result<(u64, u64)> {
         let now = self.clock.now_ms();
+        let mut cursor_before = None;
+        if self.config.planted(Mutant::NonAtomicPull) {
+            // Mutant: the cursor moves to the remote head in its own transaction,
+            // before the data; a crash in between loses those changes.
+            cursor_before = Some(
+                self.conn
+                    .query_row("SELECT cursor FROM _sg_meta", [], |r| r.get::<_, i64>(0))?,
+            );
+            self.remote.begin_read()?;
+            let head = self.remote.head();
+            self.remote.rollback();
+            self.conn.execute("UPDATE _sg_meta SET cursor = ?1", [head?])?;
+        }
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         if let Err(e) = self.remote.begin_read() {
             self.remote.rollback();
@@ -40,10 +54,10 @@ impl<R: Remote> Replica<R> {
             &tx,
             &mut self.remote,
             &self.schema,
+            &self.config,
             self.replica_id,
             now,
-            self.config.max_drift_ms,
-            self.config.pull_page_rows,
+            cursor_before,
         );
         let outcome = outcome.and_then(|counts| self.remote.commit().map(|()| counts));
         match outcome {
@@ -63,13 +77,22 @@ fn pull_into<R: Remote>(
     tx: &Transaction<'_>,
     remote: &mut R,
     schema: &Schema,
+    config: &Config,
     replica: u32,
     now_ms: i64,
-    max_drift_ms: i64,
-    page_rows: usize,
+    cursor_before: Option<i64>,
 ) -> Result<(u64, u64)> {
+    let (max_drift_ms, page_rows) = (config.max_drift_ms, config.pull_page_rows);
     let (cursor, mut hlc): (i64, i64) =
         tx.query_row("SELECT cursor, hlc FROM _sg_meta", [], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let cursor = cursor_before.unwrap_or(cursor);
+    // Mutant cursor-off-by-one: the first change after the cursor is skipped.
+    let cursor = if config.planted(Mutant::CursorOffByOne) {
+        cursor + 1
+    } else {
+        cursor
+    };
+    let advance_clock = !config.planted(Mutant::NoClockAdvance) && !config.planted(Mutant::WallClockLww);
     let head = remote.head()?;
     tx.execute_batch("PRAGMA defer_foreign_keys = ON")?;
     set_applying(tx, APPLYING_PULL)?;
@@ -97,10 +120,12 @@ fn pull_into<R: Remote>(
                                 max_drift_ms,
                             });
                         }
-                        hlc = hlc.max(s.hlc);
+                        if advance_clock {
+                            hlc = hlc.max(s.hlc);
+                        }
                     }
                 }
-                if apply_change(tx, schema, replica, change)? {
+                if apply_change(tx, schema, config, replica, change)? {
                     conflicts += 1;
                 }
                 pulled += 1;
@@ -126,11 +151,12 @@ fn set_applying(tx: &Connection, mode: i64) -> Result<()> {
 
 /// Applies one remote row (rules P3, P4, D1, N2, N3). Returns whether a
 /// conflict was resolved here.
-fn apply_change(tx: &Connection, schema: &Schema, replica: u32, change: &Change) -> Result<bool> {
+fn apply_change(tx: &Connection, schema: &Schema, config: &Config, replica: u32, change: &Change) -> Result<bool> {
     let t = change.table;
     let name = &schema.table(t).name;
     let id = change.id;
     match &change.row {
+        RemoteRow::Dead if config.planted(Mutant::NoTombstones) => Ok(false),
         RemoteRow::Dead => {
             delete_row(tx, name, id)?;
             add_tombstone(tx, name, id)?;
@@ -149,16 +175,16 @@ fn apply_change(tx: &Connection, schema: &Schema, replica: u32, change: &Change)
             }
             Ok(false)
         }
-        RemoteRow::Live { values, stamps } => apply_live(tx, schema, replica, t, id, values, stamps),
+        RemoteRow::Live { values, stamps } => apply_live(tx, schema, config, replica, (t, id), values, stamps),
     }
 }
 
 fn apply_live(
     tx: &Connection,
     schema: &Schema,
+    config: &Config,
     replica: u32,
-    t: usize,
-    id: i64,
+    (t, id): (usize, i64),
     values: &[Value],
     stamps: &[Stamp],
 ) -> Result<bool> {
@@ -192,7 +218,12 @@ fn apply_live(
             }
         }
     }
-    let pending = pending_columns(tx, schema, replica, t, target)?;
+    let pending = if config.planted(Mutant::PullOverwritesPending) {
+        // Mutant: pending local writes are ignored; the remote value always wins.
+        vec![None; def.columns.len()]
+    } else {
+        pending_columns(tx, schema, replica, t, target)?
+    };
     let mut won_local = false;
     for (c, slot) in values.iter_mut().enumerate() {
         if let Some((stamp, value)) = &pending[c] {
@@ -215,6 +246,16 @@ fn apply_live(
     let mut bind: Vec<&dyn rusqlite::ToSql> = vec![&target];
     bind.extend(values.iter().map(|v| v as &dyn rusqlite::ToSql));
     tx.prepare_cached(&sql)?.execute(&bind[..])?;
+    if config.planted(Mutant::EchoCapture) {
+        // Mutant: the pulled row is captured again, as if the app wrote it.
+        let json = serde_json::Value::Array(values.iter().map(json_of).collect()).to_string();
+        tx.execute("UPDATE _sg_meta SET hlc = hlc + 1", [])?;
+        tx.execute(
+            "INSERT INTO _sg_outbox (txn, tbl, row_id, op, stamp, mask, vals) \
+             SELECT txn, ?1, ?2, 2, hlc, ?3, ?4 FROM _sg_meta",
+            rusqlite::params![name, target, (1_i64 << def.columns.len()) - 1, json],
+        )?;
+    }
     Ok(merged || won_local)
 }
 
@@ -288,4 +329,13 @@ fn add_tombstone(tx: &Connection, table: &str, id: i64) -> Result<()> {
     tx.prepare_cached("INSERT OR IGNORE INTO _sg_tombstones (tbl, id) VALUES (?1, ?2)")?
         .execute(rusqlite::params![table, id])?;
     Ok(())
+}
+
+fn json_of(v: &Value) -> serde_json::Value {
+    match v {
+        Value::Null | Value::Blob(_) => serde_json::Value::Null,
+        Value::Integer(i) => serde_json::Value::from(*i),
+        Value::Real(f) => serde_json::Value::from(*f),
+        Value::Text(s) => serde_json::Value::from(s.clone()),
+    }
 }

@@ -11,8 +11,9 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 
 use crate::cache::{OP_DELETE, OP_INSERT, OP_UPDATE};
 use crate::error::{Error, Result};
+use crate::mutant::Mutant;
 use crate::remote::{Remote, RemoteRow};
-use crate::replica::{Replica, SyncReport};
+use crate::replica::{Config, Replica, SyncReport};
 use crate::schema::Schema;
 use crate::stamp::Stamp;
 
@@ -47,10 +48,21 @@ impl<R: Remote> Replica<R> {
             }
             let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             // Step 1: read the outbox batch.
-            let batch = read_outbox_batch(&tx, &self.schema, self.replica_id, self.config.push_batch_max)?;
+            let mut batch = read_outbox_batch(&tx, &self.schema, self.replica_id, self.config.push_batch_max)?;
+            if self.config.planted(Mutant::SplitTransaction) {
+                // Mutant: one entry per remote transaction, whatever its local transaction.
+                batch.truncate(1);
+            }
             let Some(last) = batch.last().map(|e| e.seq) else {
                 return Ok(());
             };
+            if self.config.planted(Mutant::AckWithoutApply) {
+                // Mutant: "0 records synced" — acknowledged, never sent.
+                tx.execute("DELETE FROM _sg_outbox WHERE seq <= ?1", [last])?;
+                tx.commit()?;
+                report.pushed += batch.len() as u64;
+                continue;
+            }
             let aliases = batch
                 .iter()
                 .map(|e| {
@@ -64,9 +76,39 @@ impl<R: Remote> Replica<R> {
             // Step 2: apply it on the remote, in one remote transaction.
             if let Err(e) = self.remote.begin_write() {
                 self.remote.rollback();
+                if e.is_busy() && self.config.planted(Mutant::NoBusyRetry) {
+                    // Mutant: a busy remote is treated as nothing to do.
+                    return Ok(());
+                }
                 return Err(e);
             }
-            let applied = apply_batch(&mut self.remote, &self.schema, self.replica_id, &batch, &aliases);
+            let applied = apply_batch(
+                &mut self.remote,
+                &self.schema,
+                &self.config,
+                self.replica_id,
+                &batch,
+                &aliases,
+            );
+            if self.config.planted(Mutant::AckBeforeCommit) {
+                // Mutant: acknowledged locally before the remote commit.
+                let conflicts = match applied {
+                    Ok(c) => c,
+                    Err(e) => {
+                        self.remote.rollback();
+                        return Err(e);
+                    }
+                };
+                tx.execute("DELETE FROM _sg_outbox WHERE seq <= ?1", [last])?;
+                tx.commit()?;
+                if let Err(e) = self.remote.commit() {
+                    self.remote.rollback();
+                    return Err(e);
+                }
+                report.pushed += batch.len() as u64;
+                report.conflicts += conflicts;
+                continue;
+            }
             // Step 3: commit the remote.
             let conflicts = match applied.and_then(|c| self.remote.commit().map(|()| c)) {
                 Ok(conflicts) => conflicts,
@@ -79,7 +121,9 @@ impl<R: Remote> Replica<R> {
             tx.execute("DELETE FROM _sg_outbox WHERE seq <= ?1", [last])?;
             tx.commit()?;
             report.pushed += batch.len() as u64;
-            report.conflicts += conflicts;
+            if !self.config.planted(Mutant::LyingStatus) {
+                report.conflicts += conflicts;
+            }
         }
     }
 }
@@ -87,6 +131,7 @@ impl<R: Remote> Replica<R> {
 fn apply_batch<R: Remote>(
     remote: &mut R,
     schema: &Schema,
+    config: &Config,
     replica: u32,
     batch: &[OutboxEntry],
     aliases: &[Option<i64>],
@@ -97,7 +142,7 @@ fn apply_batch<R: Remote>(
         if entry.seq <= acked {
             continue;
         }
-        conflicts += apply_entry(remote, schema, entry, *alias)?;
+        conflicts += apply_entry(remote, schema, config, entry, *alias)?;
     }
     if let Some(last) = batch.last() {
         assert!(last.seq > 0, "outbox seq must be positive: seq={}", last.seq);
@@ -122,6 +167,7 @@ fn is_live<R: Remote>(remote: &mut R, table: usize, id: i64) -> Result<bool> {
 fn apply_entry<R: Remote>(
     remote: &mut R,
     schema: &Schema,
+    config: &Config,
     entry: &OutboxEntry,
     local_alias: Option<i64>,
 ) -> Result<u64> {
@@ -154,6 +200,20 @@ fn apply_entry<R: Remote>(
                     Ok(1)
                 }
                 Some(mut row @ RemoteRow::Live { .. }) => {
+                    if config.planted(Mutant::AutoincrementIds) {
+                        // Mutant: a plain INSERT of an id another replica already used.
+                        return Err(Error::CorruptRemote {
+                            table: def.name.clone(),
+                            id: entry.id,
+                            detail: "UNIQUE constraint failed (plain INSERT of a colliding id)".into(),
+                        });
+                    }
+                    if config.planted(Mutant::InsertOrReplace) {
+                        // Mutant: INSERT OR REPLACE silently overwrites the other row.
+                        let stamps = vec![entry.stamp; values.len()];
+                        remote.put(t, entry.id, &RemoteRow::Live { values, stamps })?;
+                        return Ok(0);
+                    }
                     let lost = merge_columns(&mut row, &values, &all, entry.stamp).unwrap_or(false);
                     remote.put(t, entry.id, &row)?;
                     Ok(u64::from(lost))
@@ -175,7 +235,7 @@ fn apply_entry<R: Remote>(
                             }
                         }
                     }
-                    if let Some(k) = def.natural_key {
+                    if let Some(k) = def.natural_key.filter(|_| !config.planted(Mutant::NaturalKeyInsert)) {
                         if let Some(survivor) = remote.live_with_key(t, &values[k])? {
                             remote.put(t, entry.id, &RemoteRow::Alias(survivor))?;
                             if let Some(mut row) = remote.row(t, survivor)? {

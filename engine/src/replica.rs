@@ -8,6 +8,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior};
 
 use crate::cache::{self, META_DDL};
 use crate::error::{Error, Result, WriteRefusal};
+use crate::mutant::Mutant;
 use crate::remote::Remote;
 use crate::schema::{quote, Schema};
 use crate::stamp::{hlc_of_ms, Clock};
@@ -46,6 +47,25 @@ pub struct Config {
     pub backoff_max_ms: u64,
     /// `synchronous=FULL` on the cache: a committed write survives power loss.
     pub durable: bool,
+    /// A deliberately planted bug, for the harness's mutant catalog.
+    #[cfg(feature = "mutants")]
+    pub mutant: Option<crate::mutant::Mutant>,
+}
+
+impl Config {
+    /// Whether `mutant` is planted: always false without the mutants feature.
+    #[inline]
+    pub(crate) fn planted(&self, mutant: crate::mutant::Mutant) -> bool {
+        #[cfg(feature = "mutants")]
+        {
+            self.mutant == Some(mutant)
+        }
+        #[cfg(not(feature = "mutants"))]
+        {
+            let _ = mutant;
+            false
+        }
+    }
 }
 
 impl Default for Config {
@@ -59,6 +79,8 @@ impl Default for Config {
             backoff_base_ms: 50,
             backoff_max_ms: 2_000,
             durable: true,
+            #[cfg(feature = "mutants")]
+            mutant: None,
         }
     }
 }
@@ -159,6 +181,10 @@ impl<R: Remote> Replica<R> {
                 |r| r.get(0),
             )
             .map_err(wrap)?;
+        if initialized && config.planted(Mutant::MemoryOutbox) {
+            // Mutant memory-outbox: what was pending lived in memory and is gone.
+            conn.execute("DELETE FROM _sg_outbox", [])?;
+        }
         if !initialized {
             for t in schema.tables() {
                 let exists: bool = conn.query_row(
@@ -193,7 +219,7 @@ impl<R: Remote> Replica<R> {
             tx.commit()?;
         }
         schema.verify(&conn, "cache")?;
-        let triggers = cache::trigger_statements(schema);
+        let triggers = cache::trigger_statements(schema, &config);
         let present: i64 = conn.query_row(
             "SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND name LIKE '\\_sg\\_%' ESCAPE '\\'",
             [],
@@ -269,15 +295,21 @@ impl<R: Remote> Replica<R> {
     pub fn write<T>(&mut self, mut f: impl FnMut(&mut Writer<'_>) -> Result<T>) -> Result<T> {
         let now = self.clock.now_ms();
         let schema = self.schema.clone();
+        let autoincrement =
+            self.config.planted(Mutant::AutoincrementIds) || self.config.planted(Mutant::InsertOrReplace);
+        // Mutant wall-clock-lww: the stamp is the wall clock, whatever came before.
+        let tick = if self.config.planted(Mutant::WallClockLww) {
+            "UPDATE _sg_meta SET hlc = ?1, txn = txn + 1"
+        } else {
+            "UPDATE _sg_meta SET hlc = max(hlc, ?1), txn = txn + 1"
+        };
         self.retrying("cache", |r| {
             let tx = r.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            tx.execute(
-                "UPDATE _sg_meta SET hlc = max(hlc, ?1), txn = txn + 1",
-                [hlc_of_ms(now)],
-            )?;
+            tx.execute(tick, [hlc_of_ms(now)])?;
             let mut writer = Writer {
                 tx: &tx,
                 schema: &schema,
+                autoincrement,
             };
             let out = f(&mut writer)?;
             tx.commit()?;
@@ -391,6 +423,8 @@ impl<R: Remote> Replica<R> {
 pub struct Writer<'a> {
     tx: &'a Transaction<'a>,
     schema: &'a Schema,
+    /// Mutants autoincrement-ids and insert-or-replace: local 1, 2, 3 ids.
+    autoincrement: bool,
 }
 
 impl Writer<'_> {
@@ -408,8 +442,14 @@ impl Writer<'_> {
                 .query_row("SELECT id_lo, id_hi, next_id FROM _sg_meta", [], |r| {
                     Ok((r.get(0)?, r.get(1)?, r.get(2)?))
                 })?;
+        let next = if self.autoincrement {
+            let sql = format!("SELECT coalesce(max(\"id\"), 0) + 1 FROM {}", quote(table));
+            self.tx.query_row(&sql, [], |r| r.get(0))?
+        } else {
+            next
+        };
         let id = match id {
-            Some(id) if id < lo || id >= hi => {
+            Some(id) if !self.autoincrement && (id < lo || id >= hi) => {
                 return Err(WriteRefusal::IdOutsideReplica {
                     table: table.into(),
                     id,

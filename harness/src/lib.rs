@@ -7,6 +7,7 @@
 
 pub mod check;
 pub mod gate;
+pub mod mutants;
 pub mod run;
 pub mod scenario;
 pub mod seed;
@@ -18,13 +19,27 @@ use subject::{ReferenceEngine, Subject};
 
 /// Engine names `--engine` accepts.
 pub fn subject_names() -> Vec<String> {
-    vec!["reference".to_string()]
+    let mut names = vec!["reference".to_string()];
+    names.extend(
+        syncgate_engine::Mutant::ALL
+            .iter()
+            .map(|m| format!("mutant:{}", m.name())),
+    );
+    names
 }
 
 /// The engine called `name`.
 pub fn subject_by_name(name: &str) -> Result<Box<dyn Subject>, String> {
     match name {
         "reference" => Ok(Box::new(ReferenceEngine::new())),
+        other if other.starts_with("mutant:") => syncgate_engine::Mutant::by_name(&other["mutant:".len()..])
+            .map(|m| Box::new(ReferenceEngine::mutant(m)) as Box<dyn Subject>)
+            .ok_or_else(|| {
+                format!(
+                    "unknown mutant {other:?}; known engines: {}",
+                    subject_names().join(", ")
+                )
+            }),
         other => Err(format!(
             "unknown engine {other:?}; known engines: {}",
             subject_names().join(", ")

@@ -45,6 +45,21 @@ enum Command {
         #[arg(long, default_value = "syncgate-failures")]
         failures_dir: PathBuf,
     },
+    /// Run the reference engine and every mutant; each mutant must be caught.
+    Mutants {
+        /// Case budget per mutant (and cases the reference must pass).
+        #[arg(long, default_value_t = syncgate::mutants::CASES_TO_CATCH_MAX)]
+        cases: u64,
+        #[arg(long, default_value = "mutants")]
+        seed: String,
+        #[arg(long)]
+        jobs: Option<usize>,
+        #[arg(long)]
+        json: bool,
+        /// Print each mutant's shrunk counterexample too.
+        #[arg(long)]
+        traces: bool,
+    },
     /// Real threads: replicas write and sync concurrently against one remote
     /// file; then quiescence, convergence, no-loss and zero-UNIQUE checks.
     Stress {
@@ -136,6 +151,59 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 print_summary(&summary, &scenario);
             }
             Ok(if summary.ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Command::Mutants {
+            cases,
+            seed,
+            jobs,
+            json,
+            traces,
+        } => {
+            let opts = CheckOptions {
+                cases,
+                seed,
+                jobs: jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+                gen: GenConfig::default(),
+                doublecheck: false,
+                base_dir: default_base_dir(),
+                failures_dir: None,
+                shrink_runs_max: 2_000,
+                stop_at_first: true,
+                progress: false,
+            };
+            let report = syncgate::mutants::run_mutants(&opts)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);
+            } else {
+                print!("{}", syncgate::mutants::table(&report));
+                if traces {
+                    for row in report.rows.iter().filter(|r| r.caught) {
+                        println!();
+                        println!(
+                            "{} ({}): {}",
+                            row.engine,
+                            row.seed.clone().unwrap_or_default(),
+                            row.detail.clone().unwrap_or_default()
+                        );
+                        for line in &row.trace {
+                            println!("  {line}");
+                        }
+                    }
+                }
+                println!(
+                    "{}",
+                    if report.ok() {
+                        "PASS: every mutant caught"
+                    } else {
+                        "FAIL"
+                    }
+                );
+            }
+            Ok(if report.ok() {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(1)

@@ -119,6 +119,15 @@ impl ReferenceEngine {
     }
 }
 
+impl ReferenceEngine {
+    /// The reference engine with one planted bug.
+    pub fn mutant(mutant: syncgate_engine::Mutant) -> ReferenceEngine {
+        let mut engine = ReferenceEngine::new();
+        engine.config.mutant = Some(mutant);
+        engine
+    }
+}
+
 impl Default for ReferenceEngine {
     fn default() -> Self {
         ReferenceEngine::new()
@@ -139,12 +148,16 @@ pub fn harness_config() -> Config {
         backoff_base_ms: 1,
         backoff_max_ms: 4,
         durable: false,
+        mutant: None,
     }
 }
 
 impl Subject for ReferenceEngine {
     fn name(&self) -> String {
-        "reference".into()
+        match self.config.mutant {
+            Some(m) => format!("mutant:{}", m.name()),
+            None => "reference".into(),
+        }
     }
 
     fn files_are_copyable(&self) -> bool {

@@ -1,0 +1,106 @@
+//! Deliberately broken variants of the engine, one bug each, so the harness
+//! can prove it catches every class of sync bug.
+//!
+//! Architecture Invariant: only the `mutants` cargo feature (enabled by the
+//! harness alone) makes a mutant selectable; without it `Config` has no
+//! mutant field and every `Config::planted` check is a constant `false`.
+
+/// One planted bug. The doc comment of each variant is the bug.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Mutant {
+    /// Push marks outbox entries synced without executing them on the remote.
+    AckWithoutApply,
+    /// Pending writes live only in memory: reopening a cache loses them.
+    MemoryOutbox,
+    /// One write path is not captured: writes to `hosts`.
+    BypassCapture,
+    /// Capture runs after commit, when deleted rows are already gone: deletes are missed.
+    AfterCommitCapture,
+    /// Replicas mint local autoincrement ids (1, 2, 3, ...) and push them with plain INSERT.
+    AutoincrementIds,
+    /// Autoincrement ids pushed with INSERT OR REPLACE: another replica's row is overwritten.
+    InsertOrReplace,
+    /// Last-writer-wins on wall-clock time: no HLC, skew picks the winner.
+    WallClockLww,
+    /// A busy remote makes push skip its work and report success.
+    NoBusyRetry,
+    /// The outbox is acknowledged before the remote transaction commits.
+    AckBeforeCommit,
+    /// Deletes are not remembered: pulled tombstones are ignored.
+    NoTombstones,
+    /// Pulled rows are captured again and sent back.
+    EchoCapture,
+    /// Pull skips the first change after the cursor.
+    CursorOffByOne,
+    /// The cursor is advanced in a separate transaction before the data.
+    NonAtomicPull,
+    /// The sync report never counts conflicts.
+    LyingStatus,
+    /// No natural-key merge: the same key on two replicas is pushed as two rows.
+    NaturalKeyInsert,
+    /// One local transaction is pushed across several remote transactions.
+    SplitTransaction,
+    /// Pull overwrites pending local writes even when they win by stamp.
+    PullOverwritesPending,
+    /// The clock does not advance on pulled stamps.
+    NoClockAdvance,
+    /// Rows deleted as a side effect (cascade) never reach the outbox.
+    UncapturedReplaceDelete,
+}
+
+#[cfg_attr(
+    not(feature = "mutants"),
+    allow(dead_code, reason = "selectable only with the mutants feature")
+)]
+impl Mutant {
+    pub const ALL: [Mutant; 19] = [
+        Mutant::AckWithoutApply,
+        Mutant::MemoryOutbox,
+        Mutant::BypassCapture,
+        Mutant::AfterCommitCapture,
+        Mutant::AutoincrementIds,
+        Mutant::InsertOrReplace,
+        Mutant::WallClockLww,
+        Mutant::NoBusyRetry,
+        Mutant::AckBeforeCommit,
+        Mutant::NoTombstones,
+        Mutant::EchoCapture,
+        Mutant::CursorOffByOne,
+        Mutant::NonAtomicPull,
+        Mutant::LyingStatus,
+        Mutant::NaturalKeyInsert,
+        Mutant::SplitTransaction,
+        Mutant::PullOverwritesPending,
+        Mutant::NoClockAdvance,
+        Mutant::UncapturedReplaceDelete,
+    ];
+
+    /// The kebab-case name `--engine mutant:NAME` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mutant::AckWithoutApply => "ack-without-apply",
+            Mutant::MemoryOutbox => "memory-outbox",
+            Mutant::BypassCapture => "bypass-capture",
+            Mutant::AfterCommitCapture => "after-commit-capture",
+            Mutant::AutoincrementIds => "autoincrement-ids",
+            Mutant::InsertOrReplace => "insert-or-replace",
+            Mutant::WallClockLww => "wall-clock-lww",
+            Mutant::NoBusyRetry => "no-busy-retry",
+            Mutant::AckBeforeCommit => "ack-before-commit",
+            Mutant::NoTombstones => "no-tombstones",
+            Mutant::EchoCapture => "echo-capture",
+            Mutant::CursorOffByOne => "cursor-off-by-one",
+            Mutant::NonAtomicPull => "non-atomic-pull",
+            Mutant::LyingStatus => "lying-status",
+            Mutant::NaturalKeyInsert => "natural-key-insert",
+            Mutant::SplitTransaction => "split-transaction",
+            Mutant::PullOverwritesPending => "pull-overwrites-pending",
+            Mutant::NoClockAdvance => "no-clock-advance",
+            Mutant::UncapturedReplaceDelete => "uncaptured-replace-delete",
+        }
+    }
+
+    pub fn by_name(name: &str) -> Option<Mutant> {
+        Mutant::ALL.into_iter().find(|m| m.name() == name)
+    }
+}
