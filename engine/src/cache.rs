@@ -108,7 +108,8 @@ pub(crate) fn trigger_statements(schema: &Schema, config: &Config) -> Vec<String
                SELECT RAISE(ABORT, 'syncgate: insert into {name}: id outside this replica''s id space; let the replica mint ids (Replica::next_id)') \
                  WHERE {id_space_check}; \
                SELECT RAISE(ABORT, 'syncgate: insert into {name}: that row was deleted and never comes back; insert with a new id') \
-                 WHERE EXISTS (SELECT 1 FROM _sg_tombstones WHERE tbl = {lit} AND id = NEW.\"id\"); \
+                 WHERE EXISTS (SELECT 1 FROM _sg_tombstones WHERE tbl = {lit} AND id = NEW.\"id\") \
+                    OR EXISTS (SELECT 1 FROM _sg_aliases WHERE tbl = {lit} AND id = NEW.\"id\"); \
                UPDATE _sg_meta SET hlc = hlc + 1, next_id = max(next_id, NEW.\"id\" + 1); \
                INSERT INTO _sg_outbox (txn, tbl, row_id, op, stamp, mask, vals) \
                  SELECT txn, {lit}, NEW.\"id\", {OP_INSERT}, hlc, {all_mask}, json_array({vals}) FROM _sg_meta; \

@@ -468,7 +468,9 @@ impl Writer<'_> {
             }
             .into());
         }
-        if tombstoned(self.tx, table, id)? {
+        // A row merged away by natural key is gone too: reusing its id would
+        // send an insert that merges into the survivor and renames it (N4).
+        if tombstoned(self.tx, table, id)? || aliased(self.tx, table, id)? {
             return Err(WriteRefusal::IdDeleted {
                 table: table.into(),
                 id,
@@ -609,6 +611,14 @@ pub(crate) fn row_exists(conn: &Connection, table: &str, id: i64) -> Result<bool
     Ok(conn
         .prepare_cached(&sql)?
         .query_row([id], |_| Ok(()))
+        .optional()?
+        .is_some())
+}
+
+pub(crate) fn aliased(conn: &Connection, table: &str, id: i64) -> Result<bool> {
+    let mut stmt = conn.prepare_cached("SELECT 1 FROM _sg_aliases WHERE tbl = ?1 AND id = ?2")?;
+    Ok(stmt
+        .query_row(rusqlite::params![table, id], |_| Ok(()))
         .optional()?
         .is_some())
 }

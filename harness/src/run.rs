@@ -352,11 +352,16 @@ impl<'a> Runner<'a> {
                         &format!("{name} row to collide with"),
                     )?),
                     IdChoice::Deleted(n) => Some(pick(
+                        // Deleted rows, and rows merged away by natural key.
                         replica_state
                             .tombstones
                             .iter()
+                            .copied()
+                            .chain(replica_state.aliases.keys().copied())
                             .filter(|(tt, _)| *tt == t)
-                            .map(|(_, id)| *id)
+                            .map(|(_, id)| id)
+                            .collect::<BTreeSet<i64>>()
+                            .into_iter()
                             .collect(),
                         *n,
                         &format!("deleted {name} row to revive"),

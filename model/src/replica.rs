@@ -108,7 +108,9 @@ impl ReplicaState {
         if self.tables[t].contains_key(&id) {
             return Err(WriteRefusal::IdTaken);
         }
-        if self.tombstones.contains(&(t, id)) {
+        // A row merged away by natural key is gone too: reusing its id would
+        // send an insert that merges into the survivor and renames it (N4).
+        if self.tombstones.contains(&(t, id)) || self.aliases.contains_key(&(t, id)) {
             return Err(WriteRefusal::IdDeleted);
         }
         let table = &schema.tables[t];

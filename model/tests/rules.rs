@@ -1046,3 +1046,22 @@ fn locks_order_of_checks() {
     assert_eq!(w.sync(0, 1000, SyncKind::Push, None), Err(SyncFailure::Down));
     assert_eq!(w.pending(0), 1);
 }
+
+#[test]
+fn n4_a_merged_away_id_cannot_be_reused() {
+    // Found while writing the spec: a replica could insert again with the id
+    // of its row that a pull had merged into the survivor; the push then
+    // merged that insert into the survivor and renamed it.
+    let mut w = world(2);
+    one(&mut w, 0, 1_000, domain("k.com", "r0"));
+    push(&mut w, 0, 1_000);
+    let merged = one(&mut w, 1, 2_000, domain("k.com", "r1")).expect("minted");
+    pull(&mut w, 1, 3_000);
+    assert!(local_row(&w, 1, DOMAINS, merged).is_none(), "merged away locally");
+    let again = Write::Insert {
+        table: DOMAINS,
+        id: Some(merged),
+        values: vec![t("other.com"), t("r1"), Value::Null],
+    };
+    assert_eq!(w.write(1, 4_000, &[again]), Err(WriteRefusal::IdDeleted));
+}
