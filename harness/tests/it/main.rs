@@ -2,3 +2,4 @@
 
 mod property;
 mod regressions;
+mod snapshots;
