@@ -127,8 +127,8 @@ pub(crate) fn trigger_statements(schema: &Schema, config: &Config) -> Vec<String
         }
         out.push(format!(
             "CREATE TRIGGER IF NOT EXISTS {guard} BEFORE INSERT ON {q} \
-             WHEN (SELECT applying FROM _sg_meta) = {APPLYING_NONE} \
-               AND (SELECT recursive_triggers FROM pragma_recursive_triggers) = 0 AND ({cond}) BEGIN \
+             WHEN (SELECT applying FROM _sg_meta) = {APPLYING_NONE} AND ({cond}) \
+               AND (SELECT recursive_triggers FROM pragma_recursive_triggers) = 0 BEGIN \
                SELECT RAISE(ABORT, 'syncgate: insert into {name} would replace an existing row on a connection \
                  without recursive_triggers, so the delete could not be captured; update the row instead, \
                  or run PRAGMA recursive_triggers = ON'); \

@@ -233,19 +233,10 @@ fn apply_live(
             }
         }
     }
-    let cols: Vec<String> = def.columns.iter().map(|c| quote(&c.name)).collect();
-    let params: Vec<String> = (2..=cols.len() + 1).map(|i| format!("?{i}")).collect();
-    let updates: Vec<String> = cols.iter().map(|c| format!("{c} = excluded.{c}")).collect();
-    let sql = format!(
-        "INSERT INTO {} (\"id\", {}) VALUES (?1, {}) ON CONFLICT (\"id\") DO UPDATE SET {}",
-        quote(name),
-        cols.join(", "),
-        params.join(", "),
-        updates.join(", ")
-    );
+    let sql = &def.sql.upsert;
     let mut bind: Vec<&dyn rusqlite::ToSql> = vec![&target];
     bind.extend(values.iter().map(|v| v as &dyn rusqlite::ToSql));
-    tx.prepare_cached(&sql)?.execute(&bind[..])?;
+    tx.prepare_cached(sql)?.execute(&bind[..])?;
     if config.planted(Mutant::EchoCapture) {
         // Mutant: the pulled row is captured again, as if the app wrote it.
         let json = serde_json::Value::Array(values.iter().map(json_of).collect()).to_string();

@@ -210,10 +210,8 @@ impl SqliteRemote {
 
     fn values(&self, table: usize, id: i64) -> Result<Option<Vec<Value>>> {
         let t = self.schema.table(table);
-        let cols: Vec<String> = t.columns.iter().map(|c| quote(&c.name)).collect();
-        let sql = format!("SELECT {} FROM {} WHERE \"id\" = ?1", cols.join(", "), quote(&t.name));
         let n = t.columns.len();
-        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let mut stmt = self.conn.prepare_cached(&t.sql.select_values)?;
         Ok(stmt
             .query_row([id], |r| {
                 (0..n)
@@ -269,6 +267,9 @@ fn open(path: &Path, busy_timeout_ms: u64, create: bool) -> Result<Connection> {
     conn.busy_timeout(std::time::Duration::from_millis(busy_timeout_ms))
         .map_err(wrap)?;
     conn.set_prepared_statement_cache_capacity(crate::replica::STATEMENT_CACHE_CAPACITY);
+    // One plan per statement, as on the cache (see Replica::open).
+    conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
+        .map_err(wrap)?;
     Ok(conn)
 }
 
@@ -375,7 +376,7 @@ impl Remote for SqliteRemote {
 
     fn put(&mut self, table: usize, id: i64, row: &RemoteRow) -> Result<()> {
         let seq = self.next_seq()?;
-        let t = self.schema.table(table).clone();
+        let t = self.schema.table(table);
         let (state, alias_of, stamps) = match row {
             RemoteRow::Live { values, stamps } => {
                 assert_eq!(
@@ -384,25 +385,15 @@ impl Remote for SqliteRemote {
                     "put {}/{id}: values do not match the columns",
                     t.name
                 );
-                let cols: Vec<String> = t.columns.iter().map(|c| quote(&c.name)).collect();
-                let params: Vec<String> = (2..=cols.len() + 1).map(|i| format!("?{i}")).collect();
-                let updates: Vec<String> = cols.iter().map(|c| format!("{c} = excluded.{c}")).collect();
-                let sql = format!(
-                    "INSERT INTO {} (\"id\", {}) VALUES (?1, {}) ON CONFLICT (\"id\") DO UPDATE SET {}",
-                    quote(&t.name),
-                    cols.join(", "),
-                    params.join(", "),
-                    updates.join(", ")
-                );
-                let mut stmt = self.conn.prepare_cached(&sql)?;
-                let mut bind: Vec<&dyn rusqlite::ToSql> = vec![&id];
+                let mut stmt = self.conn.prepare_cached(&t.sql.upsert)?;
+                let mut bind: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(values.len() + 1);
+                bind.push(&id);
                 bind.extend(values.iter().map(|v| v as &dyn rusqlite::ToSql));
                 stmt.execute(&bind[..])?;
                 (STATE_LIVE, None, Some(Stamp::encode_all(stamps)))
             }
             RemoteRow::Dead | RemoteRow::Alias(_) => {
-                let sql = format!("DELETE FROM {} WHERE \"id\" = ?1", quote(&t.name));
-                self.conn.prepare_cached(&sql)?.execute([id])?;
+                self.conn.prepare_cached(&t.sql.delete)?.execute([id])?;
                 match row {
                     RemoteRow::Alias(survivor) => (STATE_ALIAS, Some(*survivor), None),
                     _ => (STATE_DEAD, None, None),

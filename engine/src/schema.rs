@@ -102,6 +102,38 @@ pub(crate) struct Table {
     pub natural_key: Option<usize>,
     /// `(child table, column)` pairs that reference this table.
     pub children: Vec<(usize, usize)>,
+    /// SQL for this table, built once from the validated identifiers.
+    pub sql: TableSql,
+}
+
+/// The statements the engine runs on a synced table, built once.
+#[derive(Clone, Debug)]
+pub(crate) struct TableSql {
+    /// `SELECT <columns> FROM t WHERE id = ?1`
+    pub select_values: String,
+    /// `INSERT ... (id, <columns>) VALUES (?1, ...) ON CONFLICT (id) DO UPDATE ...`
+    pub upsert: String,
+    /// `DELETE FROM t WHERE id = ?1`
+    pub delete: String,
+}
+
+impl TableSql {
+    fn new(name: &str, columns: &[ColumnDef]) -> TableSql {
+        let cols: Vec<String> = columns.iter().map(|c| quote(&c.name)).collect();
+        let params: Vec<String> = (2..=cols.len() + 1).map(|i| format!("?{i}")).collect();
+        let updates: Vec<String> = cols.iter().map(|c| format!("{c} = excluded.{c}")).collect();
+        let q = quote(name);
+        TableSql {
+            select_values: format!("SELECT {} FROM {q} WHERE \"id\" = ?1", cols.join(", ")),
+            upsert: format!(
+                "INSERT INTO {q} (\"id\", {}) VALUES (?1, {}) ON CONFLICT (\"id\") DO UPDATE SET {}",
+                cols.join(", "),
+                params.join(", "),
+                updates.join(", ")
+            ),
+            delete: format!("DELETE FROM {q} WHERE \"id\" = ?1"),
+        }
+    }
 }
 
 impl Schema {
@@ -152,6 +184,7 @@ impl Schema {
                 parents,
                 natural_key,
                 children: Vec::new(),
+                sql: TableSql::new(&def.name, &def.columns),
             });
         }
         for t in 0..out.len() {
