@@ -28,3 +28,7 @@ fi
 
 echo "== report" >&2
 cargo run --release -p syncgate-benches --features session --bin bench_report
+
+echo "== plot" >&2
+python3 -c "import matplotlib" 2>/dev/null || pip install -q matplotlib
+python3 benches/plot.py
