@@ -163,18 +163,8 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             json,
             traces,
         } => {
-            let opts = CheckOptions {
-                cases,
-                seed,
-                jobs: jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
-                gen: GenConfig::default(),
-                doublecheck: false,
-                base_dir: default_base_dir(),
-                failures_dir: None,
-                shrink_runs_max: 2_000,
-                stop_at_first: true,
-                progress: false,
-            };
+            let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            let opts = syncgate::mutants::hunt_options(cases, &seed, jobs);
             let report = syncgate::mutants::run_mutants(&opts)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);

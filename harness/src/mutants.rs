@@ -43,6 +43,23 @@ impl MutantsReport {
     }
 }
 
+/// The options a mutant hunt uses: default scenarios, stop at the first
+/// failing batch, shrink it, save nothing.
+pub fn hunt_options(cases: u64, seed: &str, jobs: usize) -> CheckOptions {
+    CheckOptions {
+        cases,
+        seed: seed.to_string(),
+        jobs,
+        gen: crate::scenario::GenConfig::default(),
+        doublecheck: false,
+        base_dir: crate::gate::default_base_dir(),
+        failures_dir: None,
+        shrink_runs_max: 2_000,
+        stop_at_first: true,
+        progress: false,
+    }
+}
+
 /// Runs the catalog; `opts.cases` is the budget for each mutant and the
 /// number of cases the reference engine must pass.
 pub fn run_mutants(opts: &CheckOptions) -> Result<MutantsReport, String> {

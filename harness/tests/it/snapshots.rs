@@ -4,9 +4,10 @@
 //! A change to the report format or to the engine's behaviour shows up as a
 //! snapshot diff in review; in CI an unreviewed change fails the test.
 
-use syncgate::gate::{check, default_base_dir, CheckOptions};
+use syncgate::gate::{check, default_base_dir};
+use syncgate::mutants::hunt_options;
 use syncgate::run::run_case;
-use syncgate::scenario::{CrashAt, GenConfig, IdChoice, LockKind, Scenario, Step, Swarm, SyncKind, Val};
+use syncgate::scenario::{CrashAt, IdChoice, LockKind, Scenario, Step, Swarm, SyncKind, Val};
 use syncgate::subject::ReferenceEngine;
 use syncgate_engine::Mutant;
 
@@ -19,18 +20,7 @@ fn snapshot(name: &str, text: &str) {
 #[test]
 fn every_mutant_has_a_small_counterexample() {
     for mutant in Mutant::ALL {
-        let opts = CheckOptions {
-            cases: 200,
-            seed: "snapshot".into(),
-            jobs: 2,
-            gen: GenConfig::default(),
-            doublecheck: false,
-            base_dir: default_base_dir(),
-            failures_dir: None,
-            shrink_runs_max: 2_000,
-            stop_at_first: true,
-            progress: false,
-        };
+        let opts = hunt_options(200, "snapshot", 2);
         let summary = check(&ReferenceEngine::mutant(mutant), &opts).expect("check runs");
         let failure = summary
             .failures
