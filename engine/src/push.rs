@@ -47,32 +47,24 @@ impl<R: Remote> Replica<R> {
                 return Ok(());
             }
             let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            // Step 1: read the outbox batch.
-            let mut batch = read_outbox_batch(&tx, &self.schema, self.replica_id, self.config.push_batch_max)?;
-            if self.config.planted(Mutant::SplitTransaction) {
+            // Step 1: find where the outbox batch ends (whole local transactions).
+            let end = if self.config.planted(Mutant::SplitTransaction) {
                 // Mutant: one entry per remote transaction, whatever its local transaction.
-                batch.truncate(1);
-            }
-            let Some(last) = batch.last().map(|e| e.seq) else {
+                tx.query_row("SELECT min(seq) FROM _sg_outbox", [], |r| r.get::<_, Option<i64>>(0))?
+                    .map(|seq| (seq, 1))
+            } else {
+                batch_end(&tx, self.config.push_batch_max)?
+            };
+            let Some((last, entries)) = end else {
                 return Ok(());
             };
             if self.config.planted(Mutant::AckWithoutApply) {
                 // Mutant: "0 records synced" — acknowledged, never sent.
                 tx.execute("DELETE FROM _sg_outbox WHERE seq <= ?1", [last])?;
                 tx.commit()?;
-                report.pushed += batch.len() as u64;
+                report.pushed += entries;
                 continue;
             }
-            let aliases = batch
-                .iter()
-                .map(|e| {
-                    if e.op == OP_INSERT {
-                        local_alias(&tx, &self.schema, e.table, e.id)
-                    } else {
-                        Ok(None)
-                    }
-                })
-                .collect::<Result<Vec<_>>>()?;
             // Step 2: apply it on the remote, in one remote transaction.
             if let Err(e) = self.remote.begin_write() {
                 self.remote.rollback();
@@ -82,14 +74,9 @@ impl<R: Remote> Replica<R> {
                 }
                 return Err(e);
             }
-            let applied = apply_batch(
-                &mut self.remote,
-                &self.schema,
-                &self.config,
-                self.replica_id,
-                &batch,
-                &aliases,
-            );
+            // Entries stream from the outbox to the remote: memory stays
+            // bounded however large one local transaction is.
+            let applied = apply_batch(&tx, &mut self.remote, &self.schema, &self.config, self.replica_id, last);
             if self.config.planted(Mutant::AckBeforeCommit) {
                 // Mutant: acknowledged locally before the remote commit.
                 let conflicts = match applied {
@@ -105,7 +92,7 @@ impl<R: Remote> Replica<R> {
                     self.remote.rollback();
                     return Err(e);
                 }
-                report.pushed += batch.len() as u64;
+                report.pushed += entries;
                 report.conflicts += conflicts;
                 continue;
             }
@@ -120,7 +107,7 @@ impl<R: Remote> Replica<R> {
             // Step 4: acknowledge locally.
             tx.execute("DELETE FROM _sg_outbox WHERE seq <= ?1", [last])?;
             tx.commit()?;
-            report.pushed += batch.len() as u64;
+            report.pushed += entries;
             if !self.config.planted(Mutant::LyingStatus) {
                 report.conflicts += conflicts;
             }
@@ -128,26 +115,71 @@ impl<R: Remote> Replica<R> {
     }
 }
 
+/// The last seq and entry count of the next batch: whole local transactions
+/// in seq order, growing until the next transaction would take it past
+/// `batch_max` (a transaction larger than that is a batch of its own; rule
+/// S2). Reads only `(seq, txn)`, and stops as soon as the cut is known.
+fn batch_end(conn: &Connection, batch_max: usize) -> Result<Option<(i64, u64)>> {
+    let mut stmt = conn.prepare_cached("SELECT seq, txn FROM _sg_outbox ORDER BY seq")?;
+    let mut rows = stmt.query([])?;
+    let (mut taken, mut last): (u64, Option<i64>) = (0, None);
+    let (mut group_txn, mut group_len, mut group_last): (Option<i64>, u64, i64) = (None, 0, 0);
+    let max = batch_max as u64;
+    loop {
+        let next: Option<(i64, i64)> = match rows.next()? {
+            Some(row) => Some((row.get(0)?, row.get(1)?)),
+            None => None,
+        };
+        if next.map(|(_, txn)| txn) != group_txn && group_txn.is_some() {
+            // The group just ended: take it whole, or stop before it.
+            if taken > 0 && taken + group_len > max {
+                break;
+            }
+            taken += group_len;
+            last = Some(group_last);
+            if taken >= max || next.is_none() {
+                break;
+            }
+            group_len = 0;
+        }
+        let Some((seq, txn)) = next else { break };
+        group_txn = Some(txn);
+        group_len += 1;
+        group_last = seq;
+    }
+    Ok(last.map(|last| (last, taken)))
+}
+
+/// Streams the outbox entries up to `last` onto the remote, skipping those
+/// the remote already applied (rule S4), and records `last` as applied.
 fn apply_batch<R: Remote>(
+    conn: &Connection,
     remote: &mut R,
     schema: &Schema,
     config: &Config,
     replica: u32,
-    batch: &[OutboxEntry],
-    aliases: &[Option<i64>],
+    last: i64,
 ) -> Result<u64> {
+    assert!(last > 0, "outbox seq must be positive: seq={last}");
     let acked = remote.acked(replica)?;
     let mut conflicts = 0;
-    for (entry, alias) in batch.iter().zip(aliases) {
+    let mut stmt = conn.prepare_cached(
+        "SELECT seq, txn, tbl, row_id, op, stamp, mask, vals FROM _sg_outbox WHERE seq <= ?1 ORDER BY seq",
+    )?;
+    let mut rows = stmt.query([last])?;
+    while let Some(row) = rows.next()? {
+        let entry = decode_entry(schema, replica, row)?;
         if entry.seq <= acked {
             continue;
         }
-        conflicts += apply_entry(remote, schema, config, entry, *alias)?;
+        let alias = if entry.op == OP_INSERT {
+            local_alias(conn, schema, entry.table, entry.id)?
+        } else {
+            None
+        };
+        conflicts += apply_entry(remote, schema, config, &entry, alias)?;
     }
-    if let Some(last) = batch.last() {
-        assert!(last.seq > 0, "outbox seq must be positive: seq={}", last.seq);
-        remote.set_acked(replica, last.seq.max(acked))?;
-    }
+    remote.set_acked(replica, last.max(acked))?;
     Ok(conflicts)
 }
 
@@ -315,38 +347,6 @@ fn local_alias(conn: &Connection, schema: &Schema, table: usize, id: i64) -> Res
     Ok(stmt
         .query_row(rusqlite::params![schema.table(table).name, id], |r| r.get(0))
         .optional()?)
-}
-
-/// The next batch: whole local transactions in seq order, growing until the
-/// next transaction would take it past `batch_max` (rule S2).
-pub(crate) fn read_outbox_batch(
-    conn: &Connection,
-    schema: &Schema,
-    replica: u32,
-    batch_max: usize,
-) -> Result<Vec<OutboxEntry>> {
-    let mut stmt =
-        conn.prepare_cached("SELECT seq, txn, tbl, row_id, op, stamp, mask, vals FROM _sg_outbox ORDER BY seq")?;
-    let mut rows = stmt.query([])?;
-    let mut batch: Vec<OutboxEntry> = Vec::new();
-    let mut group: Vec<OutboxEntry> = Vec::new();
-    while let Some(row) = rows.next()? {
-        let entry = decode_entry(schema, replica, row)?;
-        if group.first().is_some_and(|first| first.txn != entry.txn) {
-            if !batch.is_empty() && batch.len() + group.len() > batch_max {
-                return Ok(batch);
-            }
-            batch.append(&mut group);
-            if batch.len() >= batch_max {
-                return Ok(batch);
-            }
-        }
-        group.push(entry);
-    }
-    if batch.is_empty() || batch.len() + group.len() <= batch_max {
-        batch.append(&mut group);
-    }
-    Ok(batch)
 }
 
 fn decode_entry(schema: &Schema, replica: u32, row: &rusqlite::Row<'_>) -> Result<OutboxEntry> {
