@@ -129,7 +129,8 @@ pub struct Row {
 pub struct Replica<R: Remote> {
     pub(crate) conn: Connection,
     pub(crate) remote: R,
-    pub(crate) schema: Schema,
+    /// Shared, so a write transaction can hold it while the replica is borrowed.
+    pub(crate) schema: Arc<Schema>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) config: Config,
     pub(crate) replica_id: u32,
@@ -240,7 +241,7 @@ impl<R: Remote> Replica<R> {
         Ok(Replica {
             conn,
             remote,
-            schema: schema.clone(),
+            schema: Arc::new(schema.clone()),
             clock,
             config,
             replica_id,
@@ -441,11 +442,10 @@ impl Writer<'_> {
         for (name, v) in values {
             row[column_index(self.schema, t, name)?] = v.clone();
         }
-        let (lo, hi, next): (i64, i64, i64) =
-            self.tx
-                .query_row("SELECT id_lo, id_hi, next_id FROM _sg_meta", [], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                })?;
+        let (lo, hi, next): (i64, i64, i64) = self
+            .tx
+            .prepare_cached("SELECT id_lo, id_hi, next_id FROM _sg_meta")?
+            .query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
         let next = if self.autoincrement {
             let sql = format!("SELECT coalesce(max(\"id\"), 0) + 1 FROM {}", quote(table));
             self.tx.query_row(&sql, [], |r| r.get(0))?
@@ -494,17 +494,9 @@ impl Writer<'_> {
         }
         let all: Vec<usize> = (0..row.len()).collect();
         check_parents(self.tx, self.schema, t, &row, &all)?;
-        let cols: Vec<String> = def.columns.iter().map(|c| quote(&c.name)).collect();
-        let params: Vec<String> = (2..=cols.len() + 1).map(|i| format!("?{i}")).collect();
-        let sql = format!(
-            "INSERT INTO {} (\"id\", {}) VALUES (?1, {})",
-            quote(table),
-            cols.join(", "),
-            params.join(", ")
-        );
         let mut bind: Vec<&dyn rusqlite::ToSql> = vec![&id];
         bind.extend(row.iter().map(|v| v as &dyn rusqlite::ToSql));
-        self.tx.prepare_cached(&sql)?.execute(&bind[..])?;
+        self.tx.prepare_cached(&def.sql.insert)?.execute(&bind[..])?;
         Ok(id)
     }
 
@@ -661,11 +653,9 @@ pub(crate) fn natural_key_holder(
 
 pub(crate) fn read_row(conn: &Connection, schema: &Schema, t: usize, id: i64) -> Result<Option<Vec<Value>>> {
     let def = schema.table(t);
-    let cols: Vec<String> = def.columns.iter().map(|c| quote(&c.name)).collect();
-    let sql = format!("SELECT {} FROM {} WHERE \"id\" = ?1", cols.join(", "), quote(&def.name));
-    let n = cols.len();
+    let n = def.columns.len();
     Ok(conn
-        .prepare_cached(&sql)?
+        .prepare_cached(&def.sql.select_values)?
         .query_row([id], |r| {
             (0..n)
                 .map(|i| r.get::<_, Value>(i))

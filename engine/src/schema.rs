@@ -115,6 +115,8 @@ pub(crate) struct TableSql {
     pub upsert: String,
     /// `DELETE FROM t WHERE id = ?1`
     pub delete: String,
+    /// `INSERT INTO t (id, <columns>) VALUES (?1, ...)`
+    pub insert: String,
 }
 
 impl TableSql {
@@ -132,6 +134,11 @@ impl TableSql {
                 updates.join(", ")
             ),
             delete: format!("DELETE FROM {q} WHERE \"id\" = ?1"),
+            insert: format!(
+                "INSERT INTO {q} (\"id\", {}) VALUES (?1, {})",
+                cols.join(", "),
+                params.join(", ")
+            ),
         }
     }
 }
