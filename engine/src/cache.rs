@@ -81,6 +81,12 @@ pub(crate) fn trigger_statements(schema: &Schema, config: &Config) -> Vec<String
             "NEW.\"id\" < (SELECT id_lo FROM _sg_meta) OR NEW.\"id\" >= (SELECT id_hi FROM _sg_meta)"
         };
         let capture_here = !(config.planted(Mutant::BypassCapture) && name == "hosts");
+        // Mutant merged-id-reuse: the trigger forgets ids merged away by natural key.
+        let alias_check = if config.planted(Mutant::MergedIdReuse) {
+            String::new()
+        } else {
+            format!(" OR EXISTS (SELECT 1 FROM _sg_aliases WHERE tbl = {lit} AND id = NEW.\"id\")")
+        };
         let capture_deletes = capture_here && !config.planted(Mutant::AfterCommitCapture);
         // Mutant uncaptured-replace-delete: a child's delete is captured only
         // while its parent still exists, so cascade deletes are lost.
@@ -108,8 +114,7 @@ pub(crate) fn trigger_statements(schema: &Schema, config: &Config) -> Vec<String
                SELECT RAISE(ABORT, 'syncgate: insert into {name}: id outside this replica''s id space; let the replica mint ids (Replica::next_id)') \
                  WHERE {id_space_check}; \
                SELECT RAISE(ABORT, 'syncgate: insert into {name}: that row was deleted and never comes back; insert with a new id') \
-                 WHERE EXISTS (SELECT 1 FROM _sg_tombstones WHERE tbl = {lit} AND id = NEW.\"id\") \
-                    OR EXISTS (SELECT 1 FROM _sg_aliases WHERE tbl = {lit} AND id = NEW.\"id\"); \
+                 WHERE EXISTS (SELECT 1 FROM _sg_tombstones WHERE tbl = {lit} AND id = NEW.\"id\"){alias_check}; \
                UPDATE _sg_meta SET hlc = hlc + 1, next_id = max(next_id, NEW.\"id\" + 1); \
                INSERT INTO _sg_outbox (txn, tbl, row_id, op, stamp, mask, vals) \
                  SELECT txn, {lit}, NEW.\"id\", {OP_INSERT}, hlc, {all_mask}, json_array({vals}) FROM _sg_meta; \

@@ -46,6 +46,12 @@ pub enum Mutant {
     NoClockAdvance,
     /// Rows deleted as a side effect (cascade) never reach the outbox.
     UncapturedReplaceDelete,
+    /// A remote read that fails busy leaves its transaction open (a bug the
+    /// harness found in the engine: `busy_read_left_a_transaction_open.json`).
+    BusyReadLeaksTxn,
+    /// The id of a row merged away by natural key may be inserted again, so
+    /// the insert renames the survivor (a bug the spec review found, rule N4).
+    MergedIdReuse,
 }
 
 #[cfg_attr(
@@ -53,7 +59,7 @@ pub enum Mutant {
     allow(dead_code, reason = "selectable only with the mutants feature")
 )]
 impl Mutant {
-    pub const ALL: [Mutant; 19] = [
+    pub const ALL: [Mutant; 21] = [
         Mutant::AckWithoutApply,
         Mutant::MemoryOutbox,
         Mutant::BypassCapture,
@@ -73,6 +79,8 @@ impl Mutant {
         Mutant::PullOverwritesPending,
         Mutant::NoClockAdvance,
         Mutant::UncapturedReplaceDelete,
+        Mutant::BusyReadLeaksTxn,
+        Mutant::MergedIdReuse,
     ];
 
     /// The kebab-case name `--engine mutant:NAME` takes.
@@ -97,6 +105,8 @@ impl Mutant {
             Mutant::PullOverwritesPending => "pull-overwrites-pending",
             Mutant::NoClockAdvance => "no-clock-advance",
             Mutant::UncapturedReplaceDelete => "uncaptured-replace-delete",
+            Mutant::BusyReadLeaksTxn => "busy-read-leaks-txn",
+            Mutant::MergedIdReuse => "merged-id-reuse",
         }
     }
 

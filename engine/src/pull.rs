@@ -47,7 +47,10 @@ impl<R: Remote> Replica<R> {
         }
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         if let Err(e) = self.remote.begin_read() {
-            self.remote.rollback();
+            // Mutant busy-read-leaks-txn: nobody rolls the failed read back.
+            if !self.config.planted(Mutant::BusyReadLeaksTxn) {
+                self.remote.rollback();
+            }
             return Err(e);
         }
         let outcome = pull_into(

@@ -10,6 +10,7 @@ use rusqlite::types::Value;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
 use crate::error::{Error, Result};
+use crate::mutant::Mutant;
 use crate::schema::{quote, Schema};
 use crate::stamp::Stamp;
 
@@ -83,6 +84,9 @@ pub struct SqliteRemote {
     verified: bool,
     /// Whether the connection settings were applied.
     configured: bool,
+    /// A deliberately planted bug, for the harness's mutant catalog.
+    #[cfg(feature = "mutants")]
+    mutant: Option<Mutant>,
 }
 
 const REMOTE_DDL: &str = "
@@ -143,6 +147,8 @@ impl SqliteRemote {
             seq: None,
             verified: false,
             configured: false,
+            #[cfg(feature = "mutants")]
+            mutant: None,
         };
         match remote.configure().and_then(|()| remote.verify()) {
             // A remote locked by another connection is checked at the first
@@ -150,6 +156,26 @@ impl SqliteRemote {
             Err(e) if e.is_busy() => Ok(remote),
             Err(e) => Err(e),
             Ok(()) => Ok(remote),
+        }
+    }
+
+    /// Plants `mutant` in this remote handle (the harness's mutant catalog).
+    #[cfg(feature = "mutants")]
+    pub fn plant(&mut self, mutant: Mutant) {
+        self.mutant = Some(mutant);
+    }
+
+    /// Whether `mutant` is planted: always false without the mutants feature.
+    #[inline]
+    fn planted(&self, mutant: Mutant) -> bool {
+        #[cfg(feature = "mutants")]
+        {
+            self.mutant == Some(mutant)
+        }
+        #[cfg(not(feature = "mutants"))]
+        {
+            let _ = mutant;
+            false
         }
     }
 
@@ -311,7 +337,10 @@ impl Remote for SqliteRemote {
             .conn
             .query_row("SELECT seq FROM _sg_remote", [], |r| r.get::<_, i64>(0))
         {
-            self.rollback();
+            // Mutant busy-read-leaks-txn: the failed read's BEGIN stays open.
+            if !self.planted(Mutant::BusyReadLeaksTxn) {
+                self.rollback();
+            }
             return Err(e.into());
         }
         if let Err(e) = self.verify() {

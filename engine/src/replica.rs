@@ -315,6 +315,7 @@ impl<R: Remote> Replica<R> {
                 tx: &tx,
                 schema: &schema,
                 autoincrement,
+                merged_id_reuse: r.config.planted(Mutant::MergedIdReuse),
             };
             let out = f(&mut writer)?;
             tx.commit()?;
@@ -430,6 +431,8 @@ pub struct Writer<'a> {
     schema: &'a Schema,
     /// Mutants autoincrement-ids and insert-or-replace: local 1, 2, 3 ids.
     autoincrement: bool,
+    /// Mutant merged-id-reuse: ids merged away by natural key are free again.
+    merged_id_reuse: bool,
 }
 
 impl Writer<'_> {
@@ -474,7 +477,7 @@ impl Writer<'_> {
         }
         // A row merged away by natural key is gone too: reusing its id would
         // send an insert that merges into the survivor and renames it (N4).
-        if tombstoned(self.tx, table, id)? || aliased(self.tx, table, id)? {
+        if tombstoned(self.tx, table, id)? || (!self.merged_id_reuse && aliased(self.tx, table, id)?) {
             return Err(WriteRefusal::IdDeleted {
                 table: table.into(),
                 id,

@@ -29,7 +29,7 @@ pub const QUIESCENCE_ROUNDS_MAX: usize = 6;
 pub type Events = BTreeMap<&'static str, u64>;
 
 /// Events every `check` run must reach at least once.
-pub const REQUIRED_EVENTS: [&str; 10] = [
+pub const REQUIRED_EVENTS: [&str; 11] = [
     "conflict-won-locally",
     "conflict-won-remotely",
     "natural-key-merge",
@@ -40,6 +40,7 @@ pub const REQUIRED_EVENTS: [&str; 10] = [
     "cascade-delete",
     "duplicate-push-skipped",
     "delete-absorbed-write",
+    "multi-write-transaction",
 ];
 
 /// What one run produced.
@@ -109,6 +110,14 @@ pub fn run_case(subject: &dyn Subject, scenario: &Scenario, base: &Path) -> Case
         let n = scenario.steps.len();
         if let Err(v) = runner.quiesce(&mut trace, n) {
             failure = Some((n + 1, v));
+        }
+    }
+    if failure.is_some() {
+        // Quiescence (which releases the runner's locks) did not run: the
+        // digest must not wait on a lock the runner itself holds.
+        runner.release_remote_lock();
+        for r in 0..runner.cache_locks.len() {
+            runner.release_cache_lock(r);
         }
     }
     let final_state = runner.digest();
@@ -185,12 +194,15 @@ impl<'a> Runner<'a> {
     fn step(&mut self, step: &Step) -> (String, Result<(), Violation>) {
         let before = self.world.events.clone();
         let (line, touched, remote_touched, outcome) = match step {
-            Step::Insert { replica, .. } | Step::Update { replica, .. } | Step::Delete { replica, .. } => {
+            Step::Insert { replica, .. }
+            | Step::Update { replica, .. }
+            | Step::Delete { replica, .. }
+            | Step::InsertFamily { replica, .. } => {
                 let r = *replica;
                 match self.resolve_write(step) {
                     Err(why) => (format!("r{r} {why} (skipped)"), None, false, Ok(())),
-                    Ok((desc, write)) => {
-                        let (answer, outcome) = self.write(r, write);
+                    Ok((desc, writes)) => {
+                        let (answer, outcome) = self.write(r, writes);
                         (format!("r{r} {desc} -> {answer}"), Some(r), false, outcome)
                     }
                 }
@@ -310,9 +322,10 @@ impl<'a> Runner<'a> {
         );
     }
 
-    /// Turns a write step into a concrete model write, resolving row
-    /// positions against the model's view of the replica.
-    fn resolve_write(&self, step: &Step) -> Result<(String, model::Write), String> {
+    /// Turns a write step into the concrete model writes of one local
+    /// transaction, resolving row positions against the model's view of the
+    /// replica.
+    fn resolve_write(&self, step: &Step) -> Result<(String, Vec<model::Write>), String> {
         let pick = |ids: Vec<i64>, n: usize, what: &str| -> Result<i64, String> {
             if ids.is_empty() {
                 Err(format!("no {what}"))
@@ -366,6 +379,16 @@ impl<'a> Runner<'a> {
                         *n,
                         &format!("deleted {name} row to revive"),
                     )?),
+                    IdChoice::MergedAway(n) => Some(pick(
+                        replica_state
+                            .aliases
+                            .keys()
+                            .filter(|(tt, _)| *tt == t)
+                            .map(|(_, id)| *id)
+                            .collect(),
+                        *n,
+                        &format!("{name} row merged away to reuse"),
+                    )?),
                 };
                 let mut resolved = Vec::new();
                 for (c, v) in values.iter().enumerate() {
@@ -390,11 +413,11 @@ impl<'a> Runner<'a> {
                 let id_text = id.map_or("new id".to_string(), |id| format!("id {id}"));
                 Ok((
                     format!("insert {name} {id_text} {}", cols.join(" ")),
-                    model::Write::Insert {
+                    vec![model::Write::Insert {
                         table: t,
                         id,
                         values: resolved,
-                    },
+                    }],
                 ))
             }
             Step::Update {
@@ -418,11 +441,11 @@ impl<'a> Runner<'a> {
                         self.schema.tables[t].columns[*column].name,
                         show_value(&v)
                     ),
-                    model::Write::Update {
+                    vec![model::Write::Update {
                         table: t,
                         id,
                         set: vec![(*column, v)],
-                    },
+                    }],
                 ))
             }
             Step::Delete { replica, table, row } => {
@@ -433,15 +456,74 @@ impl<'a> Runner<'a> {
                     *row,
                     &format!("{name} row to delete"),
                 )?;
-                Ok((format!("delete {name}/{id}"), model::Write::Delete { table: t, id }))
+                Ok((
+                    format!("delete {name}/{id}"),
+                    vec![model::Write::Delete { table: t, id }],
+                ))
+            }
+            Step::InsertFamily {
+                replica,
+                domain,
+                records,
+            } => {
+                // The domain is inserted with a minted id; its records refer
+                // to the id the replica mints next (the model says which).
+                let (parent, child) = (0, 2);
+                let domain_id = self.world.replicas[*replica].next_id;
+                let show = |t: usize, values: &[model::Value]| -> String {
+                    self.schema.tables[t]
+                        .columns
+                        .iter()
+                        .zip(values)
+                        .map(|(c, v)| format!("{}={}", c.name, show_value(v)))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                };
+                let domain_values: Vec<model::Value> = domain.iter().map(value_of).collect();
+                let mut desc = format!(
+                    "txn [insert {} new id {}",
+                    self.schema.tables[parent].name,
+                    show(parent, &domain_values)
+                );
+                let mut writes = vec![model::Write::Insert {
+                    table: parent,
+                    id: None,
+                    values: domain_values,
+                }];
+                for record in records {
+                    let mut own = record.iter();
+                    let values: Vec<model::Value> = self.schema.tables[child]
+                        .columns
+                        .iter()
+                        .map(|c| match c.references {
+                            Some(p) if p == parent => model::Value::Int(domain_id),
+                            _ => own.next().map_or(model::Value::Null, value_of),
+                        })
+                        .collect();
+                    desc.push_str(&format!(
+                        "; insert {} new id {}",
+                        self.schema.tables[child].name,
+                        show(child, &values)
+                    ));
+                    writes.push(model::Write::Insert {
+                        table: child,
+                        id: None,
+                        values,
+                    });
+                }
+                desc.push(']');
+                Ok((desc, writes))
             }
             _ => Err("not a write".into()),
         }
     }
 
-    fn write(&mut self, r: usize, write: model::Write) -> (String, Result<(), Violation>) {
+    fn write(&mut self, r: usize, writes: Vec<model::Write>) -> (String, Result<(), Violation>) {
         let now = self.now(r);
-        let expected = self.world.write(r, now, std::slice::from_ref(&write));
+        let expected = self.world.write(r, now, &writes);
+        if expected.is_ok() && writes.len() > 1 {
+            self.count("multi-write-transaction", 1);
+        }
         if let Err(refusal) = &expected {
             if matches!(
                 refusal,
@@ -458,7 +540,7 @@ impl<'a> Runner<'a> {
             return ("down".into(), outcome);
         };
         self.clocks[r].set(now);
-        let actual = replica.write(std::slice::from_ref(&write));
+        let actual = replica.write(&writes);
         let shown = match &actual {
             Answer::Ok(ids) => format!("ok {ids:?}"),
             Answer::Refused(why) => format!("refused {why:?}"),

@@ -28,8 +28,11 @@ pub enum IdChoice {
     Foreign(usize),
     /// The id of the n-th row this replica holds.
     Taken(usize),
-    /// The id of the n-th row this replica deleted.
+    /// The id of the n-th row this replica deleted (or had merged away).
     Deleted(usize),
+    /// The id of the n-th row of this replica that a pull merged away by
+    /// natural key (rule N4: it is gone too).
+    MergedAway(usize),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,6 +84,15 @@ pub enum Step {
         replica: usize,
         table: usize,
         row: usize,
+    },
+    /// One local transaction of several writes: a new domain (minted id)
+    /// and `records` dns_records under it. Generated as a kind of insert.
+    InsertFamily {
+        replica: usize,
+        /// The domain's columns.
+        domain: Vec<Val>,
+        /// Each record's columns after its reference to the new domain.
+        records: Vec<Vec<Val>>,
     },
     Sync {
         replica: usize,
@@ -170,7 +182,7 @@ impl Default for GenConfig {
             replicas: Some(3),
             steps: 40,
             // insert update delete sync crash restart lock-remote lock-cache clock
-            weights: [30, 15, 8, 25, 4, 4, 3, 2, 5],
+            weights: [30, 15, 8, 25, 4, 4, 5, 2, 8],
         }
     }
 }
@@ -227,18 +239,29 @@ fn step_strategy(replicas: usize, swarm: &Swarm) -> BoxedStrategy<Step> {
         2 => (0_usize..8).prop_map(IdChoice::Foreign),
         1 => (0_usize..8).prop_map(IdChoice::Taken),
         1 => (0_usize..8).prop_map(IdChoice::Deleted),
+        2 => (0_usize..8).prop_map(IdChoice::MergedAway),
     ];
+    let single_insert = (r.clone(), 0_usize..3, id_choice).prop_flat_map(|(replica, table, id)| {
+        row_values(table).prop_map(move |values| Step::Insert {
+            replica,
+            table,
+            id: id.clone(),
+            values,
+        })
+    });
+    // A multi-write local transaction: a domain and its records at once.
+    let family = (
+        r.clone(),
+        row_values(0),
+        proptest::collection::vec((text(&KINDS), text(&WORDS)).prop_map(|(k, v)| vec![k, v]), 1..=3),
+    )
+        .prop_map(|(replica, domain, records)| Step::InsertFamily {
+            replica,
+            domain,
+            records,
+        });
     let kinds: Vec<BoxedStrategy<Step>> = vec![
-        (r.clone(), 0_usize..3, id_choice)
-            .prop_flat_map(|(replica, table, id)| {
-                row_values(table).prop_map(move |values| Step::Insert {
-                    replica,
-                    table,
-                    id: id.clone(),
-                    values,
-                })
-            })
-            .boxed(),
+        prop_oneof![5 => single_insert, 1 => family].boxed(),
         // Updates favour the first few rows so replicas collide on the same
         // row and column, which is where ordering bugs show.
         (r.clone(), 0_usize..3, 0_usize..3)

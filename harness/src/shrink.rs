@@ -110,6 +110,7 @@ fn uses_replica(step: &Step, r: usize) -> bool {
         Step::Insert { replica, .. }
         | Step::Update { replica, .. }
         | Step::Delete { replica, .. }
+        | Step::InsertFamily { replica, .. }
         | Step::Sync { replica, .. }
         | Step::Crash { replica, .. }
         | Step::Restart { replica }
@@ -199,6 +200,26 @@ fn simplifications(step: &Step) -> Vec<Step> {
                     replica: 0,
                     table: *table,
                     row: *row,
+                });
+            }
+        }
+        Step::InsertFamily {
+            replica,
+            domain,
+            records,
+        } => {
+            if records.len() > 1 {
+                out.push(Step::InsertFamily {
+                    replica: *replica,
+                    domain: domain.clone(),
+                    records: records[..1].to_vec(),
+                });
+            }
+            if *replica > 0 {
+                out.push(Step::InsertFamily {
+                    replica: 0,
+                    domain: domain.clone(),
+                    records: records.clone(),
                 });
             }
         }

@@ -177,7 +177,11 @@ impl Subject for ReferenceEngine {
         clock: Arc<SimClock>,
         faults: FaultSwitch,
     ) -> Result<Box<dyn SubjectReplica>, String> {
-        let inner = SqliteRemote::open(remote, &self.schema, 0).map_err(|e| e.to_string())?;
+        let mut inner = SqliteRemote::open(remote, &self.schema, 0).map_err(|e| e.to_string())?;
+        if let Some(mutant) = self.config.mutant {
+            // Remote-side mutants live in the remote handle.
+            inner.plant(mutant);
+        }
         let remote = FaultyRemote {
             inner,
             faults,

@@ -1,6 +1,6 @@
 //! insta snapshots of what a person reads: each mutant's shrunk
 //! counterexample at a fixed seed, and named regression scenarios that
-//! replay each failure class of DEVELOPERS.md against the reference engine.
+//! replay each failure class of the project against the reference engine.
 //! A change to the report format or to the engine's behaviour shows up as a
 //! snapshot diff in review; in CI an unreviewed change fails the test.
 
@@ -262,5 +262,96 @@ fn pulled_changes_are_not_echoed() {
     regression(
         "pulled-changes-not-echoed",
         scenario(2, vec![host(0), sync(0), sync(1), sync(1), sync(0)]),
+    );
+}
+
+#[test]
+fn pushed_writes_reach_the_remote() {
+    // "0 records synced": a push must apply what it acknowledges.
+    regression(
+        "pushed-writes-reach-the-remote",
+        scenario(2, vec![host(0), domain(0, "a.example"), sync(0), sync(1)]),
+    );
+}
+
+#[test]
+fn a_multi_write_transaction_is_pushed_whole() {
+    regression(
+        "multi-write-transaction",
+        scenario(
+            2,
+            vec![
+                Step::InsertFamily {
+                    replica: 0,
+                    domain: vec![
+                        Val::Text("a.example".into()),
+                        Val::Text("registrar0".into()),
+                        Val::Int(1),
+                    ],
+                    records: vec![
+                        vec![Val::Text("A".into()), Val::Text("alpha".into())],
+                        vec![Val::Text("MX".into()), Val::Text("bravo".into())],
+                    ],
+                },
+                Step::Crash {
+                    replica: 0,
+                    kind: SyncKind::Push,
+                    at: CrashAt::BeforeRemoteCommit,
+                },
+                Step::Restart { replica: 0 },
+                sync(0),
+                sync(1),
+            ],
+        ),
+    );
+}
+
+#[test]
+fn an_id_merged_away_is_not_reused() {
+    regression(
+        "merged-id-not-reused",
+        scenario(
+            2,
+            vec![
+                domain(0, "a.example"),
+                domain(1, "a.example"),
+                sync(0),
+                sync(1),
+                Step::Insert {
+                    replica: 1,
+                    table: 0,
+                    id: IdChoice::MergedAway(0),
+                    values: vec![
+                        Val::Text("b.example".into()),
+                        Val::Text("registrar1".into()),
+                        Val::Int(2),
+                    ],
+                },
+                sync(1),
+                sync(0),
+            ],
+        ),
+    );
+}
+
+#[test]
+fn a_busy_pull_leaves_no_transaction_open() {
+    regression(
+        "busy-pull",
+        scenario(
+            1,
+            vec![
+                Step::LockRemote {
+                    lock: LockKind::Exclusive,
+                    hold: 2,
+                },
+                Step::Sync {
+                    replica: 0,
+                    kind: SyncKind::Pull,
+                },
+                host(0),
+                sync(0),
+            ],
+        ),
     );
 }
