@@ -74,6 +74,19 @@ pub enum Error {
         max_drift_ms: i64,
     },
 
+    #[error(
+        "pull would leave {table}/{id}.{column} pointing at missing {parent_table}/{parent_id} \
+         (rule D2: a dead parent takes its children along); nothing of the pull was applied. \
+         This is a bug in syncgate-engine: please report it with the cache and remote files"
+    )]
+    PullBrokeReference {
+        table: String,
+        id: i64,
+        column: String,
+        parent_table: String,
+        parent_id: i64,
+    },
+
     #[error("the remote connection failed: {0}; nothing was marked synced: retry the sync")]
     RemoteUnavailable(String),
 

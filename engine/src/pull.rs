@@ -65,7 +65,7 @@ impl<R: Remote> Replica<R> {
         let outcome = outcome.and_then(|counts| self.remote.commit().map(|()| counts));
         match outcome {
             Ok(counts) => {
-                tx.commit()?;
+                commit_pull(tx, &self.schema)?;
                 Ok(counts)
             }
             Err(e) => {
@@ -74,6 +74,55 @@ impl<R: Remote> Replica<R> {
             }
         }
     }
+}
+
+/// Commits the pull's local transaction (rule P5). Foreign keys are checked
+/// here, at commit (they are deferred while rows arrive in seq order); a
+/// violation is a bug of the pull, reported with the row it broke instead of
+/// SQLite's bare "FOREIGN KEY constraint failed", and nothing is applied.
+fn commit_pull(tx: Transaction<'_>, schema: &Schema) -> Result<()> {
+    match tx.execute_batch("COMMIT") {
+        Ok(()) => Ok(()),
+        Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::ConstraintViolation) => {
+            // A failed COMMIT leaves the transaction open: name the broken
+            // reference, then `tx` rolls back as it drops.
+            Err(broken_reference(&tx, schema)?.unwrap_or(Error::Sqlite(e)))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The first foreign-key violation in the open transaction, as a typed error.
+fn broken_reference(tx: &Connection, schema: &Schema) -> Result<Option<Error>> {
+    for t in schema.tables() {
+        let found = tx
+            .query_row(
+                "SELECT rowid, parent, fkid FROM pragma_foreign_key_check(?1)",
+                [&t.name],
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)),
+            )
+            .optional()?;
+        if let Some((id, parent_table, fk)) = found {
+            let column: String = tx.query_row(
+                "SELECT \"from\" FROM pragma_foreign_key_list(?1) WHERE id = ?2",
+                rusqlite::params![t.name, fk],
+                |r| r.get(0),
+            )?;
+            let parent_id = tx.query_row(
+                &format!("SELECT {} FROM {} WHERE \"id\" = ?1", quote(&column), quote(&t.name)),
+                [id],
+                |r| r.get(0),
+            )?;
+            return Ok(Some(Error::PullBrokeReference {
+                table: t.name.clone(),
+                id,
+                column,
+                parent_table,
+                parent_id,
+            }));
+        }
+    }
+    Ok(None)
 }
 
 fn pull_into<R: Remote>(
@@ -161,8 +210,7 @@ fn apply_change(tx: &Connection, schema: &Schema, config: &Config, replica: u32,
     match &change.row {
         RemoteRow::Dead if config.planted(Mutant::NoTombstones) => Ok(false),
         RemoteRow::Dead => {
-            delete_row(tx, name, id)?;
-            add_tombstone(tx, name, id)?;
+            kill(tx, schema, t, id)?;
             Ok(false)
         }
         RemoteRow::Alias(survivor) => {
@@ -216,7 +264,9 @@ fn apply_live(
     for (c, v) in values.iter().enumerate() {
         if let (Some(p), Value::Integer(parent)) = (def.parents[c], v) {
             if tombstoned(tx, &schema.table(p).name, *parent)? {
-                add_tombstone(tx, name, target)?;
+                // Rows merged into `target` just now brought their children
+                // along: they die with it (D2).
+                kill(tx, schema, t, target)?;
                 return Ok(merged);
             }
         }
@@ -313,10 +363,32 @@ fn merge_away(tx: &Connection, schema: &Schema, t: usize, from: i64, to: i64) ->
     Ok(())
 }
 
-fn delete_row(tx: &Connection, table: &str, id: i64) -> Result<()> {
-    tx.prepare_cached(&format!("DELETE FROM {} WHERE \"id\" = ?1", quote(table)))?
-        .execute([id])?;
-    Ok(())
+/// A pulled death (rule D2): the row, if held, goes with its children (the
+/// cache's `ON DELETE CASCADE`); if it is not held here, children may still
+/// point at it, re-pointed by a natural-key merge earlier in this pull, so
+/// they are deleted directly (each cascading further). Every deleted row is
+/// tombstoned by the tombstone trigger, and `id` itself here.
+fn kill(tx: &Connection, schema: &Schema, t: usize, id: i64) -> Result<()> {
+    let name = &schema.table(t).name;
+    if delete_row(tx, name, id)? == 0 {
+        for &(ct, c) in &schema.table(t).children {
+            let child = schema.table(ct);
+            let sql = format!(
+                "DELETE FROM {} WHERE {} = ?1",
+                quote(&child.name),
+                quote(&child.columns[c].name)
+            );
+            tx.prepare_cached(&sql)?.execute([id])?;
+        }
+    }
+    add_tombstone(tx, name, id)
+}
+
+/// Deletes row `id` of `table`; returns how many rows went (0 or 1).
+fn delete_row(tx: &Connection, table: &str, id: i64) -> Result<usize> {
+    Ok(tx
+        .prepare_cached(&format!("DELETE FROM {} WHERE \"id\" = ?1", quote(table)))?
+        .execute([id])?)
 }
 
 fn add_tombstone(tx: &Connection, table: &str, id: i64) -> Result<()> {

@@ -24,6 +24,8 @@ pub struct CheckOptions {
     pub seed: String,
     pub jobs: usize,
     pub gen: GenConfig,
+    /// Mixed lengths: every `every`-th case uses the long shape instead.
+    pub long: Option<LongCases>,
     /// Run each case twice and fail when the runs differ.
     pub doublecheck: bool,
     /// Where case folders go (a tmpfs when the machine has one).
@@ -37,11 +39,34 @@ pub struct CheckOptions {
     pub progress: bool,
 }
 
+/// The long cases of a mixed-length run. Some bugs need many replicas and
+/// steps to show (issue 12 showed about ten times as often in 4 replicas x
+/// 120 steps as in 3 x 40), but long cases cost more: a run mixes them in.
+#[derive(Clone, Debug)]
+pub struct LongCases {
+    /// Case `i` is long when `i % every == every - 1`.
+    pub every: u64,
+    pub gen: GenConfig,
+}
+
+impl CheckOptions {
+    /// The shape of case `i` of this run.
+    pub fn gen_for(&self, i: u64) -> &GenConfig {
+        match &self.long {
+            Some(long) if long.every > 0 && i % long.every == long.every - 1 => &long.gen,
+            _ => &self.gen,
+        }
+    }
+}
+
 /// One failing case, shrunk.
 #[derive(Clone, Debug, Serialize)]
 pub struct CaseFailure {
     pub seed: String,
     pub case: u64,
+    /// The case's shape, for its replay command.
+    pub replicas: usize,
+    pub steps: usize,
     pub invariant: Invariant,
     pub step: usize,
     pub detail: String,
@@ -140,8 +165,8 @@ pub fn check(subject: &dyn Subject, opts: &CheckOptions) -> Result<Summary, Stri
                 .into_par_iter()
                 .map(|i| {
                     let seed = case_seed(&opts.seed, i);
-                    let out =
-                        run_seed(subject, &seed, &opts.gen, &opts.base_dir, opts.doublecheck).map(|(s, r)| (i, s, r));
+                    let out = run_seed(subject, &seed, opts.gen_for(i), &opts.base_dir, opts.doublecheck)
+                        .map(|(s, r)| (i, s, r));
                     if let Some(bar) = &bar {
                         bar.inc(1);
                     }
@@ -190,9 +215,12 @@ pub fn check(subject: &dyn Subject, opts: &CheckOptions) -> Result<Summary, Stri
             opts.shrink_runs_max,
         );
         let (step, v) = shrunk.result.failure.clone().unwrap_or((0, violation.clone()));
+        let gen = opts.gen_for(i);
         let mut failure = CaseFailure {
             seed: seed.clone(),
             case: i,
+            replicas: gen.replicas.unwrap_or(scenario.replicas),
+            steps: gen.steps,
             invariant: v.invariant,
             step,
             detail: v.detail,

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use syncgate::gate::{check, default_base_dir, load_trace, run_seed, CheckOptions, Summary};
+use syncgate::gate::{check, default_base_dir, load_trace, run_seed, CheckOptions, LongCases, Summary};
 use syncgate::run::run_case;
 use syncgate::scenario::GenConfig;
 use syncgate::subject_by_name;
@@ -44,6 +44,16 @@ enum Command {
         /// Where to save shrunk counterexamples as trace files.
         #[arg(long, default_value = "syncgate-failures")]
         failures_dir: PathBuf,
+        /// Mix lengths: every N-th case has --long-replicas x --long-steps
+        /// (some bugs need long scenarios to show; 0 = off).
+        #[arg(long, default_value_t = 0)]
+        long_every: u64,
+        /// Replicas of a long case.
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(1..=4))]
+        long_replicas: u8,
+        /// Steps of a long case.
+        #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u16).range(1..=2000))]
+        long_steps: u16,
     },
     /// Run the reference engine and every mutant; each mutant must be caught.
     Mutants {
@@ -130,13 +140,25 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             doublecheck,
             json,
             failures_dir,
+            long_every,
+            long_replicas,
+            long_steps,
         } => {
             let subject = subject_by_name(&scenario.engine)?;
+            let long = (long_every > 0).then(|| LongCases {
+                every: long_every,
+                gen: GenConfig {
+                    replicas: Some(usize::from(long_replicas)),
+                    steps: usize::from(long_steps),
+                    ..GenConfig::default()
+                },
+            });
             let opts = CheckOptions {
                 cases,
                 seed: scenario.seed.clone(),
                 jobs: jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
                 gen: scenario.gen(),
+                long,
                 doublecheck,
                 base_dir: default_base_dir(),
                 failures_dir: Some(failures_dir),
@@ -148,7 +170,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&summary).map_err(|e| e.to_string())?);
             } else {
-                print_summary(&summary, &scenario);
+                print_summary(&summary, &opts);
             }
             Ok(if summary.ok() {
                 ExitCode::SUCCESS
@@ -263,10 +285,17 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
     }
 }
 
-fn print_summary(s: &Summary, args: &ScenarioArgs) {
+fn print_summary(s: &Summary, opts: &CheckOptions) {
+    let shape = |g: &GenConfig| format!("{} replicas x {} steps", g.replicas.unwrap_or(0), g.steps);
+    let mix = match &opts.long {
+        Some(long) => format!(", every {}th case {}", long.every, shape(&long.gen)),
+        None => String::new(),
+    };
     println!(
-        "syncgate check: engine {}, seed {:?}, {} replicas x {} steps",
-        s.engine, s.seed, args.replicas, args.steps
+        "syncgate check: engine {}, seed {:?}, {}{mix}",
+        s.engine,
+        s.seed,
+        shape(&opts.gen)
     );
     println!(
         "{} cases, {} passed, {} failed in {:.1} s ({:.0} cases/s)",
@@ -291,7 +320,7 @@ fn print_summary(s: &Summary, args: &ScenarioArgs) {
         }
         println!(
             "  replay: syncgate replay --engine {} --seed {:?} --replicas {} --steps {}",
-            s.engine, f.seed, args.replicas, args.steps
+            s.engine, f.seed, f.replicas, f.steps
         );
         if let Some(path) = &f.trace_file {
             println!(

@@ -51,6 +51,7 @@ pub fn hunt_options(cases: u64, seed: &str, jobs: usize) -> CheckOptions {
         seed: seed.to_string(),
         jobs,
         gen: crate::scenario::GenConfig::default(),
+        long: None,
         doublecheck: false,
         base_dir: crate::gate::default_base_dir(),
         failures_dir: None,

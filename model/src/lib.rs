@@ -341,6 +341,14 @@ impl World {
         }
         let mut scratch = replica.clone();
         let conflicts = scratch.apply_pulled(&self.schema, &changed, &mut self.events);
+        // The engine commits a pull with deferred foreign keys: every
+        // reference must hold once the whole pull is applied.
+        if let Some((t, id, c, parent)) = scratch.dangling_reference(&self.schema) {
+            panic!(
+                "pull left {}/{id}.{} pointing at missing {parent} (replica {r}, cursor {} -> {})",
+                self.schema.tables[t].name, self.schema.tables[t].columns[c].name, replica.cursor, self.remote.seq
+            );
+        }
         scratch.cursor = self.remote.seq;
         self.replicas[r] = scratch;
         Ok((changed.len() as u64, conflicts))

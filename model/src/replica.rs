@@ -188,8 +188,13 @@ impl ReplicaState {
 
     /// Rule D2: delete a row and, recursively, its children. In app mode each
     /// deleted row is captured; in both modes each gets a tombstone.
+    ///
+    /// A pulled death cascades even when the row itself is not held here:
+    /// children may point at it already, re-pointed by a natural-key merge
+    /// earlier in the same pull (rule D2, "a pulled dead row cascades").
     fn delete_cascade(&mut self, schema: &Schema, t: TableIdx, id: i64, mode: Mode) {
-        if self.tables[t].remove(&id).is_none() {
+        let held = self.tables[t].remove(&id).is_some();
+        if !held && mode == Mode::App {
             return;
         }
         self.tombstones.insert((t, id));
@@ -206,6 +211,24 @@ impl ReplicaState {
                 self.delete_cascade(schema, ct, child, mode);
             }
         }
+    }
+
+    /// The first row whose reference names a row this replica does not hold:
+    /// `(table, id, column, parent id)`. Local writes and pulls keep this
+    /// `None` (writes check parents, pulls cascade, merges re-point).
+    pub fn dangling_reference(&self, schema: &Schema) -> Option<(TableIdx, i64, usize, i64)> {
+        for (t, table) in schema.tables.iter().enumerate() {
+            for (id, row) in &self.tables[t] {
+                for (c, col) in table.columns.iter().enumerate() {
+                    if let (Some(pt), Value::Int(parent)) = (col.references, &row[c]) {
+                        if !self.tables[pt].contains_key(parent) {
+                            return Some((t, *id, c, *parent));
+                        }
+                    }
+                }
+            }
+        }
+        None
     }
 
     /// Number of leading outbox entries that form the next push batch: whole
@@ -271,10 +294,7 @@ impl ReplicaState {
         for (t, id, row) in changed {
             let (t, id) = (*t, *id);
             match row {
-                RemoteRow::Dead => {
-                    self.delete_cascade(schema, t, id, Mode::Pull);
-                    self.tombstones.insert((t, id));
-                }
+                RemoteRow::Dead => self.delete_cascade(schema, t, id, Mode::Pull),
                 RemoteRow::Alias(survivor) => {
                     self.aliases.insert((t, id), *survivor);
                     if self.tables[t].contains_key(&id) {
@@ -343,7 +363,9 @@ impl ReplicaState {
         for (col, v) in table.columns.iter().zip(&values) {
             if let (Some(pt), Value::Int(parent)) = (col.references, v) {
                 if self.tombstones.contains(&(pt, *parent)) {
-                    self.tombstones.insert((t, target));
+                    // Rows merged into `target` just now brought their
+                    // children along: they die with it (D2).
+                    self.delete_cascade(schema, t, target, Mode::Pull);
                     return merged;
                 }
             }

@@ -1065,3 +1065,30 @@ fn n4_a_merged_away_id_cannot_be_reused() {
     };
     assert_eq!(w.write(1, 4_000, &[again]), Err(WriteRefusal::IdDeleted));
 }
+
+#[test]
+fn d2_pulled_death_cascades_to_children_of_a_row_merged_into_it() {
+    // Replica 0's domain is merged on the remote into replica 1's; replica 2
+    // deletes the survivor; replica 0, pulling for the first time since,
+    // holds a pending record under its merged-away domain. The pull re-points
+    // the record to the survivor (N3) and the survivor's death takes it
+    // along (D2), although replica 0 never held the survivor.
+    let mut w = world(3);
+    let survivor = one(&mut w, 1, 1000, domain("a.example", "alpha")).unwrap();
+    assert_eq!(push(&mut w, 1, 1000), rep(1, 0, 0));
+    let merged = one(&mut w, 0, 2000, domain("a.example", "alpha")).unwrap();
+    assert_eq!(pull(&mut w, 2, 2000), rep(0, 1, 0));
+    assert_eq!(push(&mut w, 0, 2000), rep(1, 0, 1));
+    one(&mut w, 2, 3000, delete(DOMAINS, survivor));
+    assert_eq!(push(&mut w, 2, 3000), rep(1, 0, 0));
+    let child = one(&mut w, 0, 4000, record(merged, "MX", "alpha")).unwrap();
+
+    assert_eq!(pull(&mut w, 0, 5000), rep(0, 2, 0));
+    assert!(w.visible(0)[DOMAINS].is_empty());
+    assert!(local_row(&w, 0, RECORDS, child).is_none());
+    assert_eq!(w.pending(0), 1);
+    // Pushed, the record arrives dead (1 conflict).
+    assert_eq!(push(&mut w, 0, 5000), rep(1, 0, 1));
+    assert!(remote_row(&w, RECORDS, child).is_none());
+    converge(&mut w, 6000);
+}

@@ -131,3 +131,42 @@ fn natural_key_is_immutable() {
     assert_eq!(sync(&mut a), (1, 1, 0));
     assert_converged(&w, &[&a]);
 }
+
+#[test]
+fn pull_only_replica_survives_death_of_the_row_its_domain_merged_into() {
+    // Issue 12. B's domain merged on the remote into A's (same name); C then
+    // deleted A's domain; B, which had not pulled since, added a record under
+    // its own merged-away domain. B's pull re-pointed that record to A's
+    // domain, never held locally, whose death then did not cascade: every
+    // pull failed with a raw "FOREIGN KEY constraint failed" until B pushed.
+    let w = World::new();
+    let clock = ManualClock::at(T0);
+    let mut a = w.replica("a", clock.clone());
+    let mut b = w.replica("b", clock.clone());
+    let mut c = w.replica("c", clock.clone());
+    let da = domain(&mut a, "a.example", "alpha");
+    assert_eq!(push(&mut a), (1, 0, 0));
+    let db = domain(&mut b, "a.example", "alpha");
+    assert_eq!(pull(&mut c), (0, 1, 0));
+    assert_eq!(push(&mut b), (1, 0, 1), "B's domain merges into A's on the remote");
+    c.delete("domains", da).expect("delete");
+    assert_eq!(push(&mut c), (1, 0, 0));
+    let child = record(&mut b, db, "MX", "alpha");
+
+    // The pull applies (A's death and B's alias) and takes the record along.
+    assert_eq!(pull(&mut b), (0, 2, 0));
+    assert!(ids(&b, "domains").is_empty());
+    assert!(ids(&b, "dns_records").is_empty());
+    assert_eq!(pending(&b), 1, "the record's insert stays pending");
+    assert_eq!(pull(&mut b), (0, 0, 0), "pull again: nothing stuck");
+    // Pushed, the record arrives dead (D2: 1 conflict) and stays dead everywhere.
+    assert_eq!(push(&mut b), (1, 0, 1));
+    for r in [&mut a, &mut b, &mut c] {
+        sync(r);
+    }
+    assert!(w.remote_rows("dns_records").is_empty());
+    assert_eq!(pending(&b), 0);
+    assert_converged(&w, &[&a, &b, &c]);
+    let again = b.insert("dns_records", Some(child), &[("domain_id", int(db))]);
+    assert!(matches!(refusal(again), WriteRefusal::IdDeleted { .. }));
+}

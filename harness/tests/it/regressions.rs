@@ -37,3 +37,15 @@ fn restart_while_remote_locked() {
     // schema at once. Opening now waits for the first sync to check it.
     check("restart_while_remote_locked.json");
 }
+
+#[test]
+fn pulled_death_of_merged_parent_with_pending_child() {
+    // Issue 12. r0's domain was merged on the remote into r1's (same name),
+    // r2 then deleted the survivor, and r0 added a record under its own
+    // (merged-away) domain before pulling. The pull re-pointed the record to
+    // the survivor, which it never held, and the survivor's death did not
+    // cascade to it: "FOREIGN KEY constraint failed" on every pull until a
+    // push. A pulled death now cascades to children even when the dead row
+    // is not held locally (rule D2), in the engine and in the model.
+    check("pulled_death_of_merged_parent_with_pending_child.json");
+}
