@@ -8,12 +8,15 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use serde::Serialize;
 
+use syncgate_protocol::{CrashPoint, InitOk, OutsideWrites, Profile};
+
 use crate::check::Invariant;
-use crate::run::{run_case, CaseResult, Events, REQUIRED_EVENTS};
+use crate::events::{Event, Events, REQUIRED_EVENTS};
+use crate::run::{run_case, CaseResult, T0_MS};
 use crate::scenario::{GenConfig, Scenario};
 use crate::seed::{case_seed, generate};
 use crate::shrink::shrink;
-use crate::subject::Subject;
+use crate::subject::{OpenSpec, Subject};
 
 /// Fewest cases for which a missing required event fails the run.
 pub const REQUIRED_EVENTS_MIN_CASES: u64 = 200;
@@ -81,6 +84,13 @@ pub struct CaseFailure {
 #[derive(Clone, Debug, Serialize)]
 pub struct Summary {
     pub engine: String,
+    /// What the engine declared in its handshake.
+    #[serde(skip)]
+    pub declared: Option<InitOk>,
+    /// Which oracles checked the run, in words.
+    pub oracles: String,
+    /// What the run could not check about this engine, in words.
+    pub notes: Vec<String>,
     pub seed: String,
     pub cases: u64,
     pub passed: u64,
@@ -88,7 +98,7 @@ pub struct Summary {
     /// Seeds of failing cases beyond the first (not shrunk).
     pub other_failing_seeds: Vec<String>,
     pub events: Events,
-    pub missing_events: Vec<&'static str>,
+    pub missing_events: Vec<Event>,
     pub elapsed_s: f64,
     pub cases_per_s: f64,
 }
@@ -142,7 +152,73 @@ fn now() -> std::time::Instant {
     std::time::Instant::now()
 }
 
+/// Starts replica 0 of a throwaway case once, before any case runs: an
+/// engine that cannot start or refuses the handshake is a setup error (exit
+/// 2), not a counterexample. Returns its handshake.
+pub fn probe(subject: &dyn Subject, base: &Path) -> Result<InitOk, String> {
+    let dir = tempfile::Builder::new()
+        .prefix("syncgate-probe-")
+        .tempdir_in(base)
+        .map_err(|e| format!("cannot make a temporary folder in {}: {e}", base.display()))?;
+    let spec = OpenSpec {
+        replica: 0,
+        replicas: 1,
+        cache: dir.path().join("replica0.db"),
+        remote: dir.path().join("remote.db"),
+        create_remote: true,
+        fresh: true,
+        clock_ms: T0_MS,
+    };
+    let (replica, init_ok) = subject.open_replica(&spec)?;
+    drop(replica);
+    Ok(init_ok)
+}
+
+/// What a run on an engine that declared `init` leaves unchecked, in words.
+pub fn notes(init: &InitOk) -> Vec<String> {
+    let caps = &init.capabilities;
+    let mut notes = Vec::new();
+    if caps.outside_writes == OutsideWrites::NotCaptured {
+        notes.push(
+            "the engine declares that writes bypassing its API are not synced: no outside writes were made".into(),
+        );
+    }
+    if !caps.clock {
+        notes.push("the engine takes no injected clock: clock-skew steps were skipped".into());
+    }
+    let missing: Vec<String> = CrashPoint::ALL
+        .iter()
+        .filter(|p| !caps.crash_points.contains(p))
+        .map(|p| format!("{p:?}"))
+        .collect();
+    if !missing.is_empty() {
+        notes.push(format!(
+            "crash points the engine does not offer (those crash steps ran as plain syncs): {}",
+            missing.join(", ")
+        ));
+    }
+    if !init.policies.explicit_ids {
+        notes.push("the engine mints every id: inserts with colliding explicit ids were skipped".into());
+    }
+    notes
+}
+
+/// Whether a run on an engine that declared `init` can reach `event`.
+fn reachable(event: Event, init: &InitOk, profile: bool) -> bool {
+    let caps = &init.capabilities;
+    match event {
+        e if e.needs_model() => profile,
+        Event::OutsideWrite => caps.outside_writes == OutsideWrites::Captured,
+        Event::CrashAfterRemoteCommit => caps.crash_points.contains(&CrashPoint::PushAfterRemoteCommit),
+        Event::RestartWithPending => !caps.crash_points.is_empty(),
+        Event::IdCollisionRefused => init.policies.explicit_ids,
+        _ => true,
+    }
+}
+
 pub fn check(subject: &dyn Subject, opts: &CheckOptions) -> Result<Summary, String> {
+    let declared = probe(subject, &opts.base_dir)?;
+    let profile = declared.capabilities.profile == Some(Profile::Reference);
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(opts.jobs.max(1))
         .build()
@@ -178,7 +254,7 @@ pub fn check(subject: &dyn Subject, opts: &CheckOptions) -> Result<Summary, Stri
             let (i, scenario, result) = result?;
             done += 1;
             for (k, v) in &result.events {
-                *events.entry(k).or_insert(0) += v;
+                *events.entry(*k).or_insert(0) += v;
             }
             if result.failure.is_some() {
                 failing.push((i, scenario, result));
@@ -236,17 +312,26 @@ pub fn check(subject: &dyn Subject, opts: &CheckOptions) -> Result<Summary, Stri
         }
         failures.push(failure);
     }
-    let missing_events: Vec<&'static str> = if done >= REQUIRED_EVENTS_MIN_CASES && failures.is_empty() {
+    let missing_events: Vec<Event> = if done >= REQUIRED_EVENTS_MIN_CASES && failures.is_empty() {
         REQUIRED_EVENTS
             .iter()
             .copied()
+            .filter(|e| reachable(*e, &declared, profile))
             .filter(|e| events.get(e).copied().unwrap_or(0) == 0)
             .collect()
     } else {
         Vec::new()
     };
+    let oracles = if profile {
+        "contract and reference profile (lockstep with the model)".to_string()
+    } else {
+        "contract (the engine declares no reference profile)".to_string()
+    };
     Ok(Summary {
         engine: subject.name(),
+        notes: notes(&declared),
+        declared: Some(declared),
+        oracles,
         seed: opts.seed.clone(),
         cases: done,
         passed: done - failures.len() as u64 - other_failing_seeds.len() as u64,

@@ -1,25 +1,38 @@
 //! syncgate's harness: random interleavings of writes, syncs, locks,
-//! crashes and clock skew, run on an engine and checked against the model
-//! after every step.
+//! crashes and clock skew, run on an engine and checked after every step,
+//! against the contract every sync layer must keep and, for engines that
+//! implement the reference spec, against the model in lockstep.
 //!
 //! Architecture Invariant: the harness is the only crate that knows both
 //! the engine and the model.
 
 pub mod check;
+pub mod events;
 pub mod gate;
+pub mod history;
 pub mod mutants;
+pub mod places;
+pub mod report;
 pub mod run;
 pub mod scenario;
+pub mod schema;
 pub mod seed;
 pub mod shrink;
 pub mod stress;
 pub mod subject;
 
-use subject::{ReferenceEngine, Subject};
+use subject::process::{ProcessEngine, REQUEST_TIMEOUT_MS_DEFAULT};
+use subject::reference::ReferenceEngine;
+use subject::{ContractOnly, Subject};
+use syncgate_reference_adapter::Options;
 
-/// Engine names `--engine` accepts.
+/// Engine names `--engine` accepts besides `exec:COMMAND`.
 pub fn subject_names() -> Vec<String> {
-    let mut names = vec!["reference".to_string()];
+    let mut names = vec![
+        "reference".to_string(),
+        "reference+shifted-ids".to_string(),
+        "reference+no-conflict-counts".to_string(),
+    ];
     names.extend(
         syncgate_engine::Mutant::ALL
             .iter()
@@ -28,21 +41,56 @@ pub fn subject_names() -> Vec<String> {
     names
 }
 
-/// The engine called `name`.
-pub fn subject_by_name(name: &str) -> Result<Box<dyn Subject>, String> {
-    match name {
-        "reference" => Ok(Box::new(ReferenceEngine::new())),
+/// Which oracles check a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OracleChoice {
+    /// The contract, plus the reference profile for engines that declare it.
+    Auto,
+    /// The contract alone, even for engines that declare the profile.
+    Contract,
+}
+
+/// The engine `--engine` names: `reference`, `mutant:NAME`,
+/// `reference+shifted-ids`, `reference+no-conflict-counts`, or
+/// `exec:COMMAND` for any engine behind the protocol.
+pub fn subject_by_name(name: &str, oracle: OracleChoice, timeout_ms: Option<u64>) -> Result<Box<dyn Subject>, String> {
+    let subject: Box<dyn Subject> = match name {
+        "reference" => Box::new(ReferenceEngine::new()),
+        "reference+shifted-ids" => Box::new(ReferenceEngine::with(Options {
+            shifted_ids: true,
+            ..Options::default()
+        })),
+        "reference+no-conflict-counts" => Box::new(ReferenceEngine::with(Options {
+            no_conflict_counts: true,
+            ..Options::default()
+        })),
+        other if other.starts_with("exec:") => {
+            let command = other["exec:".len()..].trim();
+            if command.is_empty() {
+                return Err("--engine exec: needs a command, e.g. --engine 'exec:python3 my_adapter.py'".into());
+            }
+            Box::new(ProcessEngine::new(
+                command,
+                timeout_ms.unwrap_or(REQUEST_TIMEOUT_MS_DEFAULT),
+            ))
+        }
         other if other.starts_with("mutant:") => syncgate_engine::Mutant::by_name(&other["mutant:".len()..])
             .map(|m| Box::new(ReferenceEngine::mutant(m)) as Box<dyn Subject>)
             .ok_or_else(|| {
                 format!(
-                    "unknown mutant {other:?}; known engines: {}",
+                    "unknown mutant {other:?}; known engines: {}, or exec:COMMAND",
                     subject_names().join(", ")
                 )
-            }),
-        other => Err(format!(
-            "unknown engine {other:?}; known engines: {}",
-            subject_names().join(", ")
-        )),
-    }
+            })?,
+        other => {
+            return Err(format!(
+                "unknown engine {other:?}; known engines: {}, or exec:COMMAND",
+                subject_names().join(", ")
+            ))
+        }
+    };
+    Ok(match oracle {
+        OracleChoice::Auto => subject,
+        OracleChoice::Contract => Box::new(ContractOnly(subject)),
+    })
 }

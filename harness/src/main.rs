@@ -7,10 +7,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use syncgate::gate::{check, default_base_dir, load_trace, run_seed, CheckOptions, LongCases, Summary};
+use syncgate::gate::{check, default_base_dir, load_trace, run_seed, CheckOptions, LongCases};
 use syncgate::run::run_case;
 use syncgate::scenario::GenConfig;
-use syncgate::subject_by_name;
+use syncgate::{subject_by_name, OracleChoice};
 
 #[derive(Parser)]
 #[command(
@@ -105,9 +105,18 @@ struct ScenarioArgs {
     /// Steps per case.
     #[arg(long, default_value_t = 40, value_parser = clap::value_parser!(u16).range(1..=2000))]
     steps: u16,
-    /// Engine under test.
+    /// Engine under test: reference, mutant:NAME, reference+shifted-ids,
+    /// reference+no-conflict-counts, or exec:COMMAND for any engine behind
+    /// the protocol (PROTOCOL.md), e.g. 'exec:python3 my_adapter.py'.
     #[arg(long, default_value = "reference")]
     engine: String,
+    /// Which oracles check the run: auto (the contract, plus the model in
+    /// lockstep for engines that declare the reference profile) or contract.
+    #[arg(long, value_enum, default_value = "auto")]
+    oracle: OracleChoice,
+    /// Bound on an exec: engine's answer to one request, in ms.
+    #[arg(long)]
+    request_timeout_ms: Option<u64>,
 }
 
 impl ScenarioArgs {
@@ -144,7 +153,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             long_replicas,
             long_steps,
         } => {
-            let subject = subject_by_name(&scenario.engine)?;
+            let subject = subject_by_name(&scenario.engine, scenario.oracle, scenario.request_timeout_ms)?;
             let long = (long_every > 0).then(|| LongCases {
                 every: long_every,
                 gen: GenConfig {
@@ -170,7 +179,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&summary).map_err(|e| e.to_string())?);
             } else {
-                print_summary(&summary, &opts);
+                print!("{}", syncgate::report::summary(&summary, &opts));
             }
             Ok(if summary.ok() {
                 ExitCode::SUCCESS
@@ -193,16 +202,21 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             } else {
                 print!("{}", syncgate::mutants::table(&report));
                 if traces {
-                    for row in report.rows.iter().filter(|r| r.caught) {
-                        println!();
-                        println!(
-                            "{} ({}): {}",
-                            row.engine,
-                            row.seed.clone().unwrap_or_default(),
-                            row.detail.clone().unwrap_or_default()
-                        );
-                        for line in &row.trace {
-                            println!("  {line}");
+                    for row in &report.rows {
+                        for (oracle, catch) in [("profile", &row.profile), ("contract alone", &row.contract)] {
+                            if !catch.caught {
+                                continue;
+                            }
+                            println!();
+                            println!(
+                                "{} by {oracle} ({}): {}",
+                                row.engine,
+                                catch.seed.clone().unwrap_or_default(),
+                                catch.detail.clone().unwrap_or_default()
+                            );
+                            for line in &catch.trace {
+                                println!("  {line}");
+                            }
                         }
                     }
                 }
@@ -254,8 +268,9 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             })
         }
         Command::Replay { scenario, trace } => {
-            let subject = subject_by_name(&scenario.engine)?;
+            let subject = subject_by_name(&scenario.engine, scenario.oracle, scenario.request_timeout_ms)?;
             let base = default_base_dir();
+            syncgate::gate::probe(subject.as_ref(), &base)?;
             let (title, result) = match trace {
                 Some(path) => {
                     let file = load_trace(&path)?;
@@ -271,6 +286,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             for line in &result.trace {
                 println!("{line}");
             }
+            println!("final state:\n{}", result.final_state);
             match &result.failure {
                 None => {
                     println!("all checks passed");
@@ -283,61 +299,4 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             }
         }
     }
-}
-
-fn print_summary(s: &Summary, opts: &CheckOptions) {
-    let shape = |g: &GenConfig| format!("{} replicas x {} steps", g.replicas.unwrap_or(0), g.steps);
-    let mix = match &opts.long {
-        Some(long) => format!(", every {}th case {}", long.every, shape(&long.gen)),
-        None => String::new(),
-    };
-    println!(
-        "syncgate check: engine {}, seed {:?}, {}{mix}",
-        s.engine,
-        s.seed,
-        shape(&opts.gen)
-    );
-    println!(
-        "{} cases, {} passed, {} failed in {:.1} s ({:.0} cases/s)",
-        s.cases,
-        s.passed,
-        s.failures.len() + s.other_failing_seeds.len(),
-        s.elapsed_s,
-        s.cases_per_s
-    );
-    let events: Vec<String> = s.events.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    println!("events: {}", events.join(" "));
-    for f in &s.failures {
-        println!();
-        println!(
-            "COUNTEREXAMPLE {} (case {}): {} at step {} — shrunk from {} to {} steps in {} runs",
-            f.seed, f.case, f.invariant, f.step, f.original_steps, f.shrunk_steps, f.shrink_runs
-        );
-        println!("  {}", f.detail);
-        println!("  replicas {}; swarm {}", f.scenario.replicas, f.scenario.swarm);
-        for line in &f.trace {
-            println!("  {line}");
-        }
-        println!(
-            "  replay: syncgate replay --engine {} --seed {:?} --replicas {} --steps {}",
-            s.engine, f.seed, f.replicas, f.steps
-        );
-        if let Some(path) = &f.trace_file {
-            println!(
-                "  replay the shrunk trace: syncgate replay --engine {} --trace {}",
-                s.engine,
-                path.display()
-            );
-        }
-    }
-    if !s.other_failing_seeds.is_empty() {
-        println!("other failing seeds: {}", s.other_failing_seeds.join(" "));
-    }
-    if !s.missing_events.is_empty() {
-        println!(
-            "FAILED: these required events never happened, so the generator no longer reaches them: {}",
-            s.missing_events.join(", ")
-        );
-    }
-    println!("{}", if s.ok() { "PASS" } else { "FAIL" });
 }

@@ -122,10 +122,33 @@ pub enum Step {
         replica: usize,
         offset_ms: i64,
     },
+    /// An insert, update or delete made straight into the replica's cache
+    /// file over another connection, as another part of the application
+    /// would (inserts always take a fresh id).
+    Outside(Box<Step>),
+}
+
+impl Step {
+    /// The replica a step acts on, if it acts on one.
+    pub fn replica(&self) -> Option<usize> {
+        match self {
+            Step::Insert { replica, .. }
+            | Step::Update { replica, .. }
+            | Step::Delete { replica, .. }
+            | Step::InsertFamily { replica, .. }
+            | Step::Sync { replica, .. }
+            | Step::Crash { replica, .. }
+            | Step::Restart { replica }
+            | Step::LockCache { replica, .. }
+            | Step::Clock { replica, .. } => Some(*replica),
+            Step::Outside(inner) => inner.replica(),
+            Step::LockRemote { .. } => None,
+        }
+    }
 }
 
 /// Kinds of step, for swarm weights.
-pub const STEP_KINDS: [&str; 9] = [
+pub const STEP_KINDS: [&str; 10] = [
     "insert",
     "update",
     "delete",
@@ -135,6 +158,7 @@ pub const STEP_KINDS: [&str; 9] = [
     "lock-remote",
     "lock-cache",
     "clock",
+    "outside",
 ];
 
 /// Per-case weights of each step kind (swarm testing): a zero leaves that
@@ -142,14 +166,16 @@ pub const STEP_KINDS: [&str; 9] = [
 /// while others hammer locks or crashes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Swarm {
-    pub weights: [u32; 9],
+    /// One weight per entry of [`STEP_KINDS`] (older trace files have fewer:
+    /// the missing kinds weigh 0).
+    pub weights: Vec<u32>,
 }
 
 impl std::fmt::Display for Swarm {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let parts: Vec<String> = STEP_KINDS
             .iter()
-            .zip(self.weights)
+            .zip(&self.weights)
             .map(|(name, w)| format!("{name}={w}"))
             .collect();
         write!(f, "{}", parts.join(" "))
@@ -172,7 +198,7 @@ pub struct GenConfig {
     pub replicas: Option<usize>,
     pub steps: usize,
     /// Default weight of each step kind before swarm thinning.
-    pub weights: [u32; 9],
+    pub weights: [u32; 10],
 }
 
 impl Default for GenConfig {
@@ -181,8 +207,8 @@ impl Default for GenConfig {
             replicas_max: 4,
             replicas: Some(3),
             steps: 40,
-            // insert update delete sync crash restart lock-remote lock-cache clock
-            weights: [30, 15, 8, 25, 4, 4, 5, 2, 8],
+            // insert update delete sync crash restart lock-remote lock-cache clock outside
+            weights: [30, 15, 8, 25, 4, 4, 5, 2, 8, 6],
         }
     }
 }
@@ -260,6 +286,27 @@ fn step_strategy(replicas: usize, swarm: &Swarm) -> BoxedStrategy<Step> {
             domain,
             records,
         });
+    let outside_insert = (r.clone(), 0_usize..3).prop_flat_map(|(replica, table)| {
+        row_values(table).prop_map(move |values| Step::Insert {
+            replica,
+            table,
+            id: IdChoice::Mint,
+            values,
+        })
+    });
+    let outside_update = (r.clone(), 0_usize..3, 0_usize..3).prop_flat_map(|(replica, table, row)| {
+        update_value(table).prop_map(move |(column, value)| Step::Update {
+            replica,
+            table,
+            row,
+            column,
+            value,
+        })
+    });
+    let outside_delete =
+        (r.clone(), 0_usize..3, 0_usize..8).prop_map(|(replica, table, row)| Step::Delete { replica, table, row });
+    let outside = prop_oneof![3 => outside_insert, 3 => outside_update, 1 => outside_delete]
+        .prop_map(|write| Step::Outside(Box::new(write)));
     let kinds: Vec<BoxedStrategy<Step>> = vec![
         prop_oneof![5 => single_insert, 1 => family].boxed(),
         // Updates favour the first few rows so replicas collide on the same
@@ -317,6 +364,7 @@ fn step_strategy(replicas: usize, swarm: &Swarm) -> BoxedStrategy<Step> {
         )
             .prop_map(|(replica, offset_ms)| Step::Clock { replica, offset_ms })
             .boxed(),
+        outside.boxed(),
     ];
     let weighted: Vec<(u32, BoxedStrategy<Step>)> = swarm
         .weights
@@ -330,9 +378,9 @@ fn step_strategy(replicas: usize, swarm: &Swarm) -> BoxedStrategy<Step> {
 
 /// Swarm weights: each kind is left out with probability 1/4, except that
 /// inserts and syncs always stay (without them nothing happens).
-fn swarm_strategy(base: [u32; 9]) -> impl Strategy<Value = Swarm> {
-    proptest::collection::vec(0_u32..4, 9).prop_map(move |rolls| {
-        let mut weights = base;
+fn swarm_strategy(base: [u32; 10]) -> impl Strategy<Value = Swarm> {
+    proptest::collection::vec(0_u32..4, base.len()).prop_map(move |rolls| {
+        let mut weights = base.to_vec();
         for (i, roll) in rolls.iter().enumerate() {
             let essential = i == 0 || i == 3;
             if *roll == 0 && !essential {

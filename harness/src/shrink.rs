@@ -106,18 +106,7 @@ pub fn shrink(
 }
 
 fn uses_replica(step: &Step, r: usize) -> bool {
-    match step {
-        Step::Insert { replica, .. }
-        | Step::Update { replica, .. }
-        | Step::Delete { replica, .. }
-        | Step::InsertFamily { replica, .. }
-        | Step::Sync { replica, .. }
-        | Step::Crash { replica, .. }
-        | Step::Restart { replica }
-        | Step::LockCache { replica, .. }
-        | Step::Clock { replica, .. } => *replica == r,
-        Step::LockRemote { .. } => false,
-    }
+    step.replica() == Some(r)
 }
 
 /// Simpler variants of a step, simplest first.
@@ -268,6 +257,7 @@ fn simplifications(step: &Step) -> Vec<Step> {
             replica: *replica,
             offset_ms: offset_ms / 1000 * 1000,
         }),
+        Step::Outside(inner) => out.extend(simplifications(inner).into_iter().map(|s| Step::Outside(Box::new(s)))),
         _ => {}
     }
     out

@@ -18,8 +18,9 @@ use syncgate_engine::rusqlite::Connection;
 use syncgate_engine::{Config, Replica, Schema, SqliteRemote, SystemClock};
 use syncgate_model as model;
 
-use crate::check::{check_integrity, show_row};
-use crate::subject::{read_tables, to_model};
+use crate::check::contract::check_integrity;
+use crate::check::show_row;
+use crate::places::{read_tables, to_model};
 
 #[derive(Clone, Debug)]
 pub struct StressOptions {
@@ -132,13 +133,13 @@ pub fn stress(opts: &StressOptions, base: &Path) -> Result<StressReport, String>
             .push(format!("StuckQueue: still moving after {QUIESCENCE_ROUNDS_MAX} rounds"));
     }
     let remote_conn = Connection::open(&remote_path).map_err(|e| e.to_string())?;
-    let remote = read_tables(&remote_conn)?;
+    let remote = read_tables(&remote_conn, &model::test_schema())?;
     let model_schema = model::test_schema();
     if let Err(v) = check_integrity(&model_schema, "remote", &remote) {
         report.problems.push(format!("{}: {}", v.invariant, v.detail));
     }
     for (r, replica) in replicas.iter().enumerate() {
-        let tables = read_tables(replica.connection())?;
+        let tables = read_tables(replica.connection(), &model::test_schema())?;
         if tables != remote {
             report
                 .problems

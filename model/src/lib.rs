@@ -239,6 +239,40 @@ impl World {
         Ok(ids)
     }
 
+    /// Runs one local transaction made outside the engine's API (raw SQL on
+    /// the cache file): captured like any write (C1), but its stamps follow
+    /// the last HLC without reading the clock, and it opens no new local
+    /// transaction for batching (rule O1, C1: triggers cannot read the
+    /// injected clock).
+    pub fn write_outside(&mut self, r: usize, writes: &[Write]) -> Result<Vec<i64>, WriteRefusal> {
+        let replica = &mut self.replicas[r];
+        if !replica.up {
+            return Err(WriteRefusal::Down);
+        }
+        if replica.cache_locked {
+            return Err(WriteRefusal::Busy);
+        }
+        let mut scratch = replica.clone();
+        let ids = scratch.apply_writes(&self.schema, writes)?;
+        *replica = scratch;
+        Ok(ids)
+    }
+
+    /// Mints and reserves the next id of replica `r`'s space for an insert
+    /// made outside the engine's API (rule I1).
+    pub fn mint_id(&mut self, r: usize) -> Result<i64, WriteRefusal> {
+        let replica = &mut self.replicas[r];
+        if !replica.up {
+            return Err(WriteRefusal::Down);
+        }
+        if replica.cache_locked {
+            return Err(WriteRefusal::Busy);
+        }
+        let id = replica.next_id;
+        replica.next_id += 1;
+        Ok(id)
+    }
+
     /// A push, pull or full sync of replica `r`, optionally crashing at `crash`.
     pub fn sync(
         &mut self,

@@ -82,6 +82,11 @@ impl ReplicaState {
     ) -> Result<Vec<i64>, WriteRefusal> {
         self.hlc = self.hlc.max(hlc_of_ms(now_ms));
         self.txn += 1;
+        self.apply_writes(schema, writes)
+    }
+
+    /// The writes of one transaction, each checked and captured in order.
+    pub(crate) fn apply_writes(&mut self, schema: &Schema, writes: &[Write]) -> Result<Vec<i64>, WriteRefusal> {
         let mut ids = Vec::new();
         for write in writes {
             match write {

@@ -6,7 +6,7 @@ use proptest::prelude::*;
 use syncgate::gate::default_base_dir;
 use syncgate::run::run_case;
 use syncgate::scenario::{scenario_strategy, GenConfig};
-use syncgate::subject::ReferenceEngine;
+use syncgate::subject::reference::ReferenceEngine;
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]

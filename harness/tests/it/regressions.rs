@@ -5,7 +5,7 @@ use std::path::Path;
 
 use syncgate::gate::{default_base_dir, load_trace};
 use syncgate::run::run_case;
-use syncgate::subject::ReferenceEngine;
+use syncgate::subject::reference::ReferenceEngine;
 
 fn check(name: &str) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))

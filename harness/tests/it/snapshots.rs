@@ -8,7 +8,8 @@ use syncgate::gate::{check, default_base_dir};
 use syncgate::mutants::hunt_options;
 use syncgate::run::run_case;
 use syncgate::scenario::{CrashAt, IdChoice, LockKind, Scenario, Step, Swarm, SyncKind, Val};
-use syncgate::subject::ReferenceEngine;
+use syncgate::subject::reference::ReferenceEngine;
+use syncgate::subject::ContractOnly;
 use syncgate_engine::Mutant;
 
 fn snapshot(name: &str, text: &str) {
@@ -26,7 +27,7 @@ fn every_mutant_has_a_small_counterexample() {
             .failures
             .first()
             .unwrap_or_else(|| panic!("mutant {} was not caught in 200 cases", mutant.name()));
-        let report = format!(
+        let mut report = format!(
             "mutant {} caught by {} at step {} (seed {}, case {} of the run)\n{}\n{}\n",
             mutant.name(),
             failure.invariant,
@@ -36,6 +37,18 @@ fn every_mutant_has_a_small_counterexample() {
             failure.detail,
             failure.trace.join("\n")
         );
+        let alone = check(&ContractOnly(Box::new(ReferenceEngine::mutant(mutant))), &opts).expect("check runs");
+        match alone.failures.first() {
+            Some(f) => report.push_str(&format!(
+                "\nby the contract alone: {} at step {} (case {})\n{}\n{}\n",
+                f.invariant,
+                f.step,
+                f.case + 1,
+                f.detail,
+                f.trace.join("\n")
+            )),
+            None => report.push_str("\nthe contract alone does not catch it in 200 cases\n"),
+        }
         snapshot(&format!("mutant-{}", mutant.name()), &report);
     }
 }
@@ -43,7 +56,7 @@ fn every_mutant_has_a_small_counterexample() {
 fn scenario(replicas: usize, steps: Vec<Step>) -> Scenario {
     Scenario {
         replicas,
-        swarm: Swarm { weights: [1; 9] },
+        swarm: Swarm { weights: vec![1; 10] },
         steps,
     }
 }

@@ -1,0 +1,141 @@
+//! Crash points: a wrapper around the SQLite remote that stops a sync at a
+//! named point (PROTOCOL.md, `arm_crash`).
+
+use std::cell::Cell;
+use std::rc::Rc;
+
+use syncgate_engine::rusqlite::types::Value;
+use syncgate_engine::{Change, ChangeKind, Error, Remote, RemoteRow, SqliteRemote};
+use syncgate_protocol::CrashPoint;
+
+/// Marks the error an in-process crash returns, so it is told from real ones.
+pub const INJECTED: &str = "injected crash";
+
+/// What reaching an armed crash point does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CrashMode {
+    /// Return an error marked [`INJECTED`] (the harness runs the adapter in
+    /// its own process and drops the replica, as if it had died).
+    Error,
+    /// Exit the process at once, as a crash would (the `exec:` adapter).
+    Exit,
+}
+
+/// Exit code of a process that stopped at a crash point.
+pub const CRASH_EXIT_CODE: i32 = 70;
+
+/// The crash point armed for the next sync, shared by the adapter and its
+/// remote wrapper.
+#[derive(Clone, Default)]
+pub struct FaultSwitch(Rc<Cell<Option<CrashPoint>>>);
+
+impl FaultSwitch {
+    pub fn arm(&self, point: CrashPoint) {
+        self.0.set(Some(point));
+    }
+    pub fn disarm(&self) -> Option<CrashPoint> {
+        self.0.take()
+    }
+    fn fire_if(&self, point: CrashPoint) -> bool {
+        if self.0.get() == Some(point) {
+            self.0.set(None);
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// The SQLite remote with crash points.
+pub struct FaultyRemote {
+    pub(crate) inner: SqliteRemote,
+    pub(crate) faults: FaultSwitch,
+    pub(crate) mode: CrashMode,
+    writing: bool,
+}
+
+impl FaultyRemote {
+    pub fn new(inner: SqliteRemote, faults: FaultSwitch, mode: CrashMode) -> FaultyRemote {
+        FaultyRemote {
+            inner,
+            faults,
+            mode,
+            writing: false,
+        }
+    }
+
+    fn crash(&self, where_: &str) -> Error {
+        if self.mode == CrashMode::Exit {
+            eprintln!("syncgate-reference-adapter: crash point reached: {where_}");
+            std::process::exit(CRASH_EXIT_CODE);
+        }
+        Error::RemoteUnavailable(format!("{INJECTED} {where_}"))
+    }
+}
+
+impl Remote for FaultyRemote {
+    fn register_replica(&mut self) -> syncgate_engine::Result<u32> {
+        self.inner.register_replica()
+    }
+    fn begin_write(&mut self) -> syncgate_engine::Result<()> {
+        self.writing = true;
+        self.inner.begin_write()
+    }
+    fn begin_read(&mut self) -> syncgate_engine::Result<()> {
+        self.writing = false;
+        self.inner.begin_read()
+    }
+    fn commit(&mut self) -> syncgate_engine::Result<()> {
+        if self.writing && self.faults.fire_if(CrashPoint::PushBeforeRemoteCommit) {
+            self.inner.rollback();
+            return Err(self.crash("before the remote commit"));
+        }
+        if self.writing && self.faults.0.get() == Some(CrashPoint::PushAfterRemoteCommit) {
+            // Stays armed if the commit itself fails (busy): the crash is
+            // after a commit that happened.
+            self.inner.commit()?;
+            self.faults.disarm();
+            return Err(self.crash("after the remote commit"));
+        }
+        self.inner.commit()
+    }
+    fn rollback(&mut self) {
+        self.inner.rollback()
+    }
+    fn acked(&mut self, replica: u32) -> syncgate_engine::Result<i64> {
+        self.inner.acked(replica)
+    }
+    fn set_acked(&mut self, replica: u32, seq: i64) -> syncgate_engine::Result<()> {
+        self.inner.set_acked(replica, seq)
+    }
+    fn row(&mut self, table: usize, id: i64) -> syncgate_engine::Result<Option<RemoteRow>> {
+        self.inner.row(table, id)
+    }
+    fn put(&mut self, table: usize, id: i64, row: &RemoteRow) -> syncgate_engine::Result<()> {
+        self.inner.put(table, id, row)
+    }
+    fn touch(&mut self, table: usize, id: i64) -> syncgate_engine::Result<()> {
+        self.inner.touch(table, id)
+    }
+    fn live_with_key(&mut self, table: usize, key: &Value) -> syncgate_engine::Result<Option<i64>> {
+        self.inner.live_with_key(table, key)
+    }
+    fn live_children(&mut self, table: usize, column: usize, parent: i64) -> syncgate_engine::Result<Vec<i64>> {
+        self.inner.live_children(table, column, parent)
+    }
+    fn head(&mut self) -> syncgate_engine::Result<i64> {
+        self.inner.head()
+    }
+    fn changes(
+        &mut self,
+        kind: ChangeKind,
+        after: i64,
+        upto: i64,
+        limit: usize,
+    ) -> syncgate_engine::Result<Vec<Change>> {
+        if kind == ChangeKind::Live && self.faults.fire_if(CrashPoint::PullBeforeLocalCommit) {
+            return Err(self.crash("in the middle of a pull"));
+        }
+        self.inner.changes(kind, after, upto, limit)
+    }
+}

@@ -1,0 +1,370 @@
+//! The reference engine behind the engine protocol (`PROTOCOL.md`).
+//!
+//! [`ReferenceAdapter`] answers protocol requests with `syncgate-engine`. The
+//! harness runs it in its own process for speed (`--engine reference`,
+//! crashes returned as errors), and the binary `syncgate-reference-adapter`
+//! runs it behind stdin/stdout (`--engine exec:...`, crashes exit the
+//! process). Both go through [`ReferenceAdapter::handle`], so the protocol
+//! path and the in-process path are the same code.
+
+mod faults;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
+pub use faults::{CrashMode, FaultSwitch, FaultyRemote, CRASH_EXIT_CODE, INJECTED};
+use syncgate_engine::rusqlite::types::Value as EValue;
+use syncgate_engine::{
+    Clock, ColumnDef, ColumnType, Config, Error, Mutant, Remote, Replica, Schema, SqliteRemote, TableDef, WriteRefusal,
+};
+use syncgate_protocol::{
+    Capabilities, ColumnKind, CrashPoint, DeletePolicy, ErrorCode, Init, InitOk, MergePolicy, NaturalKeyPolicy, Op,
+    OutsideInsertIds, OutsideWrites, Policies, Profile, RefusalClass, RemoteLocation, Request, Response,
+    SyncFailureClass, SyncReport, Value, VERSION,
+};
+
+/// How this adapter runs the reference engine.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// A planted bug from the engine's mutant catalog.
+    pub mutant: Option<Mutant>,
+    /// A correct engine that differs only in incidental choices: the remote
+    /// registers one extra replica first, so every minted id differs from
+    /// the reference spec's.
+    pub shifted_ids: bool,
+    /// A correct engine that differs only in incidental choices: sync
+    /// reports always say 0 conflicts.
+    pub no_conflict_counts: bool,
+}
+
+impl Options {
+    /// Whether the engine still implements the reference spec exactly.
+    pub fn is_reference_profile(&self) -> bool {
+        !self.shifted_ids && !self.no_conflict_counts
+    }
+
+    /// The name reports use.
+    pub fn engine_name(&self) -> String {
+        let mut name = match self.mutant {
+            Some(m) => format!("mutant:{}", m.name()),
+            None => "reference".to_string(),
+        };
+        if self.shifted_ids {
+            name.push_str("+shifted-ids");
+        }
+        if self.no_conflict_counts {
+            name.push_str("+no-conflict-counts");
+        }
+        name
+    }
+}
+
+/// The engine configuration for checked runs: no waiting on locks (a lock in
+/// a scenario is held until a later step, so waiting cannot help), two
+/// retries, and outcome knobs equal to the model's defaults.
+pub fn checked_config() -> Config {
+    Config {
+        max_drift_ms: 60_000,
+        push_batch_max: 10_000,
+        pull_page_rows: 64,
+        busy_timeout_ms: 0,
+        busy_retries_max: 2,
+        backoff_base_ms: 1,
+        backoff_max_ms: 4,
+        durable: false,
+        mutant: None,
+    }
+}
+
+/// A clock the harness sets; waiting between busy retries takes no time.
+#[derive(Debug, Default)]
+pub struct SetClock(AtomicI64);
+
+impl Clock for SetClock {
+    fn now_ms(&self) -> i64 {
+        self.0.load(Ordering::Relaxed)
+    }
+    fn sleep_ms(&self, _ms: u64) {}
+}
+
+/// What handling a request produced.
+#[derive(Debug)]
+pub enum Handled {
+    Reply(Response),
+    /// The request stopped at an armed crash point (only in
+    /// [`CrashMode::Error`]; in [`CrashMode::Exit`] the process is gone).
+    Crashed,
+}
+
+/// One replica of the reference engine, answering protocol requests.
+pub struct ReferenceAdapter {
+    replica: Replica<FaultyRemote>,
+    schema: syncgate_protocol::Schema,
+    clock: Arc<SetClock>,
+    faults: FaultSwitch,
+    options: Options,
+}
+
+/// What the reference engine declares in its handshake.
+pub fn init_ok(options: &Options) -> InitOk {
+    InitOk {
+        protocol: VERSION,
+        engine: format!(
+            "syncgate-engine {} ({})",
+            env!("CARGO_PKG_VERSION"),
+            options.engine_name()
+        ),
+        capabilities: Capabilities {
+            clock: true,
+            crash_points: CrashPoint::ALL.to_vec(),
+            outside_writes: OutsideWrites::Captured,
+            outside_insert_ids: OutsideInsertIds::Engine,
+            profile: options.is_reference_profile().then_some(Profile::Reference),
+        },
+        policies: Policies {
+            merge: MergePolicy::Column,
+            delete: DeletePolicy::DeleteWins,
+            natural_keys: NaturalKeyPolicy::Merge,
+            explicit_ids: true,
+        },
+    }
+}
+
+/// The engine's schema for the protocol's declared tables.
+pub fn engine_schema(schema: &syncgate_protocol::Schema) -> Result<Schema, String> {
+    let tables = schema
+        .tables
+        .iter()
+        .map(|t| TableDef {
+            name: t.name.clone(),
+            columns: t
+                .columns
+                .iter()
+                .map(|c| ColumnDef {
+                    name: c.name.clone(),
+                    kind: match c.kind {
+                        ColumnKind::Integer => ColumnType::Integer,
+                        ColumnKind::Text => ColumnType::Text,
+                    },
+                    references: c.references.clone(),
+                })
+                .collect(),
+            natural_key: t.natural_key.clone(),
+        })
+        .collect();
+    Schema::new(tables).map_err(|e| e.to_string())
+}
+
+/// Creates the remote of a case (the first process's `create_remote`).
+pub fn create_remote(path: &Path, schema: &Schema, options: &Options) -> Result<(), String> {
+    let mut remote = SqliteRemote::create(path, schema, 0).map_err(|e| e.to_string())?;
+    if options.shifted_ids {
+        // Another replica registered first: every replica id, and so every
+        // minted id, differs from the reference spec's.
+        remote.register_replica().map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+impl ReferenceAdapter {
+    /// Opens the replica an `init` names (creating the remote first when asked).
+    pub fn open(init: &Init, options: &Options, mode: CrashMode) -> Result<ReferenceAdapter, String> {
+        if init.protocol != VERSION {
+            return Err(format!(
+                "this adapter speaks protocol {VERSION}, the harness asked for {}",
+                init.protocol
+            ));
+        }
+        let schema = engine_schema(&init.schema)?;
+        let RemoteLocation::Sqlite { path: remote_path } = &init.remote;
+        let remote_path = Path::new(remote_path);
+        if init.create_remote {
+            create_remote(remote_path, &schema, options)?;
+        }
+        let mut remote = SqliteRemote::open(remote_path, &schema, 0).map_err(|e| e.to_string())?;
+        let mut config = checked_config();
+        if let Some(mutant) = options.mutant {
+            // Remote-side mutants live in the remote handle.
+            remote.plant(mutant);
+            config.mutant = Some(mutant);
+        }
+        let faults = FaultSwitch::default();
+        let clock = Arc::new(SetClock::default());
+        clock.0.store(init.clock_ms, Ordering::Relaxed);
+        let remote = FaultyRemote::new(remote, faults.clone(), mode);
+        let replica =
+            Replica::open(Path::new(&init.cache), &schema, remote, clock.clone(), config).map_err(|e| e.to_string())?;
+        Ok(ReferenceAdapter {
+            replica,
+            schema: init.schema.clone(),
+            clock,
+            faults,
+            options: options.clone(),
+        })
+    }
+
+    /// Busy retries so far (an event the harness counts).
+    pub fn busy_retries(&self) -> u64 {
+        self.replica.busy_retries()
+    }
+
+    /// Answers one request after the handshake.
+    pub fn handle(&mut self, request: &Request) -> Handled {
+        let reply = match request {
+            Request::Init(_) => error(ErrorCode::Malformed, "init may only be the first request"),
+            Request::Write { ops } => self.write(ops),
+            Request::Push | Request::Pull | Request::Sync => {
+                let outcome = match request {
+                    Request::Push => self.replica.push(),
+                    Request::Pull => self.replica.pull(),
+                    _ => self.replica.sync(),
+                };
+                // An armed crash lasts for one sync request, reached or not.
+                self.faults.disarm();
+                match outcome {
+                    Ok(r) => Response::SyncOk(SyncReport {
+                        pushed: r.pushed,
+                        pulled: r.pulled,
+                        conflicts: if self.options.no_conflict_counts {
+                            0
+                        } else {
+                            r.conflicts
+                        },
+                    }),
+                    Err(Error::RemoteUnavailable(msg)) if msg.starts_with(INJECTED) => return Handled::Crashed,
+                    Err(e) => sync_failed(&e),
+                }
+            }
+            Request::Pending => match self.replica.pending() {
+                Ok(pending) => Response::PendingOk { pending },
+                Err(e) => error(ErrorCode::Internal, &e.to_string()),
+            },
+            Request::SetClock { ms } => {
+                self.clock.0.store(*ms, Ordering::Relaxed);
+                Response::SetClockOk
+            }
+            Request::ArmCrash { point } => {
+                self.faults.arm(*point);
+                Response::ArmCrashOk
+            }
+            Request::MintId { table } => {
+                if !self.schema.tables.iter().any(|t| &t.name == table) {
+                    error(ErrorCode::Malformed, &format!("unknown table {table:?}"))
+                } else {
+                    match self.replica.next_id() {
+                        Ok(id) => Response::MintIdOk { id },
+                        Err(e) => refused(&e),
+                    }
+                }
+            }
+        };
+        Handled::Reply(reply)
+    }
+
+    fn write(&mut self, ops: &[Op]) -> Response {
+        let outcome = self.replica.write(|w| {
+            let mut minted: Vec<Option<i64>> = Vec::with_capacity(ops.len());
+            let mut ids = Vec::new();
+            for op in ops {
+                match op {
+                    Op::Insert { table, id, values } => {
+                        let named = named_values(values, &minted)?;
+                        let borrowed: Vec<(&str, EValue)> =
+                            named.iter().map(|(c, v)| (c.as_str(), v.clone())).collect();
+                        let new_id = w.insert(table, *id, &borrowed)?;
+                        minted.push(Some(new_id));
+                        ids.push(new_id);
+                    }
+                    Op::Update { table, id, set } => {
+                        let named = named_values(set, &minted)?;
+                        let borrowed: Vec<(&str, EValue)> =
+                            named.iter().map(|(c, v)| (c.as_str(), v.clone())).collect();
+                        w.update(table, *id, &borrowed)?;
+                        minted.push(None);
+                    }
+                    Op::Delete { table, id } => {
+                        w.delete(table, *id)?;
+                        minted.push(None);
+                    }
+                }
+            }
+            Ok(ids)
+        });
+        match outcome {
+            Ok(ids) => Response::WriteOk { ids },
+            Err(e) => refused(&e),
+        }
+    }
+}
+
+/// Column values for the engine, with `{"ref": k}` replaced by the id op `k`
+/// of the same request minted.
+fn named_values(
+    values: &BTreeMap<String, Value>,
+    minted: &[Option<i64>],
+) -> syncgate_engine::Result<Vec<(String, EValue)>> {
+    values
+        .iter()
+        .map(|(column, v)| {
+            let value = match v {
+                Value::Null => EValue::Null,
+                Value::Int(i) => EValue::Integer(*i),
+                Value::Text(s) => EValue::Text(s.clone()),
+                Value::Ref { op } => match minted.get(*op) {
+                    Some(Some(id)) => EValue::Integer(*id),
+                    _ => {
+                        return Err(Error::InvalidSchema(format!(
+                            "{column}: {{\"ref\": {op}}} does not name an earlier insert of this write"
+                        )))
+                    }
+                },
+            };
+            Ok((column.clone(), value))
+        })
+        .collect()
+}
+
+fn error(code: ErrorCode, message: &str) -> Response {
+    Response::Error {
+        code,
+        message: message.to_string(),
+    }
+}
+
+/// A write's error in the protocol's words.
+fn refused(e: &Error) -> Response {
+    let class = match e {
+        Error::Write(r) => match r {
+            WriteRefusal::IdOutsideReplica { .. } => RefusalClass::IdOutsideReplica,
+            WriteRefusal::IdTaken { .. } => RefusalClass::IdTaken,
+            WriteRefusal::IdDeleted { .. } => RefusalClass::IdDeleted,
+            WriteRefusal::NaturalKeyTaken { .. } => RefusalClass::NaturalKeyTaken,
+            WriteRefusal::ParentMissing { .. } => RefusalClass::ParentMissing,
+            WriteRefusal::RowNotFound { .. } => RefusalClass::RowNotFound,
+            WriteRefusal::KeyImmutable { .. } => RefusalClass::KeyImmutable,
+            _ => RefusalClass::Other,
+        },
+        e if e.is_busy() => RefusalClass::Busy,
+        _ => return error(ErrorCode::Internal, &e.to_string()),
+    };
+    Response::Refused {
+        class,
+        message: e.to_string(),
+    }
+}
+
+/// A sync's error in the protocol's words.
+fn sync_failed(e: &Error) -> Response {
+    let class = match e {
+        e if e.is_busy() => SyncFailureClass::Busy,
+        Error::ClockDrift { .. } => SyncFailureClass::ClockDrift,
+        Error::RemoteUnavailable(_) => SyncFailureClass::Unavailable,
+        _ => SyncFailureClass::Other,
+    };
+    Response::SyncFailed {
+        class,
+        message: e.to_string(),
+    }
+}

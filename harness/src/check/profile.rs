@@ -1,0 +1,87 @@
+//! The reference profile: the engine compared with the model in lockstep,
+//! for engines that declare they implement the reference spec exactly.
+
+use std::collections::BTreeSet;
+
+use syncgate_model as model;
+
+use super::{show_row, Invariant, Violation};
+use crate::places::Ledger;
+
+/// Compares what a place holds with what the model says it holds.
+/// `deleted` are the rows the model knows were deleted there.
+pub fn compare_tables(
+    schema: &model::Schema,
+    place: &str,
+    expected: &model::Tables,
+    actual: &model::Tables,
+    deleted: &BTreeSet<(usize, i64)>,
+) -> Result<(), Violation> {
+    for (t, table) in schema.tables.iter().enumerate() {
+        let (exp, act) = (&expected[t], &actual[t]);
+        for (id, values) in exp {
+            match act.get(id) {
+                None => {
+                    return Err(Violation::new(
+                        Invariant::WriteLost,
+                        format!(
+                            "{place}: {}/{id} expected {} but it is missing",
+                            table.name,
+                            show_row(values)
+                        ),
+                    ))
+                }
+                Some(got) if got != values => {
+                    return Err(Violation::new(
+                        Invariant::ValueDiverged,
+                        format!(
+                            "{place}: {}/{id} expected {} actual {}",
+                            table.name,
+                            show_row(values),
+                            show_row(got)
+                        ),
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        if let Some((id, values)) = act.iter().find(|(id, _)| !exp.contains_key(id)) {
+            let invariant = if deleted.contains(&(t, *id)) {
+                Invariant::RowResurrected
+            } else {
+                Invariant::RowUnexpected
+            };
+            return Err(Violation::new(
+                invariant,
+                format!(
+                    "{place}: {}/{id} = {} should not be there",
+                    table.name,
+                    show_row(values)
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Rule of the ledger: every seq up to the highest captured one is pending
+/// or at most the remote's applied seq.
+pub fn check_ledger(place: &str, ledger: &Ledger) -> Result<(), Violation> {
+    let unapplied = ledger.captured_max - ledger.remote_acked.min(ledger.captured_max);
+    let pending_unapplied = ledger.pending.iter().filter(|&&s| s > ledger.remote_acked).count() as i64;
+    if pending_unapplied < unapplied {
+        let pending: BTreeSet<i64> = ledger.pending.iter().copied().collect();
+        let lost: Vec<i64> = (ledger.remote_acked + 1..=ledger.captured_max)
+            .filter(|s| !pending.contains(s))
+            .take(5)
+            .collect();
+        return Err(Violation::new(
+            Invariant::AcknowledgedWriteLost,
+            format!(
+                "{place}: outbox seqs {lost:?} are neither pending nor applied on the remote (remote applied up to {}, captured up to {})",
+                ledger.remote_acked, ledger.captured_max
+            ),
+        ));
+    }
+    Ok(())
+}

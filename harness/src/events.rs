@@ -1,0 +1,103 @@
+//! Named events a run reached, counted so a generator that stops reaching
+//! them is noticed (a run of enough cases fails when a required one never
+//! happened).
+
+use std::collections::BTreeMap;
+
+use serde::{Serialize, Serializer};
+
+/// Something interesting that happened in a case.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Event {
+    Busy,
+    BusyRetry,
+    CascadeDelete,
+    ClockSkew,
+    Conflict,
+    ConflictWonLocally,
+    ConflictWonRemotely,
+    CrashAfterRemoteCommit,
+    CrashBeforeRemoteCommit,
+    CrashMidPull,
+    DeleteAbsorbedWrite,
+    DuplicatePushSkipped,
+    IdCollisionRefused,
+    MultiWriteTransaction,
+    NaturalKeyMerge,
+    OutsideWrite,
+    Pulled,
+    Pushed,
+    RestartWithPending,
+}
+
+impl Event {
+    pub fn name(self) -> &'static str {
+        match self {
+            Event::Busy => "busy",
+            Event::BusyRetry => "busy-retry",
+            Event::CascadeDelete => "cascade-delete",
+            Event::ClockSkew => "clock-skew",
+            Event::Conflict => "conflict",
+            Event::ConflictWonLocally => "conflict-won-locally",
+            Event::ConflictWonRemotely => "conflict-won-remotely",
+            Event::CrashAfterRemoteCommit => "crash-after-remote-commit",
+            Event::CrashBeforeRemoteCommit => "crash-before-remote-commit",
+            Event::CrashMidPull => "crash-mid-pull",
+            Event::DeleteAbsorbedWrite => "delete-absorbed-write",
+            Event::DuplicatePushSkipped => "duplicate-push-skipped",
+            Event::IdCollisionRefused => "id-collision-refused",
+            Event::MultiWriteTransaction => "multi-write-transaction",
+            Event::NaturalKeyMerge => "natural-key-merge",
+            Event::OutsideWrite => "outside-write",
+            Event::Pulled => "pulled",
+            Event::Pushed => "pushed",
+            Event::RestartWithPending => "restart-with-pending",
+        }
+    }
+
+    /// Whether only the model can count it (so only profile runs reach it).
+    pub fn needs_model(self) -> bool {
+        matches!(
+            self,
+            Event::CascadeDelete
+                | Event::Conflict
+                | Event::ConflictWonLocally
+                | Event::ConflictWonRemotely
+                | Event::DeleteAbsorbedWrite
+                | Event::DuplicatePushSkipped
+                | Event::NaturalKeyMerge
+        )
+    }
+}
+
+impl Serialize for Event {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+/// Events every `check` run of enough cases must reach at least once.
+pub const REQUIRED_EVENTS: [Event; 12] = [
+    Event::ConflictWonLocally,
+    Event::ConflictWonRemotely,
+    Event::NaturalKeyMerge,
+    Event::IdCollisionRefused,
+    Event::Busy,
+    Event::CrashAfterRemoteCommit,
+    Event::RestartWithPending,
+    Event::CascadeDelete,
+    Event::DuplicatePushSkipped,
+    Event::DeleteAbsorbedWrite,
+    Event::MultiWriteTransaction,
+    Event::OutsideWrite,
+];
+
+/// Counts per event.
+pub type Events = BTreeMap<Event, u64>;
+
+/// Adds `n` to `event`'s count.
+pub fn count(events: &mut Events, event: Event, n: u64) {
+    if n > 0 {
+        *events.entry(event).or_insert(0) += n;
+    }
+}

@@ -1,0 +1,251 @@
+//! What happened in a case, as the contract needs it: every committed
+//! write with the values that identify it, and what each replica knew when
+//! it wrote (happens-before from program order and push-then-pull edges).
+//!
+//! Knowledge is a vector clock: for each origin replica, how many of its
+//! writes are known. A successful push that leaves nothing pending puts all
+//! of the pusher's writes on the remote; a successful pull brings everything
+//! the remote has. Edges are added only when certain, so a missing edge can
+//! only weaken a check, never raise a false alarm.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use syncgate_model as model;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteKind {
+    Insert,
+    Update,
+    Delete,
+}
+
+/// Per table, the natural keys of rows some write deleted.
+pub type DeletedKeys = BTreeMap<usize, BTreeSet<model::Value>>;
+
+/// One committed write (one op of a write transaction).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WriteRecord {
+    /// The write's number in the case (`w12`), also its value tag.
+    pub n: usize,
+    pub replica: usize,
+    /// 1-based step of the case.
+    pub step: usize,
+    /// Index among this replica's writes.
+    pub seq: usize,
+    pub table: usize,
+    pub id: i64,
+    pub kind: WriteKind,
+    /// Columns this write set, with their values (all for an insert).
+    pub set: Vec<(usize, model::Value)>,
+    /// The natural key of the row written (for an insert, its own; for an
+    /// update or delete, the row's as the replica saw it).
+    pub key: Option<model::Value>,
+    /// Rows a delete took along (children, by cascade), as the replica held them.
+    pub cascade: Vec<(usize, i64)>,
+    /// Per origin replica, how many of its writes this replica knew.
+    pub knew: Vec<usize>,
+    /// Made outside the engine's API (straight into the cache file).
+    pub outside: bool,
+    /// The row as the replica's cache held it right after the write.
+    pub image: Option<Vec<model::Value>>,
+}
+
+/// A push that put `count` writes of `replica` on the remote.
+#[derive(Clone, Debug)]
+struct Push {
+    step: usize,
+    replica: usize,
+    count: usize,
+}
+
+/// A pull after which `replica` knew `knew`.
+#[derive(Clone, Debug)]
+struct Pull {
+    step: usize,
+    replica: usize,
+    knew: Vec<usize>,
+}
+
+#[derive(Clone, Debug)]
+pub struct History {
+    pub writes: Vec<WriteRecord>,
+    known: Vec<Vec<usize>>,
+    remote: Vec<usize>,
+    pushes: Vec<Push>,
+    pulls: Vec<Pull>,
+}
+
+impl History {
+    pub fn new(replicas: usize) -> History {
+        History {
+            writes: Vec::new(),
+            known: vec![vec![0; replicas]; replicas],
+            remote: vec![0; replicas],
+            pushes: Vec::new(),
+            pulls: Vec::new(),
+        }
+    }
+
+    /// The number the next write gets (its value tag).
+    pub fn next_write_number(&self) -> usize {
+        self.writes.len() + 1
+    }
+
+    /// Records a committed write; fills in its number, sequence and knowledge.
+    pub fn record(&mut self, mut write: WriteRecord) -> usize {
+        let r = write.replica;
+        write.n = self.writes.len() + 1;
+        write.seq = self.known[r][r];
+        write.knew = self.known[r].clone();
+        self.known[r][r] += 1;
+        self.writes.push(write);
+        self.writes.len()
+    }
+
+    /// A push by `r` at `step` that left nothing pending: every write `r`
+    /// made so far is on the remote.
+    pub fn pushed_all(&mut self, step: usize, r: usize) {
+        let count = self.known[r][r];
+        if count > self.remote[r] {
+            self.remote[r] = count;
+            self.pushes.push(Push {
+                step,
+                replica: r,
+                count,
+            });
+        }
+    }
+
+    /// A successful pull by `r` at `step`: it now knows what the remote has.
+    pub fn pulled(&mut self, step: usize, r: usize) {
+        let mut changed = false;
+        for (k, remote) in self.known[r].iter_mut().zip(&self.remote) {
+            if *remote > *k {
+                *k = *remote;
+                changed = true;
+            }
+        }
+        if changed {
+            self.pulls.push(Pull {
+                step,
+                replica: r,
+                knew: self.known[r].clone(),
+            });
+        }
+    }
+
+    /// Whether write `b` causally follows write `a`.
+    pub fn follows(&self, a: &WriteRecord, b: &WriteRecord) -> bool {
+        if a.replica == b.replica {
+            a.n < b.n
+        } else {
+            b.knew[a.replica] > a.seq
+        }
+    }
+
+    /// Why `b` causally follows `a`, in words (Elle's style: the edge).
+    pub fn explain(&self, a: &WriteRecord, b: &WriteRecord) -> String {
+        if a.replica == b.replica {
+            return format!("w{} comes after w{} on r{}", b.n, a.n, a.replica);
+        }
+        let push = self
+            .pushes
+            .iter()
+            .find(|p| p.replica == a.replica && p.count > a.seq && p.step >= a.step);
+        let pull = push.and_then(|p| {
+            self.pulls
+                .iter()
+                .find(|q| q.replica == b.replica && q.step >= p.step && q.knew[a.replica] > a.seq)
+        });
+        match (push, pull) {
+            (Some(p), Some(q)) => format!(
+                "w{} on r{} causally follows w{} on r{} (r{} pushed at step {}, r{} pulled at step {})",
+                b.n, b.replica, a.n, a.replica, a.replica, p.step, b.replica, q.step
+            ),
+            _ => format!("w{} on r{} causally follows w{} on r{}", b.n, b.replica, a.n, a.replica),
+        }
+    }
+
+    /// Rows deleted by an app delete or its cascade, as the deleting replica
+    /// saw them, and the natural keys of deleted rows per table.
+    pub fn deleted(&self) -> (BTreeSet<(usize, i64)>, DeletedKeys) {
+        let mut rows = BTreeSet::new();
+        let mut keys: BTreeMap<usize, BTreeSet<model::Value>> = BTreeMap::new();
+        for w in self.writes.iter().filter(|w| w.kind == WriteKind::Delete) {
+            rows.insert((w.table, w.id));
+            rows.extend(w.cascade.iter().copied());
+            if let Some(k) = &w.key {
+                if *k != model::Value::Null {
+                    keys.entry(w.table).or_default().insert(k.clone());
+                }
+            }
+        }
+        (rows, keys)
+    }
+
+    /// Deletes made by `r`, with their cascades.
+    pub fn deleted_by(&self, r: usize) -> BTreeSet<(usize, i64)> {
+        let mut rows = BTreeSet::new();
+        for w in self
+            .writes
+            .iter()
+            .filter(|w| w.kind == WriteKind::Delete && w.replica == r)
+        {
+            rows.insert((w.table, w.id));
+            rows.extend(w.cascade.iter().copied());
+        }
+        rows
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(replica: usize, step: usize, id: i64) -> WriteRecord {
+        WriteRecord {
+            n: 0,
+            replica,
+            step,
+            seq: 0,
+            table: 1,
+            id,
+            kind: WriteKind::Update,
+            set: vec![(0, model::Value::Text(format!("v{step}")))],
+            key: None,
+            cascade: Vec::new(),
+            knew: Vec::new(),
+            outside: false,
+            image: None,
+        }
+    }
+
+    #[test]
+    fn push_then_pull_orders_writes_across_replicas() {
+        let mut h = History::new(2);
+        h.record(write(0, 1, 5));
+        h.record(write(1, 2, 5));
+        h.pushed_all(3, 0);
+        h.pulled(4, 1);
+        h.record(write(1, 5, 5));
+        let (w1, w2, w3) = (&h.writes[0], &h.writes[1], &h.writes[2]);
+        assert!(!h.follows(w1, w2), "w2 was made before r1 pulled");
+        assert!(!h.follows(w2, w1));
+        assert!(h.follows(w1, w3));
+        assert!(h.follows(w2, w3), "program order");
+        assert_eq!(
+            h.explain(w1, w3),
+            "w3 on r1 causally follows w1 on r0 (r0 pushed at step 3, r1 pulled at step 4)"
+        );
+    }
+
+    #[test]
+    fn a_pull_before_the_push_brings_nothing() {
+        let mut h = History::new(2);
+        h.record(write(0, 1, 5));
+        h.pulled(2, 1);
+        h.pushed_all(3, 0);
+        h.record(write(1, 4, 5));
+        assert!(!h.follows(&h.writes[0], &h.writes[1]));
+    }
+}

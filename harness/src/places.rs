@@ -1,0 +1,330 @@
+//! The places the harness reads, locks and writes itself: every replica's
+//! cache file and the remote file. The harness never asks an engine what its
+//! state is; it opens the SQLite files. Locks are connections held for a
+//! named number of steps; outside writes are the application writing
+//! around the engine's API.
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::types::Value as SValue;
+use rusqlite::{Connection, OptionalExtension};
+use syncgate_model as model;
+use syncgate_protocol::{Op, Value};
+
+use crate::scenario::LockKind;
+use crate::schema::quote;
+
+/// What a reference-profile engine's durable sync state says about every
+/// captured write of a replica (the write ledger).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ledger {
+    /// Highest outbox seq ever handed out.
+    pub captured_max: i64,
+    /// Seqs still in the outbox.
+    pub pending: Vec<i64>,
+    /// Highest seq the remote has applied.
+    pub remote_acked: i64,
+}
+
+/// Why an outside write did not happen.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OutsideRefusal {
+    /// The cache is locked by another connection.
+    Busy,
+    /// SQLite refused it (a constraint, a trigger's RAISE): its message.
+    Refused(String),
+}
+
+struct Lock {
+    conn: Connection,
+    steps_left: usize,
+}
+
+/// One case's files.
+pub struct Places {
+    schema: model::Schema,
+    dir: PathBuf,
+    remote_reader: Option<Connection>,
+    cache_conns: Vec<Option<Connection>>,
+    remote_lock: Option<(LockKind, Lock)>,
+    cache_locks: Vec<Option<Lock>>,
+}
+
+fn text(e: rusqlite::Error) -> String {
+    e.to_string()
+}
+
+impl Places {
+    pub fn new(schema: &model::Schema, dir: &Path, replicas: usize) -> Places {
+        Places {
+            schema: schema.clone(),
+            dir: dir.to_path_buf(),
+            remote_reader: None,
+            cache_conns: (0..replicas).map(|_| None).collect(),
+            remote_lock: None,
+            cache_locks: (0..replicas).map(|_| None).collect(),
+        }
+    }
+
+    pub fn remote_path(&self) -> PathBuf {
+        self.dir.join("remote.db")
+    }
+
+    pub fn cache_path(&self, r: usize) -> PathBuf {
+        self.dir.join(format!("replica{r}.db"))
+    }
+
+    fn remote(&mut self) -> Result<&Connection, String> {
+        if self.remote_reader.is_none() {
+            let conn = Connection::open(self.remote_path()).map_err(text)?;
+            self.remote_reader = Some(conn);
+        }
+        self.remote_reader
+            .as_ref()
+            .ok_or_else(|| "no remote connection".to_string())
+    }
+
+    fn cache(&mut self, r: usize) -> Result<&Connection, String> {
+        if self.cache_conns[r].is_none() {
+            let conn = Connection::open(self.cache_path(r)).map_err(text)?;
+            conn.pragma_update(None, "foreign_keys", "ON").map_err(text)?;
+            // Deletes by REPLACE and by triggers fire triggers too, as an
+            // application that follows the engine's README would set it.
+            conn.pragma_update(None, "recursive_triggers", "ON").map_err(text)?;
+            self.cache_conns[r] = Some(conn);
+        }
+        self.cache_conns[r]
+            .as_ref()
+            .ok_or_else(|| "no cache connection".to_string())
+    }
+
+    /// Whether the remote can be read now (no exclusive lock held on it).
+    pub fn remote_readable(&self) -> bool {
+        !matches!(self.remote_lock, Some((LockKind::Exclusive, _)))
+    }
+
+    /// Every synced table of the remote, as one snapshot.
+    pub fn read_remote(&mut self) -> Result<model::Tables, String> {
+        let schema = self.schema.clone();
+        read_tables(self.remote()?, &schema)
+    }
+
+    /// Every synced table of replica `r`'s cache, as one snapshot.
+    pub fn read_cache(&mut self, r: usize) -> Result<model::Tables, String> {
+        let schema = self.schema.clone();
+        read_tables(self.cache(r)?, &schema)
+    }
+
+    /// The write ledger of a reference-profile replica: its outbox and the
+    /// remote's record of what it applied.
+    pub fn ledger(&mut self, r: usize) -> Result<Ledger, String> {
+        let cache = self.cache(r)?;
+        let replica: i64 = cache
+            .query_row("SELECT replica FROM _sg_meta", [], |row| row.get(0))
+            .map_err(text)?;
+        let captured_max: i64 = cache
+            .query_row("SELECT seq FROM sqlite_sequence WHERE name = '_sg_outbox'", [], |row| {
+                row.get(0)
+            })
+            .optional()
+            .map_err(text)?
+            .unwrap_or(0);
+        let mut stmt = cache
+            .prepare_cached("SELECT seq FROM _sg_outbox ORDER BY seq")
+            .map_err(text)?;
+        let pending = stmt
+            .query_map([], |row| row.get(0))
+            .map_err(text)?
+            .collect::<Result<Vec<i64>, _>>()
+            .map_err(text)?;
+        drop(stmt);
+        let remote_acked: i64 = self
+            .remote()?
+            .query_row("SELECT acked FROM _sg_replicas WHERE replica = ?1", [replica], |row| {
+                row.get(0)
+            })
+            .optional()
+            .map_err(text)?
+            .unwrap_or(0);
+        Ok(Ledger {
+            captured_max,
+            pending,
+            remote_acked,
+        })
+    }
+
+    /// Writes `op` straight into replica `r`'s cache over the harness's own
+    /// connection, as another part of the application would. Returns the id
+    /// an insert got.
+    pub fn outside_write(&mut self, r: usize, op: &Op) -> Result<Option<i64>, OutsideRefusal> {
+        let schema = self.schema.clone();
+        let conn = self.cache(r).map_err(OutsideRefusal::Refused)?;
+        let bind = |v: &Value| match v {
+            Value::Null | Value::Ref { .. } => SValue::Null,
+            Value::Int(i) => SValue::Integer(*i),
+            Value::Text(s) => SValue::Text(s.clone()),
+        };
+        let known = |table: &str| schema.tables.iter().any(|t| t.name == table);
+        let outcome = match op {
+            Op::Insert { table, id, values } if known(table) => {
+                let mut cols: Vec<String> = Vec::new();
+                let mut vals: Vec<SValue> = Vec::new();
+                if let Some(id) = id {
+                    cols.push(quote("id"));
+                    vals.push(SValue::Integer(*id));
+                }
+                for (c, v) in values {
+                    cols.push(quote(c));
+                    vals.push(bind(v));
+                }
+                let marks: Vec<String> = (1..=vals.len()).map(|i| format!("?{i}")).collect();
+                let sql = format!(
+                    "INSERT INTO {} ({}) VALUES ({})",
+                    quote(table),
+                    cols.join(", "),
+                    marks.join(", ")
+                );
+                conn.execute(&sql, rusqlite::params_from_iter(vals))
+                    .map(|_| Some(conn.last_insert_rowid()))
+            }
+            Op::Update { table, id, set } if known(table) => {
+                let assignments: Vec<String> = set
+                    .keys()
+                    .enumerate()
+                    .map(|(i, c)| format!("{} = ?{}", quote(c), i + 2))
+                    .collect();
+                let sql = format!(
+                    "UPDATE {} SET {} WHERE \"id\" = ?1",
+                    quote(table),
+                    assignments.join(", ")
+                );
+                let mut vals = vec![SValue::Integer(*id)];
+                vals.extend(set.values().map(bind));
+                conn.execute(&sql, rusqlite::params_from_iter(vals)).map(|_| None)
+            }
+            Op::Delete { table, id } if known(table) => conn
+                .execute(&format!("DELETE FROM {} WHERE \"id\" = ?1", quote(table)), [id])
+                .map(|_| None),
+            other => return Err(OutsideRefusal::Refused(format!("not a synced table: {other:?}"))),
+        };
+        outcome.map_err(|e| match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => OutsideRefusal::Busy,
+            _ => OutsideRefusal::Refused(e.to_string()),
+        })
+    }
+
+    /// Another connection locks the remote for the next `hold` steps.
+    pub fn lock_remote(&mut self, lock: LockKind, hold: usize) -> Result<(), String> {
+        let conn = Connection::open(self.remote_path()).map_err(text)?;
+        let sql = match lock {
+            LockKind::Shared => "BEGIN DEFERRED",
+            LockKind::Reserved => "BEGIN IMMEDIATE",
+            LockKind::Exclusive => "BEGIN EXCLUSIVE",
+        };
+        conn.execute_batch(sql)
+            .map_err(|e| format!("taking the remote {lock:?} lock: {e}"))?;
+        if lock == LockKind::Shared {
+            // A read transaction keeps its SHARED lock only once it has read.
+            conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get::<_, i64>(0))
+                .map_err(text)?;
+        }
+        self.remote_lock = Some((lock, Lock { conn, steps_left: hold }));
+        Ok(())
+    }
+
+    pub fn remote_locked(&self) -> bool {
+        self.remote_lock.is_some()
+    }
+
+    /// Another connection takes replica `r`'s cache write lock for `hold` steps.
+    pub fn lock_cache(&mut self, r: usize, hold: usize) -> Result<(), String> {
+        let conn = Connection::open(self.cache_path(r)).map_err(text)?;
+        conn.execute_batch("BEGIN IMMEDIATE")
+            .map_err(|e| format!("taking r{r}'s cache lock: {e}"))?;
+        self.cache_locks[r] = Some(Lock { conn, steps_left: hold });
+        Ok(())
+    }
+
+    pub fn cache_locked(&self, r: usize) -> bool {
+        self.cache_locks[r].is_some()
+    }
+
+    /// Counts down every held lock; returns what was released: the remote's
+    /// (if its time was up) and the replicas whose cache lock was.
+    pub fn tick_locks(&mut self) -> (bool, Vec<usize>) {
+        let mut remote_released = false;
+        if let Some((_, lock)) = &mut self.remote_lock {
+            lock.steps_left = lock.steps_left.saturating_sub(1);
+            if lock.steps_left == 0 {
+                self.remote_lock = None;
+                remote_released = true;
+            }
+        }
+        let mut released = Vec::new();
+        for (r, slot) in self.cache_locks.iter_mut().enumerate() {
+            if let Some(lock) = slot {
+                lock.steps_left = lock.steps_left.saturating_sub(1);
+                if lock.steps_left == 0 {
+                    *slot = None;
+                    released.push(r);
+                }
+            }
+        }
+        (remote_released, released)
+    }
+
+    /// Releases every lock (dropping a connection rolls its transaction back).
+    pub fn release_locks(&mut self) {
+        if let Some((_, lock)) = self.remote_lock.take() {
+            drop(lock.conn);
+        }
+        for slot in &mut self.cache_locks {
+            *slot = None;
+        }
+    }
+}
+
+/// Every synced table in `conn`, read by column name in one read transaction.
+pub fn read_tables(conn: &Connection, schema: &model::Schema) -> Result<model::Tables, String> {
+    conn.execute_batch("BEGIN DEFERRED").map_err(text)?;
+    let tables = read_tables_in_transaction(conn, schema);
+    conn.execute_batch("COMMIT").map_err(text)?;
+    tables
+}
+
+fn read_tables_in_transaction(conn: &Connection, schema: &model::Schema) -> Result<model::Tables, String> {
+    let mut out = Vec::new();
+    for t in &schema.tables {
+        let cols: Vec<String> = t.columns.iter().map(|c| quote(&c.name)).collect();
+        let sql = format!(
+            "SELECT \"id\", {} FROM {} ORDER BY \"id\"",
+            cols.join(", "),
+            quote(&t.name)
+        );
+        let mut stmt = conn.prepare_cached(&sql).map_err(text)?;
+        let n = cols.len();
+        let rows = stmt
+            .query_map([], |r| {
+                let id: i64 = r.get("id")?;
+                let values = (1..=n)
+                    .map(|i| r.get::<_, SValue>(i).map(|v| to_model(&v)))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok((id, values))
+            })
+            .map_err(text)?
+            .collect::<Result<model::Rows, _>>()
+            .map_err(text)?;
+        out.push(rows);
+    }
+    Ok(out)
+}
+
+pub fn to_model(v: &SValue) -> model::Value {
+    match v {
+        SValue::Null => model::Value::Null,
+        SValue::Integer(i) => model::Value::Int(*i),
+        SValue::Text(s) => model::Value::Text(s.clone()),
+        SValue::Real(f) => model::Value::Text(format!("<real {f}>")),
+        SValue::Blob(b) => model::Value::Text(format!("<blob {} bytes>", b.len())),
+    }
+}

@@ -1,0 +1,1150 @@
+//! Runs one scenario on a subject, step by step: translate the step against
+//! what the harness last read, perform it through the seam, observe the
+//! places it touched by reading the files, and check. After the steps,
+//! quiescence, then the final checks.
+//!
+//! Architecture Invariant: a run is deterministic. One thread runs the
+//! steps in order; time comes from the scenario (step number plus each
+//! replica's offset); locks are held by connections the harness owns and
+//! releases at named steps. Same scenario, same trace, byte for byte. The
+//! runner reaches engines only through `crate::subject`, and files only
+//! through `crate::places`.
+
+mod translate;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use syncgate_model as model;
+use syncgate_protocol::{CrashPoint, InitOk, OutsideInsertIds, Profile, RefusalClass, SyncFailureClass};
+
+use crate::check::contract::{self, Expect};
+use crate::check::{profile, Invariant, Violation};
+use crate::events::{count, Event, Events};
+use crate::history::{History, WriteKind, WriteRecord};
+use crate::places::{OutsideRefusal, Places};
+use crate::report;
+use crate::scenario::{CrashAt, LockKind, Scenario, Step, SyncKind};
+use crate::subject::{Answer, OpenSpec, Subject, SubjectReplica, SyncReport};
+pub use translate::{descendants, Action, Cell, PlannedKind, PlannedOp};
+use translate::{describe, model_writes, protocol_ops, View};
+
+/// Wall-clock start of every case, in ms since the epoch.
+pub const T0_MS: i64 = 1_700_000_000_000;
+/// True time advances this much per step.
+pub const STEP_MS: i64 = 1_000;
+/// Sync rounds quiescence may take before the queue counts as stuck.
+pub const QUIESCENCE_ROUNDS_MAX: usize = 6;
+
+/// What one run produced.
+#[derive(Clone, Debug)]
+pub struct CaseResult {
+    /// One line per step, then the quiescence rounds.
+    pub trace: Vec<String>,
+    /// The first violation and the step (1-based; beyond the steps means
+    /// quiescence) where it happened.
+    pub failure: Option<(usize, Violation)>,
+    pub events: Events,
+    /// Every place's final rows as a table, for reports and the double-run
+    /// check.
+    pub final_state: String,
+    /// Whether the reference profile (lockstep with the model) was checked.
+    pub profile_checked: bool,
+    /// What the engine declared in its handshake, when it started at all.
+    pub engine: Option<InitOk>,
+}
+
+/// Runs `scenario` on `subject` in a fresh folder under `base`.
+pub fn run_case(subject: &dyn Subject, scenario: &Scenario, base: &Path) -> CaseResult {
+    let mut trace = Vec::new();
+    let dir = match tempfile::Builder::new().prefix("syncgate-case-").tempdir_in(base) {
+        Ok(dir) => dir,
+        Err(e) => {
+            return setup_failure(
+                trace,
+                format!("cannot make a temporary folder in {}: {e}", base.display()),
+            )
+        }
+    };
+    let mut runner = match Runner::new(subject, scenario.replicas, dir.path()) {
+        Ok(r) => r,
+        Err(msg) => return setup_failure(trace, msg),
+    };
+    let mut failure = None;
+    for (i, step) in scenario.steps.iter().enumerate() {
+        runner.time_ms = T0_MS + (i as i64 + 1) * STEP_MS;
+        runner.step_no = i + 1;
+        let (line, outcome) = runner.step(step);
+        trace.push(format!("{:>3}. {line}", i + 1));
+        if let Err(v) = outcome {
+            failure = Some((i + 1, v));
+            break;
+        }
+        runner.tick_locks();
+    }
+    if failure.is_none() {
+        let n = scenario.steps.len();
+        if let Err((at, v)) = runner.quiesce(&mut trace, n) {
+            failure = Some((at, v));
+        }
+    }
+    runner.release_locks();
+    if let Some((_, v)) = &mut failure {
+        let tails = runner.log_tails();
+        if !tails.is_empty() {
+            v.detail.push_str(&tails);
+        }
+    }
+    let final_state = runner.final_state();
+    CaseResult {
+        trace,
+        failure,
+        events: runner.events,
+        final_state,
+        profile_checked: runner.model.is_some(),
+        engine: runner.engine,
+    }
+}
+
+fn setup_failure(trace: Vec<String>, msg: String) -> CaseResult {
+    CaseResult {
+        trace,
+        failure: Some((0, Violation::new(Invariant::EngineFailed, msg))),
+        events: Events::new(),
+        final_state: String::new(),
+        profile_checked: false,
+        engine: None,
+    }
+}
+
+/// The verdict of one step's checks.
+type Verdict = Result<(), Violation>;
+
+struct Runner<'a> {
+    subject: &'a dyn Subject,
+    schema: model::Schema,
+    places: Places,
+    replicas: Vec<Option<Box<dyn SubjectReplica>>>,
+    /// The handshake of the first replica; every later one must match it.
+    engine: Option<InitOk>,
+    /// The model, when the engine declared the reference profile.
+    model: Option<model::World>,
+    /// Each cache as last read, and the remote.
+    caches: Vec<model::Tables>,
+    remote: model::Tables,
+    /// Every id each replica ever held, per table.
+    seen: Vec<Vec<BTreeSet<i64>>>,
+    history: History,
+    offsets: Vec<i64>,
+    events: Events,
+    time_ms: i64,
+    step_no: usize,
+}
+
+impl<'a> Runner<'a> {
+    fn new(subject: &'a dyn Subject, n: usize, dir: &Path) -> Result<Runner<'a>, String> {
+        let schema = model::test_schema();
+        let empty: model::Tables = vec![model::Rows::new(); schema.tables.len()];
+        let mut runner = Runner {
+            subject,
+            places: Places::new(&schema, dir, n),
+            replicas: (0..n).map(|_| None).collect(),
+            engine: None,
+            model: None,
+            caches: vec![empty.clone(); n],
+            remote: empty,
+            seen: vec![vec![BTreeSet::new(); schema.tables.len()]; n],
+            history: History::new(n),
+            offsets: vec![0; n],
+            events: Events::new(),
+            time_ms: T0_MS,
+            step_no: 0,
+            schema,
+        };
+        let copied = subject.files_are_copyable() && copy_template(subject, n, dir)?;
+        for r in 0..n {
+            let replica = runner.open(r, !copied && r == 0, !copied)?;
+            runner.replicas[r] = Some(replica);
+        }
+        if runner.profile() {
+            runner.model = Some(model::World::new(runner.schema.clone(), model::Config::default(), n));
+        }
+        Ok(runner)
+    }
+
+    fn profile(&self) -> bool {
+        self.engine
+            .as_ref()
+            .is_some_and(|e| e.capabilities.profile == Some(Profile::Reference))
+    }
+
+    fn caps(&self) -> &syncgate_protocol::Capabilities {
+        match &self.engine {
+            Some(e) => &e.capabilities,
+            None => unreachable!("a runner exists only after a handshake"),
+        }
+    }
+
+    fn open(&mut self, r: usize, create_remote: bool, fresh: bool) -> Result<Box<dyn SubjectReplica>, String> {
+        let spec = OpenSpec {
+            replica: r,
+            replicas: self.replicas.len(),
+            cache: self.places.cache_path(r),
+            remote: self.places.remote_path(),
+            create_remote,
+            fresh,
+            clock_ms: self.now(r),
+        };
+        let (replica, init_ok) = self.subject.open_replica(&spec)?;
+        match &self.engine {
+            None => self.engine = Some(init_ok),
+            Some(first) if *first != init_ok => {
+                return Err(format!(
+                    "replica {r} declared other capabilities or policies than replica 0: {init_ok:?} vs {first:?}"
+                ))
+            }
+            Some(_) => {}
+        }
+        Ok(replica)
+    }
+
+    fn now(&self, r: usize) -> i64 {
+        self.time_ms + self.offsets[r]
+    }
+
+    fn up(&self, r: usize) -> bool {
+        self.replicas[r].is_some()
+    }
+
+    /// Runs one step; returns its trace line and the checks' verdict.
+    fn step(&mut self, step: &Step) -> (String, Verdict) {
+        let (deleted, _) = self.history.deleted();
+        let view = View {
+            schema: &self.schema,
+            caches: &self.caches,
+            remote: &self.remote,
+            seen: &self.seen,
+            deleted: &deleted,
+            next_write: self.history.next_write_number(),
+            explicit_ids: self.engine.as_ref().is_some_and(|e| e.policies.explicit_ids),
+        };
+        let action = match view.translate(step) {
+            Ok(action) => action,
+            Err(why) => {
+                let who = step.replica().map(|r| format!("r{r} ")).unwrap_or_default();
+                return (format!("{who}{why} (skipped)"), Ok(()));
+            }
+        };
+        let before = self.model.as_ref().map(|m| m.events.clone());
+        let out = match action {
+            Action::Write { replica, ops, outside } => {
+                if outside {
+                    self.outside_write(replica, &ops)
+                } else {
+                    self.write(replica, &ops)
+                }
+            }
+            Action::Sync { replica, kind, crash } => self.sync(replica, kind, crash),
+            Action::Restart { replica } => self.restart(replica),
+            Action::LockRemote { lock, hold } => self.lock_remote(lock, hold),
+            Action::LockCache { replica, hold } => self.lock_cache(replica, hold),
+            Action::Clock { replica, offset_ms } => {
+                if self.caps().clock {
+                    self.offsets[replica] = offset_ms;
+                    count(&mut self.events, Event::ClockSkew, u64::from(offset_ms != 0));
+                    (format!("r{replica} clock offset {offset_ms:+} ms"), Ok(()))
+                } else {
+                    (
+                        format!("r{replica} clock offset (skipped: the engine takes no injected clock)"),
+                        Ok(()),
+                    )
+                }
+            }
+        };
+        if let Some(before) = before {
+            self.count_model_events(&before);
+        }
+        out
+    }
+
+    fn count_model_events(&mut self, before: &model::Events) {
+        let Some(m) = &self.model else { return };
+        let now = m.events.clone();
+        let e = &mut self.events;
+        count(
+            e,
+            Event::ConflictWonLocally,
+            now.conflicts_won_locally - before.conflicts_won_locally,
+        );
+        count(
+            e,
+            Event::ConflictWonRemotely,
+            now.conflicts_won_remotely - before.conflicts_won_remotely,
+        );
+        count(
+            e,
+            Event::NaturalKeyMerge,
+            now.natural_key_merges - before.natural_key_merges,
+        );
+        count(
+            e,
+            Event::DeleteAbsorbedWrite,
+            now.tombstone_absorbed - before.tombstone_absorbed,
+        );
+        count(e, Event::CascadeDelete, now.cascade_deletes - before.cascade_deletes);
+        count(
+            e,
+            Event::DuplicatePushSkipped,
+            now.duplicate_pushes_skipped - before.duplicate_pushes_skipped,
+        );
+    }
+
+    /// Tells the engine the replica's time, where it takes an injected clock.
+    fn set_clock(&mut self, r: usize) -> Verdict {
+        if !self.caps().clock {
+            return Ok(());
+        }
+        let now = self.now(r);
+        let Some(replica) = self.replicas[r].as_mut() else {
+            return Ok(());
+        };
+        match replica.set_clock(now) {
+            Answer::Ok(()) => Ok(()),
+            other => Err(engine_violation(&format!("r{r} set_clock"), &other)),
+        }
+    }
+
+    // ----------------------------------------------------------------- writes
+
+    fn write(&mut self, r: usize, ops: &[PlannedOp]) -> (String, Verdict) {
+        let desc = describe(&self.schema, ops);
+        let now = self.now(r);
+        let expected = self.model.as_mut().map(|m| {
+            let writes = model_writes(ops, m.replicas[r].next_id);
+            m.write(r, now, &writes)
+        });
+        if !self.up(r) {
+            let verdict = down_agrees(expected.as_ref().map(|e| e == &Err(model::WriteRefusal::Down)));
+            return (format!("r{r} {desc} -> down"), verdict);
+        }
+        if let Err(v) = self.set_clock(r) {
+            return (format!("r{r} {desc} -> error"), Err(v));
+        }
+        let answer = match self.replicas[r].as_mut() {
+            Some(replica) => replica.write(&protocol_ops(&self.schema, ops)),
+            None => Answer::Error("replica vanished".into()),
+        };
+        let shown = match &answer {
+            Answer::Ok(ids) => format!("ok {ids:?}"),
+            other => show_failure(other),
+        };
+        let line = format!("r{r} {desc} -> {shown}");
+        self.count_write_answer(&answer, ops.len());
+        let mut verdict = match (&answer, &expected) {
+            (_, Some(expected)) => write_agrees(r, expected, &answer, &shown),
+            (Answer::Ok(_) | Answer::Refused(..), None) => Ok(()),
+            (other, None) => Err(engine_violation(&format!("r{r} write"), other)),
+        };
+        if verdict.is_ok() {
+            verdict = self.after_write(r, ops, &answer, false);
+        }
+        (line, verdict)
+    }
+
+    fn outside_write(&mut self, r: usize, ops: &[PlannedOp]) -> (String, Verdict) {
+        let mut ops = ops.to_vec();
+        let desc = describe(&self.schema, &ops);
+        let line = |answer: &str| format!("r{r} outside the engine: {desc} -> {answer}");
+        if self.caps().outside_writes == syncgate_protocol::OutsideWrites::NotCaptured {
+            return (
+                line("skipped: the engine declares it does not capture writes made outside its API"),
+                Ok(()),
+            );
+        }
+        if !self.up(r) {
+            return (line("skipped: the application is down"), Ok(()));
+        }
+        // An insert takes an id the engine mints, where it asks for that.
+        let table = ops[0].table;
+        if let PlannedKind::Insert { id } = &mut ops[0].kind {
+            if self.caps().outside_insert_ids == OutsideInsertIds::Engine {
+                let expected = self.model.as_mut().map(|m| m.mint_id(r));
+                let answer = match self.replicas[r].as_mut() {
+                    Some(replica) => replica.mint_id(&self.schema.tables[table].name),
+                    None => Answer::Error("replica vanished".into()),
+                };
+                match (answer, expected) {
+                    (Answer::Ok(minted), None) => *id = Some(minted),
+                    (Answer::Ok(minted), Some(Ok(model_id))) if minted == model_id => *id = Some(minted),
+                    (Answer::Refused(RefusalClass::Busy, _), None | Some(Err(model::WriteRefusal::Busy))) => {
+                        count(&mut self.events, Event::Busy, 1);
+                        return (line("mint_id refused busy"), Ok(()));
+                    }
+                    (answer, expected) => {
+                        let shown = match &answer {
+                            Answer::Ok(id) => format!("minted {id}"),
+                            other => show_failure(other),
+                        };
+                        let v = match expected {
+                            Some(expected) => Violation::new(
+                                Invariant::OutcomeAgreement,
+                                format!("r{r} mint_id: model says {expected:?}, engine says {shown}"),
+                            ),
+                            None => engine_violation(&format!("r{r} mint_id"), &answer),
+                        };
+                        return (line(&shown), Err(v));
+                    }
+                }
+            }
+        }
+        let desc_now = describe(&self.schema, &ops);
+        let expected = self.model.as_mut().map(|m| {
+            let writes = model_writes(&ops, m.replicas[r].next_id);
+            m.write_outside(r, &writes)
+        });
+        let op = &protocol_ops(&self.schema, &ops)[0];
+        let outcome = self.places.outside_write(r, op);
+        let answer = match &outcome {
+            Ok(id) => Answer::Ok(id.map(|id| vec![id]).unwrap_or_default()),
+            Err(OutsideRefusal::Busy) => Answer::Refused(RefusalClass::Busy, "the cache is locked".into()),
+            Err(OutsideRefusal::Refused(msg)) => Answer::Refused(RefusalClass::Other, msg.clone()),
+        };
+        let shown = match &answer {
+            Answer::Ok(ids) => format!("ok {ids:?}"),
+            other => show_failure(other),
+        };
+        let line = format!("r{r} outside the engine: {desc_now} -> {shown}");
+        count(
+            &mut self.events,
+            Event::OutsideWrite,
+            u64::from(matches!(answer, Answer::Ok(_))),
+        );
+        if matches!(answer, Answer::Refused(RefusalClass::Busy, _)) {
+            count(&mut self.events, Event::Busy, 1);
+        }
+        // Raw SQL refuses with its own words: only ok against refused counts.
+        let verdict = match &expected {
+            Some(Ok(ids)) if matches!(&answer, Answer::Ok(a) if a == ids) => Ok(()),
+            Some(Err(model::WriteRefusal::Busy)) if matches!(answer, Answer::Refused(RefusalClass::Busy, _)) => Ok(()),
+            Some(Err(_)) if matches!(answer, Answer::Refused(..)) => Ok(()),
+            Some(expected) => Err(Violation::new(
+                Invariant::OutcomeAgreement,
+                format!("r{r} outside write: model says {expected:?}, SQLite says {shown}"),
+            )),
+            None => Ok(()),
+        };
+        let verdict = verdict.and_then(|()| self.after_write(r, &ops, &answer, true));
+        (line, verdict)
+    }
+
+    fn count_write_answer(&mut self, answer: &Answer<Vec<i64>>, ops: usize) {
+        match answer {
+            Answer::Ok(_) if ops > 1 => count(&mut self.events, Event::MultiWriteTransaction, 1),
+            Answer::Refused(RefusalClass::IdTaken | RefusalClass::IdDeleted | RefusalClass::IdOutsideReplica, _) => {
+                count(&mut self.events, Event::IdCollisionRefused, 1)
+            }
+            Answer::Refused(RefusalClass::Busy, _) | Answer::Failed(SyncFailureClass::Busy, _) => {
+                count(&mut self.events, Event::Busy, 1)
+            }
+            _ => {}
+        }
+    }
+
+    /// Records a committed write, then observes and checks the replica.
+    fn after_write(&mut self, r: usize, ops: &[PlannedOp], answer: &Answer<Vec<i64>>, outside: bool) -> Verdict {
+        let Answer::Ok(ids) = answer else {
+            return self.observe_replica(r, false);
+        };
+        let inserts = ops
+            .iter()
+            .filter(|op| matches!(op.kind, PlannedKind::Insert { .. }))
+            .count();
+        if ids.len() != inserts {
+            return Err(Violation::new(
+                Invariant::ProtocolViolated,
+                format!("r{r} answered {} ids to a write of {inserts} inserts", ids.len()),
+            ));
+        }
+        let before = self.caches[r].clone();
+        let mut minted: Vec<Option<i64>> = Vec::new();
+        let mut next_id = ids.iter();
+        let mut expect = Vec::new();
+        let mut records = Vec::new();
+        for op in ops {
+            let t = op.table;
+            let key_col = self.schema.tables[t].natural_key;
+            let set: Vec<(usize, model::Value)> = op
+                .values
+                .iter()
+                .map(|(c, cell)| {
+                    let v = match cell {
+                        Cell::Value(v) => v.clone(),
+                        Cell::Ref(k) => minted
+                            .get(*k)
+                            .copied()
+                            .flatten()
+                            .map_or(model::Value::Null, model::Value::Int),
+                    };
+                    (*c, v)
+                })
+                .collect();
+            let (id, kind) = match op.kind {
+                PlannedKind::Insert { .. } => (*next_id.next().unwrap_or(&0), WriteKind::Insert),
+                PlannedKind::Update { id } => (id, WriteKind::Update),
+                PlannedKind::Delete { id } => (id, WriteKind::Delete),
+            };
+            minted.push((kind == WriteKind::Insert).then_some(id));
+            let key = key_col.and_then(|k| match kind {
+                WriteKind::Insert => set.iter().find(|(c, _)| *c == k).map(|(_, v)| v.clone()),
+                _ => before[t].get(&id).map(|row| row[k].clone()),
+            });
+            let cascade = if kind == WriteKind::Delete {
+                descendants(&self.schema, &before, t, id)
+            } else {
+                Vec::new()
+            };
+            match kind {
+                WriteKind::Delete => {
+                    expect.push(Expect::Gone { table: t, id });
+                    expect.extend(cascade.iter().map(|&(table, id)| Expect::Gone { table, id }));
+                }
+                _ => expect.push(Expect::Row {
+                    table: t,
+                    id,
+                    values: set.clone(),
+                }),
+            }
+            records.push(WriteRecord {
+                n: 0,
+                replica: r,
+                step: self.step_no,
+                seq: 0,
+                table: t,
+                id,
+                kind,
+                set,
+                key,
+                cascade,
+                knew: Vec::new(),
+                outside,
+                image: None,
+            });
+        }
+        // An update to the values a row already holds changes nothing, and
+        // nothing need be pushed for it.
+        let changes = records.iter().any(|w| match w.kind {
+            WriteKind::Update => before[w.table]
+                .get(&w.id)
+                .is_none_or(|row| w.set.iter().any(|(c, v)| row[*c] != *v)),
+            _ => true,
+        });
+        let first = self.history.next_write_number();
+        let what = if records.len() == 1 {
+            format!("w{first}")
+        } else {
+            format!("w{first}..w{}", first + records.len() - 1)
+        };
+        self.observe_replica(r, false)?;
+        for mut record in records {
+            record.image = self.caches[r][record.table].get(&record.id).cloned();
+            self.history.record(record);
+        }
+        contract::check_read_your_writes(&self.schema, &format!("r{r}"), &what, &expect, &self.caches[r])?;
+        // A committed write is pending until a push applies it.
+        if let Some(replica) = self.replicas[r].as_mut().filter(|_| changes) {
+            match replica.pending() {
+                Answer::Ok(0) => {
+                    return Err(Violation::new(
+                        Invariant::TruthfulStatus,
+                        format!(
+                            "r{r} committed {what}{} but reports 0 pending: it will never be pushed",
+                            if outside { " (made outside its API)" } else { "" }
+                        ),
+                    ))
+                }
+                Answer::Ok(_) => {}
+                other => return Err(engine_violation(&format!("r{r} pending"), &other)),
+            }
+        }
+        Ok(())
+    }
+
+    // ------------------------------------------------------------------ syncs
+
+    fn sync(&mut self, r: usize, kind: SyncKind, crash: Option<CrashAt>) -> (String, Verdict) {
+        let point = crash.map(crash_point);
+        let supported = point.is_some_and(|p| self.caps().crash_points.contains(&p));
+        let crash = crash.filter(|_| supported);
+        let name = kind_name(kind);
+        let title = match (crash, point) {
+            (Some(at), _) => format!("r{r} {name} crashing {}", crash_name(at)),
+            (None, Some(p)) => format!("r{r} {name} (crash point {p:?} not offered by the engine)"),
+            (None, None) => format!("r{r} {name}"),
+        };
+        let now = self.now(r);
+        let expected = self.model.as_mut().map(|m| {
+            let model_kind = match kind {
+                SyncKind::Push => model::SyncKind::Push,
+                SyncKind::Pull => model::SyncKind::Pull,
+                SyncKind::Full => model::SyncKind::Full,
+            };
+            let model_crash = crash.map(|at| match at {
+                CrashAt::BeforeRemoteCommit => model::CrashPoint::PushBeforeRemoteCommit,
+                CrashAt::AfterRemoteCommit => model::CrashPoint::PushAfterRemoteCommit,
+                CrashAt::BeforeLocalCommit => model::CrashPoint::PullBeforeLocalCommit,
+            });
+            m.sync(r, now, model_kind, model_crash)
+        });
+        if !self.up(r) {
+            let verdict = down_agrees(expected.as_ref().map(|e| e == &Err(model::SyncFailure::Down)));
+            return (format!("{title} -> down"), verdict);
+        }
+        if let Err(v) = self.set_clock(r) {
+            return (format!("{title} -> error"), Err(v));
+        }
+        let Some(replica) = self.replicas[r].as_mut() else {
+            return (format!("{title} -> down"), Ok(()));
+        };
+        if let Some(at) = crash {
+            match replica.arm_crash(crash_point(at)) {
+                Answer::Ok(()) => {}
+                other => {
+                    return (
+                        format!("{title} -> error"),
+                        Err(engine_violation(&format!("r{r} arm_crash"), &other)),
+                    )
+                }
+            }
+        }
+        let retries_before = replica.busy_retries();
+        let answer = replica.sync(kind);
+        let retries = replica.busy_retries().saturating_sub(retries_before);
+        count(&mut self.events, Event::BusyRetry, retries);
+        let shown = match &answer {
+            Answer::Ok(rep) => format!(
+                "pushed {} pulled {} conflicts {}",
+                rep.pushed, rep.pulled, rep.conflicts
+            ),
+            other => show_failure(other),
+        };
+        let line = format!("{title} -> {shown}");
+        match &answer {
+            Answer::Crashed => {
+                // The process is gone: drop the handle without another call.
+                self.replicas[r] = None;
+                count(
+                    &mut self.events,
+                    match crash {
+                        Some(CrashAt::BeforeRemoteCommit) => Event::CrashBeforeRemoteCommit,
+                        Some(CrashAt::AfterRemoteCommit) => Event::CrashAfterRemoteCommit,
+                        _ => Event::CrashMidPull,
+                    },
+                    1,
+                );
+            }
+            Answer::Ok(report) => {
+                count(&mut self.events, Event::Pushed, report.pushed);
+                count(&mut self.events, Event::Pulled, report.pulled);
+                if self.model.is_none() {
+                    count(&mut self.events, Event::Conflict, report.conflicts);
+                }
+            }
+            Answer::Failed(SyncFailureClass::Busy, _) => count(&mut self.events, Event::Busy, 1),
+            _ => {}
+        }
+        if let Some(Ok(report)) = &expected {
+            count(&mut self.events, Event::Conflict, report.conflicts);
+        }
+        let verdict = match &expected {
+            Some(expected) => sync_agrees(r, kind, expected, &answer, &shown),
+            None => sync_in_contract(r, kind, &answer, crash.is_some()),
+        };
+        if verdict.is_err() {
+            if self.model.as_ref().is_some_and(|m| !m.replicas[r].up) {
+                self.replicas[r] = None;
+            }
+            return (line, verdict);
+        }
+        (line, self.after_sync(r, kind, &answer))
+    }
+
+    /// Records what the sync taught (happens-before), then observes.
+    fn after_sync(&mut self, r: usize, kind: SyncKind, answer: &Answer<SyncReport>) -> Verdict {
+        let before = self.caches[r].clone();
+        if let Answer::Ok(_) = answer {
+            if kind != SyncKind::Pull {
+                // A push that answers ok has pushed everything pending.
+                match self.replicas[r].as_mut().map(|x| x.pending()) {
+                    Some(Answer::Ok(0)) => self.history.pushed_all(self.step_no, r),
+                    Some(Answer::Ok(p)) => {
+                        return Err(Violation::new(
+                            Invariant::TruthfulStatus,
+                            format!("r{r} {} answered ok, but {p} writes are still pending", kind_name(kind)),
+                        ))
+                    }
+                    Some(other) => return Err(engine_violation(&format!("r{r} pending"), &other)),
+                    None => {}
+                }
+            }
+            if kind != SyncKind::Push {
+                self.history.pulled(self.step_no, r);
+            }
+        }
+        self.observe_replica(r, true)?;
+        if kind != SyncKind::Push {
+            contract::check_pull_kept_newer(&self.schema, &format!("r{r}"), &self.history, &before, &self.caches[r])?;
+        }
+        self.observe_remote()
+    }
+
+    // ------------------------------------------------------- restarts, locks
+
+    fn restart(&mut self, r: usize) -> (String, Verdict) {
+        if self.up(r) {
+            return (format!("r{r} restart (already up)"), Ok(()));
+        }
+        if let Some(m) = &mut self.model {
+            m.restart(r);
+        }
+        match self.open(r, false, false) {
+            Ok(replica) => self.replicas[r] = Some(replica),
+            Err(e) => {
+                return (
+                    format!("r{r} restart -> error"),
+                    Err(Violation::new(Invariant::EngineFailed, format!("r{r} restart: {e}"))),
+                )
+            }
+        }
+        let pending = match self.replicas[r].as_mut().map(|x| x.pending()) {
+            Some(Answer::Ok(p)) => p,
+            Some(other) => {
+                return (
+                    format!("r{r} restart"),
+                    Err(engine_violation(&format!("r{r} pending"), &other)),
+                )
+            }
+            None => 0,
+        };
+        count(&mut self.events, Event::RestartWithPending, u64::from(pending > 0));
+        (
+            format!("r{r} restart with {pending} pending"),
+            self.observe_replica(r, true),
+        )
+    }
+
+    fn lock_remote(&mut self, lock: LockKind, hold: usize) -> (String, Verdict) {
+        if self.places.remote_locked() {
+            return ("remote lock (already locked)".to_string(), Ok(()));
+        }
+        match self.places.lock_remote(lock, hold) {
+            Ok(()) => {
+                if let Some(m) = &mut self.model {
+                    m.lock_remote(Some(match lock {
+                        LockKind::Shared => model::RemoteLock::Shared,
+                        LockKind::Reserved => model::RemoteLock::Reserved,
+                        LockKind::Exclusive => model::RemoteLock::Exclusive,
+                    }));
+                }
+                (format!("remote {} lock for {hold} steps", lock_name(lock)), Ok(()))
+            }
+            Err(e) => (
+                "remote lock -> error".to_string(),
+                Err(Violation::new(Invariant::EngineFailed, e)),
+            ),
+        }
+    }
+
+    fn lock_cache(&mut self, r: usize, hold: usize) -> (String, Verdict) {
+        if self.places.cache_locked(r) {
+            return (format!("r{r} cache lock (already locked)"), Ok(()));
+        }
+        match self.places.lock_cache(r, hold) {
+            Ok(()) => {
+                if let Some(m) = &mut self.model {
+                    m.lock_cache(r, true);
+                }
+                (format!("r{r} cache write lock for {hold} steps"), Ok(()))
+            }
+            Err(e) => (
+                format!("r{r} cache lock -> error"),
+                Err(Violation::new(Invariant::EngineFailed, e)),
+            ),
+        }
+    }
+
+    fn tick_locks(&mut self) {
+        let (remote, caches) = self.places.tick_locks();
+        if let Some(m) = &mut self.model {
+            if remote {
+                m.lock_remote(None);
+            }
+            for r in caches {
+                m.lock_cache(r, false);
+            }
+        }
+    }
+
+    fn release_locks(&mut self) {
+        self.places.release_locks();
+        if let Some(m) = &mut self.model {
+            m.lock_remote(None);
+            for r in 0..m.replicas.len() {
+                m.lock_cache(r, false);
+            }
+        }
+    }
+
+    // ---------------------------------------------------------- observation
+
+    /// Reads replica `r`'s cache and checks it: integrity and resurrection
+    /// (contract); rows, pending and, after syncs, the ledger (profile).
+    fn observe_replica(&mut self, r: usize, with_ledger: bool) -> Verdict {
+        let place = format!("r{r}");
+        let tables = self
+            .places
+            .read_cache(r)
+            .map_err(|e| Violation::new(Invariant::EngineFailed, format!("{place} read: {e}")))?;
+        for (t, rows) in tables.iter().enumerate() {
+            self.seen[r][t].extend(rows.keys().copied());
+        }
+        self.caches[r] = tables;
+        let tables = &self.caches[r];
+        contract::check_integrity(&self.schema, &place, tables)?;
+        let policies = self.engine.as_ref().map(|e| e.policies);
+        if let Some(policies) = &policies {
+            contract::check_not_resurrected(&self.schema, &place, &self.history, r, tables, policies)?;
+        }
+        let Some(m) = &self.model else { return Ok(()) };
+        let state = &m.replicas[r];
+        profile::compare_tables(&self.schema, &place, &state.tables, tables, &state.tombstones)?;
+        let expected_pending = state.outbox.len() as u64;
+        let Some(replica) = self.replicas[r].as_mut() else {
+            return Ok(());
+        };
+        match replica.pending() {
+            Answer::Ok(p) if p == expected_pending => {}
+            Answer::Ok(p) => {
+                return Err(Violation::new(
+                    Invariant::PendingAgreement,
+                    format!("{place}: expected {expected_pending} pending, engine says {p}"),
+                ))
+            }
+            other => return Err(engine_violation(&format!("{place} pending"), &other)),
+        }
+        if with_ledger && self.places.remote_readable() {
+            let ledger = self
+                .places
+                .ledger(r)
+                .map_err(|e| Violation::new(Invariant::EngineFailed, format!("{place} ledger: {e}")))?;
+            profile::check_ledger(&place, &ledger)?;
+        }
+        Ok(())
+    }
+
+    /// Reads the remote (unless it is locked exclusively) and checks it.
+    fn observe_remote(&mut self) -> Verdict {
+        if !self.places.remote_readable() {
+            return Ok(());
+        }
+        self.remote = self
+            .places
+            .read_remote()
+            .map_err(|e| Violation::new(Invariant::EngineFailed, format!("remote read: {e}")))?;
+        contract::check_integrity(&self.schema, "remote", &self.remote)?;
+        let Some(m) = &self.model else { return Ok(()) };
+        let dead: BTreeSet<(usize, i64)> = m
+            .remote
+            .rows
+            .iter()
+            .filter(|(_, (row, _))| !matches!(row, model::RemoteRow::Live { .. }))
+            .map(|(key, _)| *key)
+            .collect();
+        profile::compare_tables(&self.schema, "remote", &m.remote_visible(), &self.remote, &dead)
+    }
+
+    // ------------------------------------------------------------ quiescence
+
+    /// Releases every lock, restarts every crashed replica, then syncs all
+    /// replicas round by round until a round changes nothing anyone can see
+    /// and nothing is pending; then the final checks.
+    fn quiesce(&mut self, trace: &mut Vec<String>, steps: usize) -> Result<(), (usize, Violation)> {
+        self.release_locks();
+        let mut line = steps;
+        for r in 0..self.replicas.len() {
+            if !self.up(r) {
+                line += 1;
+                self.time_ms += STEP_MS;
+                self.step_no = line;
+                let (text, outcome) = self.restart(r);
+                trace.push(format!("{line:>3}. {text} (quiescence)"));
+                outcome.map_err(|v| (line, v))?;
+            }
+        }
+        let mut last = self.fingerprint().map_err(|v| (line, v))?;
+        for round in 1..=QUIESCENCE_ROUNDS_MAX {
+            for r in 0..self.replicas.len() {
+                line += 1;
+                self.time_ms += STEP_MS;
+                self.step_no = line;
+                let before = self.model.as_ref().map(|m| m.events.clone());
+                let (text, outcome) = self.sync(r, SyncKind::Full, None);
+                if let Some(before) = before {
+                    self.count_model_events(&before);
+                }
+                trace.push(format!("{line:>3}. {text} (quiescence round {round})"));
+                outcome.map_err(|v| (line, v))?;
+            }
+            let now = self.fingerprint().map_err(|v| (line, v))?;
+            let settled = now == last && now.1.iter().all(|p| *p == 0);
+            last = now;
+            if settled {
+                return self.check_final().map_err(|v| (line + 1, v));
+            }
+        }
+        let (_, pending) = last;
+        Err((
+            line + 1,
+            Violation::new(
+                Invariant::Liveness,
+                format!(
+                    "after {QUIESCENCE_ROUNDS_MAX} rounds of syncing every replica the state still changes or writes stay pending; pending per replica {pending:?}"
+                ),
+            ),
+        ))
+    }
+
+    /// What everyone sees, and what each replica says is pending.
+    fn fingerprint(&mut self) -> Result<(Vec<model::Tables>, Vec<u64>), Violation> {
+        let mut pending = Vec::new();
+        for r in 0..self.replicas.len() {
+            let p = match self.replicas[r].as_mut().map(|x| x.pending()) {
+                Some(Answer::Ok(p)) => p,
+                Some(other) => return Err(engine_violation(&format!("r{r} pending"), &other)),
+                None => u64::MAX,
+            };
+            pending.push(p);
+        }
+        let mut seen = self.caches.clone();
+        seen.push(self.remote.clone());
+        Ok((seen, pending))
+    }
+
+    fn check_final(&mut self) -> Verdict {
+        self.observe_remote()?;
+        contract::check_converged(&self.schema, &self.caches, &self.remote)?;
+        let policies = match &self.engine {
+            Some(e) => e.policies,
+            None => return Ok(()),
+        };
+        contract::check_final(&self.schema, &self.history, &policies, &self.remote)
+    }
+
+    // ------------------------------------------------------------- reporting
+
+    fn log_tails(&self) -> String {
+        let mut out = String::new();
+        for (r, replica) in self.replicas.iter().enumerate() {
+            if let Some(replica) = replica {
+                let tail = replica.log_tail();
+                if !tail.is_empty() {
+                    out.push_str(&format!("\n  r{r} engine stderr (last lines):\n{tail}"));
+                }
+            }
+        }
+        out
+    }
+
+    /// Every place's final rows as a table (read from the files).
+    fn final_state(&mut self) -> String {
+        let remote = self.places.read_remote().ok();
+        let caches: Vec<Option<model::Tables>> = (0..self.replicas.len())
+            .map(|r| self.places.read_cache(r).ok())
+            .collect();
+        report::final_state(&self.schema, remote.as_ref(), &caches)
+    }
+}
+
+/// Fresh starting files per (engine, replica count), made once per process.
+static TEMPLATES: std::sync::Mutex<std::collections::BTreeMap<(String, usize), tempfile::TempDir>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+/// Copies the fresh starting files of `n` replicas into `dir`, making them
+/// first if needed.
+fn copy_template(subject: &dyn Subject, n: usize, dir: &Path) -> Result<bool, String> {
+    let mut templates = TEMPLATES
+        .lock()
+        .map_err(|_| "a template builder panicked".to_string())?;
+    let key = (subject.name(), n);
+    if !templates.contains_key(&key) {
+        let template = tempfile::Builder::new()
+            .prefix("syncgate-template-")
+            .tempdir_in(dir.parent().unwrap_or(dir))
+            .map_err(|e| e.to_string())?;
+        for r in 0..n {
+            let spec = OpenSpec {
+                replica: r,
+                replicas: n,
+                cache: template.path().join(format!("replica{r}.db")),
+                remote: template.path().join("remote.db"),
+                create_remote: r == 0,
+                fresh: true,
+                clock_ms: T0_MS,
+            };
+            drop(subject.open_replica(&spec)?);
+        }
+        templates.insert(key.clone(), template);
+    }
+    let template = &templates[&key];
+    for entry in std::fs::read_dir(template.path()).map_err(|e| e.to_string())? {
+        let entry = entry.map_err(|e| e.to_string())?;
+        std::fs::copy(entry.path(), dir.join(entry.file_name())).map_err(|e| e.to_string())?;
+    }
+    Ok(true)
+}
+
+fn crash_point(at: CrashAt) -> CrashPoint {
+    match at {
+        CrashAt::BeforeRemoteCommit => CrashPoint::PushBeforeRemoteCommit,
+        CrashAt::AfterRemoteCommit => CrashPoint::PushAfterRemoteCommit,
+        CrashAt::BeforeLocalCommit => CrashPoint::PullBeforeLocalCommit,
+    }
+}
+
+/// A step on a down replica: under the profile the model must say so too.
+fn down_agrees(model_says_down: Option<bool>) -> Verdict {
+    match model_says_down {
+        Some(false) => Err(Violation::new(
+            Invariant::OutcomeAgreement,
+            "the replica is down, but the model says it is up",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// An answer outside the vocabulary, as the contract names it.
+fn engine_violation<T: std::fmt::Debug>(what: &str, answer: &Answer<T>) -> Violation {
+    match answer {
+        Answer::Broken(why) => Violation::new(Invariant::ProtocolViolated, format!("{what}: {why}")),
+        Answer::Crashed => Violation::new(
+            Invariant::ProtocolViolated,
+            format!("{what}: the engine stopped without a crash point armed"),
+        ),
+        other => Violation::new(Invariant::EngineFailed, format!("{what}: {}", show_failure(other))),
+    }
+}
+
+fn show_failure<T: std::fmt::Debug>(answer: &Answer<T>) -> String {
+    match answer {
+        Answer::Ok(t) => format!("ok {t:?}"),
+        Answer::Refused(class, msg) => format!("refused {class:?}: {msg}"),
+        Answer::Failed(class, msg) => format!("failed {class:?}: {msg}"),
+        Answer::Crashed => "crashed".into(),
+        Answer::Error(e) => format!("error {e}"),
+        Answer::Broken(e) => format!("broke the protocol: {e}"),
+    }
+}
+
+fn refusal_class(r: model::WriteRefusal) -> Option<RefusalClass> {
+    Some(match r {
+        model::WriteRefusal::Down => return None,
+        model::WriteRefusal::Busy => RefusalClass::Busy,
+        model::WriteRefusal::IdOutsideReplica => RefusalClass::IdOutsideReplica,
+        model::WriteRefusal::IdTaken => RefusalClass::IdTaken,
+        model::WriteRefusal::IdDeleted => RefusalClass::IdDeleted,
+        model::WriteRefusal::NaturalKeyTaken => RefusalClass::NaturalKeyTaken,
+        model::WriteRefusal::ParentMissing => RefusalClass::ParentMissing,
+        model::WriteRefusal::RowNotFound => RefusalClass::RowNotFound,
+        model::WriteRefusal::KeyImmutable => RefusalClass::KeyImmutable,
+    })
+}
+
+/// Profile: the write's answer equals the model's.
+fn write_agrees(
+    r: usize,
+    expected: &Result<Vec<i64>, model::WriteRefusal>,
+    answer: &Answer<Vec<i64>>,
+    shown: &str,
+) -> Verdict {
+    let agrees = match (expected, answer) {
+        (Ok(e), Answer::Ok(a)) => e == a,
+        (Err(e), Answer::Refused(class, _)) => refusal_class(*e) == Some(*class),
+        _ => false,
+    };
+    if agrees {
+        Ok(())
+    } else {
+        Err(Violation::new(
+            Invariant::OutcomeAgreement,
+            format!("r{r} write: model says {expected:?}, engine says {shown}"),
+        ))
+    }
+}
+
+/// Profile: the sync's answer equals the model's.
+fn sync_agrees(
+    r: usize,
+    kind: SyncKind,
+    expected: &Result<model::SyncReport, model::SyncFailure>,
+    answer: &Answer<SyncReport>,
+    shown: &str,
+) -> Verdict {
+    let agrees = match (expected, answer) {
+        (Ok(e), Answer::Ok(a)) => (e.pushed, e.pulled, e.conflicts) == (a.pushed, a.pulled, a.conflicts),
+        (Err(model::SyncFailure::Busy), Answer::Failed(SyncFailureClass::Busy, _)) => true,
+        (Err(model::SyncFailure::ClockDrift), Answer::Failed(SyncFailureClass::ClockDrift, _)) => true,
+        (Err(model::SyncFailure::Crashed), Answer::Crashed) => true,
+        _ => false,
+    };
+    if agrees {
+        Ok(())
+    } else {
+        Err(Violation::new(
+            Invariant::OutcomeAgreement,
+            format!("r{r} {}: model says {expected:?}, engine says {shown}", kind_name(kind)),
+        ))
+    }
+}
+
+/// Contract: a sync may fail busy (the harness holds locks), on clock drift,
+/// or at an armed crash point; any other failure is one.
+fn sync_in_contract(r: usize, kind: SyncKind, answer: &Answer<SyncReport>, crash_armed: bool) -> Verdict {
+    let what = format!("r{r} {}", kind_name(kind));
+    match answer {
+        Answer::Ok(_) | Answer::Failed(SyncFailureClass::Busy | SyncFailureClass::ClockDrift, _) => Ok(()),
+        Answer::Crashed if crash_armed => Ok(()),
+        Answer::Failed(_, msg) | Answer::Error(msg) if is_constraint_failure(msg) => Err(Violation::new(
+            Invariant::Integrity,
+            format!("{what} failed with a constraint violation: {msg}"),
+        )),
+        other => Err(engine_violation(&what, other)),
+    }
+}
+
+fn is_constraint_failure(msg: &str) -> bool {
+    let m = msg.to_ascii_lowercase();
+    m.contains("constraint") || m.contains("unique") || m.contains("foreign key")
+}
+
+pub fn kind_name(kind: SyncKind) -> &'static str {
+    match kind {
+        SyncKind::Push => "push",
+        SyncKind::Pull => "pull",
+        SyncKind::Full => "sync",
+    }
+}
+
+pub fn crash_name(at: CrashAt) -> &'static str {
+    match at {
+        CrashAt::BeforeRemoteCommit => "before remote commit",
+        CrashAt::AfterRemoteCommit => "after remote commit",
+        CrashAt::BeforeLocalCommit => "mid-pull before local commit",
+    }
+}
+
+pub fn lock_name(lock: LockKind) -> &'static str {
+    match lock {
+        LockKind::Shared => "read",
+        LockKind::Reserved => "write",
+        LockKind::Exclusive => "exclusive",
+    }
+}

@@ -1,0 +1,123 @@
+//! The one seam every engine under test goes through.
+//!
+//! The runner speaks to an engine only in the protocol's vocabulary
+//! (`syncgate-protocol`): writes as [`Op`]s by table and column name, syncs,
+//! `pending`, the clock and crash points. [`reference`] runs the reference
+//! engine (and its mutants) in this process; [`process`] runs any engine
+//! behind an `exec:` command over JSON lines (`PROTOCOL.md`). Everything the
+//! harness reads or locks itself goes through `crate::places`, never
+//! through the engine.
+
+pub mod process;
+pub mod reference;
+
+use std::path::PathBuf;
+
+pub use syncgate_protocol::{
+    Capabilities, CrashPoint, InitOk, Op, Policies, RefusalClass, SyncFailureClass, SyncReport, Value,
+};
+
+use crate::scenario::SyncKind;
+
+/// How an engine answered a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Answer<T> {
+    Ok(T),
+    /// A write refused, with the engine's class and message.
+    Refused(RefusalClass, String),
+    /// A sync that failed, with the engine's class and message.
+    Failed(SyncFailureClass, String),
+    /// The replica stopped at the armed crash point (its process is gone).
+    Crashed,
+    /// The engine answered with an error outside the protocol's vocabulary
+    /// (`error`), or the in-process engine failed unexpectedly.
+    Error(String),
+    /// The engine broke the protocol: no answer in time, a line that is not
+    /// a reply, an exit outside a crash point. Carries the engine's log tail.
+    Broken(String),
+}
+
+impl<T> Answer<T> {
+    /// The same non-`Ok` answer for another payload type.
+    pub fn cast<U>(self) -> Result<T, Answer<U>> {
+        match self {
+            Answer::Ok(t) => Ok(t),
+            Answer::Refused(c, m) => Err(Answer::Refused(c, m)),
+            Answer::Failed(c, m) => Err(Answer::Failed(c, m)),
+            Answer::Crashed => Err(Answer::Crashed),
+            Answer::Error(e) => Err(Answer::Error(e)),
+            Answer::Broken(e) => Err(Answer::Broken(e)),
+        }
+    }
+}
+
+/// What the runner needs to start one replica.
+#[derive(Clone, Debug)]
+pub struct OpenSpec {
+    pub replica: usize,
+    pub replicas: usize,
+    pub cache: PathBuf,
+    pub remote: PathBuf,
+    /// The remote does not exist yet: the engine creates it.
+    pub create_remote: bool,
+    /// The first start of this replica in the case.
+    pub fresh: bool,
+    pub clock_ms: i64,
+}
+
+/// An engine under test.
+pub trait Subject: Sync {
+    /// The name reports and `--engine` use.
+    fn name(&self) -> String;
+    /// Whether a case's starting files (the remote and each replica's
+    /// cache, as `remote.db` and `replicaN.db`) may be made once and copied
+    /// for every case; copying skips the schema setup that otherwise
+    /// dominates short cases. Only for engines whose files do not depend on
+    /// anything but the replica count.
+    fn files_are_copyable(&self) -> bool {
+        false
+    }
+    /// Starts one replica (new, or restarted from its files) and returns it
+    /// with its handshake answer.
+    fn open_replica(&self, spec: &OpenSpec) -> Result<(Box<dyn SubjectReplica>, InitOk), String>;
+}
+
+/// One running replica of a subject.
+pub trait SubjectReplica {
+    /// One local transaction: the ids each insert minted, in order.
+    fn write(&mut self, ops: &[Op]) -> Answer<Vec<i64>>;
+    fn sync(&mut self, kind: SyncKind) -> Answer<SyncReport>;
+    fn pending(&mut self) -> Answer<u64>;
+    fn set_clock(&mut self, ms: i64) -> Answer<()>;
+    fn arm_crash(&mut self, point: CrashPoint) -> Answer<()>;
+    fn mint_id(&mut self, table: &str) -> Answer<i64>;
+    /// Busy retries so far, where the engine can tell (an event).
+    fn busy_retries(&self) -> u64 {
+        0
+    }
+    /// The last lines the engine logged, shown with a failure.
+    fn log_tail(&self) -> String {
+        String::new()
+    }
+}
+
+/// An engine checked by the contract alone, even if it declares the
+/// reference profile (its handshake's `profile` is dropped): shows which
+/// bugs the contract catches without the model.
+pub struct ContractOnly(pub Box<dyn Subject>);
+
+impl Subject for ContractOnly {
+    fn name(&self) -> String {
+        self.0.name()
+    }
+
+    fn files_are_copyable(&self) -> bool {
+        self.0.files_are_copyable()
+    }
+
+    fn open_replica(&self, spec: &OpenSpec) -> Result<(Box<dyn SubjectReplica>, InitOk), String> {
+        let (replica, mut init_ok) = self.0.open_replica(spec)?;
+        init_ok.capabilities.profile = None;
+        Ok((replica, init_ok))
+    }
+}

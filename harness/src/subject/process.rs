@@ -1,0 +1,336 @@
+//! Any engine, in any language, behind an `exec:` command: one process per
+//! replica speaking JSON lines on stdin/stdout (`PROTOCOL.md`).
+//!
+//! A bad engine gets a clear answer, never a hang or a false pass: a process
+//! that does not answer within the request timeout is killed, a line that is
+//! not a reply or an exit outside an armed crash point is
+//! [`Answer::Broken`], and every such answer carries the tail of the
+//! process's stderr.
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use syncgate_protocol::{Envelope, Init, InitOk, RemoteLocation, Reply, Request, Response, VERSION};
+
+use super::reference::{expect, sync_request};
+use super::{Answer, CrashPoint, Op, OpenSpec, Subject, SubjectReplica, SyncReport};
+use crate::scenario::SyncKind;
+
+/// Lines of an engine's stderr kept for failure reports.
+pub const LOG_TAIL_LINES_MAX: usize = 40;
+/// Default bound on the answer to one request.
+pub const REQUEST_TIMEOUT_MS_DEFAULT: u64 = 10_000;
+
+/// An engine started by a shell command, one process per replica.
+pub struct ProcessEngine {
+    command: String,
+    timeout: Duration,
+    schema: syncgate_protocol::Schema,
+}
+
+impl ProcessEngine {
+    pub fn new(command: &str, timeout_ms: u64) -> ProcessEngine {
+        ProcessEngine {
+            command: command.to_string(),
+            timeout: Duration::from_millis(timeout_ms),
+            schema: crate::schema::protocol_schema(),
+        }
+    }
+}
+
+impl Subject for ProcessEngine {
+    fn name(&self) -> String {
+        format!("exec:{}", self.command)
+    }
+
+    fn open_replica(&self, spec: &OpenSpec) -> Result<(Box<dyn SubjectReplica>, InitOk), String> {
+        let mut process = Process::spawn(&self.command, self.timeout)?;
+        let init = Init {
+            protocol: VERSION,
+            replica: spec.replica,
+            replicas: spec.replicas,
+            cache: spec.cache.display().to_string(),
+            remote: RemoteLocation::Sqlite {
+                path: spec.remote.display().to_string(),
+            },
+            create_remote: spec.create_remote,
+            fresh: spec.fresh,
+            schema: self.schema.clone(),
+            clock_ms: spec.clock_ms,
+        };
+        let answer = process.request(Request::Init(init));
+        let ok = match expect(answer, "init", |r| match r {
+            Response::InitOk(ok) => Some(ok),
+            _ => None,
+        }) {
+            Answer::Ok(ok) => ok,
+            other => {
+                return Err(format!(
+                    "the handshake with `{}` failed: {}{}",
+                    self.command,
+                    describe(&other),
+                    process.log_tail_block()
+                ))
+            }
+        };
+        if ok.protocol != VERSION {
+            return Err(format!(
+                "`{}` speaks protocol version {}, this syncgate speaks {VERSION}: update the adapter or syncgate",
+                self.command, ok.protocol
+            ));
+        }
+        Ok((Box::new(process), ok))
+    }
+}
+
+/// A one-line description of a non-`Ok` answer.
+fn describe<T: std::fmt::Debug>(answer: &Answer<T>) -> String {
+    match answer {
+        Answer::Ok(t) => format!("{t:?}"),
+        Answer::Refused(c, m) => format!("refused ({c:?}): {m}"),
+        Answer::Failed(c, m) => format!("failed ({c:?}): {m}"),
+        Answer::Crashed => "crashed".into(),
+        Answer::Error(e) | Answer::Broken(e) => e.clone(),
+    }
+}
+
+/// One engine process.
+struct Process {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<Option<String>>,
+    log: Arc<Mutex<VecDeque<String>>>,
+    next_msg_id: u64,
+    crash_armed: bool,
+    timeout: Duration,
+    /// Set once the process broke the protocol; every later request fails.
+    broken: Option<String>,
+}
+
+impl Process {
+    fn spawn(command: &str, timeout: Duration) -> Result<Process, String> {
+        let mut child = Command::new("/bin/sh")
+            .arg("-c")
+            .arg(format!("exec {command}"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start `{command}` with /bin/sh: {e}"))?;
+        let stdout = child.stdout.take().ok_or("no stdout pipe")?;
+        let stderr = child.stderr.take().ok_or("no stderr pipe")?;
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                match line {
+                    Ok(line) => {
+                        if tx.send(Some(line)).is_err() {
+                            return;
+                        }
+                    }
+                    Err(_) => break,
+                }
+            }
+            let _ = tx.send(None);
+        });
+        let log = Arc::new(Mutex::new(VecDeque::new()));
+        let log_writer = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(mut log) = log_writer.lock() {
+                    if log.len() == LOG_TAIL_LINES_MAX {
+                        log.pop_front();
+                    }
+                    log.push_back(line);
+                }
+            }
+        });
+        Ok(Process {
+            stdin: child.stdin.take(),
+            child,
+            lines,
+            log,
+            next_msg_id: 0,
+            crash_armed: false,
+            timeout,
+            broken: None,
+        })
+    }
+
+    fn log_tail_block(&self) -> String {
+        let tail = self.log_tail();
+        if tail.is_empty() {
+            String::new()
+        } else {
+            format!("\n  engine stderr (last lines):\n{tail}")
+        }
+    }
+
+    /// Sends one request and waits for its reply.
+    fn request(&mut self, body: Request) -> Answer<Response> {
+        if let Some(why) = &self.broken {
+            return Answer::Broken(format!("the process broke the protocol earlier: {why}"));
+        }
+        let name = body.name();
+        let is_sync = matches!(body, Request::Push | Request::Pull | Request::Sync);
+        let crash_expected = is_sync && self.crash_armed;
+        if is_sync {
+            self.crash_armed = false;
+        }
+        let msg_id = self.next_msg_id;
+        self.next_msg_id += 1;
+        let text = match serde_json::to_string(&Envelope { msg_id, body }) {
+            Ok(text) => text,
+            Err(e) => return Answer::Error(format!("cannot encode a {name} request: {e}")),
+        };
+        let sent = self
+            .stdin
+            .as_mut()
+            .map(|stdin| writeln!(stdin, "{text}").and_then(|()| stdin.flush()));
+        if !matches!(sent, Some(Ok(()))) {
+            return self.exited(name, crash_expected);
+        }
+        match self.lines.recv_timeout(self.timeout) {
+            Ok(Some(line)) => self.parse(&line, msg_id, name),
+            Ok(None) | Err(RecvTimeoutError::Disconnected) => self.exited(name, crash_expected),
+            Err(RecvTimeoutError::Timeout) => {
+                let _ = self.child.kill();
+                self.broke(format!(
+                    "no answer within {} ms to a {name} request (process killed; raise --request-timeout-ms if the engine is just slow)",
+                    self.timeout.as_millis()
+                ))
+            }
+        }
+    }
+
+    fn parse(&mut self, line: &str, msg_id: u64, name: &str) -> Answer<Response> {
+        let reply: Reply<Response> = match serde_json::from_str(line) {
+            Ok(reply) => reply,
+            Err(e) => {
+                let shown: String = line.chars().take(200).collect();
+                return self.broke(format!(
+                    "printed a line that is not a protocol reply to a {name} request: {shown:?} ({e}); stdout belongs to the protocol, log to stderr"
+                ));
+            }
+        };
+        if reply.in_reply_to != msg_id {
+            return self.broke(format!(
+                "answered in_reply_to {} to request {msg_id} ({name})",
+                reply.in_reply_to
+            ));
+        }
+        match reply.body {
+            Response::Error { code, message } => Answer::Error(format!("{code:?}: {message}")),
+            Response::Refused { class, message } => Answer::Refused(class, message),
+            Response::SyncFailed { class, message } => Answer::Failed(class, message),
+            other => Answer::Ok(other),
+        }
+    }
+
+    /// The process closed stdout: a crash if one was armed for this sync,
+    /// else a protocol violation.
+    fn exited(&mut self, name: &str, crash_expected: bool) -> Answer<Response> {
+        let status = self.wait_for_exit();
+        if crash_expected {
+            self.broken = Some("it stopped at a crash point".into());
+            return Answer::Crashed;
+        }
+        self.broke(format!(
+            "exited ({status}) outside a crash point, while answering a {name} request"
+        ))
+    }
+
+    fn wait_for_exit(&mut self) -> String {
+        // The process closed stdout; give it the request timeout to exit.
+        let mut waited = Duration::ZERO;
+        let step = Duration::from_millis(2);
+        while waited < self.timeout {
+            match self.child.try_wait() {
+                Ok(Some(status)) => return status.to_string(),
+                Ok(None) => {}
+                Err(e) => return format!("cannot tell: {e}"),
+            }
+            std::thread::sleep(step);
+            waited += step;
+        }
+        let _ = self.child.kill();
+        "still running with stdout closed; killed".into()
+    }
+
+    fn broke(&mut self, why: String) -> Answer<Response> {
+        // Let the stderr reader catch up with what the process said last.
+        std::thread::sleep(Duration::from_millis(20));
+        let full = format!("{why}{}", self.log_tail_block());
+        self.broken = Some(why);
+        Answer::Broken(full)
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        // Close stdin first (a polite end), then SIGKILL: nothing in memory
+        // survives, as in production.
+        drop(self.stdin.take());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl SubjectReplica for Process {
+    fn write(&mut self, ops: &[Op]) -> Answer<Vec<i64>> {
+        let answer = self.request(Request::Write { ops: ops.to_vec() });
+        expect(answer, "write", |r| match r {
+            Response::WriteOk { ids } => Some(ids),
+            _ => None,
+        })
+    }
+
+    fn sync(&mut self, kind: SyncKind) -> Answer<SyncReport> {
+        let answer = self.request(sync_request(kind));
+        expect(answer, "sync", |r| match r {
+            Response::SyncOk(report) => Some(report),
+            _ => None,
+        })
+    }
+
+    fn pending(&mut self) -> Answer<u64> {
+        let answer = self.request(Request::Pending);
+        expect(answer, "pending", |r| match r {
+            Response::PendingOk { pending } => Some(pending),
+            _ => None,
+        })
+    }
+
+    fn set_clock(&mut self, ms: i64) -> Answer<()> {
+        let answer = self.request(Request::SetClock { ms });
+        expect(answer, "set_clock", |r| matches!(r, Response::SetClockOk).then_some(()))
+    }
+
+    fn arm_crash(&mut self, point: CrashPoint) -> Answer<()> {
+        let answer = self.request(Request::ArmCrash { point });
+        let answer = expect(answer, "arm_crash", |r| matches!(r, Response::ArmCrashOk).then_some(()));
+        if answer == Answer::Ok(()) {
+            self.crash_armed = true;
+        }
+        answer
+    }
+
+    fn mint_id(&mut self, table: &str) -> Answer<i64> {
+        let answer = self.request(Request::MintId { table: table.into() });
+        expect(answer, "mint_id", |r| match r {
+            Response::MintIdOk { id } => Some(id),
+            _ => None,
+        })
+    }
+
+    fn log_tail(&self) -> String {
+        self.log
+            .lock()
+            .map(|log| log.iter().map(|l| format!("    {l}\n")).collect())
+            .unwrap_or_default()
+    }
+}

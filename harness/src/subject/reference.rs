@@ -1,0 +1,159 @@
+//! The reference engine (and its mutants) run in the harness's own process,
+//! through the same request handler as its protocol adapter: the fast path
+//! for the gate on the reference engine.
+
+use syncgate_engine::Mutant;
+use syncgate_protocol::{Init, InitOk, RemoteLocation, Request, Response, VERSION};
+use syncgate_reference_adapter::{init_ok, CrashMode, Handled, Options, ReferenceAdapter};
+
+use super::{Answer, CrashPoint, Op, OpenSpec, Subject, SubjectReplica, SyncReport};
+use crate::scenario::SyncKind;
+
+/// The reference engine, optionally with one planted bug or an incidental
+/// variation.
+pub struct ReferenceEngine {
+    pub options: Options,
+    schema: syncgate_protocol::Schema,
+}
+
+impl ReferenceEngine {
+    pub fn new() -> ReferenceEngine {
+        ReferenceEngine::with(Options::default())
+    }
+
+    /// The reference engine with one planted bug.
+    pub fn mutant(mutant: Mutant) -> ReferenceEngine {
+        ReferenceEngine::with(Options {
+            mutant: Some(mutant),
+            ..Options::default()
+        })
+    }
+
+    pub fn with(options: Options) -> ReferenceEngine {
+        ReferenceEngine {
+            options,
+            schema: crate::schema::protocol_schema(),
+        }
+    }
+}
+
+impl Default for ReferenceEngine {
+    fn default() -> Self {
+        ReferenceEngine::new()
+    }
+}
+
+impl Subject for ReferenceEngine {
+    fn name(&self) -> String {
+        self.options.engine_name()
+    }
+
+    fn files_are_copyable(&self) -> bool {
+        true
+    }
+
+    fn open_replica(&self, spec: &OpenSpec) -> Result<(Box<dyn SubjectReplica>, InitOk), String> {
+        let init = Init {
+            protocol: VERSION,
+            replica: spec.replica,
+            replicas: spec.replicas,
+            cache: spec.cache.display().to_string(),
+            remote: RemoteLocation::Sqlite {
+                path: spec.remote.display().to_string(),
+            },
+            create_remote: spec.create_remote,
+            fresh: spec.fresh,
+            schema: self.schema.clone(),
+            clock_ms: spec.clock_ms,
+        };
+        let adapter = ReferenceAdapter::open(&init, &self.options, CrashMode::Error)?;
+        Ok((Box::new(InProcess { adapter }), init_ok(&self.options)))
+    }
+}
+
+struct InProcess {
+    adapter: ReferenceAdapter,
+}
+
+impl InProcess {
+    fn ask(&mut self, request: &Request) -> Answer<Response> {
+        match self.adapter.handle(request) {
+            Handled::Crashed => Answer::Crashed,
+            Handled::Reply(Response::Error { code, message }) => Answer::Error(format!("{code:?}: {message}")),
+            Handled::Reply(Response::Refused { class, message }) => Answer::Refused(class, message),
+            Handled::Reply(Response::SyncFailed { class, message }) => Answer::Failed(class, message),
+            Handled::Reply(other) => Answer::Ok(other),
+        }
+    }
+}
+
+/// The payload of a reply of the expected type, or `Broken` naming both.
+pub(crate) fn expect<T>(answer: Answer<Response>, wanted: &str, take: impl FnOnce(Response) -> Option<T>) -> Answer<T> {
+    match answer.cast::<T>() {
+        Err(other) => other,
+        Ok(response) => {
+            let got = response.name();
+            match take(response) {
+                Some(t) => Answer::Ok(t),
+                None => Answer::Broken(format!("answered {got} to a {wanted} request")),
+            }
+        }
+    }
+}
+
+impl SubjectReplica for InProcess {
+    fn write(&mut self, ops: &[Op]) -> Answer<Vec<i64>> {
+        let answer = self.ask(&Request::Write { ops: ops.to_vec() });
+        expect(answer, "write", |r| match r {
+            Response::WriteOk { ids } => Some(ids),
+            _ => None,
+        })
+    }
+
+    fn sync(&mut self, kind: SyncKind) -> Answer<SyncReport> {
+        let answer = self.ask(&sync_request(kind));
+        expect(answer, "sync", |r| match r {
+            Response::SyncOk(report) => Some(report),
+            _ => None,
+        })
+    }
+
+    fn pending(&mut self) -> Answer<u64> {
+        let answer = self.ask(&Request::Pending);
+        expect(answer, "pending", |r| match r {
+            Response::PendingOk { pending } => Some(pending),
+            _ => None,
+        })
+    }
+
+    fn set_clock(&mut self, ms: i64) -> Answer<()> {
+        let answer = self.ask(&Request::SetClock { ms });
+        expect(answer, "set_clock", |r| matches!(r, Response::SetClockOk).then_some(()))
+    }
+
+    fn arm_crash(&mut self, point: CrashPoint) -> Answer<()> {
+        let answer = self.ask(&Request::ArmCrash { point });
+        expect(answer, "arm_crash", |r| matches!(r, Response::ArmCrashOk).then_some(()))
+    }
+
+    fn mint_id(&mut self, table: &str) -> Answer<i64> {
+        let answer = self.ask(&Request::MintId { table: table.into() });
+        expect(answer, "mint_id", |r| match r {
+            Response::MintIdOk { id } => Some(id),
+            _ => None,
+        })
+    }
+
+    fn busy_retries(&self) -> u64 {
+        self.adapter.busy_retries()
+    }
+}
+
+/// The protocol request for a sync step.
+pub(crate) fn sync_request(kind: SyncKind) -> Request {
+    match kind {
+        SyncKind::Push => Request::Push,
+        SyncKind::Pull => Request::Pull,
+        SyncKind::Full => Request::Sync,
+    }
+}

@@ -1,0 +1,313 @@
+//! Each contract property fires on a small hand-made history, and stays
+//! quiet on the correct version of the same history (so no check here can
+//! pass by never firing).
+
+use syncgate::check::contract::{
+    check_converged, check_final, check_integrity, check_not_resurrected, check_read_your_writes, Expect,
+};
+use syncgate::check::Invariant;
+use syncgate::history::{History, WriteKind, WriteRecord};
+use syncgate_model::{test_schema, Rows, Tables, Value};
+use syncgate_protocol::{DeletePolicy, MergePolicy, NaturalKeyPolicy, Policies};
+
+const DOMAINS: usize = 0;
+const HOSTS: usize = 1;
+const RECORDS: usize = 2;
+
+fn policies(merge: MergePolicy) -> Policies {
+    Policies {
+        merge,
+        delete: DeletePolicy::DeleteWins,
+        natural_keys: NaturalKeyPolicy::Merge,
+        explicit_ids: false,
+    }
+}
+
+fn t(s: &str) -> Value {
+    Value::Text(s.into())
+}
+
+fn tables(rows: &[(usize, i64, Vec<Value>)]) -> Tables {
+    let mut out: Tables = vec![Rows::new(); 3];
+    for (table, id, values) in rows {
+        out[*table].insert(*id, values.clone());
+    }
+    out
+}
+
+fn write(replica: usize, step: usize, table: usize, id: i64, kind: WriteKind, set: Vec<(usize, Value)>) -> WriteRecord {
+    let key = if table == DOMAINS {
+        set.iter().find(|(c, _)| *c == 0).map(|(_, v)| v.clone())
+    } else {
+        None
+    };
+    WriteRecord {
+        n: 0,
+        replica,
+        step,
+        seq: 0,
+        table,
+        id,
+        kind,
+        set,
+        key,
+        cascade: Vec::new(),
+        knew: Vec::new(),
+        outside: false,
+        image: None,
+    }
+}
+
+fn host_insert(replica: usize, step: usize, id: i64, hostname: &str) -> WriteRecord {
+    write(
+        replica,
+        step,
+        HOSTS,
+        id,
+        WriteKind::Insert,
+        vec![(0, t(hostname)), (1, t("ip"))],
+    )
+}
+
+fn host_update(replica: usize, step: usize, id: i64, hostname: &str) -> WriteRecord {
+    write(replica, step, HOSTS, id, WriteKind::Update, vec![(0, t(hostname))])
+}
+
+fn failing(result: Result<(), syncgate::check::Violation>) -> (Invariant, String) {
+    let v = result.expect_err("the check must fire");
+    (v.invariant, v.detail)
+}
+
+/// r0 inserts host 1 and pushes; r1 pulls and renames it (w2); r1 pushes.
+fn rename_after_pull() -> History {
+    let mut h = History::new(2);
+    h.record(host_insert(0, 1, 1, "a.w1"));
+    h.pushed_all(2, 0);
+    h.pulled(3, 1);
+    h.record(host_update(1, 4, 1, "b.w2"));
+    h.pushed_all(5, 1);
+    h
+}
+
+#[test]
+fn no_lost_write_names_the_write_that_causally_follows() {
+    let h = rename_after_pull();
+    let schema = test_schema();
+    let good = tables(&[(HOSTS, 1, vec![t("b.w2"), t("ip")])]);
+    assert_eq!(check_final(&schema, &h, &policies(MergePolicy::Column), &good), Ok(()));
+    // Wall-clock last-writer-wins with r0's clock ahead picks w1.
+    let lost = tables(&[(HOSTS, 1, vec![t("a.w1"), t("ip")])]);
+    let (invariant, detail) = failing(check_final(&schema, &h, &policies(MergePolicy::Column), &lost));
+    assert_eq!(invariant, Invariant::NoLostWrite);
+    assert!(
+        detail.contains("w2 on r1 causally follows w1 on r0 (r0 pushed at step 2, r1 pulled at step 3)"),
+        "{detail}"
+    );
+}
+
+#[test]
+fn concurrent_writes_may_end_either_way() {
+    // No pull between them: neither follows the other, both outcomes pass.
+    let mut h = History::new(2);
+    h.record(host_insert(0, 1, 1, "a.w1"));
+    h.pushed_all(2, 0);
+    h.pulled(3, 1);
+    h.record(host_update(0, 4, 1, "x.w2"));
+    h.record(host_update(1, 5, 1, "y.w3"));
+    let schema = test_schema();
+    for name in ["x.w2", "y.w3"] {
+        let end = tables(&[(HOSTS, 1, vec![t(name), t("ip")])]);
+        assert_eq!(
+            check_final(&schema, &h, &policies(MergePolicy::Column), &end),
+            Ok(()),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn no_lost_write_fires_for_a_row_that_never_arrived() {
+    let mut h = History::new(1);
+    h.record(host_insert(0, 1, 7, "a.w1"));
+    let schema = test_schema();
+    let (invariant, detail) = failing(check_final(&schema, &h, &policies(MergePolicy::Column), &tables(&[])));
+    assert_eq!(invariant, Invariant::NoLostWrite);
+    assert!(detail.contains("w1 on r0 inserted hosts/7 at step 1"), "{detail}");
+}
+
+#[test]
+fn a_row_whose_parent_was_deleted_may_be_gone() {
+    let mut h = History::new(2);
+    h.record(write(
+        0,
+        1,
+        DOMAINS,
+        1,
+        WriteKind::Insert,
+        vec![(0, t("a.example")), (1, t("r.w1"))],
+    ));
+    h.record(write(
+        1,
+        2,
+        RECORDS,
+        9,
+        WriteKind::Insert,
+        vec![(0, Value::Int(1)), (1, t("A.w2"))],
+    ));
+    h.record(write(0, 3, DOMAINS, 1, WriteKind::Delete, vec![]));
+    let schema = test_schema();
+    assert_eq!(
+        check_final(&schema, &h, &policies(MergePolicy::Column), &tables(&[])),
+        Ok(())
+    );
+}
+
+#[test]
+fn no_clobber_fires_when_two_inserts_name_one_row() {
+    // Autoincrement ids: both replicas mint hosts/1; INSERT OR REPLACE keeps one.
+    let mut h = History::new(2);
+    h.record(host_insert(0, 1, 1, "a.w1"));
+    h.record(host_insert(1, 2, 1, "b.w2"));
+    let schema = test_schema();
+    let end = tables(&[(HOSTS, 1, vec![t("b.w2"), t("ip")])]);
+    let (invariant, detail) = failing(check_final(&schema, &h, &policies(MergePolicy::Row), &end));
+    assert_eq!(invariant, Invariant::NoClobber);
+    assert!(
+        detail.contains("w1 on r0 inserted hosts/1 at step 1 and w2 on r1 inserted hosts/1 at step 2"),
+        "{detail}"
+    );
+}
+
+#[test]
+fn no_resurrection_fires_for_a_deleted_row_at_the_end() {
+    let mut h = History::new(2);
+    h.record(host_insert(0, 1, 1, "a.w1"));
+    h.record(write(0, 2, HOSTS, 1, WriteKind::Delete, vec![]));
+    let schema = test_schema();
+    let end = tables(&[(HOSTS, 1, vec![t("a.w1"), t("ip")])]);
+    let (invariant, detail) = failing(check_final(&schema, &h, &policies(MergePolicy::Column), &end));
+    assert_eq!(invariant, Invariant::NoResurrection);
+    assert!(detail.contains("w2 on r0 at step 2 deleted it"), "{detail}");
+    // Per step too: the deleting replica never sees it again.
+    let (invariant, _) = failing(check_not_resurrected(
+        &schema,
+        "r0",
+        &h,
+        0,
+        &end,
+        &policies(MergePolicy::Column),
+    ));
+    assert_eq!(invariant, Invariant::NoResurrection);
+    assert_eq!(
+        check_final(&schema, &h, &policies(MergePolicy::Column), &tables(&[])),
+        Ok(())
+    );
+}
+
+#[test]
+fn row_level_engines_end_with_the_row_a_latest_write_left() {
+    let mut h = History::new(2);
+    let mut w1 = host_insert(0, 1, 1, "a.w1");
+    w1.image = Some(vec![t("a.w1"), t("ip")]);
+    h.record(w1);
+    h.pushed_all(2, 0);
+    h.pulled(3, 1);
+    let mut w2 = write(1, 4, HOSTS, 1, WriteKind::Update, vec![(1, t("ip.w2"))]);
+    w2.image = Some(vec![t("a.w1"), t("ip.w2")]);
+    h.record(w2);
+    let schema = test_schema();
+    let good = tables(&[(HOSTS, 1, vec![t("a.w1"), t("ip.w2")])]);
+    assert_eq!(check_final(&schema, &h, &policies(MergePolicy::Row), &good), Ok(()));
+    let stale = tables(&[(HOSTS, 1, vec![t("a.w1"), t("ip")])]);
+    let (invariant, detail) = failing(check_final(&schema, &h, &policies(MergePolicy::Row), &stale));
+    assert_eq!(invariant, Invariant::NoLostWrite);
+    assert!(
+        detail.contains("it is the row w1 left, but w2 on r1 causally follows w1 on r0"),
+        "{detail}"
+    );
+}
+
+#[test]
+fn a_natural_key_merge_carries_the_merged_rows_writes() {
+    // r0 and r1 insert a.example apart; r1's row merges into r0's and its
+    // registrar (written later, concurrently) wins.
+    let mut h = History::new(2);
+    h.record(write(
+        0,
+        1,
+        DOMAINS,
+        1,
+        WriteKind::Insert,
+        vec![(0, t("a.example")), (1, t("x.w1")), (2, Value::Null)],
+    ));
+    h.record(write(
+        1,
+        2,
+        DOMAINS,
+        2,
+        WriteKind::Insert,
+        vec![(0, t("a.example")), (1, t("y.w2")), (2, Value::Null)],
+    ));
+    let schema = test_schema();
+    let end = tables(&[(DOMAINS, 1, vec![t("a.example"), t("y.w2"), Value::Null])]);
+    assert_eq!(check_final(&schema, &h, &policies(MergePolicy::Column), &end), Ok(()));
+    let made_up = tables(&[(DOMAINS, 1, vec![t("a.example"), t("z.w9"), Value::Null])]);
+    let (invariant, _) = failing(check_final(&schema, &h, &policies(MergePolicy::Column), &made_up));
+    assert_eq!(invariant, Invariant::NoLostWrite);
+}
+
+#[test]
+fn read_your_writes_fires_when_the_cache_does_not_show_a_write() {
+    let schema = test_schema();
+    let expect = [Expect::Row {
+        table: HOSTS,
+        id: 1,
+        values: vec![(0, t("a.w1"))],
+    }];
+    let cache = tables(&[(HOSTS, 1, vec![t("a.w1"), t("ip")])]);
+    assert_eq!(check_read_your_writes(&schema, "r0", "w1", &expect, &cache), Ok(()));
+    let (invariant, detail) = failing(check_read_your_writes(&schema, "r0", "w1", &expect, &tables(&[])));
+    assert_eq!(invariant, Invariant::ReadYourWrites);
+    assert!(detail.contains("hosts/1 is not in the cache"), "{detail}");
+    let gone = [Expect::Gone { table: HOSTS, id: 1 }];
+    assert_eq!(
+        failing(check_read_your_writes(&schema, "r0", "w2", &gone, &cache)).0,
+        Invariant::ReadYourWrites
+    );
+}
+
+#[test]
+fn integrity_fires_on_a_duplicate_key_and_a_dangling_reference() {
+    let schema = test_schema();
+    let twice = tables(&[
+        (DOMAINS, 1, vec![t("a.example"), Value::Null, Value::Null]),
+        (DOMAINS, 2, vec![t("a.example"), Value::Null, Value::Null]),
+    ]);
+    assert_eq!(
+        failing(check_integrity(&schema, "remote", &twice)).0,
+        Invariant::Integrity
+    );
+    let dangling = tables(&[(RECORDS, 5, vec![Value::Int(1), t("A"), t("v")])]);
+    let (invariant, detail) = failing(check_integrity(&schema, "r1", &dangling));
+    assert_eq!(invariant, Invariant::Integrity);
+    assert!(
+        detail.contains("dns_records/5.domain_id references missing domains/1"),
+        "{detail}"
+    );
+}
+
+#[test]
+fn convergence_fires_when_a_replica_differs_from_the_remote() {
+    let schema = test_schema();
+    let remote = tables(&[(HOSTS, 1, vec![t("a.w1"), t("ip")])]);
+    assert_eq!(
+        check_converged(&schema, &[remote.clone(), remote.clone()], &remote),
+        Ok(())
+    );
+    let (invariant, detail) = failing(check_converged(&schema, &[remote.clone(), tables(&[])], &remote));
+    assert_eq!(invariant, Invariant::Convergence);
+    assert!(
+        detail.contains("hosts/1: the remote has (\"a.w1\", \"ip\"), r1 nothing"),
+        "{detail}"
+    );
+}

@@ -1,0 +1,432 @@
+//! The syncgate engine protocol, version 1: the messages between the harness
+//! and an engine adapter, one JSON object per line (see `PROTOCOL.md` at the
+//! root of the workspace, which is the normative text; these types follow it
+//! field by field).
+//!
+//! A Rust adapter reads [`Envelope<Request>`] lines from stdin and writes
+//! [`Reply<Response>`] lines to stdout. Unknown fields are ignored on both
+//! sides; an unknown request type is answered with [`Response::Error`].
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The protocol version this crate speaks.
+pub const VERSION: u32 = 1;
+
+/// A request with its number.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Envelope<T> {
+    pub msg_id: u64,
+    #[serde(flatten)]
+    pub body: T,
+}
+
+/// A reply with the number of the request it answers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Reply<T> {
+    pub in_reply_to: u64,
+    #[serde(flatten)]
+    pub body: T,
+}
+
+/// Everything the harness asks of an engine.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Request {
+    /// The handshake: always the first request of a process.
+    Init(Init),
+    /// One local transaction.
+    Write {
+        ops: Vec<Op>,
+    },
+    Push,
+    Pull,
+    /// A push, then a pull.
+    Sync,
+    Pending,
+    SetClock {
+        ms: i64,
+    },
+    ArmCrash {
+        point: CrashPoint,
+    },
+    MintId {
+        table: String,
+    },
+}
+
+impl Request {
+    /// The request's `type`, as it travels.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Request::Init(_) => "init",
+            Request::Write { .. } => "write",
+            Request::Push => "push",
+            Request::Pull => "pull",
+            Request::Sync => "sync",
+            Request::Pending => "pending",
+            Request::SetClock { .. } => "set_clock",
+            Request::ArmCrash { .. } => "arm_crash",
+            Request::MintId { .. } => "mint_id",
+        }
+    }
+}
+
+/// Everything an engine answers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Response {
+    InitOk(InitOk),
+    WriteOk { ids: Vec<i64> },
+    Refused { class: RefusalClass, message: String },
+    SyncOk(SyncReport),
+    SyncFailed { class: SyncFailureClass, message: String },
+    PendingOk { pending: u64 },
+    SetClockOk,
+    ArmCrashOk,
+    MintIdOk { id: i64 },
+    Error { code: ErrorCode, message: String },
+}
+
+impl Response {
+    /// The response's `type`, as it travels.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Response::InitOk(_) => "init_ok",
+            Response::WriteOk { .. } => "write_ok",
+            Response::Refused { .. } => "refused",
+            Response::SyncOk(_) => "sync_ok",
+            Response::SyncFailed { .. } => "sync_failed",
+            Response::PendingOk { .. } => "pending_ok",
+            Response::SetClockOk => "set_clock_ok",
+            Response::ArmCrashOk => "arm_crash_ok",
+            Response::MintIdOk { .. } => "mint_id_ok",
+            Response::Error { .. } => "error",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Init {
+    pub protocol: u32,
+    pub replica: usize,
+    pub replicas: usize,
+    pub cache: String,
+    pub remote: RemoteLocation,
+    /// The remote does not exist yet: create it before answering.
+    pub create_remote: bool,
+    /// The first start of this replica in the case (no cache file yet).
+    pub fresh: bool,
+    pub schema: Schema,
+    pub clock_ms: i64,
+}
+
+/// Where the remote is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum RemoteLocation {
+    Sqlite { path: String },
+}
+
+/// The declared synced tables. Every table also has `id INTEGER PRIMARY KEY`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Schema {
+    pub tables: Vec<Table>,
+    /// `CREATE TABLE` statements as the harness expects the tables.
+    #[serde(default)]
+    pub ddl: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Table {
+    pub name: String,
+    pub columns: Vec<Column>,
+    #[serde(default)]
+    pub natural_key: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Column {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: ColumnKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub references: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ColumnKind {
+    Integer,
+    Text,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InitOk {
+    pub protocol: u32,
+    pub engine: String,
+    pub capabilities: Capabilities,
+    pub policies: Policies,
+}
+
+/// What the harness may ask of an engine.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capabilities {
+    /// Accepts `set_clock` and reads time only from it.
+    pub clock: bool,
+    /// The crash points the engine can stop at.
+    #[serde(default)]
+    pub crash_points: Vec<CrashPoint>,
+    pub outside_writes: OutsideWrites,
+    #[serde(default = "default_outside_insert_ids")]
+    pub outside_insert_ids: OutsideInsertIds,
+    /// `Some(Reference)` promises the reference spec exactly.
+    #[serde(default)]
+    pub profile: Option<Profile>,
+}
+
+fn default_outside_insert_ids() -> OutsideInsertIds {
+    OutsideInsertIds::Sqlite
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutsideWrites {
+    Captured,
+    NotCaptured,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutsideInsertIds {
+    /// The harness asks `mint_id` first.
+    Engine,
+    /// SQLite chooses (an `INSERT` without an id).
+    Sqlite,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Profile {
+    Reference,
+}
+
+/// The rules an engine follows; the contract checks against them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Policies {
+    pub merge: MergePolicy,
+    pub delete: DeletePolicy,
+    pub natural_keys: NaturalKeyPolicy,
+    pub explicit_ids: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MergePolicy {
+    Column,
+    Row,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeletePolicy {
+    DeleteWins,
+    UpdateWins,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NaturalKeyPolicy {
+    Merge,
+    Refuse,
+}
+
+/// A named point inside a sync where an engine can be made to stop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CrashPoint {
+    PushBeforeRemoteCommit,
+    PushAfterRemoteCommit,
+    PullBeforeLocalCommit,
+}
+
+impl CrashPoint {
+    pub const ALL: [CrashPoint; 3] = [
+        CrashPoint::PushBeforeRemoteCommit,
+        CrashPoint::PushAfterRemoteCommit,
+        CrashPoint::PullBeforeLocalCommit,
+    ];
+}
+
+/// One operation of a write transaction.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Op {
+    Insert {
+        table: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<i64>,
+        values: BTreeMap<String, Value>,
+    },
+    Update {
+        table: String,
+        id: i64,
+        set: BTreeMap<String, Value>,
+    },
+    Delete {
+        table: String,
+        id: i64,
+    },
+}
+
+/// A column value: NULL, an integer, a string, or (in inserts) the id that
+/// an earlier insert of the same write request minted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Value {
+    Null,
+    Int(i64),
+    Text(String),
+    Ref {
+        #[serde(rename = "ref")]
+        op: usize,
+    },
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncReport {
+    pub pushed: u64,
+    pub pulled: u64,
+    pub conflicts: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RefusalClass {
+    IdOutsideReplica,
+    IdTaken,
+    IdDeleted,
+    NaturalKeyTaken,
+    ParentMissing,
+    RowNotFound,
+    KeyImmutable,
+    Busy,
+    Other,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncFailureClass {
+    Busy,
+    ClockDrift,
+    Unavailable,
+    Other,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    UnknownType,
+    Malformed,
+    Unsupported,
+    Internal,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip<T: Serialize + for<'de> Deserialize<'de> + PartialEq + std::fmt::Debug>(value: &T, text: &str) {
+        assert_eq!(serde_json::to_string(value).unwrap(), text);
+        assert_eq!(&serde_json::from_str::<T>(text).unwrap(), value);
+    }
+
+    #[test]
+    fn write_request_as_protocol_md_shows_it() {
+        let mut domain = BTreeMap::new();
+        domain.insert("name".to_string(), Value::Text("a.example".into()));
+        domain.insert("updated".to_string(), Value::Int(12));
+        let mut record = BTreeMap::new();
+        record.insert("domain_id".to_string(), Value::Ref { op: 0 });
+        record.insert("value".to_string(), Value::Null);
+        let request = Envelope {
+            msg_id: 4,
+            body: Request::Write {
+                ops: vec![
+                    Op::Insert {
+                        table: "domains".into(),
+                        id: None,
+                        values: domain,
+                    },
+                    Op::Insert {
+                        table: "dns_records".into(),
+                        id: Some(7),
+                        values: record,
+                    },
+                    Op::Delete {
+                        table: "hosts".into(),
+                        id: 3,
+                    },
+                ],
+            },
+        };
+        round_trip(
+            &request,
+            r#"{"msg_id":4,"type":"write","ops":[{"op":"insert","table":"domains","values":{"name":"a.example","updated":12}},{"op":"insert","table":"dns_records","id":7,"values":{"domain_id":{"ref":0},"value":null}},{"op":"delete","table":"hosts","id":3}]}"#,
+        );
+    }
+
+    #[test]
+    fn replies_carry_their_request_number() {
+        round_trip(
+            &Reply {
+                in_reply_to: 5,
+                body: Response::SyncOk(SyncReport {
+                    pushed: 1,
+                    pulled: 2,
+                    conflicts: 0,
+                }),
+            },
+            r#"{"in_reply_to":5,"type":"sync_ok","pushed":1,"pulled":2,"conflicts":0}"#,
+        );
+        round_trip(
+            &Reply {
+                in_reply_to: 6,
+                body: Response::Refused {
+                    class: RefusalClass::IdTaken,
+                    message: "taken".into(),
+                },
+            },
+            r#"{"in_reply_to":6,"type":"refused","class":"id_taken","message":"taken"}"#,
+        );
+        round_trip(
+            &Envelope {
+                msg_id: 1,
+                body: Request::Push,
+            },
+            r#"{"msg_id":1,"type":"push"}"#,
+        );
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored_and_defaults_fill_in() {
+        let text = r#"{"type":"init_ok","in_reply_to":0,"protocol":1,"engine":"x","future":true,
+            "capabilities":{"clock":false,"outside_writes":"not_captured"},
+            "policies":{"merge":"row","delete":"delete_wins","natural_keys":"refuse","explicit_ids":false}}"#;
+        let reply: Reply<Response> = serde_json::from_str(text).unwrap();
+        let Response::InitOk(ok) = reply.body else {
+            panic!("not init_ok: {reply:?}")
+        };
+        assert_eq!(ok.capabilities.crash_points, vec![]);
+        assert_eq!(ok.capabilities.outside_insert_ids, OutsideInsertIds::Sqlite);
+        assert_eq!(ok.capabilities.profile, None);
+        assert_eq!(ok.policies.merge, MergePolicy::Row);
+    }
+
+    #[test]
+    fn an_unknown_type_is_an_error_naming_it() {
+        let err = serde_json::from_str::<Envelope<Request>>(r#"{"msg_id":1,"type":"teleport"}"#).unwrap_err();
+        assert!(err.to_string().contains("teleport"), "{err}");
+    }
+}
