@@ -11,6 +11,8 @@ use serde::{Serialize, Serializer};
 pub enum Event {
     Busy,
     BusyRetry,
+    /// A push failed busy, and a later push of the same replica succeeded.
+    BusyThenPushed,
     CascadeDelete,
     ClockSkew,
     Conflict,
@@ -20,11 +22,17 @@ pub enum Event {
     CrashBeforeRemoteCommit,
     CrashMidPull,
     DeleteAbsorbedWrite,
+    /// A pull refused a stamp too far ahead (rule O4).
+    DriftRefused,
     DuplicatePushSkipped,
     IdCollisionRefused,
     MultiWriteTransaction,
     NaturalKeyMerge,
+    /// An update set a NULL column to a value, or a value to NULL.
+    NullTransition,
     OutsideWrite,
+    /// A pull brought more rows than one page of the drawn page size.
+    PageCut,
     Pulled,
     Pushed,
     RestartWithPending,
@@ -35,6 +43,7 @@ impl Event {
         match self {
             Event::Busy => "busy",
             Event::BusyRetry => "busy-retry",
+            Event::BusyThenPushed => "busy-then-pushed",
             Event::CascadeDelete => "cascade-delete",
             Event::ClockSkew => "clock-skew",
             Event::Conflict => "conflict",
@@ -44,11 +53,14 @@ impl Event {
             Event::CrashBeforeRemoteCommit => "crash-before-remote-commit",
             Event::CrashMidPull => "crash-mid-pull",
             Event::DeleteAbsorbedWrite => "delete-absorbed-write",
+            Event::DriftRefused => "drift-refused",
             Event::DuplicatePushSkipped => "duplicate-push-skipped",
             Event::IdCollisionRefused => "id-collision-refused",
             Event::MultiWriteTransaction => "multi-write-transaction",
             Event::NaturalKeyMerge => "natural-key-merge",
+            Event::NullTransition => "null-transition",
             Event::OutsideWrite => "outside-write",
+            Event::PageCut => "page-cut",
             Event::Pulled => "pulled",
             Event::Pushed => "pushed",
             Event::RestartWithPending => "restart-with-pending",
@@ -77,7 +89,7 @@ impl Serialize for Event {
 }
 
 /// Events every `check` run of enough cases must reach at least once.
-pub const REQUIRED_EVENTS: [Event; 12] = [
+pub const REQUIRED_EVENTS: [Event; 16] = [
     Event::ConflictWonLocally,
     Event::ConflictWonRemotely,
     Event::NaturalKeyMerge,
@@ -90,6 +102,10 @@ pub const REQUIRED_EVENTS: [Event; 12] = [
     Event::DeleteAbsorbedWrite,
     Event::MultiWriteTransaction,
     Event::OutsideWrite,
+    Event::PageCut,
+    Event::DriftRefused,
+    Event::NullTransition,
+    Event::BusyThenPushed,
 ];
 
 /// Counts per event.

@@ -38,6 +38,9 @@ pub struct CheckOptions {
     pub shrink_runs_max: usize,
     /// Stop at the first failing batch (for mutants).
     pub stop_at_first: bool,
+    /// Shrink and report the first failure of every property that failed,
+    /// not only the first failure.
+    pub each_property: bool,
     /// Show progress on stderr.
     pub progress: bool,
 }
@@ -168,6 +171,7 @@ pub fn probe(subject: &dyn Subject, base: &Path) -> Result<InitOk, String> {
         create_remote: true,
         fresh: true,
         clock_ms: T0_MS,
+        limits: Default::default(),
     };
     let (replica, init_ok) = subject.open_replica(&spec)?;
     drop(replica);
@@ -274,15 +278,19 @@ pub fn check(subject: &dyn Subject, opts: &CheckOptions) -> Result<Summary, Stri
     let elapsed = started.elapsed().as_secs_f64();
     let mut failures = Vec::new();
     let mut other_failing_seeds = Vec::new();
-    for (n, (i, scenario, result)) in failing.into_iter().enumerate() {
+    let mut shrunk_invariants = std::collections::BTreeSet::new();
+    for (i, scenario, result) in failing {
         let seed = case_seed(&opts.seed, i);
-        if n > 0 {
-            other_failing_seeds.push(seed);
-            continue;
-        }
         let Some((_, violation)) = &result.failure else {
             continue;
         };
+        // The first failure is shrunk; with `each_property`, the first of
+        // every property that failed is.
+        let first_of_its_kind = shrunk_invariants.insert(violation.invariant);
+        if !(shrunk_invariants.len() == 1 && first_of_its_kind || opts.each_property && first_of_its_kind) {
+            other_failing_seeds.push(seed);
+            continue;
+        }
         let shrunk = shrink(
             subject,
             &scenario,

@@ -44,6 +44,13 @@ enum Command {
         /// Where to save shrunk counterexamples as trace files.
         #[arg(long, default_value = "syncgate-failures")]
         failures_dir: PathBuf,
+        /// Shrink and report the first failure of every property that
+        /// failed (what a sync layer gets wrong, not only its first bug).
+        #[arg(long)]
+        each_property: bool,
+        /// Bound on the runs shrinking one failure may take.
+        #[arg(long, default_value_t = 3_000)]
+        shrink_runs_max: usize,
         /// Mix lengths: every N-th case has --long-replicas x --long-steps
         /// (some bugs need long scenarios to show; 0 = off).
         #[arg(long, default_value_t = 0)]
@@ -152,6 +159,8 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             long_every,
             long_replicas,
             long_steps,
+            shrink_runs_max,
+            each_property,
         } => {
             let subject = subject_by_name(&scenario.engine, scenario.oracle, scenario.request_timeout_ms)?;
             let long = (long_every > 0).then(|| LongCases {
@@ -171,8 +180,9 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 doublecheck,
                 base_dir: default_base_dir(),
                 failures_dir: Some(failures_dir),
-                shrink_runs_max: 3_000,
+                shrink_runs_max,
                 stop_at_first: false,
+                each_property,
                 progress: !json,
             };
             let summary = check(subject.as_ref(), &opts)?;

@@ -86,6 +86,7 @@ pub fn hunt_options(cases: u64, seed: &str, jobs: usize) -> CheckOptions {
         failures_dir: None,
         shrink_runs_max: 2_000,
         stop_at_first: true,
+        each_property: false,
         progress: false,
     }
 }

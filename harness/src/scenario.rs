@@ -7,6 +7,7 @@
 use proptest::prelude::*;
 use proptest::strategy::Union;
 use serde::{Deserialize, Serialize};
+use syncgate_protocol::Limits;
 
 /// A value as a trace file stores it. `Parent(n)` is a reference to the n-th
 /// parent row the writing replica can see (resolved when the step runs).
@@ -14,8 +15,12 @@ use serde::{Deserialize, Serialize};
 pub enum Val {
     Null,
     Int(i64),
+    /// Text that gets its write's tag (`alpha.w12`), except in natural keys.
     Text(String),
     Parent(usize),
+    /// Text written as it is: empty, shared by several writes, or equal to
+    /// another replica's value.
+    Raw(String),
 }
 
 /// Which id an insert asks for.
@@ -106,6 +111,10 @@ pub enum Step {
     },
     Restart {
         replica: usize,
+        /// The clock the process finds after the restart, relative to true
+        /// time (a clock that went backwards across the restart), if it changed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        offset_ms: Option<i64>,
     },
     /// Another connection locks the remote for the next `hold` steps.
     LockRemote {
@@ -138,7 +147,7 @@ impl Step {
             | Step::InsertFamily { replica, .. }
             | Step::Sync { replica, .. }
             | Step::Crash { replica, .. }
-            | Step::Restart { replica }
+            | Step::Restart { replica, .. }
             | Step::LockCache { replica, .. }
             | Step::Clock { replica, .. } => Some(*replica),
             Step::Outside(inner) => inner.replica(),
@@ -187,6 +196,11 @@ impl std::fmt::Display for Swarm {
 pub struct Scenario {
     pub replicas: usize,
     pub swarm: Swarm,
+    /// Engine limits drawn for this case ("buggify"), so boundaries such as
+    /// a pull page or a push batch are crossed; the shrinker moves them back
+    /// toward the engine's defaults.
+    #[serde(default)]
+    pub limits: Limits,
     pub steps: Vec<Step>,
 }
 
@@ -213,44 +227,97 @@ impl Default for GenConfig {
     }
 }
 
-/// Largest clock offset a step may set. Kept below half the engine's
-/// allowed drift so the default scenario never trips the drift refusal
-/// (that refusal has its own engine test).
+/// Largest ordinary clock offset a step may set (a third of the default
+/// drift bound; drawn limits may make the bound tighter).
 pub const CLOCK_OFFSET_MAX_MS: i64 = 20_000;
+/// A clock set past the default drift bound (60 s), so pulls refuse its
+/// stamps (rule O4) or it refuses everyone else's.
+pub const CLOCK_OFFSET_BEYOND_DRIFT_MS: i64 = 90_000;
 
 const NAMES: [&str; 4] = ["a.example", "b.example", "c.example", "d.example"];
-const WORDS: [&str; 6] = ["alpha", "bravo", "charlie", "delta", "echo", "fox"];
+/// Natural keys at the edges: non-ASCII, and empty (a key like any other).
+const ODD_NAMES: [&str; 2] = ["bücher.example", ""];
+const WORDS: [&str; 7] = ["alpha", "bravo", "charlie", "delta", "echo", "fox", "ñandú-日本"];
 const IPS: [&str; 4] = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "192.168.1.1"];
 const KINDS: [&str; 3] = ["A", "MX", "TXT"];
+/// Untagged text: empty, non-ASCII, and values several replicas write alike.
+const RAW: [&str; 3] = ["", "ünïcødé ✓", "shared"];
+/// Integers at the edges of SQLite's and JSON's range.
+const EDGE_INTS: [i64; 5] = [i64::MIN, i64::MIN + 1, -1, i64::MAX - 1, i64::MAX];
 
 fn text(pool: &'static [&'static str]) -> impl Strategy<Value = Val> {
     (0..pool.len()).prop_map(move |i| Val::Text(pool[i].to_string()))
 }
 
+/// A text column's value: mostly tagged words, sometimes NULL or raw text.
+fn text_value(pool: &'static [&'static str]) -> BoxedStrategy<Val> {
+    prop_oneof![
+        16 => text(pool),
+        2 => Just(Val::Null),
+        2 => proptest::sample::select(&RAW[..]).prop_map(|s| Val::Raw(s.to_string())),
+    ]
+    .boxed()
+}
+
+/// An integer column's value: mostly small, sometimes NULL or at the edges.
+fn int_value() -> BoxedStrategy<Val> {
+    prop_oneof![
+        16 => (0_i64..100).prop_map(Val::Int),
+        2 => Just(Val::Null),
+        2 => proptest::sample::select(&EDGE_INTS[..]).prop_map(Val::Int),
+    ]
+    .boxed()
+}
+
+/// A natural key: mostly the shared names (so replicas collide), sometimes
+/// NULL (never collides) or an odd key.
+fn key_value() -> BoxedStrategy<Val> {
+    prop_oneof![
+        18 => text(&NAMES),
+        1 => Just(Val::Null),
+        1 => proptest::sample::select(&ODD_NAMES[..]).prop_map(|s| Val::Text(s.to_string())),
+    ]
+    .boxed()
+}
+
 /// Values for a new row of `table` in the test schema.
 fn row_values(table: usize) -> BoxedStrategy<Vec<Val>> {
     match table {
-        0 => (text(&NAMES), text(&WORDS), (0_i64..100).prop_map(Val::Int))
+        0 => (key_value(), text_value(&WORDS), int_value())
             .prop_map(|(a, b, c)| vec![a, b, c])
             .boxed(),
-        1 => (text(&WORDS), text(&IPS)).prop_map(|(a, b)| vec![a, b]).boxed(),
-        _ => ((0_usize..8).prop_map(Val::Parent), text(&KINDS), text(&WORDS))
+        1 => (text_value(&WORDS), text_value(&IPS))
+            .prop_map(|(a, b)| vec![a, b])
+            .boxed(),
+        _ => (
+            (0_usize..8).prop_map(Val::Parent),
+            text_value(&KINDS),
+            text_value(&WORDS),
+        )
             .prop_map(|(a, b, c)| vec![a, b, c])
             .boxed(),
     }
 }
 
 /// An updatable column of `table` (never the natural key or a reference)
-/// and a new value for it.
+/// and a new value for it, NULL included (transitions to and from NULL).
 fn update_value(table: usize) -> BoxedStrategy<(usize, Val)> {
     match table {
         0 => prop_oneof![
-            text(&WORDS).prop_map(|v| (1, v)),
-            (0_i64..100).prop_map(|v| (2, Val::Int(v))),
+            text_value(&WORDS).prop_map(|v| (1, v)),
+            int_value().prop_map(|v| (2, v)),
         ]
         .boxed(),
-        1 => prop_oneof![text(&WORDS).prop_map(|v| (0, v)), text(&IPS).prop_map(|v| (1, v))].boxed(),
-        _ => prop_oneof![text(&KINDS).prop_map(|v| (1, v)), text(&WORDS).prop_map(|v| (2, v))].boxed(),
+        1 => prop_oneof![
+            text_value(&WORDS).prop_map(|v| (0, v)),
+            text_value(&IPS).prop_map(|v| (1, v))
+        ]
+        .boxed(),
+        _ => prop_oneof![
+            text_value(&KINDS).prop_map(|v| (1, v)),
+            text_value(&WORDS).prop_map(|v| (2, v))
+        ]
+        .boxed(),
     }
 }
 
@@ -260,18 +327,23 @@ fn sync_kind() -> impl Strategy<Value = SyncKind> {
 
 fn step_strategy(replicas: usize, swarm: &Swarm) -> BoxedStrategy<Step> {
     let r = 0..replicas;
-    let id_choice = prop_oneof![
-        6 => Just(IdChoice::Mint),
-        2 => (0_usize..8).prop_map(IdChoice::Foreign),
-        1 => (0_usize..8).prop_map(IdChoice::Taken),
-        1 => (0_usize..8).prop_map(IdChoice::Deleted),
-        2 => (0_usize..8).prop_map(IdChoice::MergedAway),
-    ];
-    let single_insert = (r.clone(), 0_usize..3, id_choice).prop_flat_map(|(replica, table, id)| {
-        row_values(table).prop_map(move |values| Step::Insert {
+    // Only a natural-key table has rows merged away: there reusing their ids
+    // weighs more.
+    let id_choice = |table: usize| {
+        let merged_away = if table == 0 { 4 } else { 0 };
+        prop_oneof![
+            6 => Just(IdChoice::Mint),
+            2 => (0_usize..8).prop_map(IdChoice::Foreign),
+            1 => (0_usize..8).prop_map(IdChoice::Taken),
+            1 => (0_usize..8).prop_map(IdChoice::Deleted),
+            merged_away => (0_usize..8).prop_map(IdChoice::MergedAway),
+        ]
+    };
+    let single_insert = (r.clone(), 0_usize..3).prop_flat_map(move |(replica, table)| {
+        (id_choice(table), row_values(table)).prop_map(move |(id, values)| Step::Insert {
             replica,
             table,
-            id: id.clone(),
+            id,
             values,
         })
     });
@@ -279,7 +351,10 @@ fn step_strategy(replicas: usize, swarm: &Swarm) -> BoxedStrategy<Step> {
     let family = (
         r.clone(),
         row_values(0),
-        proptest::collection::vec((text(&KINDS), text(&WORDS)).prop_map(|(k, v)| vec![k, v]), 1..=3),
+        proptest::collection::vec(
+            (text_value(&KINDS), text_value(&WORDS)).prop_map(|(k, v)| vec![k, v]),
+            1..=3,
+        ),
     )
         .prop_map(|(replica, domain, records)| Step::InsertFamily {
             replica,
@@ -339,7 +414,12 @@ fn step_strategy(replicas: usize, swarm: &Swarm) -> BoxedStrategy<Step> {
         )
             .prop_map(|(replica, kind, at)| Step::Crash { replica, kind, at })
             .boxed(),
-        r.clone().prop_map(|replica| Step::Restart { replica }).boxed(),
+        (
+            r.clone(),
+            prop_oneof![3 => Just(None), 1 => Just(Some(-30_000_i64)), 1 => Just(Some(-5_000_i64))],
+        )
+            .prop_map(|(replica, offset_ms)| Step::Restart { replica, offset_ms })
+            .boxed(),
         (
             prop_oneof![
                 Just(LockKind::Shared),
@@ -360,6 +440,11 @@ fn step_strategy(replicas: usize, swarm: &Swarm) -> BoxedStrategy<Step> {
                 2 => Just(CLOCK_OFFSET_MAX_MS),
                 1 => Just(0),
                 2 => -CLOCK_OFFSET_MAX_MS..=CLOCK_OFFSET_MAX_MS,
+                // Whole steps: two replicas writing a step or two apart then
+                // stamp the same HLC, and the tie-break decides.
+                2 => (-3_i64..=3).prop_map(|k| k * 1_000),
+                // Beyond the default drift bound, both ways.
+                1 => prop_oneof![Just(-CLOCK_OFFSET_BEYOND_DRIFT_MS), Just(CLOCK_OFFSET_BEYOND_DRIFT_MS)],
             ],
         )
             .prop_map(|(replica, offset_ms)| Step::Clock { replica, offset_ms })
@@ -391,6 +476,32 @@ fn swarm_strategy(base: [u32; 10]) -> impl Strategy<Value = Swarm> {
     })
 }
 
+/// Each limit is left at the engine's default half the time, else drawn
+/// from small and edge values, so most cases cross some boundary.
+fn limits_strategy() -> impl Strategy<Value = Limits> {
+    fn knob<T: Clone + std::fmt::Debug + 'static>(values: &'static [T]) -> BoxedStrategy<Option<T>> {
+        prop_oneof![1 => Just(None), 1 => proptest::sample::select(values).prop_map(Some)].boxed()
+    }
+    (
+        knob(&[1_u64, 2, 3, 7]),
+        knob(&[1_u64, 2, 3, 5]),
+        knob(&[0_u32, 1, 3]),
+        knob(&[0_u64, 1, 50]),
+        knob(&[5_000_i64, 15_000, 30_000]),
+    )
+        .prop_map(
+            |(pull_page_rows, push_batch_max, busy_retries_max, backoff_base_ms, max_drift_ms)| Limits {
+                pull_page_rows,
+                push_batch_max,
+                busy_retries_max,
+                backoff_base_ms,
+                backoff_max_ms: backoff_base_ms.map(|b| b * 4),
+                max_drift_ms,
+                statement_cache: None,
+            },
+        )
+}
+
 /// The strategy for whole scenarios.
 pub fn scenario_strategy(config: &GenConfig) -> BoxedStrategy<Scenario> {
     let replicas = match config.replicas {
@@ -399,12 +510,13 @@ pub fn scenario_strategy(config: &GenConfig) -> BoxedStrategy<Scenario> {
     };
     let steps = config.steps;
     let base = config.weights;
-    (replicas, swarm_strategy(base))
-        .prop_flat_map(move |(replicas, swarm)| {
+    (replicas, swarm_strategy(base), limits_strategy())
+        .prop_flat_map(move |(replicas, swarm, limits)| {
             let strategy = step_strategy(replicas, &swarm);
             proptest::collection::vec(strategy, steps.max(1)).prop_map(move |steps| Scenario {
                 replicas,
                 swarm: swarm.clone(),
+                limits,
                 steps,
             })
         })

@@ -12,6 +12,7 @@ use crate::check::Invariant;
 use crate::run::{run_case, CaseResult};
 use crate::scenario::{IdChoice, Scenario, Step, SyncKind, Val};
 use crate::subject::Subject;
+use syncgate_protocol::Limits;
 
 /// The shrunk scenario, its run, and how many runs shrinking took.
 pub struct Shrunk {
@@ -81,7 +82,19 @@ pub fn shrink(
                 }
             }
         }
-        // 3. Drop replicas no step uses, highest first.
+        // 3. Move each drawn limit back to the engine's default.
+        for knob in 0..LIMIT_KNOBS {
+            let mut candidate = best.clone();
+            if !reset_limit(&mut candidate.limits, knob) {
+                continue;
+            }
+            if let Some(result) = try_candidate(&candidate, &mut runs) {
+                best = candidate;
+                best_result = result;
+                progress = true;
+            }
+        }
+        // 4. Drop replicas no step uses, highest first.
         while best.replicas > 1 && !best.steps.iter().any(|s| uses_replica(s, best.replicas - 1)) {
             let mut candidate = best.clone();
             candidate.replicas -= 1;
@@ -102,6 +115,25 @@ pub fn shrink(
         scenario: best,
         result: best_result,
         runs,
+    }
+}
+
+/// How many limits `reset_limit` knows.
+const LIMIT_KNOBS: usize = 7;
+
+/// Sets limit number `knob` back to the default; false if it already was.
+fn reset_limit(limits: &mut Limits, knob: usize) -> bool {
+    fn reset<T>(slot: &mut Option<T>) -> bool {
+        slot.take().is_some()
+    }
+    match knob {
+        0 => reset(&mut limits.pull_page_rows),
+        1 => reset(&mut limits.push_batch_max),
+        2 => reset(&mut limits.busy_retries_max),
+        3 => reset(&mut limits.backoff_base_ms),
+        4 => reset(&mut limits.backoff_max_ms),
+        5 => reset(&mut limits.max_drift_ms),
+        _ => reset(&mut limits.statement_cache),
     }
 }
 

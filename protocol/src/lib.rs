@@ -35,7 +35,7 @@ pub struct Reply<T> {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Request {
     /// The handshake: always the first request of a process.
-    Init(Init),
+    Init(Box<Init>),
     /// One local transaction.
     Write {
         ops: Vec<Op>,
@@ -120,6 +120,65 @@ pub struct Init {
     pub fresh: bool,
     pub schema: Schema,
     pub clock_ms: i64,
+    /// Limits drawn for this case (FoundationDB's "buggify"): an engine that
+    /// has such a knob uses the value given, so its boundaries are crossed;
+    /// knobs an engine does not have are ignored.
+    #[serde(default, skip_serializing_if = "Limits::is_default")]
+    pub limits: Limits,
+}
+
+/// Engine limits a case may set; `None` keeps the engine's own default.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Limits {
+    /// Rows per page of a pull.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_page_rows: Option<u64>,
+    /// Writes per push batch (whole local transactions stay together).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push_batch_max: Option<u64>,
+    /// Retries of a busy operation before giving up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub busy_retries_max: Option<u32>,
+    /// First and largest wait between busy retries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff_base_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff_max_ms: Option<u64>,
+    /// How far ahead of the local clock a pulled stamp may be.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_drift_ms: Option<i64>,
+    /// Prepared statements kept per connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub statement_cache: Option<u64>,
+}
+
+impl Limits {
+    pub fn is_default(&self) -> bool {
+        *self == Limits::default()
+    }
+}
+
+impl std::fmt::Display for Limits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut parts = Vec::new();
+        let mut show = |name: &str, v: Option<String>| {
+            if let Some(v) = v {
+                parts.push(format!("{name}={v}"));
+            }
+        };
+        show("pull_page_rows", self.pull_page_rows.map(|v| v.to_string()));
+        show("push_batch_max", self.push_batch_max.map(|v| v.to_string()));
+        show("busy_retries_max", self.busy_retries_max.map(|v| v.to_string()));
+        show("backoff_base_ms", self.backoff_base_ms.map(|v| v.to_string()));
+        show("backoff_max_ms", self.backoff_max_ms.map(|v| v.to_string()));
+        show("max_drift_ms", self.max_drift_ms.map(|v| v.to_string()));
+        show("statement_cache", self.statement_cache.map(|v| v.to_string()));
+        if parts.is_empty() {
+            write!(f, "defaults")
+        } else {
+            write!(f, "{}", parts.join(" "))
+        }
+    }
 }
 
 /// Where the remote is.

@@ -78,6 +78,29 @@ pub fn checked_config() -> Config {
     }
 }
 
+/// The engine knobs a case's limits set (the statement cache size is not a
+/// knob of the engine yet, so that limit is ignored).
+pub fn apply_limits(config: &mut Config, limits: &syncgate_protocol::Limits) {
+    if let Some(v) = limits.pull_page_rows {
+        config.pull_page_rows = usize::try_from(v).unwrap_or(usize::MAX).max(1);
+    }
+    if let Some(v) = limits.push_batch_max {
+        config.push_batch_max = usize::try_from(v).unwrap_or(usize::MAX).max(1);
+    }
+    if let Some(v) = limits.busy_retries_max {
+        config.busy_retries_max = v;
+    }
+    if let Some(v) = limits.backoff_base_ms {
+        config.backoff_base_ms = v;
+    }
+    if let Some(v) = limits.backoff_max_ms {
+        config.backoff_max_ms = v;
+    }
+    if let Some(v) = limits.max_drift_ms {
+        config.max_drift_ms = v;
+    }
+}
+
 /// A clock the harness sets; waiting between busy retries takes no time.
 #[derive(Debug, Default)]
 pub struct SetClock(AtomicI64);
@@ -185,6 +208,7 @@ impl ReferenceAdapter {
         }
         let mut remote = SqliteRemote::open(remote_path, &schema, 0).map_err(|e| e.to_string())?;
         let mut config = checked_config();
+        apply_limits(&mut config, &init.limits);
         if let Some(mutant) = options.mutant {
             // Remote-side mutants live in the remote handle.
             remote.plant(mutant);

@@ -124,7 +124,8 @@ fn deleter(history: &History, t: usize, id: i64) -> String {
 
 /// A pull never replaces a cell's value with the value of a write that the
 /// replaced value's write causally follows (a newer local value lost to an
-/// older remote one, even for a moment).
+/// older remote one, even for a moment). For column-level engines: a
+/// row-level engine may take a concurrent row whose other cells are older.
 pub fn check_pull_kept_newer(
     schema: &model::Schema,
     place: &str,

@@ -66,7 +66,7 @@ pub fn run_case(subject: &dyn Subject, scenario: &Scenario, base: &Path) -> Case
             )
         }
     };
-    let mut runner = match Runner::new(subject, scenario.replicas, dir.path()) {
+    let mut runner = match Runner::new(subject, scenario, dir.path()) {
         Ok(r) => r,
         Err(msg) => return setup_failure(trace, msg),
     };
@@ -139,10 +139,16 @@ struct Runner<'a> {
     events: Events,
     time_ms: i64,
     step_no: usize,
+    limits: syncgate_protocol::Limits,
+    /// The furthest any clock was set ahead of true time.
+    offsets_ahead_max: i64,
+    /// Per replica: its last push failed busy (for the busy-then-pushed event).
+    push_was_busy: Vec<bool>,
 }
 
 impl<'a> Runner<'a> {
-    fn new(subject: &'a dyn Subject, n: usize, dir: &Path) -> Result<Runner<'a>, String> {
+    fn new(subject: &'a dyn Subject, scenario: &Scenario, dir: &Path) -> Result<Runner<'a>, String> {
+        let n = scenario.replicas;
         let schema = model::test_schema();
         let empty: model::Tables = vec![model::Rows::new(); schema.tables.len()];
         let mut runner = Runner {
@@ -159,6 +165,9 @@ impl<'a> Runner<'a> {
             events: Events::new(),
             time_ms: T0_MS,
             step_no: 0,
+            limits: scenario.limits,
+            offsets_ahead_max: 0,
+            push_was_busy: vec![false; n],
             schema,
         };
         let copied = subject.files_are_copyable() && copy_template(subject, n, dir)?;
@@ -167,7 +176,16 @@ impl<'a> Runner<'a> {
             runner.replicas[r] = Some(replica);
         }
         if runner.profile() {
-            runner.model = Some(model::World::new(runner.schema.clone(), model::Config::default(), n));
+            // The model knows the two limits that change outcomes: how far a
+            // stamp may drift (O4) and where a push batch is cut (S2, S5).
+            let defaults = model::Config::default();
+            let config = model::Config {
+                max_drift_ms: scenario.limits.max_drift_ms.unwrap_or(defaults.max_drift_ms),
+                push_batch_max: scenario.limits.push_batch_max.map_or(defaults.push_batch_max, |v| {
+                    usize::try_from(v).unwrap_or(usize::MAX).max(1)
+                }),
+            };
+            runner.model = Some(model::World::new(runner.schema.clone(), config, n));
         }
         Ok(runner)
     }
@@ -194,6 +212,7 @@ impl<'a> Runner<'a> {
             create_remote,
             fresh,
             clock_ms: self.now(r),
+            limits: self.limits,
         };
         let (replica, init_ok) = self.subject.open_replica(&spec)?;
         match &self.engine {
@@ -245,12 +264,21 @@ impl<'a> Runner<'a> {
                 }
             }
             Action::Sync { replica, kind, crash } => self.sync(replica, kind, crash),
-            Action::Restart { replica } => self.restart(replica),
+            Action::Restart { replica, offset_ms } => {
+                if let Some(offset_ms) = offset_ms.filter(|_| self.caps().clock && !self.up(replica)) {
+                    // The process comes back to a clock that moved (backwards).
+                    self.offsets[replica] = offset_ms;
+                    self.offsets_ahead_max = self.offsets_ahead_max.max(offset_ms);
+                    count(&mut self.events, Event::ClockSkew, 1);
+                }
+                self.restart(replica)
+            }
             Action::LockRemote { lock, hold } => self.lock_remote(lock, hold),
             Action::LockCache { replica, hold } => self.lock_cache(replica, hold),
             Action::Clock { replica, offset_ms } => {
                 if self.caps().clock {
                     self.offsets[replica] = offset_ms;
+                    self.offsets_ahead_max = self.offsets_ahead_max.max(offset_ms);
                     count(&mut self.events, Event::ClockSkew, u64::from(offset_ms != 0));
                     (format!("r{replica} clock offset {offset_ms:+} ms"), Ok(()))
                 } else {
@@ -530,6 +558,18 @@ impl<'a> Runner<'a> {
                 image: None,
             });
         }
+        let null_transitions = records
+            .iter()
+            .filter(|w| w.kind == WriteKind::Update)
+            .filter(|w| {
+                before[w.table].get(&w.id).is_some_and(|row| {
+                    w.set
+                        .iter()
+                        .any(|(c, v)| (row[*c] == model::Value::Null) != (*v == model::Value::Null))
+                })
+            })
+            .count();
+        count(&mut self.events, Event::NullTransition, null_transitions as u64);
         // An update to the values a row already holds changes nothing, and
         // nothing need be pushed for it.
         let changes = records.iter().any(|w| match w.kind {
@@ -645,11 +685,23 @@ impl<'a> Runner<'a> {
             Answer::Ok(report) => {
                 count(&mut self.events, Event::Pushed, report.pushed);
                 count(&mut self.events, Event::Pulled, report.pulled);
+                if self.limits.pull_page_rows.is_some_and(|rows| report.pulled > rows) {
+                    count(&mut self.events, Event::PageCut, 1);
+                }
+                if kind != SyncKind::Pull && report.pushed > 0 && std::mem::take(&mut self.push_was_busy[r]) {
+                    count(&mut self.events, Event::BusyThenPushed, 1);
+                }
                 if self.model.is_none() {
                     count(&mut self.events, Event::Conflict, report.conflicts);
                 }
             }
-            Answer::Failed(SyncFailureClass::Busy, _) => count(&mut self.events, Event::Busy, 1),
+            Answer::Failed(SyncFailureClass::Busy, _) => {
+                count(&mut self.events, Event::Busy, 1);
+                if kind != SyncKind::Pull {
+                    self.push_was_busy[r] = true;
+                }
+            }
+            Answer::Failed(SyncFailureClass::ClockDrift, _) => count(&mut self.events, Event::DriftRefused, 1),
             _ => {}
         }
         if let Some(Ok(report)) = &expected {
@@ -691,7 +743,13 @@ impl<'a> Runner<'a> {
             }
         }
         self.observe_replica(r, true)?;
-        if kind != SyncKind::Push {
+        // Per cell only for column-level engines: a row-level engine may
+        // rightly take a concurrent row whose other cells are older.
+        let column_level = self
+            .engine
+            .as_ref()
+            .is_some_and(|e| e.policies.merge == syncgate_protocol::MergePolicy::Column);
+        if kind != SyncKind::Push && column_level {
             contract::check_pull_kept_newer(&self.schema, &format!("r{r}"), &self.history, &before, &self.caches[r])?;
         }
         self.observe_remote()
@@ -869,6 +927,11 @@ impl<'a> Runner<'a> {
     /// and nothing is pending; then the final checks.
     fn quiesce(&mut self, trace: &mut Vec<String>, steps: usize) -> Result<(), (usize, Violation)> {
         self.release_locks();
+        // Every clock is set right, and time moves past the furthest stamp
+        // any skewed clock made, so no stamp is refused as drift (O4).
+        let ahead = self.offsets_ahead_max;
+        self.offsets.iter_mut().for_each(|o| *o = 0);
+        self.time_ms += ahead;
         let mut line = steps;
         for r in 0..self.replicas.len() {
             if !self.up(r) {
@@ -989,6 +1052,7 @@ fn copy_template(subject: &dyn Subject, n: usize, dir: &Path) -> Result<bool, St
                 create_remote: r == 0,
                 fresh: true,
                 clock_ms: T0_MS,
+                limits: Default::default(),
             };
             drop(subject.open_replica(&spec)?);
         }

@@ -50,6 +50,7 @@ pub enum Action {
     },
     Restart {
         replica: usize,
+        offset_ms: Option<i64>,
     },
     LockRemote {
         lock: LockKind,
@@ -101,6 +102,7 @@ impl View<'_> {
             Val::Int(i) => model::Value::Int(*i),
             Val::Text(s) if table.natural_key == Some(c) => model::Value::Text(s.clone()),
             Val::Text(s) => model::Value::Text(format!("{s}.w{tag}")),
+            Val::Raw(s) => model::Value::Text(s.clone()),
             Val::Parent(n) => {
                 let p = table.columns[c].references.unwrap_or(0);
                 let what = format!("{} row to refer to", self.schema.tables[p].name);
@@ -143,7 +145,10 @@ impl View<'_> {
                 kind: *kind,
                 crash: Some(*at),
             }),
-            Step::Restart { replica } => Ok(Action::Restart { replica: *replica }),
+            Step::Restart { replica, offset_ms } => Ok(Action::Restart {
+                replica: *replica,
+                offset_ms: *offset_ms,
+            }),
             Step::LockRemote { lock, hold } => Ok(Action::LockRemote {
                 lock: *lock,
                 hold: *hold,
@@ -187,15 +192,23 @@ impl View<'_> {
                     }
                     IdChoice::Taken(n) => Some(pick(self.held(r, t), *n, &format!("own {name} row to collide with"))?),
                     IdChoice::Deleted(n) | IdChoice::MergedAway(n) => {
+                        // Ids this replica held and no longer does: deleted,
+                        // or merged away by a pull. With none of the kind
+                        // asked for, any gone id is still a collision to try.
                         let held: BTreeSet<i64> = self.held(r, t).into_iter().collect();
-                        let want_deleted = matches!(id, IdChoice::Deleted(_));
-                        let gone = self.seen[r][t]
+                        let gone: Vec<i64> = self.seen[r][t]
                             .iter()
-                            .filter(|id| !held.contains(id) && self.deleted.contains(&(t, **id)) == want_deleted)
+                            .filter(|id| !held.contains(id))
                             .copied()
                             .collect();
-                        let what = if want_deleted { "deleted" } else { "merged away" };
-                        Some(pick(gone, *n, &format!("{name} row {what} to reuse"))?)
+                        let want_deleted = matches!(id, IdChoice::Deleted(_));
+                        let of_kind: Vec<i64> = gone
+                            .iter()
+                            .filter(|id| self.deleted.contains(&(t, **id)) == want_deleted)
+                            .copied()
+                            .collect();
+                        let pool = if of_kind.is_empty() { gone } else { of_kind };
+                        Some(pick(pool, *n, &format!("{name} row gone from here to reuse"))?)
                     }
                 };
                 let mut cells = Vec::new();

@@ -14,7 +14,7 @@ pub mod reference;
 use std::path::PathBuf;
 
 pub use syncgate_protocol::{
-    Capabilities, CrashPoint, InitOk, Op, Policies, RefusalClass, SyncFailureClass, SyncReport, Value,
+    Capabilities, CrashPoint, InitOk, Limits, Op, Policies, RefusalClass, SyncFailureClass, SyncReport, Value,
 };
 
 use crate::scenario::SyncKind;
@@ -63,6 +63,8 @@ pub struct OpenSpec {
     /// The first start of this replica in the case.
     pub fresh: bool,
     pub clock_ms: i64,
+    /// The engine limits this case draws.
+    pub limits: Limits,
 }
 
 /// An engine under test.

@@ -61,8 +61,9 @@ impl Subject for ProcessEngine {
             fresh: spec.fresh,
             schema: self.schema.clone(),
             clock_ms: spec.clock_ms,
+            limits: spec.limits,
         };
-        let answer = process.request(Request::Init(init));
+        let answer = process.request(Request::Init(Box::new(init)));
         let ok = match expect(answer, "init", |r| match r {
             Response::InitOk(ok) => Some(ok),
             _ => None,

@@ -65,6 +65,7 @@ impl Subject for ReferenceEngine {
             fresh: spec.fresh,
             schema: self.schema.clone(),
             clock_ms: spec.clock_ms,
+            limits: spec.limits,
         };
         let adapter = ReferenceAdapter::open(&init, &self.options, CrashMode::Error)?;
         Ok((Box::new(InProcess { adapter }), init_ok(&self.options)))

@@ -20,6 +20,7 @@ fn options(cases: u64, seed: &str) -> CheckOptions {
         failures_dir: None,
         shrink_runs_max: 200,
         stop_at_first: false,
+        each_property: false,
         progress: false,
     }
 }
@@ -62,6 +63,7 @@ fn one_insert() -> Scenario {
     Scenario {
         replicas: 1,
         swarm: Swarm { weights: vec![1; 10] },
+        limits: Default::default(),
         steps: vec![
             Step::Insert {
                 replica: 0,

@@ -57,6 +57,7 @@ fn scenario(replicas: usize, steps: Vec<Step>) -> Scenario {
     Scenario {
         replicas,
         swarm: Swarm { weights: vec![1; 10] },
+        limits: Default::default(),
         steps,
     }
 }
@@ -148,7 +149,10 @@ fn pending_writes_survive_a_crash_and_restart() {
                     kind: SyncKind::Push,
                     at: CrashAt::BeforeRemoteCommit,
                 },
-                Step::Restart { replica: 0 },
+                Step::Restart {
+                    replica: 0,
+                    offset_ms: None,
+                },
                 sync(0),
                 sync(1),
             ],
@@ -170,7 +174,10 @@ fn crash_after_remote_commit_does_not_duplicate() {
                     kind: SyncKind::Full,
                     at: CrashAt::AfterRemoteCommit,
                 },
-                Step::Restart { replica: 0 },
+                Step::Restart {
+                    replica: 0,
+                    offset_ms: None,
+                },
                 sync(0),
                 sync(1),
             ],
@@ -311,7 +318,10 @@ fn a_multi_write_transaction_is_pushed_whole() {
                     kind: SyncKind::Push,
                     at: CrashAt::BeforeRemoteCommit,
                 },
-                Step::Restart { replica: 0 },
+                Step::Restart {
+                    replica: 0,
+                    offset_ms: None,
+                },
                 sync(0),
                 sync(1),
             ],
