@@ -287,7 +287,8 @@ pub fn check(subject: &dyn Subject, opts: &CheckOptions) -> Result<Summary, Stri
         // The first failure is shrunk; with `each_property`, the first of
         // every property that failed is.
         let first_of_its_kind = shrunk_invariants.insert(violation.invariant);
-        if !(shrunk_invariants.len() == 1 && first_of_its_kind || opts.each_property && first_of_its_kind) {
+        let shrink_it = first_of_its_kind && (opts.each_property || shrunk_invariants.len() == 1);
+        if !shrink_it {
             other_failing_seeds.push(seed);
             continue;
         }
