@@ -286,9 +286,10 @@ impl Places {
 
 /// Every synced table in `conn`, read by column name in one read transaction.
 pub fn read_tables(conn: &Connection, schema: &model::Schema) -> Result<model::Tables, String> {
-    conn.execute_batch("BEGIN DEFERRED").map_err(text)?;
+    // Cached statements: a case reads after nearly every step.
+    conn.prepare_cached("BEGIN DEFERRED").and_then(|mut s| s.execute([])).map_err(text)?;
     let tables = read_tables_in_transaction(conn, schema);
-    conn.execute_batch("COMMIT").map_err(text)?;
+    conn.prepare_cached("COMMIT").and_then(|mut s| s.execute([])).map_err(text)?;
     tables
 }
 
