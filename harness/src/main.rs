@@ -76,6 +76,10 @@ enum Command {
         /// Print each mutant's shrunk counterexample too.
         #[arg(long)]
         traces: bool,
+        /// Run every engine over the protocol through this adapter binary
+        /// (syncgate-reference-adapter), as `exec:ADAPTER --mutant NAME`.
+        #[arg(long)]
+        exec_adapter: Option<String>,
     },
     /// Real threads: replicas write and sync concurrently against one remote
     /// file; then quiescence, convergence, no-loss and zero-UNIQUE checks.
@@ -203,10 +207,11 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             jobs,
             json,
             traces,
+            exec_adapter,
         } => {
             let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
             let opts = syncgate::mutants::hunt_options(cases, &seed, jobs);
-            let report = syncgate::mutants::run_mutants(&opts)?;
+            let report = syncgate::mutants::run_mutants(&opts, exec_adapter.as_deref())?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);
             } else {

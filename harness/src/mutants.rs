@@ -9,8 +9,9 @@ use syncgate_engine::Mutant;
 
 use crate::check::Invariant;
 use crate::gate::{check, CheckOptions};
+use crate::subject::process::{ProcessEngine, REQUEST_TIMEOUT_MS_DEFAULT};
 use crate::subject::reference::ReferenceEngine;
-use crate::subject::ContractOnly;
+use crate::subject::{ContractOnly, Subject};
 
 /// A mutant must be caught within this many cases.
 pub const CASES_TO_CATCH_MAX: u64 = 200;
@@ -93,9 +94,24 @@ pub fn hunt_options(cases: u64, seed: &str, jobs: usize) -> CheckOptions {
 
 /// Runs the catalog; `opts.cases` is the budget for each mutant and the
 /// number of cases the reference engine must pass.
-pub fn run_mutants(opts: &CheckOptions) -> Result<MutantsReport, String> {
+///
+/// With `adapter` (the path of `syncgate-reference-adapter`), every engine
+/// runs over the protocol as `exec:ADAPTER --mutant NAME` instead of in
+/// this process.
+pub fn run_mutants(opts: &CheckOptions, adapter: Option<&str>) -> Result<MutantsReport, String> {
+    let engine = |mutant: Option<Mutant>| -> Box<dyn Subject> {
+        match (adapter, mutant) {
+            (Some(path), Some(m)) => Box::new(ProcessEngine::new(
+                &format!("{path} --mutant {}", m.name()),
+                REQUEST_TIMEOUT_MS_DEFAULT,
+            )),
+            (Some(path), None) => Box::new(ProcessEngine::new(path, REQUEST_TIMEOUT_MS_DEFAULT)),
+            (None, Some(m)) => Box::new(ReferenceEngine::mutant(m)),
+            (None, None) => Box::new(ReferenceEngine::new()),
+        }
+    };
     let reference = check(
-        &ReferenceEngine::new(),
+        engine(None).as_ref(),
         &CheckOptions {
             stop_at_first: true,
             ..opts.clone()
@@ -107,8 +123,8 @@ pub fn run_mutants(opts: &CheckOptions) -> Result<MutantsReport, String> {
             stop_at_first: true,
             ..opts.clone()
         };
-        let with_profile = check(&ReferenceEngine::mutant(mutant), &hunt)?;
-        let contract_alone = check(&ContractOnly(Box::new(ReferenceEngine::mutant(mutant))), &hunt)?;
+        let with_profile = check(engine(Some(mutant)).as_ref(), &hunt)?;
+        let contract_alone = check(&ContractOnly(engine(Some(mutant))), &hunt)?;
         rows.push(MutantRow {
             engine: format!("mutant:{}", mutant.name()),
             profile: Catch::of(&with_profile),

@@ -287,9 +287,13 @@ impl Places {
 /// Every synced table in `conn`, read by column name in one read transaction.
 pub fn read_tables(conn: &Connection, schema: &model::Schema) -> Result<model::Tables, String> {
     // Cached statements: a case reads after nearly every step.
-    conn.prepare_cached("BEGIN DEFERRED").and_then(|mut s| s.execute([])).map_err(text)?;
+    conn.prepare_cached("BEGIN DEFERRED")
+        .and_then(|mut s| s.execute([]))
+        .map_err(text)?;
     let tables = read_tables_in_transaction(conn, schema);
-    conn.prepare_cached("COMMIT").and_then(|mut s| s.execute([])).map_err(text)?;
+    conn.prepare_cached("COMMIT")
+        .and_then(|mut s| s.execute([]))
+        .map_err(text)?;
     tables
 }
 
