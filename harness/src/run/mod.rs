@@ -74,9 +74,9 @@ pub fn run_case(subject: &dyn Subject, scenario: &Scenario, base: &Path) -> Case
     for (i, step) in scenario.steps.iter().enumerate() {
         runner.time_ms = T0_MS + (i as i64 + 1) * STEP_MS;
         runner.step_no = i + 1;
-        let (line, outcome) = runner.step(step);
-        trace.push(format!("{:>3}. {line}", i + 1));
-        if let Err(v) = outcome {
+        let outcome = runner.step(step);
+        trace.push(format!("{:>3}. {}", i + 1, outcome.line));
+        if let Err(v) = outcome.verdict {
             failure = Some((i + 1, v));
             break;
         }
@@ -119,6 +119,20 @@ fn setup_failure(trace: Vec<String>, msg: String) -> CaseResult {
 
 /// The verdict of one step's checks.
 type Verdict = Result<(), Violation>;
+
+/// What one step did: its line in the trace, and the verdict of the checks
+/// that followed it.
+#[derive(Clone, Debug)]
+pub struct StepOutcome {
+    pub line: String,
+    pub verdict: Verdict,
+}
+
+impl StepOutcome {
+    fn new(line: String, verdict: Verdict) -> StepOutcome {
+        StepOutcome { line, verdict }
+    }
+}
 
 struct Runner<'a> {
     subject: &'a dyn Subject,
@@ -236,7 +250,7 @@ impl<'a> Runner<'a> {
     }
 
     /// Runs one step; returns its trace line and the checks' verdict.
-    fn step(&mut self, step: &Step) -> (String, Verdict) {
+    fn step(&mut self, step: &Step) -> StepOutcome {
         let (deleted, _) = self.history.deleted();
         let view = View {
             schema: &self.schema,
@@ -251,7 +265,7 @@ impl<'a> Runner<'a> {
             Ok(action) => action,
             Err(why) => {
                 let who = step.replica().map(|r| format!("r{r} ")).unwrap_or_default();
-                return (format!("{who}{why} (skipped)"), Ok(()));
+                return StepOutcome::new(format!("{who}{why} (skipped)"), Ok(()));
             }
         };
         let before = self.model.as_ref().map(|m| m.events.clone());
@@ -280,9 +294,9 @@ impl<'a> Runner<'a> {
                     self.offsets[replica] = offset_ms;
                     self.offsets_ahead_max = self.offsets_ahead_max.max(offset_ms);
                     count(&mut self.events, Event::ClockSkew, u64::from(offset_ms != 0));
-                    (format!("r{replica} clock offset {offset_ms:+} ms"), Ok(()))
+                    StepOutcome::new(format!("r{replica} clock offset {offset_ms:+} ms"), Ok(()))
                 } else {
-                    (
+                    StepOutcome::new(
                         format!("r{replica} clock offset (skipped: the engine takes no injected clock)"),
                         Ok(()),
                     )
@@ -344,7 +358,7 @@ impl<'a> Runner<'a> {
 
     // ----------------------------------------------------------------- writes
 
-    fn write(&mut self, r: usize, ops: &[PlannedOp]) -> (String, Verdict) {
+    fn write(&mut self, r: usize, ops: &[PlannedOp]) -> StepOutcome {
         let desc = describe(&self.schema, ops);
         let now = self.now(r);
         let expected = self.model.as_mut().map(|m| {
@@ -353,10 +367,10 @@ impl<'a> Runner<'a> {
         });
         if !self.up(r) {
             let verdict = down_agrees(expected.as_ref().map(|e| e == &Err(model::WriteRefusal::Down)));
-            return (format!("r{r} {desc} -> down"), verdict);
+            return StepOutcome::new(format!("r{r} {desc} -> down"), verdict);
         }
         if let Err(v) = self.set_clock(r) {
-            return (format!("r{r} {desc} -> error"), Err(v));
+            return StepOutcome::new(format!("r{r} {desc} -> error"), Err(v));
         }
         let answer = match self.replicas[r].as_mut() {
             Some(replica) => replica.write(&protocol_ops(&self.schema, ops)),
@@ -376,21 +390,21 @@ impl<'a> Runner<'a> {
         if verdict.is_ok() {
             verdict = self.after_write(r, ops, &answer, false);
         }
-        (line, verdict)
+        StepOutcome::new(line, verdict)
     }
 
-    fn outside_write(&mut self, r: usize, ops: &[PlannedOp]) -> (String, Verdict) {
+    fn outside_write(&mut self, r: usize, ops: &[PlannedOp]) -> StepOutcome {
         let mut ops = ops.to_vec();
         let desc = describe(&self.schema, &ops);
         let line = |answer: &str| format!("r{r} outside the engine: {desc} -> {answer}");
         if self.caps().outside_writes == syncgate_protocol::OutsideWrites::NotCaptured {
-            return (
+            return StepOutcome::new(
                 line("skipped: the engine declares it does not capture writes made outside its API"),
                 Ok(()),
             );
         }
         if !self.up(r) {
-            return (line("skipped: the application is down"), Ok(()));
+            return StepOutcome::new(line("skipped: the application is down"), Ok(()));
         }
         // An insert takes an id the engine mints, where it asks for that.
         let table = ops[0].table;
@@ -406,7 +420,7 @@ impl<'a> Runner<'a> {
                     (Answer::Ok(minted), Some(Ok(model_id))) if minted == model_id => *id = Some(minted),
                     (Answer::Refused(RefusalClass::Busy, _), None | Some(Err(model::WriteRefusal::Busy))) => {
                         count(&mut self.events, Event::Busy, 1);
-                        return (line("mint_id refused busy"), Ok(()));
+                        return StepOutcome::new(line("mint_id refused busy"), Ok(()));
                     }
                     (answer, expected) => {
                         let shown = match &answer {
@@ -420,7 +434,7 @@ impl<'a> Runner<'a> {
                             ),
                             None => engine_violation(&format!("r{r} mint_id"), &answer),
                         };
-                        return (line(&shown), Err(v));
+                        return StepOutcome::new(line(&shown), Err(v));
                     }
                 }
             }
@@ -462,7 +476,7 @@ impl<'a> Runner<'a> {
             None => Ok(()),
         };
         let verdict = verdict.and_then(|()| self.after_write(r, &ops, &answer, true));
-        (line, verdict)
+        StepOutcome::new(line, verdict)
     }
 
     fn count_write_answer(&mut self, answer: &Answer<Vec<i64>>, ops: usize) {
@@ -611,7 +625,7 @@ impl<'a> Runner<'a> {
 
     // ------------------------------------------------------------------ syncs
 
-    fn sync(&mut self, r: usize, kind: SyncKind, crash: Option<CrashAt>) -> (String, Verdict) {
+    fn sync(&mut self, r: usize, kind: SyncKind, crash: Option<CrashAt>) -> StepOutcome {
         let point = crash.map(crash_point);
         let supported = point.is_some_and(|p| self.caps().crash_points.contains(&p));
         let crash = crash.filter(|_| supported);
@@ -637,19 +651,19 @@ impl<'a> Runner<'a> {
         });
         if !self.up(r) {
             let verdict = down_agrees(expected.as_ref().map(|e| e == &Err(model::SyncFailure::Down)));
-            return (format!("{title} -> down"), verdict);
+            return StepOutcome::new(format!("{title} -> down"), verdict);
         }
         if let Err(v) = self.set_clock(r) {
-            return (format!("{title} -> error"), Err(v));
+            return StepOutcome::new(format!("{title} -> error"), Err(v));
         }
         let Some(replica) = self.replicas[r].as_mut() else {
-            return (format!("{title} -> down"), Ok(()));
+            return StepOutcome::new(format!("{title} -> down"), Ok(()));
         };
         if let Some(at) = crash {
             match replica.arm_crash(crash_point(at)) {
                 Answer::Ok(()) => {}
                 other => {
-                    return (
+                    return StepOutcome::new(
                         format!("{title} -> error"),
                         Err(engine_violation(&format!("r{r} arm_crash"), &other)),
                     )
@@ -715,9 +729,9 @@ impl<'a> Runner<'a> {
             if self.model.as_ref().is_some_and(|m| !m.replicas[r].up) {
                 self.replicas[r] = None;
             }
-            return (line, verdict);
+            return StepOutcome::new(line, verdict);
         }
-        (line, self.after_sync(r, kind, &answer))
+        StepOutcome::new(line, self.after_sync(r, kind, &answer))
     }
 
     /// Records what the sync taught (happens-before), then observes.
@@ -757,9 +771,9 @@ impl<'a> Runner<'a> {
 
     // ------------------------------------------------------- restarts, locks
 
-    fn restart(&mut self, r: usize) -> (String, Verdict) {
+    fn restart(&mut self, r: usize) -> StepOutcome {
         if self.up(r) {
-            return (format!("r{r} restart (already up)"), Ok(()));
+            return StepOutcome::new(format!("r{r} restart (already up)"), Ok(()));
         }
         if let Some(m) = &mut self.model {
             m.restart(r);
@@ -767,7 +781,7 @@ impl<'a> Runner<'a> {
         match self.open(r, false, false) {
             Ok(replica) => self.replicas[r] = Some(replica),
             Err(e) => {
-                return (
+                return StepOutcome::new(
                     format!("r{r} restart -> error"),
                     Err(Violation::new(Invariant::EngineFailed, format!("r{r} restart: {e}"))),
                 )
@@ -776,7 +790,7 @@ impl<'a> Runner<'a> {
         let pending = match self.replicas[r].as_mut().map(|x| x.pending()) {
             Some(Answer::Ok(p)) => p,
             Some(other) => {
-                return (
+                return StepOutcome::new(
                     format!("r{r} restart"),
                     Err(engine_violation(&format!("r{r} pending"), &other)),
                 )
@@ -784,15 +798,15 @@ impl<'a> Runner<'a> {
             None => 0,
         };
         count(&mut self.events, Event::RestartWithPending, u64::from(pending > 0));
-        (
+        StepOutcome::new(
             format!("r{r} restart with {pending} pending"),
             self.observe_replica(r, true),
         )
     }
 
-    fn lock_remote(&mut self, lock: LockKind, hold: usize) -> (String, Verdict) {
+    fn lock_remote(&mut self, lock: LockKind, hold: usize) -> StepOutcome {
         if self.places.remote_locked() {
-            return ("remote lock (already locked)".to_string(), Ok(()));
+            return StepOutcome::new("remote lock (already locked)".to_string(), Ok(()));
         }
         match self.places.lock_remote(lock, hold) {
             Ok(()) => {
@@ -803,27 +817,27 @@ impl<'a> Runner<'a> {
                         LockKind::Exclusive => model::RemoteLock::Exclusive,
                     }));
                 }
-                (format!("remote {} lock for {hold} steps", lock_name(lock)), Ok(()))
+                StepOutcome::new(format!("remote {} lock for {hold} steps", lock_name(lock)), Ok(()))
             }
-            Err(e) => (
+            Err(e) => StepOutcome::new(
                 "remote lock -> error".to_string(),
                 Err(Violation::new(Invariant::EngineFailed, e)),
             ),
         }
     }
 
-    fn lock_cache(&mut self, r: usize, hold: usize) -> (String, Verdict) {
+    fn lock_cache(&mut self, r: usize, hold: usize) -> StepOutcome {
         if self.places.cache_locked(r) {
-            return (format!("r{r} cache lock (already locked)"), Ok(()));
+            return StepOutcome::new(format!("r{r} cache lock (already locked)"), Ok(()));
         }
         match self.places.lock_cache(r, hold) {
             Ok(()) => {
                 if let Some(m) = &mut self.model {
                     m.lock_cache(r, true);
                 }
-                (format!("r{r} cache write lock for {hold} steps"), Ok(()))
+                StepOutcome::new(format!("r{r} cache write lock for {hold} steps"), Ok(()))
             }
-            Err(e) => (
+            Err(e) => StepOutcome::new(
                 format!("r{r} cache lock -> error"),
                 Err(Violation::new(Invariant::EngineFailed, e)),
             ),
@@ -938,9 +952,9 @@ impl<'a> Runner<'a> {
                 line += 1;
                 self.time_ms += STEP_MS;
                 self.step_no = line;
-                let (text, outcome) = self.restart(r);
-                trace.push(format!("{line:>3}. {text} (quiescence)"));
-                outcome.map_err(|v| (line, v))?;
+                let outcome = self.restart(r);
+                trace.push(format!("{line:>3}. {} (quiescence)", outcome.line));
+                outcome.verdict.map_err(|v| (line, v))?;
             }
         }
         let mut last = self.fingerprint().map_err(|v| (line, v))?;
@@ -950,12 +964,12 @@ impl<'a> Runner<'a> {
                 self.time_ms += STEP_MS;
                 self.step_no = line;
                 let before = self.model.as_ref().map(|m| m.events.clone());
-                let (text, outcome) = self.sync(r, SyncKind::Full, None);
+                let outcome = self.sync(r, SyncKind::Full, None);
                 if let Some(before) = before {
                     self.count_model_events(&before);
                 }
-                trace.push(format!("{line:>3}. {text} (quiescence round {round})"));
-                outcome.map_err(|v| (line, v))?;
+                trace.push(format!("{line:>3}. {} (quiescence round {round})", outcome.line));
+                outcome.verdict.map_err(|v| (line, v))?;
             }
             let now = self.fingerprint().map_err(|v| (line, v))?;
             let settled = now == last && now.1.iter().all(|p| *p == 0);
