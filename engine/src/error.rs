@@ -87,6 +87,24 @@ pub enum Error {
         parent_id: i64,
     },
 
+    #[error(
+        "the remote's last change seq is {head}, behind this replica's cursor {cursor}: the remote was \
+         replaced or restored from an older copy; nothing was applied. Restore the remote's latest copy"
+    )]
+    RemoteBehindCursor { cursor: i64, head: i64 },
+
+    #[error(
+        "{table}/{id} resolves through more than {hops_max} aliases; the cache's alias table is corrupt \
+         (the rules keep alias chains short); nothing was applied"
+    )]
+    AliasChainTooLong { table: String, id: i64, hops_max: usize },
+
+    #[error(
+        "deleting {table}/{id} on the remote cascades more than {depth_max} levels deep; nothing was \
+         applied: flatten the references or delete the deepest rows first"
+    )]
+    CascadeTooDeep { table: String, id: i64, depth_max: usize },
+
     #[error("the remote connection failed: {0}; nothing was marked synced: retry the sync")]
     RemoteUnavailable(String),
 

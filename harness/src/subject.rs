@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 use syncgate_engine::rusqlite::types::Value as EValue;
-use syncgate_engine::rusqlite::{Connection, OptionalExtension};
+use syncgate_engine::rusqlite::Connection;
 use syncgate_engine::{
     Change, ChangeKind, Clock, Config, Error, Remote, RemoteRow, Replica, Schema, SqliteRemote, WriteRefusal,
 };
@@ -365,25 +365,10 @@ fn read_tables_in_transaction(conn: &Connection) -> Result<model::Tables, String
 
 /// The write ledger from the cache's outbox and the remote's applied seq.
 pub fn read_ledger(cache: &Connection, remote_acked: i64) -> Result<Ledger, String> {
-    let s = |e: syncgate_engine::rusqlite::Error| e.to_string();
-    let captured_max: i64 = cache
-        .query_row("SELECT seq FROM sqlite_sequence WHERE name = '_sg_outbox'", [], |r| {
-            r.get(0)
-        })
-        .optional()
-        .map_err(s)?
-        .unwrap_or(0);
-    let mut stmt = cache
-        .prepare_cached("SELECT seq FROM _sg_outbox ORDER BY seq")
-        .map_err(s)?;
-    let pending = stmt
-        .query_map([], |r| r.get(0))
-        .map_err(s)?
-        .collect::<Result<Vec<i64>, _>>()
-        .map_err(s)?;
+    let outbox = syncgate_engine::outbox::read_ledger(cache).map_err(|e| e.to_string())?;
     Ok(Ledger {
-        captured_max,
-        pending,
+        captured_max: outbox.captured_max,
+        pending: outbox.pending,
         remote_acked,
     })
 }

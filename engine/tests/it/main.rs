@@ -6,6 +6,7 @@ mod clocks;
 mod deletes;
 mod durability;
 mod ids;
+mod layout;
 mod locks;
 mod merge;
 mod natural_keys;
