@@ -1,6 +1,7 @@
 //! Integration tests: one module per failure class of DEVELOPERS.md.
 
 mod bad_input;
+mod bounds;
 mod capture;
 mod clocks;
 mod deletes;
