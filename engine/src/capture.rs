@@ -5,6 +5,8 @@
 //! transaction as the write, for every connection that writes the file. No
 //! code path can skip it and nothing waits for a commit hook.
 
+use std::collections::BTreeMap;
+
 use crate::aliases;
 use crate::config::Config;
 use crate::meta::{APPLYING_MERGE, APPLYING_NONE};
@@ -13,10 +15,9 @@ use crate::outbox::{self, Op};
 use crate::schema::{quote, Schema};
 use crate::tombstones;
 
-/// Every trigger the cache of a replica with ids `[lo, hi)` carries, as
-/// `(name, CREATE TRIGGER statement)`.
-pub(crate) fn triggers(schema: &Schema, config: &Config) -> Vec<(String, String)> {
-    let mut out = Vec::new();
+/// Every trigger a cache carries: name → `CREATE TRIGGER` statement.
+pub(crate) fn triggers(schema: &Schema, config: &Config) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
     for t in schema.tables() {
         let name = &t.name;
         let q = quote(name);
@@ -30,7 +31,10 @@ pub(crate) fn triggers(schema: &Schema, config: &Config) -> Vec<(String, String)
             .collect::<Vec<_>>()
             .join(" | ");
         let trigger = |suffix: &str| format!("_sg_{name}_{suffix}");
-        let mut add = |name: String, sql: String| out.push((name.clone(), sql.replace("{trigger}", &quote(&name))));
+        let mut add = |name: String, sql: String| {
+            let sql = sql.replace("{trigger}", &quote(&name));
+            out.insert(name, sql);
+        };
         // Mutants autoincrement-ids and insert-or-replace: the id-space check is gone.
         let id_space_check = if config.planted(Mutant::AutoincrementIds) || config.planted(Mutant::InsertOrReplace) {
             "0"

@@ -27,6 +27,12 @@ pub enum Error {
         source: rusqlite::Error,
     },
 
+    #[error(
+        "cache {path} is in format {found}, newer than this engine's format {supported}: \
+         open it with the newer version of syncgate-engine that wrote it"
+    )]
+    CacheFormatTooNew { path: PathBuf, found: i64, supported: i64 },
+
     #[error("{place} is not a syncgate {what}: {detail}")]
     NotInitialized {
         place: String,

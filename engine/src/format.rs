@@ -1,10 +1,18 @@
-//! The cache file's sync tables and triggers: created in a new cache,
-//! checked (and reinstalled when they differ) in an existing one.
+//! The cache file's format: its sync tables and triggers, created in a new
+//! cache, upgraded in place in an older one, refused in a newer one.
+//!
+//! Formats (`_sg_meta.format`; 0 is the format before it was recorded):
+//! - 0: the first format.
+//! - 1: the meta row records the format.
+//!
+//! Triggers carry no number: at every open their text is compared with what
+//! this version of the engine would create, and any difference reinstalls
+//! them all.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use rusqlite::{Connection, TransactionBehavior};
+use rusqlite::{Connection, Transaction, TransactionBehavior};
 
 use crate::aliases::ALIASES_DDL;
 use crate::capture;
@@ -16,8 +24,48 @@ use crate::outbox::OUTBOX_DDL;
 use crate::schema::{quote, Schema};
 use crate::tombstones::TOMBSTONES_DDL;
 
+/// The format this version of the engine writes.
+pub const CACHE_FORMAT: i64 = 1;
+
+/// Makes the file behind `conn` a cache in `CACHE_FORMAT` with the triggers
+/// `schema` and `config` call for: a new file gets its sync tables (and a
+/// replica id from `register`), an older one is upgraded, each in one
+/// transaction. Returns whether the cache existed before.
+pub(crate) fn open(
+    conn: &mut Connection,
+    schema: &Schema,
+    config: &Config,
+    path: &Path,
+    register: impl FnOnce() -> Result<u32>,
+) -> Result<bool> {
+    if !is_cache(conn)? {
+        check_no_uncaptured_rows(conn, schema, path)?;
+        let replica = register()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        create(&tx, schema, replica)?;
+        schema.verify(&tx, "cache")?;
+        install_triggers(&tx, schema, config)?;
+        tx.commit()?;
+        return Ok(false);
+    }
+    check_not_newer(meta::format(conn)?, path)?;
+    schema.verify(conn, "cache")?;
+    let wanted = capture::triggers(schema, config);
+    if meta::format(conn)? == CACHE_FORMAT && installed_triggers(conn)? == wanted {
+        return Ok(true);
+    }
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    // Read again under the write lock: another connection may have upgraded.
+    let format = meta::format(&tx)?;
+    check_not_newer(format, path)?;
+    upgrade(&tx, format)?;
+    install_triggers(&tx, schema, config)?;
+    tx.commit()?;
+    Ok(true)
+}
+
 /// Whether the file at `conn` already holds a syncgate cache.
-pub(crate) fn is_cache(conn: &Connection) -> Result<bool> {
+fn is_cache(conn: &Connection) -> Result<bool> {
     Ok(conn.query_row(
         "SELECT count(*) > 0 FROM sqlite_master WHERE name = '_sg_meta'",
         [],
@@ -25,9 +73,20 @@ pub(crate) fn is_cache(conn: &Connection) -> Result<bool> {
     )?)
 }
 
+fn check_not_newer(format: i64, path: &Path) -> Result<()> {
+    if format > CACHE_FORMAT {
+        return Err(Error::CacheFormatTooNew {
+            path: path.to_path_buf(),
+            found: format,
+            supported: CACHE_FORMAT,
+        });
+    }
+    Ok(())
+}
+
 /// Refuses a new cache whose synced tables already hold rows: they were
 /// never captured, so they could never sync.
-pub(crate) fn check_no_uncaptured_rows(conn: &Connection, schema: &Schema, path: &Path) -> Result<()> {
+fn check_no_uncaptured_rows(conn: &Connection, schema: &Schema, path: &Path) -> Result<()> {
     for t in schema.tables() {
         let exists: bool = conn.query_row(
             "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = ?1",
@@ -52,45 +111,52 @@ pub(crate) fn check_no_uncaptured_rows(conn: &Connection, schema: &Schema, path:
     Ok(())
 }
 
-/// Creates the sync tables and the synced tables of a new cache for
-/// `replica`, in one transaction.
-pub(crate) fn create(conn: &mut Connection, schema: &Schema, replica: u32) -> Result<()> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    meta::create(&tx, replica, id_space(replica))?;
+/// The sync tables and the synced tables of a new cache for `replica`.
+fn create(tx: &Transaction<'_>, schema: &Schema, replica: u32) -> Result<()> {
+    meta::create(tx, CACHE_FORMAT, replica, id_space(replica))?;
     tx.execute_batch(OUTBOX_DDL)?;
     tx.execute_batch(TOMBSTONES_DDL)?;
     tx.execute_batch(ALIASES_DDL)?;
     for stmt in schema.create_statements() {
         tx.execute_batch(&stmt)?;
     }
-    tx.commit()?;
     Ok(())
 }
 
-/// Makes the cache's triggers exactly the ones `schema` and `config` call
-/// for: when any is missing, extra or different (a trigger changed in a new
-/// version of the engine), all are dropped and created again, in one
-/// transaction.
-pub(crate) fn install_triggers(conn: &mut Connection, schema: &Schema, config: &Config) -> Result<()> {
-    let wanted: BTreeMap<String, String> = capture::triggers(schema, config).into_iter().collect();
-    if installed_triggers(conn)? == wanted {
+/// Upgrades a cache in `format` to `CACHE_FORMAT`, one format at a time.
+/// Every pending outbox entry, tombstone and alias survives.
+fn upgrade(tx: &Transaction<'_>, format: i64) -> Result<()> {
+    assert!(
+        (0..=CACHE_FORMAT).contains(&format),
+        "format {format} outside 0..={CACHE_FORMAT}"
+    );
+    if format < 1 {
+        meta::upgrade_to_1(tx)?;
+    }
+    meta::set_format(tx, CACHE_FORMAT)?;
+    Ok(())
+}
+
+/// Makes the cache's triggers exactly the ones wanted: when any is missing,
+/// extra or different (a trigger changed in a new version of the engine),
+/// all are dropped and created again.
+fn install_triggers(tx: &Transaction<'_>, schema: &Schema, config: &Config) -> Result<()> {
+    let wanted = capture::triggers(schema, config);
+    let installed = installed_triggers(tx)?;
+    if installed == wanted {
         return Ok(());
     }
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    if installed_triggers(&tx)? != wanted {
-        for name in installed_triggers(&tx)?.keys() {
-            tx.execute_batch(&format!("DROP TRIGGER {}", quote(name)))?;
-        }
-        for sql in wanted.values() {
-            tx.execute_batch(sql)?;
-        }
-        assert_eq!(
-            installed_triggers(&tx)?,
-            wanted,
-            "SQLite stores trigger text as written, so a reinstall is not repeated at every open"
-        );
+    for name in installed.keys() {
+        tx.execute_batch(&format!("DROP TRIGGER {}", quote(name)))?;
     }
-    tx.commit()?;
+    for sql in wanted.values() {
+        tx.execute_batch(sql)?;
+    }
+    assert_eq!(
+        installed_triggers(tx)?,
+        wanted,
+        "SQLite keeps a trigger's text as written, so the next open finds it unchanged"
+    );
     Ok(())
 }
 

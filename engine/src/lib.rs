@@ -57,6 +57,7 @@ pub use apply::CASCADE_DEPTH_MAX;
 pub use cache::Row;
 pub use config::Config;
 pub use error::{Error, Result, WriteRefusal};
+pub use format::CACHE_FORMAT;
 pub use ids::{id_space, ID_SPACE_BITS, REPLICAS_MAX};
 #[cfg(feature = "mutants")]
 pub use mutant::Mutant;

@@ -16,6 +16,7 @@ pub(crate) const APPLYING_MERGE: i64 = 2;
 pub(crate) const META_DDL: &str = "
 CREATE TABLE IF NOT EXISTS _sg_meta (
     k INTEGER PRIMARY KEY CHECK (k = 1),
+    format INTEGER NOT NULL,
     replica INTEGER NOT NULL,
     id_lo INTEGER NOT NULL,
     id_hi INTEGER NOT NULL,
@@ -27,14 +28,39 @@ CREATE TABLE IF NOT EXISTS _sg_meta (
 );
 ";
 
-/// Creates the row of a new cache for `replica`, whose ids are `[lo, hi)`.
-pub(crate) fn create(tx: &Connection, replica: u32, (lo, hi): (i64, i64)) -> Result<()> {
+/// Creates the row of a new cache in `format` for `replica`, whose ids are
+/// `[lo, hi)`.
+pub(crate) fn create(tx: &Connection, format: i64, replica: u32, (lo, hi): (i64, i64)) -> Result<()> {
     tx.execute_batch(META_DDL)?;
     tx.execute(
-        "INSERT INTO _sg_meta (k, replica, id_lo, id_hi, next_id, hlc, txn, applying, cursor) \
-         VALUES (1, ?1, ?2, ?3, ?2, 0, 0, ?4, 0)",
-        rusqlite::params![replica, lo, hi, APPLYING_NONE],
+        "INSERT INTO _sg_meta (k, format, replica, id_lo, id_hi, next_id, hlc, txn, applying, cursor) \
+         VALUES (1, ?1, ?2, ?3, ?4, ?3, 0, 0, ?5, 0)",
+        rusqlite::params![format, replica, lo, hi, APPLYING_NONE],
     )?;
+    Ok(())
+}
+
+/// The format the cache file is in: 0 before caches recorded one.
+pub(crate) fn format(conn: &Connection) -> Result<i64> {
+    let recorded: bool = conn.query_row(
+        "SELECT count(*) > 0 FROM pragma_table_info('_sg_meta') WHERE name = 'format'",
+        [],
+        |r| r.get(0),
+    )?;
+    if !recorded {
+        return Ok(0);
+    }
+    Ok(conn.query_row("SELECT format FROM _sg_meta", [], |r| r.get(0))?)
+}
+
+/// Format 0 to 1: the meta row records the format.
+pub(crate) fn upgrade_to_1(tx: &Connection) -> Result<()> {
+    tx.execute_batch("ALTER TABLE _sg_meta ADD COLUMN format INTEGER NOT NULL DEFAULT 0")?;
+    Ok(())
+}
+
+pub(crate) fn set_format(tx: &Connection, format: i64) -> Result<()> {
+    tx.execute("UPDATE _sg_meta SET format = ?1", [format])?;
     Ok(())
 }
 

@@ -49,18 +49,11 @@ impl<R: Remote> Replica<R> {
         config: Config,
     ) -> Result<Replica<R>> {
         let mut conn = open_connection(path, &config)?;
-        if format::is_cache(&conn)? {
-            if config.planted(Mutant::MemoryOutbox) {
-                // Mutant memory-outbox: what was pending lived in memory and is gone.
-                outbox::forget_pending(&conn)?;
-            }
-        } else {
-            format::check_no_uncaptured_rows(&conn, schema, path)?;
-            let replica = remote.register_replica()?;
-            format::create(&mut conn, schema, replica)?;
+        let existed = format::open(&mut conn, schema, &config, path, || remote.register_replica())?;
+        if existed && config.planted(Mutant::MemoryOutbox) {
+            // Mutant memory-outbox: what was pending lived in memory and is gone.
+            outbox::forget_pending(&conn)?;
         }
-        schema.verify(&conn, "cache")?;
-        format::install_triggers(&mut conn, schema, &config)?;
         let replica_id = meta::replica(&conn)?;
         Ok(Replica {
             conn,

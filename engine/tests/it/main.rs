@@ -14,3 +14,4 @@ mod natural_keys;
 mod smoke;
 mod status;
 mod support;
+mod upgrade;
