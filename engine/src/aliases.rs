@@ -11,13 +11,13 @@ use crate::error::{Error, Result};
 pub const ALIAS_HOPS_MAX: usize = 8;
 
 pub(crate) const ALIASES_DDL: &str = "
-CREATE TABLE IF NOT EXISTS _sg_aliases (
+CREATE TABLE _sg_aliases (
     tbl TEXT NOT NULL,
     id INTEGER NOT NULL,
     survivor INTEGER NOT NULL,
     PRIMARY KEY (tbl, id)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS _sg_aliases_survivor ON _sg_aliases (tbl, survivor);
+CREATE INDEX _sg_aliases_survivor ON _sg_aliases (tbl, survivor);
 ";
 
 /// SQL that is true when `id` (an SQL expression) of `table` is an alias.
@@ -63,4 +63,10 @@ pub(crate) fn record(tx: &Connection, table: &str, id: i64, survivor: i64) -> Re
     tx.prepare_cached("INSERT OR REPLACE INTO _sg_aliases (tbl, id, survivor) VALUES (?1, ?2, ?3)")?
         .execute(rusqlite::params![table, id, survivor])?;
     Ok(())
+}
+
+/// The largest id of `table` in `[lo, hi)` here.
+pub(crate) fn max_id_in(conn: &Connection, table: &str, lo: i64, hi: i64) -> Result<Option<i64>> {
+    let mut stmt = conn.prepare_cached("SELECT max(id) FROM _sg_aliases WHERE tbl = ?1 AND id >= ?2 AND id < ?3")?;
+    Ok(stmt.query_row(rusqlite::params![table, lo, hi], |r| r.get(0))?)
 }

@@ -23,6 +23,15 @@ pub(crate) fn row_exists(conn: &Connection, table: &str, id: i64) -> Result<bool
         .is_some())
 }
 
+/// The largest id of `table` in `[lo, hi)`.
+pub(crate) fn max_id_in(conn: &Connection, table: &str, lo: i64, hi: i64) -> Result<Option<i64>> {
+    let sql = format!(
+        "SELECT max(\"id\") FROM {} WHERE \"id\" >= ?1 AND \"id\" < ?2",
+        quote(table)
+    );
+    Ok(conn.prepare_cached(&sql)?.query_row([lo, hi], |r| r.get(0))?)
+}
+
 /// The row other than `except` whose natural key is `key`.
 pub(crate) fn natural_key_holder(
     conn: &Connection,

@@ -4,6 +4,9 @@
 //! Formats (`_sg_meta.format`; 0 is the format before it was recorded):
 //! - 0: the first format.
 //! - 1: the meta row records the format.
+//! - 2: capture writes one outbox row and nothing else: values in columns,
+//!   stamps from the seq, no outbox index, no AUTOINCREMENT counter, no
+//!   per-write meta update (`outbox.rs` describes the format).
 //!
 //! Triggers carry no number: at every open their text is compared with what
 //! this version of the engine would create, and any difference reinstalls
@@ -20,12 +23,12 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::ids::id_space;
 use crate::meta;
-use crate::outbox::OUTBOX_DDL;
+use crate::outbox;
 use crate::schema::{quote, Schema};
 use crate::tombstones::TOMBSTONES_DDL;
 
 /// The format this version of the engine writes.
-pub const CACHE_FORMAT: i64 = 1;
+pub const CACHE_FORMAT: i64 = 2;
 
 /// Makes the file behind `conn` a cache in `CACHE_FORMAT` with the triggers
 /// `schema` and `config` call for: a new file gets its sync tables (and a
@@ -44,13 +47,13 @@ pub(crate) fn open(
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         create(&tx, schema, replica)?;
         schema.verify(&tx, "cache")?;
-        install_triggers(&tx, schema, config)?;
+        install_triggers(&tx, &capture::triggers(schema, config, replica))?;
         tx.commit()?;
         return Ok(false);
     }
     check_not_newer(meta::format(conn)?, path)?;
     schema.verify(conn, "cache")?;
-    let wanted = capture::triggers(schema, config);
+    let wanted = capture::triggers(schema, config, meta::replica(conn)?);
     if meta::format(conn)? == CACHE_FORMAT && installed_triggers(conn)? == wanted {
         return Ok(true);
     }
@@ -58,8 +61,10 @@ pub(crate) fn open(
     // Read again under the write lock: another connection may have upgraded.
     let format = meta::format(&tx)?;
     check_not_newer(format, path)?;
-    upgrade(&tx, format)?;
-    install_triggers(&tx, schema, config)?;
+    if format < CACHE_FORMAT {
+        upgrade(&tx, schema, format)?;
+    }
+    install_triggers(&tx, &wanted)?;
     tx.commit()?;
     Ok(true)
 }
@@ -113,8 +118,8 @@ fn check_no_uncaptured_rows(conn: &Connection, schema: &Schema, path: &Path) -> 
 
 /// The sync tables and the synced tables of a new cache for `replica`.
 fn create(tx: &Transaction<'_>, schema: &Schema, replica: u32) -> Result<()> {
-    meta::create(tx, CACHE_FORMAT, replica, id_space(replica))?;
-    tx.execute_batch(OUTBOX_DDL)?;
+    meta::create(tx, CACHE_FORMAT, replica, id_space(replica).0)?;
+    tx.execute_batch(&outbox::ddl(schema))?;
     tx.execute_batch(TOMBSTONES_DDL)?;
     tx.execute_batch(ALIASES_DDL)?;
     for stmt in schema.create_statements() {
@@ -124,37 +129,46 @@ fn create(tx: &Transaction<'_>, schema: &Schema, replica: u32) -> Result<()> {
 }
 
 /// Upgrades a cache in `format` to `CACHE_FORMAT`, one format at a time.
-/// Every pending outbox entry, tombstone and alias survives.
-fn upgrade(tx: &Transaction<'_>, format: i64) -> Result<()> {
+/// Every pending outbox entry, tombstone and alias survives. The old
+/// triggers go first (they name old columns); the caller installs the new.
+fn upgrade(tx: &Transaction<'_>, schema: &Schema, format: i64) -> Result<()> {
     assert!(
-        (0..=CACHE_FORMAT).contains(&format),
-        "format {format} outside 0..={CACHE_FORMAT}"
+        (0..CACHE_FORMAT).contains(&format),
+        "format {format} outside 0..{CACHE_FORMAT}"
     );
+    drop_triggers(tx)?;
     if format < 1 {
         meta::upgrade_to_1(tx)?;
+    }
+    if format < 2 {
+        let seq_max = outbox::upgrade_to_2(tx, schema)?;
+        meta::upgrade_to_2(tx, seq_max)?;
     }
     meta::set_format(tx, CACHE_FORMAT)?;
     Ok(())
 }
 
-/// Makes the cache's triggers exactly the ones wanted: when any is missing,
-/// extra or different (a trigger changed in a new version of the engine),
-/// all are dropped and created again.
-fn install_triggers(tx: &Transaction<'_>, schema: &Schema, config: &Config) -> Result<()> {
-    let wanted = capture::triggers(schema, config);
-    let installed = installed_triggers(tx)?;
-    if installed == wanted {
-        return Ok(());
-    }
-    for name in installed.keys() {
+fn drop_triggers(tx: &Transaction<'_>) -> Result<()> {
+    for name in installed_triggers(tx)?.keys() {
         tx.execute_batch(&format!("DROP TRIGGER {}", quote(name)))?;
     }
+    Ok(())
+}
+
+/// Makes the cache's triggers exactly `wanted`: when any is missing, extra
+/// or different (a trigger changed in a new version of the engine), all are
+/// dropped and created again.
+fn install_triggers(tx: &Transaction<'_>, wanted: &BTreeMap<String, String>) -> Result<()> {
+    if installed_triggers(tx)? == *wanted {
+        return Ok(());
+    }
+    drop_triggers(tx)?;
     for sql in wanted.values() {
         tx.execute_batch(sql)?;
     }
     assert_eq!(
         installed_triggers(tx)?,
-        wanted,
+        *wanted,
         "SQLite keeps a trigger's text as written, so the next open finds it unchanged"
     );
     Ok(())

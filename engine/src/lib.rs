@@ -19,12 +19,13 @@
 //!
 //! Modules, from the bottom up (each uses only modules above it in this
 //! list; `tests/it/layout.rs` checks there is no import circle):
-//! - leaves: `error`, `mutant`, `config`, `ids`, `stamp`, `schema`, `report`;
+//! - leaves: `error`, `mutant`, `config`, `stamp`, `schema`, `report`;
 //! - the cache's data, one module each: `meta` (`_sg_meta`), `tombstones`,
 //!   `aliases`, `cache` (the synced tables), `outbox` (the only module that
 //!   knows the outbox's format);
-//! - `capture` (the triggers) and `format` (creating, checking and
-//!   upgrading a cache file);
+//! - `hlc` (the clock, kept in `_sg_meta` and moved by outbox seqs), `ids`
+//!   (id spaces and minting), `capture` (the triggers) and `format`
+//!   (creating, checking and upgrading a cache file);
 //! - the remote: `remote` (the trait), `sqlite_remote`, `apply` (the remote's
 //!   side of the merge rules);
 //! - the operations: `writer`, `push`, `pull`;
@@ -37,6 +38,7 @@ mod capture;
 mod config;
 mod error;
 mod format;
+mod hlc;
 mod ids;
 mod meta;
 mod mutant;

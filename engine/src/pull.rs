@@ -14,9 +14,10 @@ use crate::aliases;
 use crate::cache;
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::meta::{self, APPLYING_MERGE, APPLYING_PULL};
+use crate::hlc;
+use crate::meta::{self, APPLYING_MERGE, APPLYING_NONE, APPLYING_PULL};
 use crate::mutant::Mutant;
-use crate::outbox::{self, Op};
+use crate::outbox::{self, Op, PendingIndex};
 use crate::remote::{Change, ChangeKind, Remote, RemoteRow};
 use crate::schema::{quote, Schema};
 use crate::stamp::Stamp;
@@ -43,7 +44,7 @@ pub(crate) fn pull<R: Remote>(
     if config.planted(Mutant::NonAtomicPull) {
         // Mutant: the cursor moves to the remote head in its own transaction,
         // before the data; a crash in between loses those changes.
-        cursor_before = Some(meta::cursor_and_hlc(conn)?.0);
+        cursor_before = Some(meta::cursor(conn)?);
         remote.begin_read()?;
         let head = remote.head();
         remote.rollback();
@@ -88,7 +89,8 @@ fn apply_changes<R: Remote>(
     cursor_before: Option<i64>,
 ) -> Result<Pulled> {
     let page_rows = config.pull_page_rows.max(1);
-    let (cursor, hlc_before) = meta::cursor_and_hlc(tx)?;
+    let cursor = meta::cursor(tx)?;
+    let hlc_before = hlc::now(tx)?;
     let head = remote.head()?;
     if head < cursor {
         return Err(Error::RemoteBehindCursor { cursor, head });
@@ -103,6 +105,7 @@ fn apply_changes<R: Remote>(
     let advance_clock = !config.planted(Mutant::NoClockAdvance) && !config.planted(Mutant::WallClockLww);
     tx.execute_batch("PRAGMA defer_foreign_keys = ON")?;
     meta::set_applying(tx, APPLYING_PULL)?;
+    let pending = outbox::index_pending(tx)?;
     let mut pulled = Pulled::default();
     let mut hlc = hlc_before;
     for kind in [ChangeKind::Gone, ChangeKind::Live] {
@@ -121,7 +124,7 @@ fn apply_changes<R: Remote>(
                         hlc = stamps.iter().fold(hlc, |h, s| h.max(s.hlc));
                     }
                 }
-                if apply_change(tx, schema, config, replica, change)? {
+                if apply_change(tx, schema, config, (replica, pending), change)? {
                     pulled.conflicts += 1;
                 }
                 pulled.rows += 1;
@@ -136,7 +139,9 @@ fn apply_changes<R: Remote>(
         hlc >= hlc_before,
         "a pull only raises the clock: from {hlc_before} to {hlc}"
     );
-    meta::finish_pull(tx, head, hlc)?;
+    hlc::raise(tx, hlc)?;
+    meta::set_cursor(tx, head)?;
+    meta::set_applying(tx, APPLYING_NONE)?;
     Ok(pulled)
 }
 
@@ -210,7 +215,13 @@ fn broken_reference(tx: &Connection, schema: &Schema) -> Result<Option<Error>> {
 
 /// Step 5 for one remote row (rules P3, P4, D1, D2, N2, N3). Returns whether
 /// a conflict was resolved here.
-fn apply_change(tx: &Connection, schema: &Schema, config: &Config, replica: u32, change: &Change) -> Result<bool> {
+fn apply_change(
+    tx: &Connection,
+    schema: &Schema,
+    config: &Config,
+    local: (u32, PendingIndex),
+    change: &Change,
+) -> Result<bool> {
     let t = change.table;
     let name = &schema.table(t).name;
     let id = change.id;
@@ -232,7 +243,7 @@ fn apply_change(tx: &Connection, schema: &Schema, config: &Config, replica: u32,
             }
             Ok(false)
         }
-        RemoteRow::Live { values, stamps } => apply_live(tx, schema, config, replica, (t, id), values, stamps),
+        RemoteRow::Live { values, stamps } => apply_live(tx, schema, config, local, (t, id), values, stamps),
     }
 }
 
@@ -240,7 +251,7 @@ fn apply_live(
     tx: &Connection,
     schema: &Schema,
     config: &Config,
-    replica: u32,
+    (replica, index): (u32, PendingIndex),
     (t, id): (usize, i64),
     values: &[Value],
     stamps: &[Stamp],
@@ -281,7 +292,7 @@ fn apply_live(
         // Mutant: pending local writes are ignored; the remote value always wins.
         vec![None; def.columns.len()]
     } else {
-        pending_columns(tx, schema, replica, t, target)?
+        pending_columns(tx, schema, (replica, index), t, target)?
     };
     let mut won_local = false;
     for (c, slot) in values.iter_mut().enumerate() {
@@ -313,13 +324,13 @@ fn apply_live(
 fn pending_columns(
     tx: &Connection,
     schema: &Schema,
-    replica: u32,
+    (replica, index): (u32, PendingIndex),
     t: usize,
     target: i64,
 ) -> Result<Vec<Option<(Stamp, Value)>>> {
     let def = schema.table(t);
     let mut best: Vec<Option<(Stamp, Value)>> = vec![None; def.columns.len()];
-    for entry in outbox::pending_for(tx, schema, replica, t, target)? {
+    for entry in outbox::pending_for(tx, index, schema, replica, t, target)? {
         if entry.op == Op::Delete {
             continue;
         }

@@ -11,6 +11,8 @@ use crate::cache::{self, Row};
 use crate::config::{Config, STATEMENT_CACHE_CAPACITY};
 use crate::error::{Error, Result};
 use crate::format;
+use crate::hlc;
+use crate::ids;
 use crate::meta;
 use crate::mutant::Mutant;
 use crate::outbox;
@@ -102,7 +104,8 @@ impl<R: Remote> Replica<R> {
     pub fn next_id(&mut self) -> Result<i64> {
         self.retrying("cache", |r| {
             let tx = r.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let id = meta::reserve_next_id(&tx)?;
+            let id = ids::next_free(&tx, &r.schema, r.replica_id)?;
+            meta::set_next_id(&tx, id + 1)?;
             tx.commit()?;
             Ok(id)
         })
@@ -119,15 +122,11 @@ impl<R: Remote> Replica<R> {
         let wall_clock = self.config.planted(Mutant::WallClockLww);
         self.retrying("cache", |r| {
             let tx = r.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            meta::tick(&tx, hlc_of_ms(now), wall_clock)?;
-            let mut writer = Writer {
-                tx: &tx,
-                schema: &schema,
-                replica: r.replica_id,
-                autoincrement,
-                merged_id_reuse: r.config.planted(Mutant::MergedIdReuse),
-            };
+            hlc::tick(&tx, hlc_of_ms(now), wall_clock)?;
+            let merged_id_reuse = r.config.planted(Mutant::MergedIdReuse);
+            let mut writer = Writer::new(&tx, &schema, r.replica_id, autoincrement, merged_id_reuse);
             let out = f(&mut writer)?;
+            drop(writer);
             tx.commit()?;
             Ok(out)
         })

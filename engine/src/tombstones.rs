@@ -6,7 +6,7 @@ use rusqlite::{Connection, OptionalExtension};
 use crate::error::Result;
 
 pub(crate) const TOMBSTONES_DDL: &str = "
-CREATE TABLE IF NOT EXISTS _sg_tombstones (
+CREATE TABLE _sg_tombstones (
     tbl TEXT NOT NULL,
     id INTEGER NOT NULL,
     PRIMARY KEY (tbl, id)
@@ -18,9 +18,10 @@ pub(crate) fn is_tombstoned_sql(table: &str, id: &str) -> String {
     format!("EXISTS (SELECT 1 FROM _sg_tombstones WHERE tbl = '{table}' AND id = {id})")
 }
 
-/// SQL that tombstones `id` (an SQL expression) of `table`.
-pub(crate) fn add_sql(table: &str, id: &str) -> String {
-    format!("INSERT OR IGNORE INTO _sg_tombstones (tbl, id) VALUES ('{table}', {id})")
+/// The start of an `INSERT ... SELECT` that tombstones `id` (an SQL
+/// expression) of `table`; the caller adds `FROM` and `WHERE`.
+pub(crate) fn add_select_sql(table: &str, id: &str) -> String {
+    format!("INSERT OR IGNORE INTO _sg_tombstones (tbl, id) SELECT '{table}', {id}")
 }
 
 pub(crate) fn tombstoned(conn: &Connection, table: &str, id: i64) -> Result<bool> {
@@ -35,4 +36,10 @@ pub(crate) fn add(tx: &Connection, table: &str, id: i64) -> Result<()> {
     tx.prepare_cached("INSERT OR IGNORE INTO _sg_tombstones (tbl, id) VALUES (?1, ?2)")?
         .execute(rusqlite::params![table, id])?;
     Ok(())
+}
+
+/// The largest id of `table` in `[lo, hi)` here.
+pub(crate) fn max_id_in(conn: &Connection, table: &str, lo: i64, hi: i64) -> Result<Option<i64>> {
+    let mut stmt = conn.prepare_cached("SELECT max(id) FROM _sg_tombstones WHERE tbl = ?1 AND id >= ?2 AND id < ?3")?;
+    Ok(stmt.query_row(rusqlite::params![table, lo, hi], |r| r.get(0))?)
 }

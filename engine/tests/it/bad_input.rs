@@ -136,7 +136,7 @@ fn corrupt_outbox_row_is_a_typed_error() {
         .query_row("SELECT seq FROM _sg_outbox WHERE row_id = ?1", [h2], |r| r.get(0))
         .expect("seq");
     a.connection()
-        .execute("UPDATE _sg_outbox SET vals = 'not json' WHERE seq = ?1", [seq])
+        .execute("UPDATE _sg_outbox SET op = 7 WHERE seq = ?1", [seq])
         .expect("corrupt");
 
     for outcome in [a.push(), a.sync()] {
