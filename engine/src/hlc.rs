@@ -10,10 +10,16 @@ use crate::error::Result;
 use crate::meta;
 use crate::outbox;
 
-/// The clock's value now.
-pub(crate) fn now(conn: &Connection) -> Result<i64> {
-    let (hlc, hlc_seq) = meta::clock(conn)?;
-    let seq_max = outbox::seq_max(conn)?;
+/// The clock's value now, in a write transaction. Outbox seqs never go
+/// back; if entries were removed from the top of the outbox by hand (a
+/// repair of a corrupt entry), the seqs they held are kept as a floor row
+/// first, so the next write is still stamped above the clock.
+pub(crate) fn now(tx: &Connection) -> Result<i64> {
+    let (hlc, hlc_seq) = meta::clock(tx)?;
+    if outbox::seq_max(tx)? < hlc_seq {
+        outbox::keep_seqs_up_to(tx, hlc_seq)?;
+    }
+    let seq_max = outbox::seq_max(tx)?;
     assert!(
         seq_max >= hlc_seq,
         "outbox seqs never go back: the clock was taken at seq {hlc_seq}, the outbox is at {seq_max}"

@@ -345,6 +345,14 @@ fn keep_floor(tx: &Connection, seq: i64) -> Result<()> {
     Ok(())
 }
 
+/// Makes sure the next seq handed out is above `seq`, with a floor row.
+pub(crate) fn keep_seqs_up_to(tx: &Connection, seq: i64) -> Result<()> {
+    if seq_max(tx)? < seq {
+        keep_floor(tx, seq)?;
+    }
+    Ok(())
+}
+
 /// Drops every pending entry, keeping the seqs handed out (the memory-outbox
 /// mutant: what was pending lived in memory and is gone).
 pub(crate) fn forget_pending(conn: &Connection) -> Result<()> {
