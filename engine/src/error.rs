@@ -27,6 +27,12 @@ pub enum Error {
         source: rusqlite::Error,
     },
 
+    #[error(
+        "cache {path} is in format {found}, newer than this engine's format {supported}: \
+         open it with the newer version of syncgate-engine that wrote it"
+    )]
+    CacheFormatTooNew { path: PathBuf, found: i64, supported: i64 },
+
     #[error("{place} is not a syncgate {what}: {detail}")]
     NotInitialized {
         place: String,
@@ -86,6 +92,24 @@ pub enum Error {
         parent_table: String,
         parent_id: i64,
     },
+
+    #[error(
+        "the remote's last change seq is {head}, behind this replica's cursor {cursor}: the remote was \
+         replaced or restored from an older copy; nothing was applied. Restore the remote's latest copy"
+    )]
+    RemoteBehindCursor { cursor: i64, head: i64 },
+
+    #[error(
+        "{table}/{id} resolves through more than {hops_max} aliases; the cache's alias table is corrupt \
+         (the rules keep alias chains short); nothing was applied"
+    )]
+    AliasChainTooLong { table: String, id: i64, hops_max: usize },
+
+    #[error(
+        "deleting {table}/{id} on the remote cascades more than {depth_max} levels deep; nothing was \
+         applied: flatten the references or delete the deepest rows first"
+    )]
+    CascadeTooDeep { table: String, id: i64, depth_max: usize },
 
     #[error("the remote connection failed: {0}; nothing was marked synced: retry the sync")]
     RemoteUnavailable(String),

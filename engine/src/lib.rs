@@ -16,22 +16,58 @@
 //! let report = replica.sync()?;
 //! # Ok::<(), syncgate_engine::Error>(())
 //! ```
+//!
+//! Modules, from the bottom up (each uses only modules above it in this
+//! list; `tests/it/layout.rs` checks there is no import circle):
+//! - leaves: `error`, `mutant`, `config`, `stamp`, `schema`, `report`;
+//! - the cache's data, one module each: `meta` (`_sg_meta`), `tombstones`,
+//!   `aliases`, `cache` (the synced tables), `outbox` (the only module that
+//!   knows the outbox's format);
+//! - `hlc` (the clock, kept in `_sg_meta` and moved by outbox seqs), `ids`
+//!   (id spaces and minting), `capture` (the triggers) and `format`
+//!   (creating, checking and upgrading a cache file);
+//! - the remote: `remote` (the trait), `sqlite_remote`, `apply` (the remote's
+//!   side of the merge rules);
+//! - the operations: `writer`, `push`, `pull`;
+//! - `replica`, the public API.
 
+mod aliases;
+mod apply;
 mod cache;
+mod capture;
+mod config;
 mod error;
+mod format;
+mod hlc;
+mod ids;
+mod meta;
 mod mutant;
+pub mod outbox;
 mod pull;
 mod push;
 mod remote;
 mod replica;
+mod report;
 mod schema;
+mod sqlite_remote;
 mod stamp;
+mod tombstones;
+mod writer;
 
+pub use aliases::ALIAS_HOPS_MAX;
+pub use apply::CASCADE_DEPTH_MAX;
+pub use cache::Row;
+pub use config::Config;
 pub use error::{Error, Result, WriteRefusal};
+pub use format::CACHE_FORMAT;
+pub use ids::{id_space, ID_SPACE_BITS, REPLICAS_MAX};
 #[cfg(feature = "mutants")]
 pub use mutant::Mutant;
-pub use remote::{Change, ChangeKind, Remote, RemoteRow, SqliteRemote};
-pub use replica::{id_space, Config, Replica, Row, Status, SyncReport, Writer, ID_SPACE_BITS};
+pub use remote::{Change, ChangeKind, Remote, RemoteRow};
+pub use replica::Replica;
+pub use report::{Status, SyncReport};
 pub use rusqlite;
 pub use schema::{ColumnDef, ColumnType, Schema, TableDef, COLUMNS_MAX};
+pub use sqlite_remote::SqliteRemote;
 pub use stamp::{hlc_of_ms, Clock, Stamp, SystemClock, HLC_LOGICAL_BITS};
+pub use writer::Writer;

@@ -122,22 +122,8 @@ impl Places {
         let replica: i64 = cache
             .query_row("SELECT replica FROM _sg_meta", [], |row| row.get(0))
             .map_err(text)?;
-        let captured_max: i64 = cache
-            .query_row("SELECT seq FROM sqlite_sequence WHERE name = '_sg_outbox'", [], |row| {
-                row.get(0)
-            })
-            .optional()
-            .map_err(text)?
-            .unwrap_or(0);
-        let mut stmt = cache
-            .prepare_cached("SELECT seq FROM _sg_outbox ORDER BY seq")
-            .map_err(text)?;
-        let pending = stmt
-            .query_map([], |row| row.get(0))
-            .map_err(text)?
-            .collect::<Result<Vec<i64>, _>>()
-            .map_err(text)?;
-        drop(stmt);
+        // The outbox's format is the engine's to know (outbox.rs).
+        let outbox = syncgate_engine::outbox::read_ledger(cache).map_err(|e| e.to_string())?;
         let remote_acked: i64 = self
             .remote()?
             .query_row("SELECT acked FROM _sg_replicas WHERE replica = ?1", [replica], |row| {
@@ -147,8 +133,8 @@ impl Places {
             .map_err(text)?
             .unwrap_or(0);
         Ok(Ledger {
-            captured_max,
-            pending,
+            captured_max: outbox.captured_max,
+            pending: outbox.pending,
             remote_acked,
         })
     }

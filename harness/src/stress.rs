@@ -13,6 +13,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use serde::Serialize;
+use syncgate_engine::outbox::{self, Op};
 use syncgate_engine::rusqlite::types::Value;
 use syncgate_engine::rusqlite::Connection;
 use syncgate_engine::{Config, Replica, Schema, SqliteRemote, SystemClock};
@@ -46,7 +47,7 @@ pub struct StressReport {
 #[derive(Clone, Debug)]
 struct Captured {
     id: i64,
-    op: i64,
+    op: Op,
     stamp: (i64, u32),
     mask: i64,
     values: Vec<Value>,
@@ -157,7 +158,7 @@ pub fn stress(opts: &StressOptions, base: &Path) -> Result<StressReport, String>
         let entry = expected
             .entry(w.id)
             .or_insert_with(|| (true, vec![(Value::Null, (i64::MIN, 0)); 2]));
-        if w.op == 3 {
+        if w.op == Op::Delete {
             entry.0 = false;
             continue;
         }
@@ -266,42 +267,18 @@ fn worker(mut replica: Replica<SqliteRemote>, r: usize, opts: &StressOptions) ->
 
 /// Appends the hosts writes captured after `after` and returns the new high seq.
 fn read_captured(replica: &Replica<SqliteRemote>, after: i64, out: &mut Vec<Captured>) -> Result<i64, String> {
-    let s = |e: syncgate_engine::rusqlite::Error| e.to_string();
-    let conn = replica.connection();
-    let mut stmt = conn
-        .prepare_cached(
-            "SELECT seq, row_id, op, stamp, mask, vals FROM _sg_outbox WHERE seq > ?1 AND tbl = 'hosts' ORDER BY seq",
-        )
-        .map_err(s)?;
-    let mut rows = stmt.query([after]).map_err(s)?;
-    let mut high = after;
-    while let Some(row) = rows.next().map_err(s)? {
-        let seq: i64 = row.get(0).map_err(s)?;
-        high = high.max(seq);
-        let vals: Option<String> = row.get(5).map_err(s)?;
-        let values = match vals {
-            Some(text) => serde_json::from_str::<Vec<serde_json::Value>>(&text)
-                .map_err(|e| e.to_string())?
-                .into_iter()
-                .map(|v| match v {
-                    serde_json::Value::String(s) => Value::Text(s),
-                    serde_json::Value::Number(n) => Value::Integer(n.as_i64().unwrap_or_default()),
-                    _ => Value::Null,
-                })
-                .collect(),
-            None => Vec::new(),
-        };
+    let schema = replica.schema();
+    let hosts = schema.table_names().position(|name| name == "hosts");
+    let entries = outbox::read_entries(replica.connection(), schema, after).map_err(|e| e.to_string())?;
+    for entry in entries.iter().filter(|entry| Some(entry.table) == hosts) {
         out.push(Captured {
-            id: row.get(1).map_err(s)?,
-            op: row.get(2).map_err(s)?,
-            stamp: (row.get(3).map_err(s)?, replica.replica_id()),
-            mask: row.get(4).map_err(s)?,
-            values,
+            id: entry.id,
+            op: entry.op,
+            stamp: (entry.stamp.hlc, entry.stamp.replica),
+            mask: entry.columns.iter().fold(0, |mask, c| mask | 1 << c),
+            values: entry.values.clone(),
         });
     }
     // Entries of other tables advance the high seq too.
-    let max: Option<i64> = conn
-        .query_row("SELECT max(seq) FROM _sg_outbox", [], |r| r.get(0))
-        .map_err(s)?;
-    Ok(high.max(max.unwrap_or(after)))
+    Ok(entries.last().map_or(after, |entry| entry.seq))
 }

@@ -42,8 +42,16 @@ pub const HLC_LOGICAL_BITS: u32 = 16;
 /// replica id (rule I1).
 pub const ID_SPACE_BITS: u32 = 40;
 
+/// Replica ids stay below this (Assumptions): `(r + 1) << ID_SPACE_BITS`
+/// then fits an `i64`.
+pub const REPLICAS_MAX: u32 = 1 << 22;
+
 /// The half-open range of row ids that only `replica_id` may mint (rule I1).
 pub fn id_space(replica_id: u32) -> (i64, i64) {
+    assert!(
+        replica_id < REPLICAS_MAX,
+        "replica id {replica_id} is not below {REPLICAS_MAX}"
+    );
     let lo = i64::from(replica_id) << ID_SPACE_BITS;
     (lo, lo + (1_i64 << ID_SPACE_BITS))
 }
@@ -339,7 +347,13 @@ impl World {
                     .apply(&self.schema, replica_id, entry, *alias, &mut self.events);
             }
             if let Some((last, _)) = entries.last() {
-                self.remote.acked.insert(replica_id, last.seq);
+                let acked = self.remote.acked.entry(replica_id).or_insert(0);
+                assert!(
+                    last.seq >= *acked,
+                    "replica {replica_id}'s applied seq only grows: {} after {acked}",
+                    last.seq
+                );
+                *acked = last.seq;
             }
             if crash_here == Some(CrashPoint::PushAfterRemoteCommit) {
                 self.replicas[r].up = false;
@@ -383,6 +397,12 @@ impl World {
                 self.schema.tables[t].name, self.schema.tables[t].columns[c].name, replica.cursor, self.remote.seq
             );
         }
+        assert!(
+            self.remote.seq >= replica.cursor,
+            "the cursor only moves forward: {} to {}",
+            replica.cursor,
+            self.remote.seq
+        );
         scratch.cursor = self.remote.seq;
         self.replicas[r] = scratch;
         Ok((changed.len() as u64, conflicts))

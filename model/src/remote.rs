@@ -1,5 +1,6 @@
 //! The remote: the one place where writes from every replica are ordered.
 
+use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
 use crate::replica::{Entry, EntryKind};
@@ -70,6 +71,7 @@ impl RemoteState {
         tables
     }
 
+    /// Gives row `id` the next change seq, keeping what it holds (rule M4).
     fn bump(&mut self, t: TableIdx, id: i64) {
         self.seq += 1;
         if let Some((_, seq)) = self.rows.get_mut(&(t, id)) {
@@ -77,26 +79,32 @@ impl RemoteState {
         }
     }
 
+    /// Stores `row` as id `id`'s state under the next change seq.
     fn set(&mut self, t: TableIdx, id: i64, row: RemoteRow) {
         self.seq += 1;
         self.rows.insert((t, id), (row, self.seq));
     }
 
-    fn resolve(&self, t: TableIdx, id: i64) -> i64 {
-        match self.rows.get(&(t, id)) {
-            Some((RemoteRow::Alias(survivor), _)) => *survivor,
+    fn row(&self, t: TableIdx, id: i64) -> Option<&RemoteRow> {
+        self.rows.get(&(t, id)).map(|(row, _)| row)
+    }
+
+    /// The row an id stands for: its survivor if it was merged away (N2).
+    fn standing_for(&self, t: TableIdx, id: i64) -> i64 {
+        match self.row(t, id) {
+            Some(RemoteRow::Alias(survivor)) => *survivor,
             _ => id,
         }
     }
 
     fn is_live(&self, t: TableIdx, id: i64) -> bool {
-        matches!(self.rows.get(&(t, id)), Some((RemoteRow::Live { .. }, _)))
+        matches!(self.row(t, id), Some(RemoteRow::Live { .. }))
     }
 
-    /// Rule S4 and M1–M4, N2, D1–D3: applies one outbox entry pushed by
-    /// `replica`. `local_alias` is the survivor the pushing replica already
-    /// merged this row into (rule N3). Returns 1 when the write did not take
-    /// effect as written (a conflict), else 0.
+    /// Rules S4, M1–M4, N2, D1–D3: what one outbox entry pushed by `replica`
+    /// does to the remote. `local_alias` is the row the pushing replica has
+    /// already merged the entry's row into (N3). Returns 1 when the write does
+    /// not take effect as it was written (S6), else 0.
     pub fn apply(
         &mut self,
         schema: &Schema,
@@ -105,134 +113,171 @@ impl RemoteState {
         local_alias: Option<i64>,
         events: &mut Events,
     ) -> u64 {
-        if entry.seq <= self.acked.get(&replica).copied().unwrap_or(0) {
+        let applied_up_to = self.acked.get(&replica).copied().unwrap_or(0);
+        if entry.seq <= applied_up_to {
+            // S4: a push repeated after a crash; the first one counted.
             events.duplicate_pushes_skipped += 1;
             return 0;
         }
-        let t = entry.table;
-        let table = &schema.tables[t];
-        // References resolve through aliases, so children follow merged parents.
-        let values: Vec<Value> = entry
-            .values
+        // A reference to a row merged away means its survivor (N2).
+        let written: Vec<Value> = schema.tables[entry.table]
+            .columns
             .iter()
-            .zip(&table.columns)
-            .map(|(v, col)| match (v, col.references) {
-                (Value::Int(parent), Some(pt)) => Value::Int(self.resolve(pt, *parent)),
-                _ => v.clone(),
+            .zip(&entry.values)
+            .map(|(column, value)| match (column.references, value) {
+                (Some(parent_table), Value::Int(parent)) => Value::Int(self.standing_for(parent_table, *parent)),
+                _ => value.clone(),
             })
             .collect();
-        let stamp = entry.stamp;
-        match entry.kind {
-            EntryKind::Insert => {
-                if let Some(target) = local_alias {
-                    let target = self.resolve(t, target);
-                    if !self.rows.contains_key(&(t, entry.id)) {
-                        self.set(t, entry.id, RemoteRow::Alias(target));
-                    }
-                    events.natural_key_merges += 1;
-                    if self.is_live(t, target) {
-                        self.merge_columns(t, target, &values, &all_columns(&values), stamp);
-                        self.bump(t, target);
-                    } else {
-                        events.tombstone_absorbed += 1;
-                    }
-                    return 1;
-                }
-                match self.rows.get(&(t, entry.id)).map(|(row, _)| row.clone()) {
-                    Some(RemoteRow::Dead) => {
-                        self.bump(t, entry.id);
-                        events.tombstone_absorbed += 1;
-                        1
-                    }
-                    Some(RemoteRow::Live { .. }) => {
-                        let lost = self.merge_columns(t, entry.id, &values, &all_columns(&values), stamp);
-                        self.bump(t, entry.id);
-                        u64::from(lost)
-                    }
-                    Some(RemoteRow::Alias(target)) => {
-                        if self.is_live(t, target) {
-                            self.merge_columns(t, target, &values, &all_columns(&values), stamp);
-                            self.bump(t, target);
-                        }
-                        1
-                    }
-                    None => {
-                        let orphan = table
-                            .columns
-                            .iter()
-                            .zip(&values)
-                            .any(|(col, v)| match (col.references, v) {
-                                (Some(pt), Value::Int(parent)) => !self.is_live(pt, *parent),
-                                _ => false,
-                            });
-                        if orphan {
-                            self.set(t, entry.id, RemoteRow::Dead);
-                            events.tombstone_absorbed += 1;
-                            return 1;
-                        }
-                        if let Some(k) = table.natural_key {
-                            if let Some(survivor) = self.live_with_key(t, k, &values[k]) {
-                                self.set(t, entry.id, RemoteRow::Alias(survivor));
-                                self.merge_columns(t, survivor, &values, &all_columns(&values), stamp);
-                                self.bump(t, survivor);
-                                events.natural_key_merges += 1;
-                                return 1;
-                            }
-                        }
-                        let stamps = vec![stamp; values.len()];
-                        self.set(t, entry.id, RemoteRow::Live { values, stamps });
-                        0
-                    }
-                }
-            }
-            EntryKind::Update => {
-                let target = self.resolve(t, entry.id);
-                match self.rows.get(&(t, target)).map(|(row, _)| row.clone()) {
-                    Some(RemoteRow::Live { .. }) => {
-                        let lost = self.merge_columns(t, target, &values, &entry.columns, stamp);
-                        self.bump(t, target);
-                        events.conflicts_won_remotely += u64::from(lost);
-                        u64::from(lost)
-                    }
-                    Some(_) => {
-                        self.bump(t, target);
-                        events.tombstone_absorbed += 1;
-                        1
-                    }
-                    None => {
-                        events.tombstone_absorbed += 1;
-                        1
-                    }
-                }
-            }
+        let not_as_written = match entry.kind {
+            EntryKind::Insert => self.apply_insert(schema, entry, &written, local_alias, events),
+            EntryKind::Update => self.apply_update(entry, &written, events),
             EntryKind::Delete => {
-                let target = self.resolve(t, entry.id);
-                match self.rows.get(&(t, target)) {
-                    Some((RemoteRow::Live { .. }, _)) => self.kill(schema, t, target, events),
-                    Some(_) => self.bump(t, target),
-                    None => self.set(t, target, RemoteRow::Dead),
+                self.apply_delete(schema, entry, events);
+                false
+            }
+        };
+        u64::from(not_as_written)
+    }
+
+    /// An insert offers every column (M3). Returns whether it did not take
+    /// effect as written.
+    fn apply_insert(
+        &mut self,
+        schema: &Schema,
+        entry: &Entry,
+        written: &[Value],
+        local_alias: Option<i64>,
+        events: &mut Events,
+    ) -> bool {
+        let (t, id) = (entry.table, entry.id);
+        let every_column: Vec<usize> = (0..written.len()).collect();
+        if let Some(merged_into) = local_alias {
+            // N3: the pusher already merged this row into another; the remote
+            // merges it the same way, into whatever that row stands for now.
+            let survivor = self.standing_for(t, merged_into);
+            if self.row(t, id).is_none() {
+                self.set(t, id, RemoteRow::Alias(survivor));
+            }
+            events.natural_key_merges += 1;
+            if self.offer(t, survivor, &every_column, written, entry.stamp).is_some() {
+                self.bump(t, survivor);
+            } else {
+                events.tombstone_absorbed += 1;
+            }
+            return true;
+        }
+        match self.row(t, id).cloned() {
+            // D1: a deleted id stays deleted; the insert only touches it.
+            Some(RemoteRow::Dead) => {
+                self.bump(t, id);
+                events.tombstone_absorbed += 1;
+                true
+            }
+            // The same insert seen before (or a colliding one): columns by stamp.
+            Some(RemoteRow::Live { .. }) => {
+                let all_taken = self.offer(t, id, &every_column, written, entry.stamp) == Some(true);
+                self.bump(t, id);
+                !all_taken
+            }
+            // N2: the id was merged away earlier; the write goes to its survivor.
+            Some(RemoteRow::Alias(survivor)) => {
+                if self.offer(t, survivor, &every_column, written, entry.stamp).is_some() {
+                    self.bump(t, survivor);
                 }
-                0
+                true
+            }
+            None => self.insert_new(schema, entry, written, events),
+        }
+    }
+
+    /// An insert of an id the remote has never seen: it arrives dead under a
+    /// dead parent (D2), merges into the live holder of its natural key (N2),
+    /// or becomes a live row with the insert's stamp on every column (M3).
+    fn insert_new(&mut self, schema: &Schema, entry: &Entry, written: &[Value], events: &mut Events) -> bool {
+        let (t, id) = (entry.table, entry.id);
+        let table = &schema.tables[t];
+        let parent_gone = table.columns.iter().zip(written).any(|(column, value)| {
+            matches!((column.references, value), (Some(pt), Value::Int(parent)) if !self.is_live(pt, *parent))
+        });
+        if parent_gone {
+            self.set(t, id, RemoteRow::Dead);
+            events.tombstone_absorbed += 1;
+            return true;
+        }
+        let key_holder = table.natural_key.and_then(|k| self.live_with_key(t, k, &written[k]));
+        if let Some(survivor) = key_holder {
+            self.set(t, id, RemoteRow::Alias(survivor));
+            let every_column: Vec<usize> = (0..written.len()).collect();
+            self.offer(t, survivor, &every_column, written, entry.stamp);
+            self.bump(t, survivor);
+            events.natural_key_merges += 1;
+            return true;
+        }
+        let row = RemoteRow::Live {
+            values: written.to_vec(),
+            stamps: vec![entry.stamp; written.len()],
+        };
+        self.set(t, id, row);
+        false
+    }
+
+    /// An update offers the columns it changed (M2) to the row its id stands
+    /// for; a deleted row absorbs it (D3), an unknown one ignores it.
+    fn apply_update(&mut self, entry: &Entry, written: &[Value], events: &mut Events) -> bool {
+        let t = entry.table;
+        let target = self.standing_for(t, entry.id);
+        match self.row(t, target) {
+            Some(RemoteRow::Live { .. }) => {
+                let all_taken = self.offer(t, target, &entry.columns, written, entry.stamp) == Some(true);
+                self.bump(t, target);
+                events.conflicts_won_remotely += u64::from(!all_taken);
+                !all_taken
+            }
+            Some(RemoteRow::Dead | RemoteRow::Alias(_)) => {
+                self.bump(t, target);
+                events.tombstone_absorbed += 1;
+                true
+            }
+            None => {
+                events.tombstone_absorbed += 1;
+                true
             }
         }
     }
 
-    /// Column-level last-writer-wins (rule M1): each listed column takes the
-    /// written value when `stamp` is later than the column's stamp. Returns
-    /// whether any listed column kept a later value.
-    fn merge_columns(&mut self, t: TableIdx, id: i64, values: &[Value], columns: &[usize], stamp: Stamp) -> bool {
-        let mut lost = false;
-        if let Some((RemoteRow::Live { values: have, stamps }, _)) = self.rows.get_mut(&(t, id)) {
-            for &c in columns {
-                if stamp > stamps[c] {
-                    have[c] = values[c].clone();
+    /// A delete kills a live row and its live descendants (D2); a row already
+    /// gone only gets a new seq; an unknown id is remembered as deleted.
+    fn apply_delete(&mut self, schema: &Schema, entry: &Entry, events: &mut Events) {
+        let t = entry.table;
+        let target = self.standing_for(t, entry.id);
+        match self.row(t, target) {
+            Some(RemoteRow::Live { .. }) => self.kill(schema, t, target, events),
+            Some(RemoteRow::Dead | RemoteRow::Alias(_)) => self.bump(t, target),
+            None => self.set(t, target, RemoteRow::Dead),
+        }
+    }
+
+    /// Rule M1 for one write offered to live row `id`: column `c` of
+    /// `offered` takes the written value when the write's stamp is later
+    /// than the stamp of the value the column holds; an equal or later stamp
+    /// keeps it. `None` when the row is not live, else whether every offered
+    /// column took the write.
+    fn offer(&mut self, t: TableIdx, id: i64, offered: &[usize], written: &[Value], stamp: Stamp) -> Option<bool> {
+        let Some((RemoteRow::Live { values, stamps }, _)) = self.rows.get_mut(&(t, id)) else {
+            return None;
+        };
+        let mut all_taken = true;
+        for &c in offered {
+            match stamps[c].cmp(&stamp) {
+                Ordering::Less => {
+                    values[c] = written[c].clone();
                     stamps[c] = stamp;
-                } else {
-                    lost = true;
                 }
+                Ordering::Equal | Ordering::Greater => all_taken = false,
             }
         }
-        lost
+        Some(all_taken)
     }
 
     fn live_with_key(&self, t: TableIdx, k: usize, key: &Value) -> Option<i64> {
@@ -245,28 +290,28 @@ impl RemoteState {
         })
     }
 
-    /// Rule D2: a tombstone for the row and, recursively, for every live child.
+    /// Rule D2: row `id` dies, and so does every live row below it, parents
+    /// before children (depth first, children in table and id order).
     fn kill(&mut self, schema: &Schema, t: TableIdx, id: i64, events: &mut Events) {
-        self.set(t, id, RemoteRow::Dead);
-        for (ct, c) in schema.children_of(t) {
-            let children: Vec<i64> = self
-                .rows
-                .iter()
-                .filter_map(|(&(rt, cid), (row, _))| match row {
-                    RemoteRow::Live { values, .. } if rt == ct && values[c] == Value::Int(id) => Some(cid),
-                    _ => None,
-                })
-                .collect();
-            for child in children {
-                if self.is_live(ct, child) {
-                    events.cascade_deletes += 1;
-                    self.kill(schema, ct, child, events);
+        let mut to_kill = vec![(t, id)];
+        let mut first = true;
+        while let Some((t, id)) = to_kill.pop() {
+            if !first {
+                if !self.is_live(t, id) {
+                    continue;
                 }
+                events.cascade_deletes += 1;
             }
+            first = false;
+            self.set(t, id, RemoteRow::Dead);
+            let mut below: Vec<(TableIdx, i64)> = Vec::new();
+            for (ct, c) in schema.children_of(t) {
+                below.extend(self.rows.iter().filter_map(|(&(rt, cid), (row, _))| match row {
+                    RemoteRow::Live { values, .. } if rt == ct && values[c] == Value::Int(id) => Some((ct, cid)),
+                    _ => None,
+                }));
+            }
+            to_kill.extend(below.into_iter().rev());
         }
     }
-}
-
-fn all_columns(values: &[Value]) -> Vec<usize> {
-    (0..values.len()).collect()
 }

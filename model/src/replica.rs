@@ -176,6 +176,12 @@ impl ReplicaState {
     fn capture(&mut self, t: TableIdx, id: i64, kind: EntryKind, columns: Vec<usize>, values: Vec<Value>) {
         self.hlc += 1;
         self.outbox_seq += 1;
+        assert!(
+            self.outbox.last().is_none_or(|e| e.seq < self.outbox_seq),
+            "outbox seqs increase: {} after {:?}",
+            self.outbox_seq,
+            self.outbox.last().map(|e| e.seq)
+        );
         self.outbox.push(Entry {
             seq: self.outbox_seq,
             txn: self.txn,
@@ -260,35 +266,36 @@ impl ReplicaState {
         self.aliases.get(&(entry.table, entry.id)).copied()
     }
 
-    fn resolve(&self, t: TableIdx, mut id: i64) -> i64 {
-        for _ in 0..ALIAS_HOPS_MAX {
-            match self.aliases.get(&(t, id)) {
-                Some(&next) => id = next,
-                None => break,
+    /// The row an id stands for locally, following merges (N3). The rules
+    /// keep chains short; a longer one is a bug of this model.
+    fn resolve(&self, t: TableIdx, id: i64) -> i64 {
+        let mut at = id;
+        for _ in 0..=ALIAS_HOPS_MAX {
+            match self.aliases.get(&(t, at)) {
+                Some(&next) => at = next,
+                None => return at,
             }
         }
-        id
+        panic!("{t}/{id} resolves through more than {ALIAS_HOPS_MAX} aliases: the rules never chain merges that far")
     }
 
-    fn repoint_children(&mut self, schema: &Schema, t: TableIdx, from: i64, to: i64) {
-        for (ct, c) in schema.children_of(t) {
-            for row in self.tables[ct].values_mut() {
-                if row[c] == Value::Int(from) {
-                    row[c] = Value::Int(to);
-                }
-            }
-        }
-    }
-
-    /// Rule N2, N3: `from` becomes an alias of `to`; its children move to `to`.
+    /// Rule N3: local row `from` merges into `to` — it becomes an alias of
+    /// `to`, rows that referenced it now reference `to`, and it leaves the
+    /// table without a tombstone.
     fn merge_away(&mut self, schema: &Schema, t: TableIdx, from: i64, to: i64) {
         self.aliases.insert((t, from), to);
-        self.repoint_children(schema, t, from, to);
+        for (ct, c) in schema.children_of(t) {
+            self.tables[ct]
+                .values_mut()
+                .filter(|row| row[c] == Value::Int(from))
+                .for_each(|row| row[c] = Value::Int(to));
+        }
         self.tables[t].remove(&from);
     }
 
-    /// Rule P2–P4: applies pulled rows (tombstones and aliases first, then
-    /// live rows). Returns the number of conflicts resolved.
+    /// Rules P2–P4, O2, N3, D2 for the rows of one pull, in the order the
+    /// remote hands them over (gone rows first). Nothing is captured (C2).
+    /// Returns the pull's conflicts.
     pub(crate) fn apply_pulled(
         &mut self,
         schema: &Schema,
@@ -303,30 +310,30 @@ impl ReplicaState {
                 RemoteRow::Alias(survivor) => {
                     self.aliases.insert((t, id), *survivor);
                     if self.tables[t].contains_key(&id) {
-                        let target = self.resolve(t, *survivor);
-                        if self.tombstones.contains(&(t, target)) {
+                        // Held here: it merges too, or dies if what it merged
+                        // into was deleted here.
+                        let now_standing_for = self.resolve(t, *survivor);
+                        if self.tombstones.contains(&(t, now_standing_for)) {
                             self.delete_cascade(schema, t, id, Mode::Pull);
                         } else {
-                            self.merge_away(schema, t, id, target);
+                            self.merge_away(schema, t, id, now_standing_for);
                         }
                     }
                 }
                 RemoteRow::Live { values, stamps } => {
-                    for s in stamps {
-                        self.hlc = self.hlc.max(s.hlc);
-                    }
-                    if self.apply_live(schema, t, id, values, stamps, events) {
-                        conflicts += 1;
-                    }
+                    // O2: every received stamp moves the clock, applied or not.
+                    self.hlc = stamps.iter().map(|s| s.hlc).fold(self.hlc, i64::max);
+                    conflicts += u64::from(self.take_live(schema, t, id, values, stamps, events));
                 }
             }
         }
         conflicts
     }
 
-    /// Rule P3, P4, N3 for one live remote row. Returns whether a conflict was
-    /// resolved (a natural-key merge, or a pending local write kept).
-    fn apply_live(
+    /// One live remote row arriving (P3, P4, N3, D2). Returns whether it
+    /// resolved a conflict: a local row merged into it, or a pending local
+    /// column kept over it.
+    fn take_live(
         &mut self,
         schema: &Schema,
         t: TableIdx,
@@ -335,84 +342,90 @@ impl ReplicaState {
         stamps: &[Stamp],
         events: &mut Events,
     ) -> bool {
-        if self.tombstones.contains(&(t, id)) {
-            return false;
-        }
-        let target = self.resolve(t, id);
-        if self.tombstones.contains(&(t, target)) {
+        // P4: deleted here (directly, or what it stands for) wins.
+        let at = self.resolve(t, id);
+        if self.tombstones.contains(&(t, id)) || self.tombstones.contains(&(t, at)) {
             return false;
         }
         let table = &schema.tables[t];
-        let values: Vec<Value> = values
+        let arriving: Vec<Value> = values
             .iter()
             .zip(&table.columns)
-            .map(|(v, col)| match (v, col.references) {
+            .map(|(value, column)| match (value, column.references) {
                 (Value::Int(parent), Some(pt)) => Value::Int(self.resolve(pt, *parent)),
-                _ => v.clone(),
+                _ => value.clone(),
             })
             .collect();
-        let mut merged = false;
-        if let Some(k) = table.natural_key {
-            if values[k] != Value::Null {
-                let clash = self.tables[t]
-                    .iter()
-                    .find(|(lid, row)| **lid != target && row[k] == values[k])
-                    .map(|(lid, _)| *lid);
-                if let Some(local) = clash {
-                    self.merge_away(schema, t, local, target);
-                    events.natural_key_merges += 1;
-                    merged = true;
-                }
-            }
+        // N3: a local row under another id with the same natural key is the
+        // same row; it merges into the arriving one.
+        let twin = table.natural_key.and_then(|k| {
+            (arriving[k] != Value::Null)
+                .then(|| {
+                    self.tables[t]
+                        .iter()
+                        .find(|(local, row)| **local != at && row[k] == arriving[k])
+                        .map(|(local, _)| *local)
+                })
+                .flatten()
+        });
+        if let Some(twin) = twin {
+            self.merge_away(schema, t, twin, at);
+            events.natural_key_merges += 1;
         }
-        for (col, v) in table.columns.iter().zip(&values) {
-            if let (Some(pt), Value::Int(parent)) = (col.references, v) {
-                if self.tombstones.contains(&(pt, *parent)) {
-                    // Rows merged into `target` just now brought their
-                    // children along: they die with it (D2).
-                    self.delete_cascade(schema, t, target, Mode::Pull);
-                    return merged;
-                }
-            }
+        // D2: a parent deleted here takes the arriving row along, and with
+        // it whatever just merged into it and the rows below.
+        let orphaned = table.columns.iter().zip(&arriving).any(|(column, value)| {
+            matches!((column.references, value), (Some(pt), Value::Int(parent)) if self.tombstones.contains(&(pt, *parent)))
+        });
+        if orphaned {
+            self.delete_cascade(schema, t, at, Mode::Pull);
+            return twin.is_some();
         }
-        let pending = self.pending_columns(schema, t, target);
-        let mut won_local = false;
-        let mut row = values.clone();
-        for (c, slot) in row.iter_mut().enumerate() {
-            if let Some((stamp, value)) = &pending[c] {
-                if *stamp > stamps[c] {
-                    *slot = value.clone();
-                    won_local = true;
+        // P3: per column, the arriving value unless the latest pending local
+        // write of that column carries a later stamp.
+        let pending = self.latest_pending_writes(schema, t, at);
+        let mut kept_local = false;
+        let row: Vec<Value> = arriving
+            .into_iter()
+            .zip(stamps)
+            .enumerate()
+            .map(|(c, (value, stamp))| match pending.get(&c) {
+                Some((local_stamp, local_value)) if local_stamp > stamp => {
+                    kept_local = true;
+                    local_value.clone()
                 }
-            }
-        }
-        if won_local {
+                _ => value,
+            })
+            .collect();
+        if kept_local {
             events.conflicts_won_locally += 1;
         }
-        self.tables[t].insert(target, row);
-        merged || won_local
+        self.tables[t].insert(at, row);
+        twin.is_some() || kept_local
     }
 
-    /// Per column, the latest pending local write to `target` (or to a row
-    /// merged into it): its stamp and value.
-    fn pending_columns(&self, schema: &Schema, t: TableIdx, target: i64) -> Vec<Option<(Stamp, Value)>> {
-        let table = &schema.tables[t];
-        let mut best: Vec<Option<(Stamp, Value)>> = vec![None; table.columns.len()];
-        for e in &self.outbox {
-            if e.table != t || e.kind == EntryKind::Delete || self.resolve(t, e.id) != target {
-                continue;
-            }
-            for &c in &e.columns {
-                let value = match (&e.values[c], table.columns[c].references) {
+    /// Column → the stamp and value of the latest pending write to row `at`
+    /// or to any row that now stands for it (P3); the first of equal stamps.
+    fn latest_pending_writes(&self, schema: &Schema, t: TableIdx, at: i64) -> BTreeMap<usize, (Stamp, Value)> {
+        let columns = &schema.tables[t].columns;
+        let mut latest: BTreeMap<usize, (Stamp, Value)> = BTreeMap::new();
+        let writes = self
+            .outbox
+            .iter()
+            .filter(|e| e.table == t && e.kind != EntryKind::Delete && self.resolve(t, e.id) == at);
+        for write in writes {
+            for &c in &write.columns {
+                let value = match (&write.values[c], columns[c].references) {
                     (Value::Int(parent), Some(pt)) => Value::Int(self.resolve(pt, *parent)),
-                    (v, _) => v.clone(),
+                    (value, _) => value.clone(),
                 };
-                if best[c].as_ref().is_none_or(|(s, _)| e.stamp > *s) {
-                    best[c] = Some((e.stamp, value));
+                let later = latest.get(&c).is_none_or(|(stamp, _)| write.stamp > *stamp);
+                if later {
+                    latest.insert(c, (write.stamp, value));
                 }
             }
         }
-        best
+        latest
     }
 }
 

@@ -1092,3 +1092,10 @@ fn d2_pulled_death_cascades_to_children_of_a_row_merged_into_it() {
     assert!(remote_row(&w, RECORDS, child).is_none());
     converge(&mut w, 6000);
 }
+
+#[test]
+fn assumptions_replica_ids_stay_below_replicas_max() {
+    // The last replica id's space ends at 2^62: far inside i64.
+    let (lo, hi) = id_space(syncgate_model::REPLICAS_MAX - 1);
+    assert_eq!((lo, hi), ((1_i64 << 62) - (1 << 40), 1 << 62));
+}

@@ -313,15 +313,18 @@ fn main() -> Result<()> {
             r.line(&row);
         }
         r.line("");
-        let n = capture_sizes[capture_sizes.len() - 1];
-        for f in ["engine_write", "engine_raw_sql"] {
-            let v = r.ratio(("capture", "plain"), ("capture", f), n);
-            r.verdict(
-                &format!("capture overhead {f} at {}", size_label(n)),
-                v,
-                |v| v <= 2.0,
-                "<= 2.00x",
-            );
+        // Issue 11's targets: raw SQL at most 3x a plain insert, through
+        // `Replica::write` at most 4x, at every size measured.
+        for &n in &capture_sizes {
+            for (f, max) in [("engine_raw_sql", 3.0), ("engine_write", 4.0)] {
+                let v = r.ratio(("capture", "plain"), ("capture", f), n);
+                r.verdict(
+                    &format!("capture overhead {f} at {}", size_label(n)),
+                    v,
+                    |v| v <= max,
+                    &format!("<= {max:.2}x"),
+                );
+            }
         }
     }
 

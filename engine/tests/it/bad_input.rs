@@ -136,7 +136,7 @@ fn corrupt_outbox_row_is_a_typed_error() {
         .query_row("SELECT seq FROM _sg_outbox WHERE row_id = ?1", [h2], |r| r.get(0))
         .expect("seq");
     a.connection()
-        .execute("UPDATE _sg_outbox SET vals = 'not json' WHERE seq = ?1", [seq])
+        .execute("UPDATE _sg_outbox SET op = 7 WHERE seq = ?1", [seq])
         .expect("corrupt");
 
     for outcome in [a.push(), a.sync()] {
@@ -172,4 +172,25 @@ fn an_uninitialized_remote_is_a_typed_error() {
         "{:?}",
         outcome.err()
     );
+}
+
+#[test]
+fn an_entry_removed_from_the_top_of_the_outbox_by_hand_is_not_reused() {
+    // Failure: after the newest pending entry is removed by hand (repairing
+    // a corrupt entry), the next write takes its seq and a stamp below the
+    // clock, or the engine stops on its own assertion.
+    let w = World::new();
+    let clock = ManualClock::at(T0);
+    let mut a = w.replica("a", clock.clone());
+    host(&mut a, "h1", "10.0.0.1");
+    host(&mut a, "h2", "10.0.0.2");
+    assert_eq!(pull(&mut a), (0, 0, 0), "the pull records the clock at seq 2");
+    a.connection()
+        .execute("DELETE FROM _sg_outbox WHERE seq = 2", [])
+        .expect("remove the newest entry");
+    let h3 = host(&mut a, "h3", "10.0.0.3");
+    let ledger = a.ledger().expect("ledger");
+    assert_eq!((ledger.captured_max, ledger.pending), (3, vec![1, 3]));
+    assert_eq!(sync(&mut a), (2, 2, 0));
+    assert_eq!(ids_of(&w.remote_rows("hosts")).last(), Some(&h3));
 }

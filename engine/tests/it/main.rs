@@ -1,14 +1,17 @@
 //! Integration tests: one module per failure class of DEVELOPERS.md.
 
 mod bad_input;
+mod bounds;
 mod capture;
 mod clocks;
 mod deletes;
 mod durability;
 mod ids;
+mod layout;
 mod locks;
 mod merge;
 mod natural_keys;
 mod smoke;
 mod status;
 mod support;
+mod upgrade;

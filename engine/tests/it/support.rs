@@ -62,8 +62,11 @@ pub struct World {
 
 impl World {
     pub fn new() -> World {
+        World::with_schema(Schema::test_schema())
+    }
+
+    pub fn with_schema(schema: Schema) -> World {
         let dir = tempfile::tempdir().expect("temp dir");
-        let schema = Schema::test_schema();
         SqliteRemote::create(&dir.path().join("remote.db"), &schema, 0).expect("create remote");
         World {
             dir,
