@@ -9,6 +9,8 @@ use serde::{Serialize, Serializer};
 /// Something interesting that happened in a case.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Event {
+    /// A push cut its outbox into more than one batch.
+    BatchCut,
     Busy,
     BusyRetry,
     /// A push failed busy, and a later push of the same replica succeeded.
@@ -25,6 +27,8 @@ pub enum Event {
     /// A pull refused a stamp too far ahead (rule O4).
     DriftRefused,
     DuplicatePushSkipped,
+    /// Two replicas stamped the same HLC and the tie-break decided.
+    HlcTie,
     IdCollisionRefused,
     MultiWriteTransaction,
     NaturalKeyMerge,
@@ -33,6 +37,8 @@ pub enum Event {
     OutsideWrite,
     /// A pull brought more rows than one page of the drawn page size.
     PageCut,
+    /// A pull brought the death of a row the replica held children of.
+    PulledParentDeath,
     Pulled,
     Pushed,
     RestartWithPending,
@@ -41,6 +47,7 @@ pub enum Event {
 impl Event {
     pub fn name(self) -> &'static str {
         match self {
+            Event::BatchCut => "batch-cut",
             Event::Busy => "busy",
             Event::BusyRetry => "busy-retry",
             Event::BusyThenPushed => "busy-then-pushed",
@@ -55,12 +62,14 @@ impl Event {
             Event::DeleteAbsorbedWrite => "delete-absorbed-write",
             Event::DriftRefused => "drift-refused",
             Event::DuplicatePushSkipped => "duplicate-push-skipped",
+            Event::HlcTie => "hlc-tie",
             Event::IdCollisionRefused => "id-collision-refused",
             Event::MultiWriteTransaction => "multi-write-transaction",
             Event::NaturalKeyMerge => "natural-key-merge",
             Event::NullTransition => "null-transition",
             Event::OutsideWrite => "outside-write",
             Event::PageCut => "page-cut",
+            Event::PulledParentDeath => "pulled-parent-death-with-local-child",
             Event::Pulled => "pulled",
             Event::Pushed => "pushed",
             Event::RestartWithPending => "restart-with-pending",
@@ -78,6 +87,9 @@ impl Event {
                 | Event::DeleteAbsorbedWrite
                 | Event::DuplicatePushSkipped
                 | Event::NaturalKeyMerge
+                | Event::BatchCut
+                | Event::HlcTie
+                | Event::PulledParentDeath
         )
     }
 }
@@ -89,7 +101,7 @@ impl Serialize for Event {
 }
 
 /// Events every `check` run of enough cases must reach at least once.
-pub const REQUIRED_EVENTS: [Event; 16] = [
+pub const REQUIRED_EVENTS: [Event; 19] = [
     Event::ConflictWonLocally,
     Event::ConflictWonRemotely,
     Event::NaturalKeyMerge,
@@ -106,6 +118,9 @@ pub const REQUIRED_EVENTS: [Event; 16] = [
     Event::DriftRefused,
     Event::NullTransition,
     Event::BusyThenPushed,
+    Event::BatchCut,
+    Event::HlcTie,
+    Event::PulledParentDeath,
 ];
 
 /// Counts per event.

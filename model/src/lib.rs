@@ -202,6 +202,14 @@ pub struct Events {
     pub tombstone_absorbed: u64,
     pub cascade_deletes: u64,
     pub duplicate_pushes_skipped: u64,
+    /// A pushed write met a column stamped with the same HLC by another
+    /// replica (the tie-break of rule O3 decided).
+    pub hlc_ties: u64,
+    /// A push cut its outbox into more than one batch (rule S2).
+    pub batch_cuts: u64,
+    /// A pull brought the death of a row this replica held children of
+    /// (rule D2, the cascade of a pulled delete).
+    pub pulled_deaths_with_local_children: u64,
 }
 
 /// The whole system: one remote, several replicas.
@@ -325,6 +333,9 @@ impl World {
                 return Err(SyncFailure::Busy);
             }
             let batch = replica.next_batch(self.config.push_batch_max);
+            if !first_batch {
+                self.events.batch_cuts += 1;
+            }
             let crash_here = if first_batch { crash } else { None };
             first_batch = false;
             if crash_here == Some(CrashPoint::PushBeforeRemoteCommit) {

@@ -160,7 +160,10 @@ impl RemoteState {
                 self.set(t, id, RemoteRow::Alias(survivor));
             }
             events.natural_key_merges += 1;
-            if self.offer(t, survivor, &every_column, written, entry.stamp).is_some() {
+            if self
+                .offer(t, survivor, &every_column, written, entry.stamp, events)
+                .is_some()
+            {
                 self.bump(t, survivor);
             } else {
                 events.tombstone_absorbed += 1;
@@ -176,13 +179,16 @@ impl RemoteState {
             }
             // The same insert seen before (or a colliding one): columns by stamp.
             Some(RemoteRow::Live { .. }) => {
-                let all_taken = self.offer(t, id, &every_column, written, entry.stamp) == Some(true);
+                let all_taken = self.offer(t, id, &every_column, written, entry.stamp, events) == Some(true);
                 self.bump(t, id);
                 !all_taken
             }
             // N2: the id was merged away earlier; the write goes to its survivor.
             Some(RemoteRow::Alias(survivor)) => {
-                if self.offer(t, survivor, &every_column, written, entry.stamp).is_some() {
+                if self
+                    .offer(t, survivor, &every_column, written, entry.stamp, events)
+                    .is_some()
+                {
                     self.bump(t, survivor);
                 }
                 true
@@ -209,7 +215,7 @@ impl RemoteState {
         if let Some(survivor) = key_holder {
             self.set(t, id, RemoteRow::Alias(survivor));
             let every_column: Vec<usize> = (0..written.len()).collect();
-            self.offer(t, survivor, &every_column, written, entry.stamp);
+            self.offer(t, survivor, &every_column, written, entry.stamp, events);
             self.bump(t, survivor);
             events.natural_key_merges += 1;
             return true;
@@ -229,7 +235,7 @@ impl RemoteState {
         let target = self.standing_for(t, entry.id);
         match self.row(t, target) {
             Some(RemoteRow::Live { .. }) => {
-                let all_taken = self.offer(t, target, &entry.columns, written, entry.stamp) == Some(true);
+                let all_taken = self.offer(t, target, &entry.columns, written, entry.stamp, events) == Some(true);
                 self.bump(t, target);
                 events.conflicts_won_remotely += u64::from(!all_taken);
                 !all_taken
@@ -263,12 +269,24 @@ impl RemoteState {
     /// than the stamp of the value the column holds; an equal or later stamp
     /// keeps it. `None` when the row is not live, else whether every offered
     /// column took the write.
-    fn offer(&mut self, t: TableIdx, id: i64, offered: &[usize], written: &[Value], stamp: Stamp) -> Option<bool> {
+    fn offer(
+        &mut self,
+        t: TableIdx,
+        id: i64,
+        offered: &[usize],
+        written: &[Value],
+        stamp: Stamp,
+        events: &mut Events,
+    ) -> Option<bool> {
         let Some((RemoteRow::Live { values, stamps }, _)) = self.rows.get_mut(&(t, id)) else {
             return None;
         };
         let mut all_taken = true;
         for &c in offered {
+            if stamps[c].hlc == stamp.hlc && stamps[c].replica != stamp.replica {
+                // Two replicas stamped the same HLC: the replica id decides (O3).
+                events.hlc_ties += 1;
+            }
             match stamps[c].cmp(&stamp) {
                 Ordering::Less => {
                     values[c] = written[c].clone();

@@ -306,7 +306,14 @@ impl ReplicaState {
         for (t, id, row) in changed {
             let (t, id) = (*t, *id);
             match row {
-                RemoteRow::Dead => self.delete_cascade(schema, t, id, Mode::Pull),
+                RemoteRow::Dead => {
+                    let holds_children = schema
+                        .children_of(t)
+                        .into_iter()
+                        .any(|(ct, c)| self.tables[ct].values().any(|row| row[c] == Value::Int(id)));
+                    events.pulled_deaths_with_local_children += u64::from(holds_children);
+                    self.delete_cascade(schema, t, id, Mode::Pull);
+                }
                 RemoteRow::Alias(survivor) => {
                     self.aliases.insert((t, id), *survivor);
                     if self.tables[t].contains_key(&id) {

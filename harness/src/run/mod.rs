@@ -339,6 +339,13 @@ impl<'a> Runner<'a> {
             Event::DuplicatePushSkipped,
             now.duplicate_pushes_skipped - before.duplicate_pushes_skipped,
         );
+        count(e, Event::HlcTie, now.hlc_ties - before.hlc_ties);
+        count(e, Event::BatchCut, now.batch_cuts - before.batch_cuts);
+        count(
+            e,
+            Event::PulledParentDeath,
+            now.pulled_deaths_with_local_children - before.pulled_deaths_with_local_children,
+        );
     }
 
     /// Tells the engine the replica's time, where it takes an injected clock.
