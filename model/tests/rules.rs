@@ -1099,3 +1099,27 @@ fn assumptions_replica_ids_stay_below_replicas_max() {
     let (lo, hi) = id_space(syncgate_model::REPLICAS_MAX - 1);
     assert_eq!((lo, hi), ((1_i64 << 62) - (1 << 40), 1 << 62));
 }
+
+#[test]
+fn s4_applied_seq_only_grows_when_a_repush_cuts_smaller_batches() {
+    // Found by the gate once push limits were drawn per case: replica 0
+    // pushes three one-write transactions in one batch and crashes after the
+    // remote commit (applied seq 3); a re-push may end a batch below 3. The
+    // applied seq stays at 3 and nothing is applied twice.
+    let mut w = World::new(test_schema(), Config::default(), 1);
+    for name in ["h1", "h2", "h3"] {
+        one(&mut w, 0, 1000, host(name, "1"));
+    }
+    assert_eq!(
+        w.sync(0, 1000, SyncKind::Push, Some(CrashPoint::PushAfterRemoteCommit)),
+        Err(SyncFailure::Crashed)
+    );
+    assert_eq!(w.remote.acked.get(&1), Some(&3));
+    w.restart(0);
+    w.config.push_batch_max = 1;
+    let seq = w.remote.seq;
+    assert_eq!(push(&mut w, 0, 2000), rep(3, 0, 0));
+    assert_eq!(w.remote.acked.get(&1), Some(&3), "the applied seq never goes down");
+    assert_eq!(w.remote.seq, seq, "nothing applied twice");
+    assert_eq!(w.events.duplicate_pushes_skipped, 3);
+}

@@ -55,6 +55,9 @@ pub enum Invariant {
     /// The engine could be started and answered without errors outside its
     /// vocabulary.
     EngineFailed,
+    /// Nothing asserted: a panic of the model, the harness or an in-process
+    /// engine is a programmer error met on the way (its message says where).
+    Panicked,
     // ------------------------------------------------------------- profile
     /// The engine answers each step as the model does: the same ids for
     /// inserts, the same refusal, the same sync report, the same failure.
@@ -86,7 +89,8 @@ impl Invariant {
             | Invariant::TruthfulStatus
             | Invariant::Liveness
             | Invariant::ProtocolViolated
-            | Invariant::EngineFailed => Oracle::Contract,
+            | Invariant::EngineFailed
+            | Invariant::Panicked => Oracle::Contract,
             Invariant::OutcomeAgreement
             | Invariant::WriteLost
             | Invariant::RowResurrected

@@ -54,8 +54,31 @@ pub struct CaseResult {
     pub engine: Option<InitOk>,
 }
 
-/// Runs `scenario` on `subject` in a fresh folder under `base`.
+/// Runs `scenario` on `subject` in a fresh folder under `base`. A panic (an
+/// assertion of the model, the harness or an in-process engine) fails the
+/// case as `Panicked`, so it is shrunk and replayed like any failure.
 pub fn run_case(subject: &dyn Subject, scenario: &Scenario, base: &Path) -> CaseResult {
+    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        run_case_unguarded(subject, scenario, base)
+    }));
+    run.unwrap_or_else(|payload| {
+        let message = payload
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "a panic without a message".into());
+        CaseResult {
+            trace: Vec::new(),
+            failure: Some((0, Violation::new(Invariant::Panicked, message))),
+            events: Events::new(),
+            final_state: String::new(),
+            profile_checked: false,
+            engine: None,
+        }
+    })
+}
+
+fn run_case_unguarded(subject: &dyn Subject, scenario: &Scenario, base: &Path) -> CaseResult {
     let mut trace = Vec::new();
     let dir = match tempfile::Builder::new().prefix("syncgate-case-").tempdir_in(base) {
         Ok(dir) => dir,
