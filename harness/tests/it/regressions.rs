@@ -49,3 +49,15 @@ fn pulled_death_of_merged_parent_with_pending_child() {
     // is not held locally (rule D2), in the engine and in the model.
     check("pulled_death_of_merged_parent_with_pending_child.json");
 }
+
+#[test]
+fn repush_after_outside_write_cuts_a_smaller_batch() {
+    // Found by the gate once push limits were drawn (push_batch_max 3): r2
+    // pushed three one-write transactions in one batch and crashed after the
+    // remote commit (applied seq 3); after the restart a write made outside
+    // the engine's API joined the last transaction's number, so the re-push
+    // cut its first batch at seq 2. The model asserted that the applied seq
+    // only grows and stopped the run; it now keeps the larger one, as the
+    // engine does, and nothing is applied twice.
+    check("repush_after_outside_write_cuts_a_smaller_batch.json");
+}
