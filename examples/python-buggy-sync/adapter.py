@@ -1,0 +1,87 @@
+"""syncgate adapter for the buggy SQLAlchemy sync layer (app.py + sync.py).
+
+    syncgate check --engine "exec:python3 -S examples/python-buggy-sync/adapter.py"
+
+BUGGY_SYNC_BUGS picks the planted bugs (default all; see README.md).
+"""
+
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "..", "adapters", "python"))
+import syncgate_adapter as sg  # noqa: E402
+
+sg.fork_server(__file__)  # below this line, imports happen once per fork server
+
+import logging  # noqa: E402
+
+import app  # noqa: E402
+import sync  # noqa: E402
+
+
+class BuggySyncAdapter(sg.Adapter):
+    engine = "python-buggy-sync 1 (SQLAlchemy)"
+    policies = {"merge": "row", "delete": "delete_wins", "natural_keys": "merge", "explicit_ids": False}
+
+    @classmethod
+    def preload(cls):
+        app.warm_up()
+
+    def init(self, msg):
+        logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(name)s: %(message)s")
+        bugs = app.enabled_bugs(os.environ.get("BUGGY_SYNC_BUGS", "all"))
+        if self.create_remote:
+            sync.create_remote(self.remote_path, self.ddl)
+        self.app = app.App(self.cache, self.ddl, self.replica, bugs)
+        self.layer = sync.SyncLayer(
+            self.app, self.remote_path, clock=lambda: self.clock_ms, crash_point=self.crash_point
+        )
+        capabilities = {
+            "clock": True,  # the app's clock is injected: set_clock feeds self.clock_ms
+            "crash_points": list(sg.CRASH_POINTS),
+            # BUG(claims_outside_capture): the app believes its session hooks see every write.
+            "outside_writes": "captured" if "claims_outside_capture" in bugs else "not_captured",
+            "outside_insert_ids": "sqlite",
+            "profile": None,
+        }
+        return capabilities, self.policies
+
+    def write(self, ops):
+        inserted, ids = {}, []
+        try:
+            with self.app.transaction(app.endpoint_for(ops)) as tx:
+                for k, op in enumerate(ops):
+                    if op["table"] not in app.MODELS:
+                        raise sg.Malformed(f"unknown table {op['table']!r}")
+                    if op["op"] == "insert":
+                        inserted[k] = tx.insert(op["table"], sg.resolve_refs(op["values"], inserted))
+                        ids.append(inserted[k])
+                    elif op["op"] == "update":
+                        tx.update(op["table"], op["id"], op["set"])
+                    else:
+                        tx.delete(op["table"], op["id"])
+        except app.WriteRefused as e:
+            raise sg.Refused(e.kind, str(e)) from None
+        return ids
+
+    def push(self):
+        pushed, conflicts = self._sync(self.layer.push)
+        return pushed, 0, conflicts
+
+    def pull(self):
+        pulled, conflicts = self._sync(self.layer.pull)
+        return 0, pulled, conflicts
+
+    def pending(self):
+        return self.layer.pending()
+
+    def _sync(self, step):
+        try:
+            return step()
+        except sync.SyncError as e:
+            raise sg.SyncFailed(e.kind, str(e)) from None
+
+
+if __name__ == "__main__":
+    sg.run(BuggySyncAdapter)
