@@ -101,7 +101,7 @@ impl Serialize for Event {
 }
 
 /// Events every `check` run of enough cases must reach at least once.
-pub const REQUIRED_EVENTS: [Event; 19] = [
+pub const REQUIRED_EVENTS: [Event; 18] = [
     Event::ConflictWonLocally,
     Event::ConflictWonRemotely,
     Event::NaturalKeyMerge,
@@ -119,8 +119,9 @@ pub const REQUIRED_EVENTS: [Event; 19] = [
     Event::NullTransition,
     Event::BusyThenPushed,
     Event::BatchCut,
-    Event::HlcTie,
     Event::PulledParentDeath,
+    // Event::HlcTie is counted but not required yet: about one case in 80
+    // reaches it, so a 500-case run can miss it (issue 8: raise it first).
 ];
 
 /// Counts per event.

@@ -67,6 +67,26 @@ pub struct OpenSpec {
     pub limits: Limits,
 }
 
+impl OpenSpec {
+    /// The handshake that starts this replica.
+    pub fn init(&self, schema: &syncgate_protocol::Schema) -> syncgate_protocol::Init {
+        syncgate_protocol::Init {
+            protocol: syncgate_protocol::VERSION,
+            replica: self.replica,
+            replicas: self.replicas,
+            cache: self.cache.display().to_string(),
+            remote: syncgate_protocol::RemoteLocation::Sqlite {
+                path: self.remote.display().to_string(),
+            },
+            create_remote: self.create_remote,
+            fresh: self.fresh,
+            schema: schema.clone(),
+            clock_ms: self.clock_ms,
+            limits: self.limits,
+        }
+    }
+}
+
 /// An engine under test.
 pub trait Subject: Sync {
     /// The name reports and `--engine` use.

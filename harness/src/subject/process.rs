@@ -14,7 +14,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use syncgate_protocol::{Envelope, Init, InitOk, RemoteLocation, Reply, Request, Response, VERSION};
+use syncgate_protocol::{Envelope, InitOk, Reply, Request, Response, VERSION};
 
 use super::reference::{expect, sync_request};
 use super::{Answer, CrashPoint, Op, OpenSpec, Subject, SubjectReplica, SyncReport};
@@ -49,20 +49,7 @@ impl Subject for ProcessEngine {
 
     fn open_replica(&self, spec: &OpenSpec) -> Result<(Box<dyn SubjectReplica>, InitOk), String> {
         let mut process = Process::spawn(&self.command, self.timeout)?;
-        let init = Init {
-            protocol: VERSION,
-            replica: spec.replica,
-            replicas: spec.replicas,
-            cache: spec.cache.display().to_string(),
-            remote: RemoteLocation::Sqlite {
-                path: spec.remote.display().to_string(),
-            },
-            create_remote: spec.create_remote,
-            fresh: spec.fresh,
-            schema: self.schema.clone(),
-            clock_ms: spec.clock_ms,
-            limits: spec.limits,
-        };
+        let init = spec.init(&self.schema);
         let answer = process.request(Request::Init(Box::new(init)));
         let ok = match expect(answer, "init", |r| match r {
             Response::InitOk(ok) => Some(ok),

@@ -3,7 +3,7 @@
 //! for the gate on the reference engine.
 
 use syncgate_engine::Mutant;
-use syncgate_protocol::{Init, InitOk, RemoteLocation, Request, Response, VERSION};
+use syncgate_protocol::{InitOk, Request, Response};
 use syncgate_reference_adapter::{init_ok, CrashMode, Handled, Options, ReferenceAdapter};
 
 use super::{Answer, CrashPoint, Op, OpenSpec, Subject, SubjectReplica, SyncReport};
@@ -53,20 +53,7 @@ impl Subject for ReferenceEngine {
     }
 
     fn open_replica(&self, spec: &OpenSpec) -> Result<(Box<dyn SubjectReplica>, InitOk), String> {
-        let init = Init {
-            protocol: VERSION,
-            replica: spec.replica,
-            replicas: spec.replicas,
-            cache: spec.cache.display().to_string(),
-            remote: RemoteLocation::Sqlite {
-                path: spec.remote.display().to_string(),
-            },
-            create_remote: spec.create_remote,
-            fresh: spec.fresh,
-            schema: self.schema.clone(),
-            clock_ms: spec.clock_ms,
-            limits: spec.limits,
-        };
+        let init = spec.init(&self.schema);
         let adapter = ReferenceAdapter::open(&init, &self.options, CrashMode::Error)?;
         Ok((Box::new(InProcess { adapter }), init_ok(&self.options)))
     }
