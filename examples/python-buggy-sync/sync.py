@@ -10,7 +10,8 @@ How it works (and, marked ``BUG(name)``, where it goes wrong; README.md lists th
   to the remote's change feed ``sync_changes``; then the changes are marked synced.
 - **Pull.** Every feed entry after the local cursor made by another replica is applied to the
   cache with plain SQL (so pulling is not tracked as a local change), unless the local row's
-  stamp is newer: last writer wins. Deletes always win.
+  stamp is newer: last writer wins. Deletes always win, and are applied whatever their origin
+  (see natural keys).
 - **Natural keys.** Two replicas that insert the same domain name apart mean one domain. The
   row that reached the remote first survives and keeps its id; the other id becomes its alias
   (``sync_aliases``, on the remote and in the cache), its values merge into the survivor by
@@ -20,9 +21,8 @@ How it works (and, marked ``BUG(name)``, where it goes wrong; README.md lists th
   tells every replica); a pull that brings a row whose key a local row holds merges here, and
   the local row's pending writes follow it to the survivor at the next push.
 
-The layer's bookkeeping runs as plain prepared SQL on the driver's connection (the ``sqlite3``
-module caches the prepared statements per connection): SQLAlchemy would compile each ``text()``
-once per process, and every replica is a fresh process.
+The layer's bookkeeping runs as plain SQL on the driver's connection, where ``sqlite3`` keeps
+each statement prepared: no SQLAlchemy compilation or result objects per statement.
 """
 
 import json
