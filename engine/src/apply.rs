@@ -1,26 +1,23 @@
 //! The remote's side of a push: one outbox entry applied on the remote by
-//! the rules M1–M4, D1–D3 and N2 (SEMANTICS.md), through the `Remote` trait.
+//! the rules M1–M4, D1–D3 and N2 (SEMANTICS.md), against the push's staged
+//! rows (`staged.rs`), which reach the remote in one write per chunk.
 
 use rusqlite::types::Value;
 
-use crate::config::Config;
+use crate::config::{Config, CASCADE_DEPTH_MAX};
 use crate::error::{Error, Result};
 use crate::mutant::Mutant;
 use crate::outbox::{Entry, Op};
 use crate::remote::{Remote, RemoteRow};
 use crate::schema::Schema;
+use crate::staged::Staged;
 use crate::stamp::Stamp;
-
-/// Deepest cascade a remote delete follows (rule D2). A schema whose
-/// references nest deeper makes the push fail with `Error::CascadeTooDeep`
-/// instead of recursing without bound.
-pub const CASCADE_DEPTH_MAX: usize = 64;
 
 /// Applies one entry on the remote. `local_alias` is the survivor the
 /// pushing replica already merged the entry's row into (rule N3). Returns 1
 /// when the write did not take effect as written (a conflict, rule S6).
-pub(crate) fn apply_entry<R: Remote>(
-    remote: &mut R,
+pub(crate) fn apply_entry<R: Remote + ?Sized>(
+    remote: &mut Staged<'_, R>,
     schema: &Schema,
     config: &Config,
     entry: &Entry,
@@ -40,11 +37,11 @@ pub(crate) fn apply_entry<R: Remote>(
             if let Some(target) = local_alias {
                 let target = resolve(remote, t, target)?;
                 if remote.row(t, entry.id)?.is_none() {
-                    remote.put(t, entry.id, &RemoteRow::Alias(target))?;
+                    remote.put(t, entry.id, RemoteRow::Alias(target));
                 }
                 if let Some(mut row) = remote.row(t, target)? {
                     if merge_columns(&mut row, &values, &all, entry.stamp).is_some() {
-                        remote.put(t, target, &row)?;
+                        remote.put(t, target, row);
                     }
                 }
                 return Ok(1);
@@ -66,17 +63,17 @@ pub(crate) fn apply_entry<R: Remote>(
                     if config.planted(Mutant::InsertOrReplace) {
                         // Mutant: INSERT OR REPLACE silently overwrites the other row.
                         let stamps = vec![entry.stamp; values.len()];
-                        remote.put(t, entry.id, &RemoteRow::Live { values, stamps })?;
+                        remote.put(t, entry.id, RemoteRow::Live { values, stamps });
                         return Ok(0);
                     }
                     let lost = merge_columns(&mut row, &values, &all, entry.stamp).unwrap_or(false);
-                    remote.put(t, entry.id, &row)?;
+                    remote.put(t, entry.id, row);
                     Ok(u64::from(lost))
                 }
                 Some(RemoteRow::Alias(target)) => {
                     if let Some(mut row) = remote.row(t, target)? {
                         if merge_columns(&mut row, &values, &all, entry.stamp).is_some() {
-                            remote.put(t, target, &row)?;
+                            remote.put(t, target, row);
                         }
                     }
                     Ok(1)
@@ -85,23 +82,23 @@ pub(crate) fn apply_entry<R: Remote>(
                     for (c, v) in values.iter().enumerate() {
                         if let (Some(p), Value::Integer(parent)) = (def.parents[c], v) {
                             if !is_live(remote, p, *parent)? {
-                                remote.put(t, entry.id, &RemoteRow::Dead)?;
+                                remote.put(t, entry.id, RemoteRow::Dead);
                                 return Ok(1);
                             }
                         }
                     }
                     if let Some(k) = def.natural_key.filter(|_| !config.planted(Mutant::NaturalKeyInsert)) {
                         if let Some(survivor) = remote.live_with_key(t, &values[k])? {
-                            remote.put(t, entry.id, &RemoteRow::Alias(survivor))?;
+                            remote.put(t, entry.id, RemoteRow::Alias(survivor));
                             if let Some(mut row) = remote.row(t, survivor)? {
                                 merge_columns(&mut row, &values, &all, entry.stamp);
-                                remote.put(t, survivor, &row)?;
+                                remote.put(t, survivor, row);
                             }
                             return Ok(1);
                         }
                     }
                     let stamps = vec![entry.stamp; values.len()];
-                    remote.put(t, entry.id, &RemoteRow::Live { values, stamps })?;
+                    remote.put(t, entry.id, RemoteRow::Live { values, stamps });
                     Ok(0)
                 }
             }
@@ -111,7 +108,7 @@ pub(crate) fn apply_entry<R: Remote>(
             match remote.row(t, target)? {
                 Some(mut row @ RemoteRow::Live { .. }) => {
                     let lost = merge_columns(&mut row, &values, &entry.columns, entry.stamp).unwrap_or(false);
-                    remote.put(t, target, &row)?;
+                    remote.put(t, target, row);
                     Ok(u64::from(lost))
                 }
                 Some(_) => {
@@ -126,21 +123,21 @@ pub(crate) fn apply_entry<R: Remote>(
             match remote.row(t, target)? {
                 Some(RemoteRow::Live { .. }) => kill(remote, schema, t, target, 0)?,
                 Some(_) => remote.touch(t, target)?,
-                None => remote.put(t, target, &RemoteRow::Dead)?,
+                None => remote.put(t, target, RemoteRow::Dead),
             }
             Ok(0)
         }
     }
 }
 
-fn resolve<R: Remote>(remote: &mut R, table: usize, id: i64) -> Result<i64> {
+fn resolve<R: Remote + ?Sized>(remote: &mut Staged<'_, R>, table: usize, id: i64) -> Result<i64> {
     Ok(match remote.row(table, id)? {
         Some(RemoteRow::Alias(survivor)) => survivor,
         _ => id,
     })
 }
 
-fn is_live<R: Remote>(remote: &mut R, table: usize, id: i64) -> Result<bool> {
+fn is_live<R: Remote + ?Sized>(remote: &mut Staged<'_, R>, table: usize, id: i64) -> Result<bool> {
     Ok(matches!(remote.row(table, id)?, Some(RemoteRow::Live { .. })))
 }
 
@@ -164,7 +161,13 @@ fn merge_columns(row: &mut RemoteRow, values: &[Value], columns: &[usize], stamp
 
 /// A tombstone for the row and, recursively, for each live child (rule D2),
 /// at most `CASCADE_DEPTH_MAX` levels down.
-fn kill<R: Remote>(remote: &mut R, schema: &Schema, t: usize, id: i64, depth: usize) -> Result<()> {
+fn kill<R: Remote + ?Sized>(
+    remote: &mut Staged<'_, R>,
+    schema: &Schema,
+    t: usize,
+    id: i64,
+    depth: usize,
+) -> Result<()> {
     if depth > CASCADE_DEPTH_MAX {
         return Err(Error::CascadeTooDeep {
             table: schema.table(t).name.clone(),
@@ -172,7 +175,7 @@ fn kill<R: Remote>(remote: &mut R, schema: &Schema, t: usize, id: i64, depth: us
             depth_max: CASCADE_DEPTH_MAX,
         });
     }
-    remote.put(t, id, &RemoteRow::Dead)?;
+    remote.put(t, id, RemoteRow::Dead);
     for &(ct, c) in &schema.table(t).children {
         for child in remote.live_children(ct, c, id)? {
             if is_live(remote, ct, child)? {

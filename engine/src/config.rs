@@ -3,6 +3,11 @@
 /// Distinct statements the engine prepares per connection, with room to spare.
 pub(crate) const STATEMENT_CACHE_CAPACITY: usize = 256;
 
+/// Deepest cascade a remote delete follows (rule D2). A schema whose
+/// references nest deeper makes the push fail with `Error::CascadeTooDeep`
+/// instead of recursing without bound.
+pub const CASCADE_DEPTH_MAX: usize = 64;
+
 /// Tuning and limits. Outcomes depend on `max_drift_ms` and `push_batch_max`
 /// only; the rest is about waiting and memory.
 #[derive(Clone, Debug)]

@@ -8,8 +8,9 @@ use std::path::PathBuf;
 #[non_exhaustive]
 pub enum Error {
     #[error(
-        "{what} is locked by another connection (SQLITE_BUSY) after {attempts} attempts; \
-         nothing was marked synced and nothing was lost: retry later"
+        "{what} is locked by another connection (SQLite busy, or a PostgreSQL lock timeout, \
+         serialization failure or deadlock) after {attempts} attempts; nothing was marked synced \
+         and nothing was lost: retry later"
     )]
     Busy { what: &'static str, attempts: u32 },
 
@@ -119,13 +120,39 @@ pub enum Error {
 
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
+
+    #[error(
+        "cannot reach the PostgreSQL remote at {url}: {detail}; start the server, or fix the host and \
+         port in the connection string (SYNCGATE_PG_URL for syncgate); nothing was marked synced"
+    )]
+    PgUnreachable { url: String, detail: String },
+
+    #[error(
+        "the PostgreSQL server at {url} refused the login: {detail}; fix the user, password or \
+         database in the connection string, or the server's pg_hba.conf"
+    )]
+    PgLoginRefused { url: String, detail: String },
+
+    #[error(
+        "the PostgreSQL role may not {detail}; grant it USAGE and CREATE on the remote's schema and \
+         SELECT, INSERT, UPDATE, DELETE on its tables; nothing was marked synced"
+    )]
+    PgPrivilege { detail: String },
+
+    /// A lock timeout, serialization failure or deadlock: retried like busy.
+    #[error("the PostgreSQL remote is busy: {detail}")]
+    PgBusy { detail: String },
+
+    #[cfg(feature = "postgres")]
+    #[error("postgres: {0}")]
+    Postgres(#[from] postgres::Error),
 }
 
 impl Error {
     /// Whether retrying the same operation later may succeed.
     pub fn is_busy(&self) -> bool {
         match self {
-            Error::Busy { .. } => true,
+            Error::Busy { .. } | Error::PgBusy { .. } => true,
             Error::Sqlite(e) => is_busy(e),
             _ => false,
         }

@@ -43,6 +43,10 @@ mod ids;
 mod meta;
 mod mutant;
 pub mod outbox;
+#[cfg(feature = "postgres")]
+mod pg_remote;
+#[cfg(feature = "postgres")]
+mod pg_sql;
 mod pull;
 mod push;
 mod remote;
@@ -50,20 +54,24 @@ mod replica;
 mod report;
 mod schema;
 mod sqlite_remote;
+mod staged;
 mod stamp;
 mod tombstones;
 mod writer;
 
 pub use aliases::ALIAS_HOPS_MAX;
-pub use apply::CASCADE_DEPTH_MAX;
 pub use cache::Row;
-pub use config::Config;
+pub use config::{Config, CASCADE_DEPTH_MAX};
 pub use error::{Error, Result, WriteRefusal};
 pub use format::CACHE_FORMAT;
 pub use ids::{id_space, ID_SPACE_BITS, REPLICAS_MAX};
 #[cfg(feature = "mutants")]
 pub use mutant::Mutant;
-pub use remote::{Change, ChangeKind, Remote, RemoteRow};
+#[cfg(feature = "postgres")]
+pub use pg_remote::PgRemote;
+#[cfg(feature = "postgres")]
+pub use postgres;
+pub use remote::{Change, ChangeKind, Remote, RemoteRow, RemoteWrites};
 pub use replica::Replica;
 pub use report::{Status, SyncReport};
 pub use rusqlite;

@@ -296,7 +296,7 @@ pub(crate) fn for_each_in_batch(
     schema: &Schema,
     replica: u32,
     batch: Batch,
-    mut apply: impl FnMut(&Entry) -> Result<()>,
+    mut apply: impl FnMut(Entry) -> Result<()>,
 ) -> Result<()> {
     let mut stmt = conn.prepare_cached(&select_entries(schema, "WHERE seq <= ?1 AND op != 0 ORDER BY seq"))?;
     let mut rows = stmt.query([batch.last])?;
@@ -310,7 +310,7 @@ pub(crate) fn for_each_in_batch(
         );
         seq_before = entry.seq;
         read += 1;
-        apply(&entry)?;
+        apply(entry)?;
     }
     assert_eq!(
         read, batch.entries,

@@ -18,6 +18,7 @@ use crate::outbox::{self, Batch, Entry, Op};
 use crate::remote::Remote;
 use crate::report::SyncReport;
 use crate::schema::Schema;
+use crate::staged::{Staged, PUSH_CHUNK_ENTRIES};
 
 /// One push attempt: batches until the outbox is empty, each added to
 /// `report` once acknowledged. The remote-side steps 4, 5 and 9 (crash
@@ -94,8 +95,11 @@ fn cut_batch(tx: &Connection, config: &Config) -> Result<Option<Batch>> {
 }
 
 /// Steps 6 to 8: streams the batch's entries onto the remote, skipping those
-/// the remote already applied (rule S4), and records the batch's last seq
-/// as applied, in the open remote transaction. Returns the conflicts.
+/// the remote already applied (rule S4), a chunk at a time: each chunk's
+/// remote rows are read in a few set-based calls, the rules applied to them
+/// in memory, and the changed rows stored in one write; the last write also
+/// records the batch's last seq as applied. All in the open remote
+/// transaction. Returns the conflicts.
 fn apply_batch<R: Remote>(
     tx: &Connection,
     remote: &mut R,
@@ -105,16 +109,40 @@ fn apply_batch<R: Remote>(
     batch: Batch,
 ) -> Result<u64> {
     let acked = remote.acked(replica)?;
+    let mut staged = Staged::begin(remote, schema)?;
     let mut conflicts = 0;
+    let mut chunk: Vec<(Entry, Option<i64>)> = Vec::with_capacity(PUSH_CHUNK_ENTRIES.min(batch.entries as usize));
     outbox::for_each_in_batch(tx, schema, replica, batch, |entry| {
         if entry.seq <= acked {
             return Ok(());
         }
-        let alias = local_alias(tx, schema, entry)?;
-        conflicts += apply_entry(remote, schema, config, entry, alias)?;
+        let alias = local_alias(tx, schema, &entry)?;
+        chunk.push((entry, alias));
+        if chunk.len() == PUSH_CHUNK_ENTRIES {
+            conflicts += apply_chunk(&mut staged, schema, config, &chunk)?;
+            chunk.clear();
+            staged.flush(None)?;
+        }
         Ok(())
     })?;
-    record_acked(remote, replica, acked, batch)?;
+    conflicts += apply_chunk(&mut staged, schema, config, &chunk)?;
+    staged.flush(Some(record_acked(replica, acked, batch)))?;
+    Ok(conflicts)
+}
+
+/// Steps 6 and 7 for one chunk: its remote rows read at once, then each
+/// entry applied in seq order.
+fn apply_chunk<R: Remote>(
+    staged: &mut Staged<'_, R>,
+    schema: &Schema,
+    config: &Config,
+    chunk: &[(Entry, Option<i64>)],
+) -> Result<u64> {
+    staged.prefetch(chunk)?;
+    let mut conflicts = 0;
+    for (entry, alias) in chunk {
+        conflicts += apply_entry(staged, schema, config, entry, *alias)?;
+    }
     Ok(conflicts)
 }
 
@@ -129,9 +157,9 @@ fn local_alias(tx: &Connection, schema: &Schema, entry: &Entry) -> Result<Option
 
 /// Step 8 (rule S4): the remote remembers the highest seq it applied; it
 /// only ever goes up.
-fn record_acked<R: Remote>(remote: &mut R, replica: u32, acked: i64, batch: Batch) -> Result<()> {
+fn record_acked(replica: u32, acked: i64, batch: Batch) -> (u32, i64) {
     assert!(batch.last > 0, "outbox seqs are positive: batch ends at {}", batch.last);
-    remote.set_acked(replica, batch.last.max(acked))
+    (replica, batch.last.max(acked))
 }
 
 /// Step 8: commits the remote transaction once the batch applied, or rolls

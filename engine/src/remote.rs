@@ -1,9 +1,12 @@
-//! The remote, behind one narrow trait.
+//! The remote, behind one narrow, batch-oriented trait.
 //!
 //! The trait is storage, not policy: the merge rules live in `apply.rs`
-//! (push) and `pull.rs`, so a PostgreSQL remote implements these few calls
-//! and inherits every rule unchanged. `sqlite_remote.rs` is the SQLite-file
-//! implementation.
+//! (push) and `pull.rs`, so every remote inherits them unchanged. It is
+//! batch-oriented because round trips are the cost on a network: a push
+//! reads what a chunk of outbox entries needs with a few set-based reads
+//! (`staged.rs` prefetches them), applies the rules in memory, and stores
+//! every changed row with one `write`; a pull page is one `changes` call.
+//! `sqlite_remote.rs` and `pg_remote.rs` implement it.
 
 use rusqlite::types::Value;
 
@@ -21,7 +24,8 @@ pub enum RemoteRow {
     Alias(i64),
 }
 
-/// One row changed after a pull cursor.
+/// One row at a change seq: what a pull reads after its cursor, and what a
+/// push stores.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Change {
     pub table: usize,
@@ -38,13 +42,33 @@ pub enum ChangeKind {
     Live,
 }
 
+/// Everything one chunk of a push stores, in one call: the rows it changed,
+/// each under the change seq it was last given (a row changed twice is
+/// stored once), the new head, and the replica's applied seq when the
+/// chunk ends its batch.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RemoteWrites {
+    /// At most one entry per `(table, id)`; seqs are distinct, above the head
+    /// before the write and at most `head`.
+    pub rows: Vec<Change>,
+    /// The last change seq handed out once these rows are stored.
+    pub head: i64,
+    /// `(replica, seq)`: the highest outbox seq of `replica` now applied.
+    pub acked: Option<(u32, i64)>,
+}
+
 /// What the engine needs from a remote. Tables are indexes into the schema
 /// the remote was opened with. Every call except `register_replica` runs
 /// inside a transaction begun with `begin_write` or `begin_read`.
+///
+/// Each call is meant to be a constant number of round trips, whatever the
+/// number of ids or rows it is given.
 pub trait Remote {
     /// Claims a fresh replica id, in its own transaction.
     fn register_replica(&mut self) -> Result<u32>;
-    /// Starts a write transaction that holds the remote's write lock at once.
+    /// Starts a write transaction that holds the remote's write lock at once:
+    /// no other writer runs until this one commits or rolls back, so change
+    /// seqs commit in the order they are handed out (SEMANTICS.md, rule P6).
     fn begin_write(&mut self) -> Result<()>;
     /// Starts a read transaction over a consistent snapshot.
     fn begin_read(&mut self) -> Result<()>;
@@ -52,18 +76,58 @@ pub trait Remote {
     fn rollback(&mut self);
     /// The highest outbox seq of `replica` already applied.
     fn acked(&mut self, replica: u32) -> Result<i64>;
-    fn set_acked(&mut self, replica: u32, seq: i64) -> Result<()>;
-    fn row(&mut self, table: usize, id: i64) -> Result<Option<RemoteRow>>;
-    /// Stores `row` under the next change seq.
-    fn put(&mut self, table: usize, id: i64, row: &RemoteRow) -> Result<()>;
-    /// Gives an existing row the next change seq without changing it.
-    fn touch(&mut self, table: usize, id: i64) -> Result<()>;
-    /// The live row whose natural key equals `key`.
-    fn live_with_key(&mut self, table: usize, key: &Value) -> Result<Option<i64>>;
-    /// Live rows of `table` whose `column` equals `parent`, by id.
-    fn live_children(&mut self, table: usize, column: usize, parent: i64) -> Result<Vec<i64>>;
     /// The last change seq handed out.
     fn head(&mut self) -> Result<i64>;
+    /// The remote's knowledge of each of `ids` in `table`; ids it never saw
+    /// are left out.
+    fn rows(&mut self, table: usize, ids: &[i64]) -> Result<Vec<(i64, RemoteRow)>>;
+    /// For each of `keys` that a live row of `table` holds as its natural
+    /// key: the key and that row's id.
+    fn live_with_keys(&mut self, table: usize, keys: &[Value]) -> Result<Vec<(Value, i64)>>;
+    /// Live rows of `table` whose `column` is one of `parents`, as
+    /// `(parent, child)` pairs ordered by parent, then child.
+    fn live_children(&mut self, table: usize, column: usize, parents: &[i64]) -> Result<Vec<(i64, i64)>>;
+    /// Stores `writes` in the open write transaction.
+    fn write(&mut self, writes: &RemoteWrites) -> Result<()>;
     /// Up to `limit` rows of `kind` with `after < seq <= upto`, by seq.
     fn changes(&mut self, kind: ChangeKind, after: i64, upto: i64, limit: usize) -> Result<Vec<Change>>;
+}
+
+impl<R: Remote + ?Sized> Remote for Box<R> {
+    fn register_replica(&mut self) -> Result<u32> {
+        (**self).register_replica()
+    }
+    fn begin_write(&mut self) -> Result<()> {
+        (**self).begin_write()
+    }
+    fn begin_read(&mut self) -> Result<()> {
+        (**self).begin_read()
+    }
+    fn commit(&mut self) -> Result<()> {
+        (**self).commit()
+    }
+    fn rollback(&mut self) {
+        (**self).rollback()
+    }
+    fn acked(&mut self, replica: u32) -> Result<i64> {
+        (**self).acked(replica)
+    }
+    fn head(&mut self) -> Result<i64> {
+        (**self).head()
+    }
+    fn rows(&mut self, table: usize, ids: &[i64]) -> Result<Vec<(i64, RemoteRow)>> {
+        (**self).rows(table, ids)
+    }
+    fn live_with_keys(&mut self, table: usize, keys: &[Value]) -> Result<Vec<(Value, i64)>> {
+        (**self).live_with_keys(table, keys)
+    }
+    fn live_children(&mut self, table: usize, column: usize, parents: &[i64]) -> Result<Vec<(i64, i64)>> {
+        (**self).live_children(table, column, parents)
+    }
+    fn write(&mut self, writes: &RemoteWrites) -> Result<()> {
+        (**self).write(writes)
+    }
+    fn changes(&mut self, kind: ChangeKind, after: i64, upto: i64, limit: usize) -> Result<Vec<Change>> {
+        (**self).changes(kind, after, upto, limit)
+    }
 }

@@ -9,7 +9,7 @@ use crate::config::STATEMENT_CACHE_CAPACITY;
 use crate::error::{Error, Result};
 use crate::ids::REPLICAS_MAX;
 use crate::mutant::Mutant;
-use crate::remote::{Change, ChangeKind, Remote, RemoteRow};
+use crate::remote::{Change, ChangeKind, Remote, RemoteRow, RemoteWrites};
 use crate::schema::{quote, Schema};
 use crate::stamp::Stamp;
 
@@ -19,8 +19,6 @@ pub struct SqliteRemote {
     conn: Connection,
     schema: Schema,
     path: PathBuf,
-    /// The change seq, held in memory during a write transaction.
-    seq: Option<i64>,
     /// Whether the file's sync tables and schema were checked.
     verified: bool,
     /// Whether the connection settings were applied.
@@ -85,7 +83,6 @@ impl SqliteRemote {
             conn,
             schema: schema.clone(),
             path: path.to_path_buf(),
-            seq: None,
             verified: false,
             configured: false,
             #[cfg(feature = "mutants")]
@@ -166,15 +163,6 @@ impl SqliteRemote {
         &self.schema.table(table).name
     }
 
-    fn next_seq(&mut self) -> Result<i64> {
-        let seq = match self.seq {
-            Some(seq) => seq,
-            None => self.conn.query_row("SELECT seq FROM _sg_remote", [], |r| r.get(0))?,
-        };
-        self.seq = Some(seq + 1);
-        Ok(seq + 1)
-    }
-
     fn values(&self, table: usize, id: i64) -> Result<Option<Vec<Value>>> {
         let t = self.schema.table(table);
         let n = t.columns.len();
@@ -218,6 +206,44 @@ impl SqliteRemote {
             other => Err(corrupt(format!("unknown state {other}"))),
         }
     }
+
+    /// One row of a write: the synced table's row (or its absence) and its
+    /// `_sg_rows` record, at the row's seq.
+    fn store(&mut self, change: &Change) -> Result<()> {
+        let t = self.schema.table(change.table);
+        let id = change.id;
+        let (state, alias_of, stamps) = match &change.row {
+            RemoteRow::Live { values, stamps } => {
+                assert_eq!(
+                    values.len(),
+                    t.columns.len(),
+                    "store {}/{id}: values do not match the columns",
+                    t.name
+                );
+                let mut stmt = self.conn.prepare_cached(&t.sql.upsert)?;
+                let mut bind: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(values.len() + 1);
+                bind.push(&id);
+                bind.extend(values.iter().map(|v| v as &dyn rusqlite::ToSql));
+                stmt.execute(&bind[..])?;
+                (STATE_LIVE, None, Some(Stamp::encode_all(stamps)))
+            }
+            RemoteRow::Dead => {
+                self.conn.prepare_cached(&t.sql.delete)?.execute([id])?;
+                (STATE_DEAD, None, None)
+            }
+            RemoteRow::Alias(survivor) => {
+                self.conn.prepare_cached(&t.sql.delete)?.execute([id])?;
+                (STATE_ALIAS, Some(*survivor), None)
+            }
+        };
+        let mut stmt = self.conn.prepare_cached(
+            "INSERT INTO _sg_rows (tbl, id, seq, state, alias_of, stamps) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+             ON CONFLICT (tbl, id) DO UPDATE SET seq = excluded.seq, state = excluded.state, \
+             alias_of = excluded.alias_of, stamps = excluded.stamps",
+        )?;
+        stmt.execute(rusqlite::params![t.name, id, change.seq, state, alias_of, stamps])?;
+        Ok(())
+    }
 }
 
 fn open(path: &Path, busy_timeout_ms: u64, create: bool) -> Result<Connection> {
@@ -259,7 +285,6 @@ impl Remote for SqliteRemote {
     }
 
     fn begin_write(&mut self) -> Result<()> {
-        self.seq = None;
         self.configure()?;
         self.conn.execute_batch("BEGIN IMMEDIATE")?;
         if let Err(e) = self.verify() {
@@ -270,7 +295,6 @@ impl Remote for SqliteRemote {
     }
 
     fn begin_read(&mut self) -> Result<()> {
-        self.seq = None;
         self.configure()?;
         self.conn.execute_batch("BEGIN DEFERRED")?;
         // Take the read lock now, so the snapshot starts here.
@@ -292,15 +316,11 @@ impl Remote for SqliteRemote {
     }
 
     fn commit(&mut self) -> Result<()> {
-        if let Some(seq) = self.seq.take() {
-            self.conn.execute("UPDATE _sg_remote SET seq = ?1", [seq])?;
-        }
         self.conn.execute_batch("COMMIT")?;
         Ok(())
     }
 
     fn rollback(&mut self) {
-        self.seq = None;
         if !self.conn.is_autocommit() {
             // A failed rollback leaves the transaction to the connection's
             // close, which rolls it back too.
@@ -315,96 +335,54 @@ impl Remote for SqliteRemote {
         Ok(stmt.query_row([replica], |r| r.get(0)).optional()?.unwrap_or(0))
     }
 
-    fn set_acked(&mut self, replica: u32, seq: i64) -> Result<()> {
-        let mut stmt = self.conn.prepare_cached(
-            "INSERT INTO _sg_replicas (replica, acked) VALUES (?1, ?2) \
-             ON CONFLICT (replica) DO UPDATE SET acked = excluded.acked",
-        )?;
-        stmt.execute(rusqlite::params![replica, seq])?;
-        Ok(())
+    fn head(&mut self) -> Result<i64> {
+        Ok(self.conn.query_row("SELECT seq FROM _sg_remote", [], |r| r.get(0))?)
     }
 
-    fn row(&mut self, table: usize, id: i64) -> Result<Option<RemoteRow>> {
-        let meta = {
-            let mut stmt = self
-                .conn
-                .prepare_cached("SELECT state, alias_of, stamps FROM _sg_rows WHERE tbl = ?1 AND id = ?2")?;
-            stmt.query_row(rusqlite::params![self.table_name(table), id], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, Option<i64>>(1)?,
-                    r.get::<_, Option<Vec<u8>>>(2)?,
-                ))
-            })
-            .optional()?
-        };
-        match meta {
-            None => Ok(None),
-            Some((state, alias_of, stamps)) => Ok(Some(self.decode(table, id, state, alias_of, stamps)?)),
-        }
-    }
-
-    fn put(&mut self, table: usize, id: i64, row: &RemoteRow) -> Result<()> {
-        let seq = self.next_seq()?;
-        let t = self.schema.table(table);
-        let (state, alias_of, stamps) = match row {
-            RemoteRow::Live { values, stamps } => {
-                assert_eq!(
-                    values.len(),
-                    t.columns.len(),
-                    "put {}/{id}: values do not match the columns",
-                    t.name
-                );
-                let mut stmt = self.conn.prepare_cached(&t.sql.upsert)?;
-                let mut bind: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(values.len() + 1);
-                bind.push(&id);
-                bind.extend(values.iter().map(|v| v as &dyn rusqlite::ToSql));
-                stmt.execute(&bind[..])?;
-                (STATE_LIVE, None, Some(Stamp::encode_all(stamps)))
+    fn rows(&mut self, table: usize, ids: &[i64]) -> Result<Vec<(i64, RemoteRow)>> {
+        // In-process, one prepared lookup per id costs what a set-based read
+        // would: there is no round trip to save.
+        let mut out = Vec::with_capacity(ids.len());
+        for &id in ids {
+            let meta = {
+                let mut stmt = self
+                    .conn
+                    .prepare_cached("SELECT state, alias_of, stamps FROM _sg_rows WHERE tbl = ?1 AND id = ?2")?;
+                stmt.query_row(rusqlite::params![self.table_name(table), id], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, Option<i64>>(1)?,
+                        r.get::<_, Option<Vec<u8>>>(2)?,
+                    ))
+                })
+                .optional()?
+            };
+            if let Some((state, alias_of, stamps)) = meta {
+                out.push((id, self.decode(table, id, state, alias_of, stamps)?));
             }
-            RemoteRow::Dead | RemoteRow::Alias(_) => {
-                self.conn.prepare_cached(&t.sql.delete)?.execute([id])?;
-                match row {
-                    RemoteRow::Alias(survivor) => (STATE_ALIAS, Some(*survivor), None),
-                    _ => (STATE_DEAD, None, None),
-                }
-            }
-        };
-        let mut stmt = self.conn.prepare_cached(
-            "INSERT INTO _sg_rows (tbl, id, seq, state, alias_of, stamps) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
-             ON CONFLICT (tbl, id) DO UPDATE SET seq = excluded.seq, state = excluded.state, \
-             alias_of = excluded.alias_of, stamps = excluded.stamps",
-        )?;
-        stmt.execute(rusqlite::params![t.name, id, seq, state, alias_of, stamps])?;
-        Ok(())
-    }
-
-    fn touch(&mut self, table: usize, id: i64) -> Result<()> {
-        let seq = self.next_seq()?;
-        let name = self.table_name(table).to_string();
-        let mut stmt = self
-            .conn
-            .prepare_cached("UPDATE _sg_rows SET seq = ?1 WHERE tbl = ?2 AND id = ?3")?;
-        stmt.execute(rusqlite::params![seq, name, id])?;
-        Ok(())
-    }
-
-    fn live_with_key(&mut self, table: usize, key: &Value) -> Result<Option<i64>> {
-        let t = self.schema.table(table);
-        let Some(k) = t.natural_key else { return Ok(None) };
-        if *key == Value::Null {
-            return Ok(None);
         }
+        Ok(out)
+    }
+
+    fn live_with_keys(&mut self, table: usize, keys: &[Value]) -> Result<Vec<(Value, i64)>> {
+        let t = self.schema.table(table);
+        let Some(k) = t.natural_key else { return Ok(Vec::new()) };
         let sql = format!(
             "SELECT \"id\" FROM {} WHERE {} = ?1",
             quote(&t.name),
             quote(&t.columns[k].name)
         );
         let mut stmt = self.conn.prepare_cached(&sql)?;
-        Ok(stmt.query_row([key], |r| r.get(0)).optional()?)
+        let mut out = Vec::new();
+        for key in keys.iter().filter(|k| **k != Value::Null) {
+            if let Some(id) = stmt.query_row([key], |r| r.get(0)).optional()? {
+                out.push((key.clone(), id));
+            }
+        }
+        Ok(out)
     }
 
-    fn live_children(&mut self, table: usize, column: usize, parent: i64) -> Result<Vec<i64>> {
+    fn live_children(&mut self, table: usize, column: usize, parents: &[i64]) -> Result<Vec<(i64, i64)>> {
         let t = self.schema.table(table);
         let sql = format!(
             "SELECT \"id\" FROM {} WHERE {} = ?1 ORDER BY \"id\"",
@@ -412,17 +390,52 @@ impl Remote for SqliteRemote {
             quote(&t.columns[column].name)
         );
         let mut stmt = self.conn.prepare_cached(&sql)?;
-        let ids = stmt
-            .query_map([parent], |r| r.get(0))?
-            .collect::<rusqlite::Result<Vec<i64>>>()?;
-        Ok(ids)
+        let mut parents = parents.to_vec();
+        parents.sort_unstable();
+        parents.dedup();
+        let mut out = Vec::new();
+        for parent in parents {
+            let children = stmt.query_map([parent], |r| r.get::<_, i64>(0))?;
+            for child in children {
+                out.push((parent, child?));
+            }
+        }
+        Ok(out)
     }
 
-    fn head(&mut self) -> Result<i64> {
-        match self.seq {
-            Some(seq) => Ok(seq),
-            None => Ok(self.conn.query_row("SELECT seq FROM _sg_remote", [], |r| r.get(0))?),
+    fn write(&mut self, writes: &RemoteWrites) -> Result<()> {
+        let head = self.head()?;
+        assert!(
+            writes.head >= head,
+            "the head only moves forward: from {head} to {}",
+            writes.head
+        );
+        // Rows that leave the synced tables go first, so a live row never
+        // meets the natural key of a row that died in the same write.
+        let (gone, live): (Vec<&Change>, Vec<&Change>) = writes
+            .rows
+            .iter()
+            .partition(|c| !matches!(c.row, RemoteRow::Live { .. }));
+        for change in gone.into_iter().chain(live) {
+            assert!(
+                change.seq > head && change.seq <= writes.head,
+                "a stored row's seq {} is outside ({head}, {}]",
+                change.seq,
+                writes.head
+            );
+            self.store(change)?;
         }
+        if writes.head != head {
+            self.conn.execute("UPDATE _sg_remote SET seq = ?1", [writes.head])?;
+        }
+        if let Some((replica, seq)) = writes.acked {
+            let mut stmt = self.conn.prepare_cached(
+                "INSERT INTO _sg_replicas (replica, acked) VALUES (?1, ?2) \
+                 ON CONFLICT (replica) DO UPDATE SET acked = excluded.acked",
+            )?;
+            stmt.execute(rusqlite::params![replica, seq])?;
+        }
+        Ok(())
     }
 
     fn changes(&mut self, kind: ChangeKind, after: i64, upto: i64, limit: usize) -> Result<Vec<Change>> {

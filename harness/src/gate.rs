@@ -12,6 +12,7 @@ use syncgate_protocol::{CrashPoint, InitOk, OutsideWrites, Profile};
 
 use crate::check::Invariant;
 use crate::events::{Event, Events, REQUIRED_EVENTS};
+use crate::places::RemotePlace;
 use crate::run::{run_case, CaseResult, T0_MS};
 use crate::scenario::{GenConfig, Scenario};
 use crate::seed::{case_seed, generate};
@@ -159,15 +160,19 @@ fn now() -> std::time::Instant {
 /// engine that cannot start or refuses the handshake is a setup error (exit
 /// 2), not a counterexample. Returns its handshake.
 pub fn probe(subject: &dyn Subject, base: &Path) -> Result<InitOk, String> {
+    let target = subject.remote();
+    target.probe()?;
     let dir = tempfile::Builder::new()
         .prefix("syncgate-probe-")
         .tempdir_in(base)
         .map_err(|e| format!("cannot make a temporary folder in {}: {e}", base.display()))?;
+    // Dropped after the probe: a PostgreSQL probe's schema with it.
+    let remote = RemotePlace::new(&target, dir.path());
     let spec = OpenSpec {
         replica: 0,
         replicas: 1,
         cache: dir.path().join("replica0.db"),
-        remote: dir.path().join("remote.db"),
+        remote: remote.location(),
         create_remote: true,
         fresh: true,
         clock_ms: T0_MS,
@@ -319,7 +324,7 @@ pub fn check(subject: &dyn Subject, opts: &CheckOptions) -> Result<Summary, Stri
             trace_file: None,
         };
         if let Some(dir) = &opts.failures_dir {
-            failure.trace_file = save_trace(dir, &subject.name(), &failure).ok();
+            failure.trace_file = save_trace(dir, subject, &failure).ok();
         }
         failures.push(failure);
     }
@@ -371,12 +376,17 @@ fn progress_bar(opts: &CheckOptions) -> Option<indicatif::ProgressBar> {
 #[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct TraceFile {
     pub engine: String,
+    /// The kind of remote it ran on (never the server's connection string);
+    /// older trace files, without it, ran on SQLite.
+    #[serde(default)]
+    pub remote: crate::places::RemoteTarget,
     pub seed: String,
     pub invariant: Invariant,
     pub scenario: Scenario,
 }
 
-fn save_trace(dir: &Path, engine: &str, failure: &CaseFailure) -> Result<PathBuf, String> {
+fn save_trace(dir: &Path, subject: &dyn Subject, failure: &CaseFailure) -> Result<PathBuf, String> {
+    let engine = &subject.name();
     std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
     let safe: String = format!("{engine}-{}", failure.seed)
         .chars()
@@ -385,6 +395,7 @@ fn save_trace(dir: &Path, engine: &str, failure: &CaseFailure) -> Result<PathBuf
     let path = dir.join(format!("{safe}.json"));
     let file = TraceFile {
         engine: engine.to_string(),
+        remote: subject.remote(),
         seed: failure.seed.clone(),
         invariant: failure.invariant,
         scenario: failure.scenario.clone(),

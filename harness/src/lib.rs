@@ -21,9 +21,10 @@ pub mod shrink;
 pub mod stress;
 pub mod subject;
 
+use places::RemoteTarget;
 use subject::process::{ProcessEngine, REQUEST_TIMEOUT_MS_DEFAULT};
 use subject::reference::ReferenceEngine;
-use subject::{ContractOnly, Subject};
+use subject::{ContractOnly, OnRemote, Subject};
 use syncgate_reference_adapter::Options;
 
 /// Engine names `--engine` accepts besides `exec:COMMAND`.
@@ -52,8 +53,14 @@ pub enum OracleChoice {
 
 /// The engine `--engine` names: `reference`, `mutant:NAME`,
 /// `reference+shifted-ids`, `reference+no-conflict-counts`, or
-/// `exec:COMMAND` for any engine behind the protocol.
-pub fn subject_by_name(name: &str, oracle: OracleChoice, timeout_ms: Option<u64>) -> Result<Box<dyn Subject>, String> {
+/// `exec:COMMAND` for any engine behind the protocol; its cases run on
+/// `remote`.
+pub fn subject_by_name(
+    name: &str,
+    oracle: OracleChoice,
+    timeout_ms: Option<u64>,
+    remote: &RemoteTarget,
+) -> Result<Box<dyn Subject>, String> {
     let subject: Box<dyn Subject> = match name {
         "reference" => Box::new(ReferenceEngine::new()),
         "reference+shifted-ids" => Box::new(ReferenceEngine::with(Options {
@@ -89,8 +96,22 @@ pub fn subject_by_name(name: &str, oracle: OracleChoice, timeout_ms: Option<u64>
             ))
         }
     };
-    Ok(match oracle {
-        OracleChoice::Auto => subject,
-        OracleChoice::Contract => Box::new(ContractOnly(subject)),
-    })
+    Ok(on_remote(
+        match oracle {
+            OracleChoice::Auto => subject,
+            OracleChoice::Contract => Box::new(ContractOnly(subject)),
+        },
+        remote,
+    ))
+}
+
+/// `subject` with its cases on `remote` (unchanged for SQLite files).
+pub fn on_remote(subject: Box<dyn Subject>, remote: &RemoteTarget) -> Box<dyn Subject> {
+    match remote {
+        RemoteTarget::Sqlite => subject,
+        RemoteTarget::Postgres { .. } => Box::new(OnRemote {
+            subject,
+            remote: remote.clone(),
+        }),
+    }
 }

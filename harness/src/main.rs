@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use syncgate::gate::{check, default_base_dir, load_trace, run_seed, CheckOptions, LongCases};
+use syncgate::places::RemoteTarget;
 use syncgate::run::run_case;
 use syncgate::scenario::GenConfig;
 use syncgate::{subject_by_name, OracleChoice};
@@ -128,9 +129,19 @@ struct ScenarioArgs {
     /// Bound on an exec: engine's answer to one request, in ms.
     #[arg(long)]
     request_timeout_ms: Option<u64>,
+    /// Where each case's remote lives: sqlite (a file in the case folder),
+    /// postgres (a schema of its own on the server SYNCGATE_PG_URL names) or
+    /// a postgresql:// connection string. Replaying a trace file defaults to
+    /// the remote it names.
+    #[arg(long)]
+    remote: Option<String>,
 }
 
 impl ScenarioArgs {
+    fn remote(&self) -> Result<RemoteTarget, String> {
+        RemoteTarget::from_arg(self.remote.as_deref().unwrap_or("sqlite"))
+    }
+
     fn gen(&self) -> GenConfig {
         GenConfig {
             replicas: Some(usize::from(self.replicas)),
@@ -166,7 +177,8 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             shrink_runs_max,
             each_property,
         } => {
-            let subject = subject_by_name(&scenario.engine, scenario.oracle, scenario.request_timeout_ms)?;
+            let remote = scenario.remote()?;
+            let subject = subject_by_name(&scenario.engine, scenario.oracle, scenario.request_timeout_ms, &remote)?;
             let long = (long_every > 0).then(|| LongCases {
                 every: long_every,
                 gen: GenConfig {
@@ -283,21 +295,29 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             })
         }
         Command::Replay { scenario, trace } => {
-            let subject = subject_by_name(&scenario.engine, scenario.oracle, scenario.request_timeout_ms)?;
+            let file = trace.as_ref().map(|path| load_trace(path)).transpose()?;
+            let remote = match (&scenario.remote, &file) {
+                (None, Some(file)) => file.remote.resolved()?,
+                _ => scenario.remote()?,
+            };
+            let subject = subject_by_name(&scenario.engine, scenario.oracle, scenario.request_timeout_ms, &remote)?;
             let base = default_base_dir();
             syncgate::gate::probe(subject.as_ref(), &base)?;
-            let (title, result) = match trace {
-                Some(path) => {
-                    let file = load_trace(&path)?;
+            let (title, result) = match (&trace, &file) {
+                (Some(path), Some(file)) => {
                     let result = run_case(subject.as_ref(), &file.scenario, &base);
                     (format!("trace {} (seed {})", path.display(), file.seed), result)
                 }
-                None => {
+                _ => {
                     let (_, result) = run_seed(subject.as_ref(), &scenario.seed, &scenario.gen(), &base, false)?;
                     (format!("seed {}", scenario.seed), result)
                 }
             };
-            println!("replay of {title} on engine {}", subject.name());
+            println!(
+                "replay of {title} on engine {} (remote: {})",
+                subject.name(),
+                remote.kind()
+            );
             for line in &result.trace {
                 println!("{line}");
             }

@@ -185,7 +185,16 @@ impl std::fmt::Display for Limits {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum RemoteLocation {
-    Sqlite { path: String },
+    Sqlite {
+        path: String,
+    },
+    /// A PostgreSQL server (`url`, a libpq connection string) and the schema
+    /// (namespace) that holds this case's remote tables: each case has its
+    /// own, created by the `create_remote` process, dropped by the harness.
+    Postgres {
+        url: String,
+        schema: String,
+    },
 }
 
 /// The declared synced tables. Every table also has `id INTEGER PRIMARY KEY`.

@@ -1,11 +1,11 @@
-//! Crash points: a wrapper around the SQLite remote that stops a sync at a
+//! Crash points: a wrapper around the remote that stops a sync at a
 //! named point (PROTOCOL.md, `arm_crash`).
 
 use std::cell::Cell;
 use std::rc::Rc;
 
 use syncgate_engine::rusqlite::types::Value;
-use syncgate_engine::{Change, ChangeKind, Error, Remote, RemoteRow, SqliteRemote};
+use syncgate_engine::{Change, ChangeKind, Error, Remote, RemoteRow, RemoteWrites};
 use syncgate_protocol::CrashPoint;
 
 /// Marks the error an in-process crash returns, so it is told from real ones.
@@ -46,16 +46,16 @@ impl FaultSwitch {
     }
 }
 
-/// The SQLite remote with crash points.
+/// A remote (SQLite or PostgreSQL) with crash points.
 pub struct FaultyRemote {
-    pub(crate) inner: SqliteRemote,
+    pub(crate) inner: Box<dyn Remote>,
     pub(crate) faults: FaultSwitch,
     pub(crate) mode: CrashMode,
     writing: bool,
 }
 
 impl FaultyRemote {
-    pub fn new(inner: SqliteRemote, faults: FaultSwitch, mode: CrashMode) -> FaultyRemote {
+    pub fn new(inner: Box<dyn Remote>, faults: FaultSwitch, mode: CrashMode) -> FaultyRemote {
         FaultyRemote {
             inner,
             faults,
@@ -105,26 +105,25 @@ impl Remote for FaultyRemote {
     fn acked(&mut self, replica: u32) -> syncgate_engine::Result<i64> {
         self.inner.acked(replica)
     }
-    fn set_acked(&mut self, replica: u32, seq: i64) -> syncgate_engine::Result<()> {
-        self.inner.set_acked(replica, seq)
-    }
-    fn row(&mut self, table: usize, id: i64) -> syncgate_engine::Result<Option<RemoteRow>> {
-        self.inner.row(table, id)
-    }
-    fn put(&mut self, table: usize, id: i64, row: &RemoteRow) -> syncgate_engine::Result<()> {
-        self.inner.put(table, id, row)
-    }
-    fn touch(&mut self, table: usize, id: i64) -> syncgate_engine::Result<()> {
-        self.inner.touch(table, id)
-    }
-    fn live_with_key(&mut self, table: usize, key: &Value) -> syncgate_engine::Result<Option<i64>> {
-        self.inner.live_with_key(table, key)
-    }
-    fn live_children(&mut self, table: usize, column: usize, parent: i64) -> syncgate_engine::Result<Vec<i64>> {
-        self.inner.live_children(table, column, parent)
-    }
     fn head(&mut self) -> syncgate_engine::Result<i64> {
         self.inner.head()
+    }
+    fn rows(&mut self, table: usize, ids: &[i64]) -> syncgate_engine::Result<Vec<(i64, RemoteRow)>> {
+        self.inner.rows(table, ids)
+    }
+    fn live_with_keys(&mut self, table: usize, keys: &[Value]) -> syncgate_engine::Result<Vec<(Value, i64)>> {
+        self.inner.live_with_keys(table, keys)
+    }
+    fn live_children(
+        &mut self,
+        table: usize,
+        column: usize,
+        parents: &[i64],
+    ) -> syncgate_engine::Result<Vec<(i64, i64)>> {
+        self.inner.live_children(table, column, parents)
+    }
+    fn write(&mut self, writes: &RemoteWrites) -> syncgate_engine::Result<()> {
+        self.inner.write(writes)
     }
     fn changes(
         &mut self,

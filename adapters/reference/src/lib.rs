@@ -17,7 +17,8 @@ use std::sync::Arc;
 pub use faults::{CrashMode, FaultSwitch, FaultyRemote, CRASH_EXIT_CODE, INJECTED};
 use syncgate_engine::rusqlite::types::Value as EValue;
 use syncgate_engine::{
-    Clock, ColumnDef, ColumnType, Config, Error, Mutant, Remote, Replica, Schema, SqliteRemote, TableDef, WriteRefusal,
+    Clock, ColumnDef, ColumnType, Config, Error, Mutant, PgRemote, Remote, Replica, Schema, SqliteRemote, TableDef,
+    WriteRefusal,
 };
 use syncgate_protocol::{
     Capabilities, ColumnKind, CrashPoint, DeletePolicy, ErrorCode, Init, InitOk, MergePolicy, NaturalKeyPolicy, Op,
@@ -181,14 +182,41 @@ pub fn engine_schema(schema: &syncgate_protocol::Schema) -> Result<Schema, Strin
 }
 
 /// Creates the remote of a case (the first process's `create_remote`).
-pub fn create_remote(path: &Path, schema: &Schema, options: &Options) -> Result<(), String> {
-    let mut remote = SqliteRemote::create(path, schema, 0).map_err(|e| e.to_string())?;
+pub fn create_remote(location: &RemoteLocation, schema: &Schema, options: &Options) -> Result<(), String> {
+    let mut remote: Box<dyn Remote> = match location {
+        RemoteLocation::Sqlite { path } => {
+            Box::new(SqliteRemote::create(Path::new(path), schema, 0).map_err(|e| e.to_string())?)
+        }
+        RemoteLocation::Postgres { url, schema: namespace } => {
+            Box::new(PgRemote::create(url, namespace, schema, 0).map_err(|e| e.to_string())?)
+        }
+    };
     if options.shifted_ids {
         // Another replica registered first: every replica id, and so every
         // minted id, differs from the reference spec's.
         remote.register_replica().map_err(|e| e.to_string())?;
     }
     Ok(())
+}
+
+/// Opens the remote a case names, with `mutant` planted in it.
+fn open_remote(location: &RemoteLocation, schema: &Schema, mutant: Option<Mutant>) -> Result<Box<dyn Remote>, String> {
+    Ok(match location {
+        RemoteLocation::Sqlite { path } => {
+            let mut remote = SqliteRemote::open(Path::new(path), schema, 0).map_err(|e| e.to_string())?;
+            if let Some(m) = mutant {
+                remote.plant(m);
+            }
+            Box::new(remote)
+        }
+        RemoteLocation::Postgres { url, schema: namespace } => {
+            let mut remote = PgRemote::open(url, namespace, schema, 0).map_err(|e| e.to_string())?;
+            if let Some(m) = mutant {
+                remote.plant(m);
+            }
+            Box::new(remote)
+        }
+    })
 }
 
 impl ReferenceAdapter {
@@ -201,19 +229,14 @@ impl ReferenceAdapter {
             ));
         }
         let schema = engine_schema(&init.schema)?;
-        let RemoteLocation::Sqlite { path: remote_path } = &init.remote;
-        let remote_path = Path::new(remote_path);
         if init.create_remote {
-            create_remote(remote_path, &schema, options)?;
+            create_remote(&init.remote, &schema, options)?;
         }
-        let mut remote = SqliteRemote::open(remote_path, &schema, 0).map_err(|e| e.to_string())?;
+        // Remote-side mutants live in the remote handle.
+        let remote = open_remote(&init.remote, &schema, options.mutant)?;
         let mut config = checked_config();
         apply_limits(&mut config, &init.limits);
-        if let Some(mutant) = options.mutant {
-            // Remote-side mutants live in the remote handle.
-            remote.plant(mutant);
-            config.mutant = Some(mutant);
-        }
+        config.mutant = options.mutant;
         let faults = FaultSwitch::default();
         let clock = Arc::new(SetClock::default());
         clock.0.store(init.clock_ms, Ordering::Relaxed);

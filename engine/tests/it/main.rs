@@ -11,6 +11,7 @@ mod layout;
 mod locks;
 mod merge;
 mod natural_keys;
+mod pg;
 mod smoke;
 mod status;
 mod support;

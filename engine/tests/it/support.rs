@@ -11,8 +11,8 @@ use std::sync::Arc;
 use syncgate_engine::rusqlite::types::Value;
 use syncgate_engine::rusqlite::Connection;
 use syncgate_engine::{
-    Change, ChangeKind, Clock, Config, Error, Remote, RemoteRow, Replica, Result, Schema, SqliteRemote, SyncReport,
-    WriteRefusal,
+    Change, ChangeKind, Clock, Config, Error, Remote, RemoteRow, RemoteWrites, Replica, Result, Schema, SqliteRemote,
+    SyncReport, WriteRefusal,
 };
 
 /// A clock the test sets by hand. Sleeping does not pass time.
@@ -310,23 +310,17 @@ impl Remote for FaultyRemote {
     fn acked(&mut self, replica: u32) -> Result<i64> {
         self.inner.acked(replica)
     }
-    fn set_acked(&mut self, replica: u32, seq: i64) -> Result<()> {
-        self.inner.set_acked(replica, seq)
+    fn rows(&mut self, table: usize, ids: &[i64]) -> Result<Vec<(i64, RemoteRow)>> {
+        self.inner.rows(table, ids)
     }
-    fn row(&mut self, table: usize, id: i64) -> Result<Option<RemoteRow>> {
-        self.inner.row(table, id)
+    fn live_with_keys(&mut self, table: usize, keys: &[Value]) -> Result<Vec<(Value, i64)>> {
+        self.inner.live_with_keys(table, keys)
     }
-    fn put(&mut self, table: usize, id: i64, row: &RemoteRow) -> Result<()> {
-        self.inner.put(table, id, row)
+    fn live_children(&mut self, table: usize, column: usize, parents: &[i64]) -> Result<Vec<(i64, i64)>> {
+        self.inner.live_children(table, column, parents)
     }
-    fn touch(&mut self, table: usize, id: i64) -> Result<()> {
-        self.inner.touch(table, id)
-    }
-    fn live_with_key(&mut self, table: usize, key: &Value) -> Result<Option<i64>> {
-        self.inner.live_with_key(table, key)
-    }
-    fn live_children(&mut self, table: usize, column: usize, parent: i64) -> Result<Vec<i64>> {
-        self.inner.live_children(table, column, parent)
+    fn write(&mut self, writes: &RemoteWrites) -> Result<()> {
+        self.inner.write(writes)
     }
     fn head(&mut self) -> Result<i64> {
         self.inner.head()

@@ -16,7 +16,9 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use syncgate_model as model;
-use syncgate_protocol::{CrashPoint, InitOk, OutsideInsertIds, Profile, RefusalClass, SyncFailureClass};
+use syncgate_protocol::{
+    CrashPoint, InitOk, OutsideInsertIds, Profile, RefusalClass, RemoteLocation, SyncFailureClass,
+};
 
 use crate::check::contract::{self, Expect};
 use crate::check::{profile, Invariant, Violation};
@@ -190,7 +192,7 @@ impl<'a> Runner<'a> {
         let empty: model::Tables = vec![model::Rows::new(); schema.tables.len()];
         let mut runner = Runner {
             subject,
-            places: Places::new(&schema, dir, n),
+            places: Places::new(&schema, dir, n, &subject.remote()),
             replicas: (0..n).map(|_| None).collect(),
             engine: None,
             model: None,
@@ -245,7 +247,7 @@ impl<'a> Runner<'a> {
             replica: r,
             replicas: self.replicas.len(),
             cache: self.places.cache_path(r),
-            remote: self.places.remote_path(),
+            remote: self.places.remote_location(),
             create_remote,
             fresh,
             clock_ms: self.now(r),
@@ -1092,7 +1094,9 @@ fn copy_template(subject: &dyn Subject, n: usize, dir: &Path) -> Result<bool, St
                 replica: r,
                 replicas: n,
                 cache: template.path().join(format!("replica{r}.db")),
-                remote: template.path().join("remote.db"),
+                remote: RemoteLocation::Sqlite {
+                    path: template.path().join("remote.db").display().to_string(),
+                },
                 create_remote: r == 0,
                 fresh: true,
                 clock_ms: T0_MS,

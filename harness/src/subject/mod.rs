@@ -14,9 +14,11 @@ pub mod reference;
 use std::path::PathBuf;
 
 pub use syncgate_protocol::{
-    Capabilities, CrashPoint, InitOk, Limits, Op, Policies, RefusalClass, SyncFailureClass, SyncReport, Value,
+    Capabilities, CrashPoint, InitOk, Limits, Op, Policies, RefusalClass, RemoteLocation, SyncFailureClass, SyncReport,
+    Value,
 };
 
+use crate::places::RemoteTarget;
 use crate::scenario::SyncKind;
 
 /// How an engine answered a request.
@@ -57,7 +59,7 @@ pub struct OpenSpec {
     pub replica: usize,
     pub replicas: usize,
     pub cache: PathBuf,
-    pub remote: PathBuf,
+    pub remote: RemoteLocation,
     /// The remote does not exist yet: the engine creates it.
     pub create_remote: bool,
     /// The first start of this replica in the case.
@@ -75,9 +77,7 @@ impl OpenSpec {
             replica: self.replica,
             replicas: self.replicas,
             cache: self.cache.display().to_string(),
-            remote: syncgate_protocol::RemoteLocation::Sqlite {
-                path: self.remote.display().to_string(),
-            },
+            remote: self.remote.clone(),
             create_remote: self.create_remote,
             fresh: self.fresh,
             schema: schema.clone(),
@@ -98,6 +98,10 @@ pub trait Subject: Sync {
     /// anything but the replica count.
     fn files_are_copyable(&self) -> bool {
         false
+    }
+    /// The kind of remote its cases run on.
+    fn remote(&self) -> RemoteTarget {
+        RemoteTarget::Sqlite
     }
     /// Starts one replica (new, or restarted from its files) and returns it
     /// with its handshake answer.
@@ -137,9 +141,35 @@ impl Subject for ContractOnly {
         self.0.files_are_copyable()
     }
 
+    fn remote(&self) -> RemoteTarget {
+        self.0.remote()
+    }
+
     fn open_replica(&self, spec: &OpenSpec) -> Result<(Box<dyn SubjectReplica>, InitOk), String> {
         let (replica, mut init_ok) = self.0.open_replica(spec)?;
         init_ok.capabilities.profile = None;
         Ok((replica, init_ok))
+    }
+}
+
+/// An engine whose cases run on another kind of remote (a PostgreSQL
+/// server): every case in a remote of its own, so no starting files are
+/// copied.
+pub struct OnRemote {
+    pub subject: Box<dyn Subject>,
+    pub remote: RemoteTarget,
+}
+
+impl Subject for OnRemote {
+    fn name(&self) -> String {
+        self.subject.name()
+    }
+
+    fn remote(&self) -> RemoteTarget {
+        self.remote.clone()
+    }
+
+    fn open_replica(&self, spec: &OpenSpec) -> Result<(Box<dyn SubjectReplica>, InitOk), String> {
+        self.subject.open_replica(spec)
     }
 }

@@ -3,6 +3,7 @@
 //! engines get clear answers (never a hang or a false pass).
 
 use syncgate::gate::{check, default_base_dir, probe, CheckOptions};
+use syncgate::places::RemoteTarget;
 use syncgate::run::run_case;
 use syncgate::scenario::{GenConfig, IdChoice, Scenario, Step, Swarm, SyncKind, Val};
 use syncgate::subject::process::ProcessEngine;
@@ -31,7 +32,7 @@ fn adapter() -> String {
 
 #[test]
 fn the_reference_engine_passes_over_the_protocol() {
-    let subject = subject_by_name(&adapter(), OracleChoice::Auto, None).expect("engine");
+    let subject = subject_by_name(&adapter(), OracleChoice::Auto, None, &RemoteTarget::Sqlite).expect("engine");
     let summary = check(subject.as_ref(), &options(24, "protocol")).expect("check runs");
     assert!(summary.ok(), "{:?}", summary.failures.first());
     assert!(summary.oracles.contains("profile"), "{}", summary.oracles);
@@ -43,13 +44,13 @@ fn a_correct_engine_with_other_incidental_choices_passes_the_contract() {
     // conflict counts: the lockstep profile would fail at the first insert;
     // such an engine declares no profile, and the contract passes it.
     for name in ["reference+shifted-ids", "reference+no-conflict-counts"] {
-        let subject = subject_by_name(name, OracleChoice::Auto, None).expect("engine");
+        let subject = subject_by_name(name, OracleChoice::Auto, None, &RemoteTarget::Sqlite).expect("engine");
         let summary = check(subject.as_ref(), &options(150, "incidental")).expect("check runs");
         assert!(summary.ok(), "{name}: {:?}", summary.failures.first());
         assert!(summary.oracles.starts_with("contract ("), "{}", summary.oracles);
     }
     let over_protocol = format!("{} --shifted-ids", adapter());
-    let subject = subject_by_name(&over_protocol, OracleChoice::Auto, None).expect("engine");
+    let subject = subject_by_name(&over_protocol, OracleChoice::Auto, None, &RemoteTarget::Sqlite).expect("engine");
     let summary = check(subject.as_ref(), &options(16, "incidental")).expect("check runs");
     assert!(summary.ok(), "{:?}", summary.failures.first());
 }

@@ -1,14 +1,19 @@
 //! The places the harness reads, locks and writes itself: every replica's
-//! cache file and the remote file. The harness never asks an engine what its
-//! state is; it opens the SQLite files. Locks are connections held for a
+//! cache file and the remote (a file, or a schema on a PostgreSQL server:
+//! `remote.rs`). The harness never asks an engine what its state is; it
+//! opens the files and the server itself. Locks are connections held for a
 //! named number of steps; outside writes are the application writing
 //! around the engine's API.
 
+mod remote;
+
 use std::path::{Path, PathBuf};
 
+pub use remote::{RemotePlace, RemoteTarget, PG_URL_VAR};
 use rusqlite::types::Value as SValue;
-use rusqlite::{Connection, OptionalExtension};
+use rusqlite::Connection;
 use syncgate_model as model;
+use syncgate_protocol::RemoteLocation;
 use syncgate_protocol::{Op, Value};
 
 use crate::scenario::LockKind;
@@ -36,17 +41,17 @@ pub enum OutsideRefusal {
 }
 
 struct Lock {
+    #[expect(dead_code, reason = "held for its open transaction, which is the lock")]
     conn: Connection,
     steps_left: usize,
 }
 
-/// One case's files.
+/// One case's files and its remote.
 pub struct Places {
     schema: model::Schema,
     dir: PathBuf,
-    remote_reader: Option<Connection>,
+    remote: RemotePlace,
     cache_conns: Vec<Option<Connection>>,
-    remote_lock: Option<(LockKind, Lock)>,
     cache_locks: Vec<Option<Lock>>,
 }
 
@@ -55,33 +60,23 @@ fn text(e: rusqlite::Error) -> String {
 }
 
 impl Places {
-    pub fn new(schema: &model::Schema, dir: &Path, replicas: usize) -> Places {
+    pub fn new(schema: &model::Schema, dir: &Path, replicas: usize, remote: &RemoteTarget) -> Places {
         Places {
             schema: schema.clone(),
             dir: dir.to_path_buf(),
-            remote_reader: None,
+            remote: RemotePlace::new(remote, dir),
             cache_conns: (0..replicas).map(|_| None).collect(),
-            remote_lock: None,
             cache_locks: (0..replicas).map(|_| None).collect(),
         }
     }
 
-    pub fn remote_path(&self) -> PathBuf {
-        self.dir.join("remote.db")
+    /// Where the engine finds the remote.
+    pub fn remote_location(&self) -> RemoteLocation {
+        self.remote.location()
     }
 
     pub fn cache_path(&self, r: usize) -> PathBuf {
         self.dir.join(format!("replica{r}.db"))
-    }
-
-    fn remote(&mut self) -> Result<&Connection, String> {
-        if self.remote_reader.is_none() {
-            let conn = Connection::open(self.remote_path()).map_err(text)?;
-            self.remote_reader = Some(conn);
-        }
-        self.remote_reader
-            .as_ref()
-            .ok_or_else(|| "no remote connection".to_string())
     }
 
     fn cache(&mut self, r: usize) -> Result<&Connection, String> {
@@ -100,13 +95,12 @@ impl Places {
 
     /// Whether the remote can be read now (no exclusive lock held on it).
     pub fn remote_readable(&self) -> bool {
-        !matches!(self.remote_lock, Some((LockKind::Exclusive, _)))
+        self.remote.readable()
     }
 
     /// Every synced table of the remote, as one snapshot.
     pub fn read_remote(&mut self) -> Result<model::Tables, String> {
-        let schema = self.schema.clone();
-        read_tables(self.remote()?, &schema)
+        self.remote.read_tables(&self.schema)
     }
 
     /// Every synced table of replica `r`'s cache, as one snapshot.
@@ -124,14 +118,7 @@ impl Places {
             .map_err(text)?;
         // The outbox's format is the engine's to know (outbox.rs).
         let outbox = syncgate_engine::outbox::read_ledger(cache).map_err(|e| e.to_string())?;
-        let remote_acked: i64 = self
-            .remote()?
-            .query_row("SELECT acked FROM _sg_replicas WHERE replica = ?1", [replica], |row| {
-                row.get(0)
-            })
-            .optional()
-            .map_err(text)?
-            .unwrap_or(0);
+        let remote_acked = self.remote.acked(replica)?;
         Ok(Ledger {
             captured_max: outbox.captured_max,
             pending: outbox.pending,
@@ -201,25 +188,11 @@ impl Places {
 
     /// Another connection locks the remote for the next `hold` steps.
     pub fn lock_remote(&mut self, lock: LockKind, hold: usize) -> Result<(), String> {
-        let conn = Connection::open(self.remote_path()).map_err(text)?;
-        let sql = match lock {
-            LockKind::Shared => "BEGIN DEFERRED",
-            LockKind::Reserved => "BEGIN IMMEDIATE",
-            LockKind::Exclusive => "BEGIN EXCLUSIVE",
-        };
-        conn.execute_batch(sql)
-            .map_err(|e| format!("taking the remote {lock:?} lock: {e}"))?;
-        if lock == LockKind::Shared {
-            // A read transaction keeps its SHARED lock only once it has read.
-            conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get::<_, i64>(0))
-                .map_err(text)?;
-        }
-        self.remote_lock = Some((lock, Lock { conn, steps_left: hold }));
-        Ok(())
+        self.remote.lock(lock, hold)
     }
 
     pub fn remote_locked(&self) -> bool {
-        self.remote_lock.is_some()
+        self.remote.locked()
     }
 
     /// Another connection takes replica `r`'s cache write lock for `hold` steps.
@@ -238,14 +211,7 @@ impl Places {
     /// Counts down every held lock; returns what was released: the remote's
     /// (if its time was up) and the replicas whose cache lock was.
     pub fn tick_locks(&mut self) -> (bool, Vec<usize>) {
-        let mut remote_released = false;
-        if let Some((_, lock)) = &mut self.remote_lock {
-            lock.steps_left = lock.steps_left.saturating_sub(1);
-            if lock.steps_left == 0 {
-                self.remote_lock = None;
-                remote_released = true;
-            }
-        }
+        let remote_released = self.remote.tick();
         let mut released = Vec::new();
         for (r, slot) in self.cache_locks.iter_mut().enumerate() {
             if let Some(lock) = slot {
@@ -261,9 +227,7 @@ impl Places {
 
     /// Releases every lock (dropping a connection rolls its transaction back).
     pub fn release_locks(&mut self) {
-        if let Some((_, lock)) = self.remote_lock.take() {
-            drop(lock.conn);
-        }
+        self.remote.release();
         for slot in &mut self.cache_locks {
             *slot = None;
         }

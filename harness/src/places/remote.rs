@@ -1,0 +1,386 @@
+//! The remote as the harness reaches it itself: a SQLite file in the case
+//! folder, or a schema (namespace) of its own on a PostgreSQL server. The
+//! harness reads its synced tables and the replicas' applied seqs, and holds
+//! locks on it, with connections of its own, never through the engine.
+//!
+//! Lock kinds stand for the same effect on both: `shared` lets pulls run
+//! and stops pushes (SQLite: a SHARED lock; PostgreSQL: `SHARE` on
+//! `_sg_remote`, which conflicts with the `EXCLUSIVE` lock every write
+//! transaction takes first); `reserved` the same (SQLite: RESERVED;
+//! PostgreSQL: `EXCLUSIVE`); `exclusive` stops everything (SQLite:
+//! EXCLUSIVE; PostgreSQL: `ACCESS EXCLUSIVE`).
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rusqlite::{Connection, OptionalExtension};
+use syncgate_engine::postgres::{Client, NoTls};
+use syncgate_model as model;
+use syncgate_protocol::RemoteLocation;
+
+use crate::scenario::LockKind;
+use crate::schema::quote;
+
+/// The environment variable that names the PostgreSQL server.
+pub const PG_URL_VAR: &str = "SYNCGATE_PG_URL";
+
+/// How long the harness's own PostgreSQL sessions wait on a lock before
+/// reporting it: an engine that leaked a transaction must fail the case,
+/// not hang it.
+const PG_HARNESS_LOCK_TIMEOUT: &str = "2s";
+
+/// Which kind of remote a run uses.
+#[derive(Clone, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum RemoteTarget {
+    /// A SQLite file in each case's folder.
+    #[default]
+    Sqlite,
+    /// A PostgreSQL server; every case in a schema of its own.
+    Postgres {
+        #[serde(skip)]
+        url: String,
+    },
+}
+
+impl RemoteTarget {
+    /// `sqlite`, `postgres` (the server `SYNCGATE_PG_URL` names) or a
+    /// `postgresql://` connection string.
+    pub fn from_arg(arg: &str) -> Result<RemoteTarget, String> {
+        match arg {
+            "sqlite" => Ok(RemoteTarget::Sqlite),
+            "postgres" | "postgresql" => match std::env::var(PG_URL_VAR) {
+                Ok(url) if !url.is_empty() => Ok(RemoteTarget::Postgres { url }),
+                _ => Err(format!(
+                    "--remote postgres needs {PG_URL_VAR}, e.g. {PG_URL_VAR}=postgresql://root@127.0.0.1:5432/test \
+                     (or pass the connection string itself: --remote postgresql://...)"
+                )),
+            },
+            url if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                Ok(RemoteTarget::Postgres { url: url.to_string() })
+            }
+            other => Err(format!(
+                "unknown remote {other:?}: use sqlite, postgres (with {PG_URL_VAR} set) or a postgresql:// URL"
+            )),
+        }
+    }
+
+    /// The remote a trace file names, with the server from the environment
+    /// (trace files never hold a connection string).
+    pub fn resolved(&self) -> Result<RemoteTarget, String> {
+        match self {
+            RemoteTarget::Postgres { url } if url.is_empty() => RemoteTarget::from_arg("postgres"),
+            other => Ok(other.clone()),
+        }
+    }
+
+    /// `sqlite` or `postgres`, as reports and trace files name it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RemoteTarget::Sqlite => "sqlite",
+            RemoteTarget::Postgres { .. } => "postgres",
+        }
+    }
+
+    /// Connects once, so a wrong server is a setup error before any case.
+    pub fn probe(&self) -> Result<(), String> {
+        match self {
+            RemoteTarget::Sqlite => Ok(()),
+            RemoteTarget::Postgres { url } => connect(url)
+                .map(drop)
+                .map_err(|e| format!("{e}; start the server or fix {PG_URL_VAR}")),
+        }
+    }
+}
+
+fn connect(url: &str) -> Result<Client, String> {
+    let mut client = Client::connect(url, NoTls).map_err(|e| format!("cannot connect to PostgreSQL ({e})"))?;
+    client
+        .query(
+            "SELECT set_config('lock_timeout', $1, false)",
+            &[&PG_HARNESS_LOCK_TIMEOUT],
+        )
+        .map_err(|e| e.to_string())?;
+    Ok(client)
+}
+
+struct Held<C> {
+    conn: C,
+    kind: LockKind,
+    steps_left: usize,
+}
+
+#[allow(clippy::large_enum_variant, reason = "one per case; boxing buys nothing")]
+enum Store {
+    Sqlite {
+        path: PathBuf,
+        reader: Option<Connection>,
+        lock: Option<Held<Connection>>,
+    },
+    Postgres {
+        url: String,
+        namespace: String,
+        reader: Option<Client>,
+        lock: Option<Held<Client>>,
+    },
+}
+
+/// One case's remote.
+pub struct RemotePlace {
+    store: Store,
+}
+
+fn text(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+impl RemotePlace {
+    pub fn new(target: &RemoteTarget, dir: &std::path::Path) -> RemotePlace {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let store = match target {
+            RemoteTarget::Sqlite => Store::Sqlite {
+                path: dir.join("remote.db"),
+                reader: None,
+                lock: None,
+            },
+            RemoteTarget::Postgres { url } => Store::Postgres {
+                url: url.clone(),
+                namespace: format!(
+                    "sg_case_{}_{}",
+                    std::process::id(),
+                    NEXT.fetch_add(1, Ordering::Relaxed)
+                ),
+                reader: None,
+                lock: None,
+            },
+        };
+        RemotePlace { store }
+    }
+
+    /// Where the engine finds the remote.
+    pub fn location(&self) -> RemoteLocation {
+        match &self.store {
+            Store::Sqlite { path, .. } => RemoteLocation::Sqlite {
+                path: path.display().to_string(),
+            },
+            Store::Postgres { url, namespace, .. } => RemoteLocation::Postgres {
+                url: url.clone(),
+                schema: namespace.clone(),
+            },
+        }
+    }
+
+    /// Whether the remote can be read now (no exclusive lock held on it).
+    pub fn readable(&self) -> bool {
+        !matches!(self.lock_kind(), Some(LockKind::Exclusive))
+    }
+
+    pub fn locked(&self) -> bool {
+        self.lock_kind().is_some()
+    }
+
+    fn lock_kind(&self) -> Option<LockKind> {
+        match &self.store {
+            Store::Sqlite { lock, .. } => lock.as_ref().map(|l| l.kind),
+            Store::Postgres { lock, .. } => lock.as_ref().map(|l| l.kind),
+        }
+    }
+
+    /// Every synced table, as one snapshot.
+    pub fn read_tables(&mut self, schema: &model::Schema) -> Result<model::Tables, String> {
+        match &mut self.store {
+            Store::Sqlite { path, reader, .. } => {
+                if reader.is_none() {
+                    *reader = Some(Connection::open(&*path).map_err(text)?);
+                }
+                let conn = reader.as_ref().ok_or("no remote connection")?;
+                super::read_tables(conn, schema)
+            }
+            Store::Postgres {
+                url, namespace, reader, ..
+            } => {
+                let client = pg_reader(url, reader)?;
+                read_pg_tables(client, namespace, schema)
+            }
+        }
+    }
+
+    /// The highest outbox seq of `replica` the remote applied.
+    pub fn acked(&mut self, replica: i64) -> Result<i64, String> {
+        match &mut self.store {
+            Store::Sqlite { path, reader, .. } => {
+                if reader.is_none() {
+                    *reader = Some(Connection::open(&*path).map_err(text)?);
+                }
+                let conn = reader.as_ref().ok_or("no remote connection")?;
+                Ok(conn
+                    .query_row("SELECT acked FROM _sg_replicas WHERE replica = ?1", [replica], |row| {
+                        row.get(0)
+                    })
+                    .optional()
+                    .map_err(text)?
+                    .unwrap_or(0))
+            }
+            Store::Postgres {
+                url, namespace, reader, ..
+            } => {
+                let sql = format!(
+                    "SELECT acked FROM {}.\"_sg_replicas\" WHERE replica = $1",
+                    quote(namespace)
+                );
+                let client = pg_reader(url, reader)?;
+                let rows = client.query(&sql, &[&replica]).map_err(text)?;
+                Ok(rows.first().map_or(0, |r| r.get(0)))
+            }
+        }
+    }
+
+    /// Another connection locks the remote for the next `hold` steps.
+    pub fn lock(&mut self, kind: LockKind, hold: usize) -> Result<(), String> {
+        match &mut self.store {
+            Store::Sqlite { path, lock, .. } => {
+                let conn = Connection::open(&*path).map_err(text)?;
+                let sql = match kind {
+                    LockKind::Shared => "BEGIN DEFERRED",
+                    LockKind::Reserved => "BEGIN IMMEDIATE",
+                    LockKind::Exclusive => "BEGIN EXCLUSIVE",
+                };
+                conn.execute_batch(sql)
+                    .map_err(|e| format!("taking the remote {kind:?} lock: {e}"))?;
+                if kind == LockKind::Shared {
+                    // A read transaction keeps its SHARED lock only once it has read.
+                    conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get::<_, i64>(0))
+                        .map_err(text)?;
+                }
+                *lock = Some(Held {
+                    conn,
+                    kind,
+                    steps_left: hold,
+                });
+            }
+            Store::Postgres {
+                url, namespace, lock, ..
+            } => {
+                let mut conn = connect(url)?;
+                let mode = match kind {
+                    LockKind::Shared => "SHARE",
+                    LockKind::Reserved => "EXCLUSIVE",
+                    LockKind::Exclusive => "ACCESS EXCLUSIVE",
+                };
+                conn.batch_execute(&format!(
+                    "BEGIN; LOCK TABLE {}.\"_sg_remote\" IN {mode} MODE",
+                    quote(namespace)
+                ))
+                .map_err(|e| format!("taking the remote {kind:?} lock ({mode}): {e}"))?;
+                *lock = Some(Held {
+                    conn,
+                    kind,
+                    steps_left: hold,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Counts the held lock down; whether it was released.
+    pub fn tick(&mut self) -> bool {
+        let released = match &mut self.store {
+            Store::Sqlite { lock, .. } => tick(lock),
+            Store::Postgres { lock, .. } => tick(lock),
+        };
+        if released {
+            self.release();
+        }
+        released
+    }
+
+    /// Releases the lock (ending its transaction).
+    pub fn release(&mut self) {
+        match &mut self.store {
+            Store::Sqlite { lock, .. } => *lock = None,
+            Store::Postgres { lock, .. } => {
+                if let Some(mut held) = lock.take() {
+                    let _ = held.conn.batch_execute("ROLLBACK");
+                }
+            }
+        }
+    }
+}
+
+fn tick<C>(lock: &mut Option<Held<C>>) -> bool {
+    match lock {
+        Some(held) => {
+            held.steps_left = held.steps_left.saturating_sub(1);
+            held.steps_left == 0
+        }
+        None => false,
+    }
+}
+
+impl Drop for RemotePlace {
+    /// A case's PostgreSQL schema goes with the case, failed or not.
+    fn drop(&mut self) {
+        self.release();
+        if let Store::Postgres {
+            url, namespace, reader, ..
+        } = &mut self.store
+        {
+            *reader = None;
+            if let Ok(mut client) = connect(url) {
+                let _ = client.batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", quote(namespace)));
+            }
+        }
+    }
+}
+
+fn pg_reader<'c>(url: &str, reader: &'c mut Option<Client>) -> Result<&'c mut Client, String> {
+    if reader.as_ref().is_none_or(Client::is_closed) {
+        *reader = Some(connect(url)?);
+    }
+    reader.as_mut().ok_or_else(|| "no remote connection".to_string())
+}
+
+/// Every synced table of a PostgreSQL remote, by column name, in one
+/// snapshot.
+fn read_pg_tables(client: &mut Client, namespace: &str, schema: &model::Schema) -> Result<model::Tables, String> {
+    let mut tx = client
+        .build_transaction()
+        .isolation_level(syncgate_engine::postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .map_err(text)?;
+    let mut out = Vec::with_capacity(schema.tables.len());
+    for t in &schema.tables {
+        let cols: Vec<String> = t.columns.iter().map(|c| quote(&c.name)).collect();
+        let list: String = cols.iter().map(|c| format!(", {c}")).collect();
+        let sql = format!(
+            "SELECT \"id\"{list} FROM {}.{} ORDER BY \"id\"",
+            quote(namespace),
+            quote(&t.name)
+        );
+        let rows = tx.query(&sql, &[]).map_err(text)?;
+        let mut table = model::Rows::new();
+        for row in &rows {
+            let id: i64 = row.try_get("id").map_err(text)?;
+            let mut values = Vec::with_capacity(t.columns.len());
+            for col in &t.columns {
+                let name = col.name.as_str();
+                let v = match col.kind {
+                    model::ColumnKind::Integer => row
+                        .try_get::<_, Option<i64>>(name)
+                        .map_err(text)?
+                        .map_or(model::Value::Null, model::Value::Int),
+                    model::ColumnKind::Text => row
+                        .try_get::<_, Option<String>>(name)
+                        .map_err(text)?
+                        .map_or(model::Value::Null, model::Value::Text),
+                };
+                values.push(v);
+            }
+            table.insert(id, values);
+        }
+        out.push(table);
+    }
+    tx.commit().map_err(text)?;
+    Ok(out)
+}
