@@ -1,12 +1,15 @@
 //! The remote on a PostgreSQL server, in a schema (namespace) of its own.
 //!
 //! Commit order is change-seq order (SEMANTICS.md, rule P6): a write
-//! transaction takes `LOCK TABLE _sg_remote IN EXCLUSIVE MODE` before it
-//! reads the head, so pushers run one at a time and each hands out seqs
-//! above every committed one; readers (`ACCESS SHARE`) are never blocked by
-//! it. A pull reads in one `REPEATABLE READ` snapshot, which therefore
-//! holds every change up to the head it reads and nothing above it: a
-//! cursor moved to that head can never pass a change committed later.
+//! transaction takes the remote's writer lock (a transaction-scoped
+//! advisory lock keyed by the namespace, [`PgRemote::writer_lock_key`])
+//! before it reads the head, so pushers run one at a time and each hands
+//! out seqs above every committed one; readers never wait for it. A pull
+//! reads in one `REPEATABLE READ` snapshot, which therefore holds every
+//! change up to the head it reads and nothing above it: a cursor moved to
+//! that head can never pass a change committed later. The head itself is
+//! stored at commit, so a session holding `_sg_remote`'s row (`FOR SHARE`)
+//! stops a push at its commit, as a SQLite reader does.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -44,6 +47,8 @@ pub struct PgRemote {
     failed: bool,
     /// The head read when the open transaction began, moved by `write`.
     head: Option<i64>,
+    /// `write` moved the head: `commit` stores it.
+    head_moved: bool,
     verified: bool,
     serialize_writers: bool,
     round_trips: u64,
@@ -102,12 +107,24 @@ impl PgRemote {
             in_transaction: false,
             failed: false,
             head: None,
+            head_moved: false,
             verified: false,
             serialize_writers: true,
-            round_trips: 2,
+            round_trips: 1,
             #[cfg(feature = "mutants")]
             mutant: None,
         })
+    }
+
+    /// The key of the transaction-scoped advisory lock every write
+    /// transaction on the remote in `namespace` holds (FNV-1a of the name):
+    /// whoever holds it, in a transaction or a session, keeps pushers out.
+    pub fn writer_lock_key(namespace: &str) -> i64 {
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in "syncgate-writer:".bytes().chain(namespace.bytes()) {
+            hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+        hash as i64
     }
 
     /// The schema (namespace) the remote lives in.
@@ -163,7 +180,7 @@ impl PgRemote {
             self.client = open_client(&self.config, &self.place, self.lock_timeout_ms)?;
             self.statements.clear();
             self.in_transaction = false;
-            self.round_trips += 2;
+            self.round_trips += 1;
         }
         Ok(())
     }
@@ -190,15 +207,32 @@ impl PgRemote {
         self.client.execute(&stmt, params).map_err(|e| self.fail(e))
     }
 
-    /// Runs `text` (statements without values) and returns the first value
-    /// of the first row it gives.
+    /// Runs `text` (statements without application values) in one round
+    /// trip and returns the first value of the last row it gives.
     fn simple_scalar(&mut self, text: &str) -> Result<Option<String>> {
         self.round_trips += 1;
         let messages = self.client.simple_query(text).map_err(|e| self.fail(e))?;
-        Ok(messages.into_iter().find_map(|m| match m {
-            SimpleQueryMessage::Row(row) => row.get(0).map(str::to_string),
-            _ => None,
-        }))
+        Ok(messages
+            .into_iter()
+            .filter_map(|m| match m {
+                SimpleQueryMessage::Row(row) => row.get(0).map(str::to_string),
+                _ => None,
+            })
+            .last())
+    }
+
+    /// The statement that takes the writer lock in a transaction (the key is
+    /// a number derived from the validated namespace, not an application
+    /// value), or nothing when the lock is planted away.
+    fn writer_lock(&self) -> String {
+        if self.serialize_writers {
+            format!(
+                "; SELECT pg_advisory_xact_lock({})",
+                PgRemote::writer_lock_key(&self.namespace)
+            )
+        } else {
+            String::new()
+        }
     }
 
     fn fail(&mut self, e: postgres::Error) -> Error {
@@ -217,6 +251,7 @@ impl PgRemote {
         self.reconnect_if_closed()?;
         self.in_transaction = true;
         self.failed = false;
+        self.head_moved = false;
         let text = format!("{begin}; {}", self.sql.head);
         let head = self.simple_scalar(&text)?;
         let head = head
@@ -317,12 +352,15 @@ impl PgRemote {
 
 /// Opens a session and sets its lock timeout (0 is "do not wait": 1 ms).
 fn open_client(config: &postgres::Config, place: &str, lock_timeout_ms: u64) -> Result<Client> {
-    let mut client = config.connect(NoTls).map_err(|e| classify_connect(e, place))?;
-    let timeout = format!("{}ms", lock_timeout_ms.max(1));
-    client
-        .query("SELECT set_config('lock_timeout', $1, false)", &[&timeout])
-        .map_err(|e| classify(e, place))?;
-    Ok(client)
+    // A startup option: no round trip of its own.
+    let mut config = config.clone();
+    let options = format!(
+        "{} -c lock_timeout={}",
+        config.get_options().unwrap_or_default(),
+        lock_timeout_ms.max(1)
+    );
+    config.options(options.trim_start());
+    config.connect(NoTls).map_err(|e| classify_connect(e, place))
 }
 
 /// `user@host:port/dbname`, never the password.
@@ -393,26 +431,28 @@ fn classify(e: postgres::Error, place: &str) -> Error {
 
 impl Remote for PgRemote {
     fn register_replica(&mut self) -> Result<u32> {
-        self.reconnect_if_closed()?;
+        // A write like any other: under the writer lock.
+        if let Err(e) = self.begin(&format!("BEGIN ISOLATION LEVEL READ COMMITTED{}", self.writer_lock())) {
+            self.rollback();
+            return Err(e);
+        }
         let register = self.sql.register.clone();
         let max = i64::from(REPLICAS_MAX);
-        let rows = self.query(&register, &[&max])?;
-        match rows.first() {
+        let registered = self.query(&register, &[&max]).and_then(|rows| match rows.first() {
             Some(row) => Ok(u32::try_from(row.try_get::<_, i64>(0)?).expect("replica ids stay below REPLICAS_MAX")),
             None => Err(Error::ReplicaIdsExhausted(REPLICAS_MAX)),
+        });
+        match registered {
+            Ok(id) => self.commit().map(|()| id),
+            Err(e) => {
+                self.rollback();
+                Err(e)
+            }
         }
     }
 
     fn begin_write(&mut self) -> Result<()> {
-        let lock = if self.serialize_writers {
-            format!(
-                "; LOCK TABLE {}.\"_sg_remote\" IN EXCLUSIVE MODE",
-                quote(&self.namespace)
-            )
-        } else {
-            String::new()
-        };
-        let outcome = self.begin(&format!("BEGIN ISOLATION LEVEL READ COMMITTED{lock}"));
+        let outcome = self.begin(&format!("BEGIN ISOLATION LEVEL READ COMMITTED{}", self.writer_lock()));
         if outcome.is_err() {
             self.rollback();
         }
@@ -437,10 +477,19 @@ impl Remote for PgRemote {
                 "a statement of this transaction failed, so it was rolled back; retry the sync".into(),
             ));
         }
+        if self.head_moved {
+            let head = self.head_in_transaction();
+            let sql = self.sql.set_head.clone();
+            if let Err(e) = self.execute(&sql, &[&head]) {
+                self.rollback();
+                return Err(e);
+            }
+        }
         self.round_trips += 1;
         let outcome = self.client.batch_execute("COMMIT").map_err(|e| self.classify(e));
         self.in_transaction = false;
         self.head = None;
+        self.head_moved = false;
         outcome
     }
 
@@ -453,6 +502,7 @@ impl Remote for PgRemote {
         self.in_transaction = false;
         self.failed = false;
         self.head = None;
+        self.head_moved = false;
     }
 
     fn acked(&mut self, replica: u32) -> Result<i64> {
@@ -598,12 +648,12 @@ impl Remote for PgRemote {
             let sql = self.sql.write_rows.clone();
             self.execute(&sql, &[&tbl, &id, &seq, &state, &alias_of, &stamps])?;
         }
-        let (replica, acked) = match writes.acked {
-            Some((r, s)) => (Some(i64::from(r)), Some(s)),
-            None => (None, None),
-        };
-        let sql = self.sql.write_head.clone();
-        self.execute(&sql, &[&writes.head, &replica, &acked])?;
+        if let Some((replica, acked)) = writes.acked {
+            let sql = self.sql.set_acked.clone();
+            self.execute(&sql, &[&i64::from(replica), &acked])?;
+        }
+        // Stored at commit (see the module's comment).
+        self.head_moved |= writes.head != head;
         self.head = Some(writes.head);
         Ok(())
     }

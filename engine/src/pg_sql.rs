@@ -48,7 +48,8 @@ pub(crate) struct PgSql {
     pub register: String,
     pub acked: String,
     pub write_rows: String,
-    pub write_head: String,
+    pub set_acked: String,
+    pub set_head: String,
     pub changes_gone: String,
     pub changes_live: String,
     pub sync_tables: String,
@@ -94,13 +95,12 @@ impl PgSql {
                  alias_of = excluded.alias_of, stamps = excluded.stamps",
                 rows = q("_sg_rows"),
             ),
-            write_head: format!(
-                "WITH a AS (INSERT INTO {replicas} (replica, acked) SELECT $2::bigint, $3::bigint WHERE $2::bigint IS NOT NULL \
-                 ON CONFLICT (replica) DO UPDATE SET acked = excluded.acked) \
-                 UPDATE {remote} SET seq = $1::bigint",
-                replicas = q("_sg_replicas"),
-                remote = q("_sg_remote"),
+            set_acked: format!(
+                "INSERT INTO {} (replica, acked) VALUES ($1, $2) \
+                 ON CONFLICT (replica) DO UPDATE SET acked = excluded.acked",
+                q("_sg_replicas")
             ),
+            set_head: format!("UPDATE {} SET seq = $1", q("_sg_remote")),
             changes_gone: format!(
                 "SELECT tbl, id, seq, state, alias_of FROM {} WHERE seq > $1 AND seq <= $2 AND state <> 0 \
                  ORDER BY seq LIMIT $3",

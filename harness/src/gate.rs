@@ -167,7 +167,7 @@ pub fn probe(subject: &dyn Subject, base: &Path) -> Result<InitOk, String> {
         .tempdir_in(base)
         .map_err(|e| format!("cannot make a temporary folder in {}: {e}", base.display()))?;
     // Dropped after the probe: a PostgreSQL probe's schema with it.
-    let remote = RemotePlace::new(&target, dir.path());
+    let remote = RemotePlace::new(&target, dir.path(), &syncgate_model::test_schema());
     let spec = OpenSpec {
         replica: 0,
         replicas: 1,

@@ -181,42 +181,46 @@ pub fn engine_schema(schema: &syncgate_protocol::Schema) -> Result<Schema, Strin
     Schema::new(tables).map_err(|e| e.to_string())
 }
 
-/// Creates the remote of a case (the first process's `create_remote`).
-pub fn create_remote(location: &RemoteLocation, schema: &Schema, options: &Options) -> Result<(), String> {
+/// Opens the remote a case names (creating it first for the first process
+/// of a case), with `options.mutant` planted in it.
+pub fn open_remote(
+    location: &RemoteLocation,
+    schema: &Schema,
+    options: &Options,
+    create: bool,
+) -> Result<Box<dyn Remote>, String> {
+    let text = |e: Error| e.to_string();
     let mut remote: Box<dyn Remote> = match location {
         RemoteLocation::Sqlite { path } => {
-            Box::new(SqliteRemote::create(Path::new(path), schema, 0).map_err(|e| e.to_string())?)
+            let path = Path::new(path);
+            let mut remote = if create {
+                SqliteRemote::create(path, schema, 0).map_err(text)?
+            } else {
+                SqliteRemote::open(path, schema, 0).map_err(text)?
+            };
+            if let Some(m) = options.mutant {
+                remote.plant(m);
+            }
+            Box::new(remote)
         }
         RemoteLocation::Postgres { url, schema: namespace } => {
-            Box::new(PgRemote::create(url, namespace, schema, 0).map_err(|e| e.to_string())?)
+            let mut remote = if create {
+                PgRemote::create(url, namespace, schema, 0).map_err(text)?
+            } else {
+                PgRemote::open(url, namespace, schema, 0).map_err(text)?
+            };
+            if let Some(m) = options.mutant {
+                remote.plant(m);
+            }
+            Box::new(remote)
         }
     };
-    if options.shifted_ids {
+    if create && options.shifted_ids {
         // Another replica registered first: every replica id, and so every
         // minted id, differs from the reference spec's.
-        remote.register_replica().map_err(|e| e.to_string())?;
+        remote.register_replica().map_err(text)?;
     }
-    Ok(())
-}
-
-/// Opens the remote a case names, with `mutant` planted in it.
-fn open_remote(location: &RemoteLocation, schema: &Schema, mutant: Option<Mutant>) -> Result<Box<dyn Remote>, String> {
-    Ok(match location {
-        RemoteLocation::Sqlite { path } => {
-            let mut remote = SqliteRemote::open(Path::new(path), schema, 0).map_err(|e| e.to_string())?;
-            if let Some(m) = mutant {
-                remote.plant(m);
-            }
-            Box::new(remote)
-        }
-        RemoteLocation::Postgres { url, schema: namespace } => {
-            let mut remote = PgRemote::open(url, namespace, schema, 0).map_err(|e| e.to_string())?;
-            if let Some(m) = mutant {
-                remote.plant(m);
-            }
-            Box::new(remote)
-        }
-    })
+    Ok(remote)
 }
 
 impl ReferenceAdapter {
@@ -229,11 +233,8 @@ impl ReferenceAdapter {
             ));
         }
         let schema = engine_schema(&init.schema)?;
-        if init.create_remote {
-            create_remote(&init.remote, &schema, options)?;
-        }
         // Remote-side mutants live in the remote handle.
-        let remote = open_remote(&init.remote, &schema, options.mutant)?;
+        let remote = open_remote(&init.remote, &schema, options, init.create_remote)?;
         let mut config = checked_config();
         apply_limits(&mut config, &init.limits);
         config.mutant = options.mutant;

@@ -275,17 +275,25 @@ fn a_locked_postgres_remote_is_busy_and_loses_nothing() {
     ns.create(&w.schema);
     let mut a = replica(&w, &ns, "a");
     host(&mut a, "web1", "10.0.0.1");
-    for mode in ["EXCLUSIVE", "ACCESS EXCLUSIVE"] {
+    let remote = format!("\"{}\".\"_sg_remote\"", ns.name);
+    let key = PgRemote::writer_lock_key(&ns.name);
+    let holds = [
+        ("the writer lock", format!("BEGIN; SELECT pg_advisory_xact_lock({key})")),
+        (
+            "the head row FOR SHARE",
+            format!("BEGIN; SELECT 1 FROM {remote} FOR SHARE"),
+        ),
+        (
+            "ACCESS EXCLUSIVE",
+            format!("BEGIN; LOCK TABLE {remote} IN ACCESS EXCLUSIVE MODE"),
+        ),
+    ];
+    for (what, hold) in holds {
         let mut holder = ns.client();
-        holder
-            .batch_execute(&format!(
-                "BEGIN; LOCK TABLE \"{}\".\"_sg_remote\" IN {mode} MODE",
-                ns.name
-            ))
-            .expect("hold the lock");
+        holder.batch_execute(&hold).expect("hold the lock");
         let e = a.push().expect_err("the remote is locked");
-        assert!(matches!(e, Error::Busy { .. }), "{mode}: got {e:?}");
-        assert_eq!(pending(&a), 1, "{mode}: nothing marked synced");
+        assert!(matches!(e, Error::Busy { .. }), "{what}: got {e:?}");
+        assert_eq!(pending(&a), 1, "{what}: nothing marked synced");
         holder.batch_execute("ROLLBACK").expect("release");
     }
     assert_eq!(push(&mut a).0, 1, "delivered once the lock is gone");

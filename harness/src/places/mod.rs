@@ -64,7 +64,7 @@ impl Places {
         Places {
             schema: schema.clone(),
             dir: dir.to_path_buf(),
-            remote: RemotePlace::new(remote, dir),
+            remote: RemotePlace::new(remote, dir, schema),
             cache_conns: (0..replicas).map(|_| None).collect(),
             cache_locks: (0..replicas).map(|_| None).collect(),
         }
@@ -100,7 +100,7 @@ impl Places {
 
     /// Every synced table of the remote, as one snapshot.
     pub fn read_remote(&mut self) -> Result<model::Tables, String> {
-        self.remote.read_tables(&self.schema)
+        self.remote.read_tables()
     }
 
     /// Every synced table of replica `r`'s cache, as one snapshot.

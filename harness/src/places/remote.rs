@@ -3,18 +3,21 @@
 //! harness reads its synced tables and the replicas' applied seqs, and holds
 //! locks on it, with connections of its own, never through the engine.
 //!
-//! Lock kinds stand for the same effect on both: `shared` lets pulls run
-//! and stops pushes (SQLite: a SHARED lock; PostgreSQL: `SHARE` on
-//! `_sg_remote`, which conflicts with the `EXCLUSIVE` lock every write
-//! transaction takes first); `reserved` the same (SQLite: RESERVED;
-//! PostgreSQL: `EXCLUSIVE`); `exclusive` stops everything (SQLite:
-//! EXCLUSIVE; PostgreSQL: `ACCESS EXCLUSIVE`).
+//! Lock kinds stand for the same effect on both. `shared` lets pulls run
+//! and lets a push do its work but not commit (SQLite: a SHARED lock;
+//! PostgreSQL: `_sg_remote`'s row held `FOR SHARE`, which the head update
+//! at commit waits for). `reserved` lets pulls run and stops a push before
+//! it starts (SQLite: RESERVED; PostgreSQL: the remote's writer lock, the
+//! advisory lock every write transaction takes first). `exclusive` stops
+//! everything (SQLite: EXCLUSIVE; PostgreSQL: `ACCESS EXCLUSIVE` on
+//! `_sg_remote`).
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use rusqlite::{Connection, OptionalExtension};
-use syncgate_engine::postgres::{Client, NoTls};
+use syncgate_engine::postgres::{Client, NoTls, Statement};
+use syncgate_engine::PgRemote;
 use syncgate_model as model;
 use syncgate_protocol::RemoteLocation;
 
@@ -120,14 +123,28 @@ enum Store {
     Postgres {
         url: String,
         namespace: String,
-        reader: Option<Client>,
+        reader: Option<PgReader>,
         lock: Option<Held<Client>>,
+        /// The lock's session between locks (connecting costs the server a
+        /// process).
+        idle: Option<Client>,
     },
+}
+
+/// The harness's reading session on a PostgreSQL remote, with its
+/// statements prepared once (a case reads after nearly every step).
+struct PgReader {
+    client: Client,
+    /// `SELECT id, <columns>` of each synced table, by id.
+    tables: Vec<Statement>,
+    acked: Statement,
+    begin: Statement,
 }
 
 /// One case's remote.
 pub struct RemotePlace {
     store: Store,
+    schema: model::Schema,
 }
 
 fn text(e: impl std::fmt::Display) -> String {
@@ -135,7 +152,7 @@ fn text(e: impl std::fmt::Display) -> String {
 }
 
 impl RemotePlace {
-    pub fn new(target: &RemoteTarget, dir: &std::path::Path) -> RemotePlace {
+    pub fn new(target: &RemoteTarget, dir: &std::path::Path, schema: &model::Schema) -> RemotePlace {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let store = match target {
             RemoteTarget::Sqlite => Store::Sqlite {
@@ -152,9 +169,13 @@ impl RemotePlace {
                 ),
                 reader: None,
                 lock: None,
+                idle: None,
             },
         };
-        RemotePlace { store }
+        RemotePlace {
+            store,
+            schema: schema.clone(),
+        }
     }
 
     /// Where the engine finds the remote.
@@ -187,7 +208,8 @@ impl RemotePlace {
     }
 
     /// Every synced table, as one snapshot.
-    pub fn read_tables(&mut self, schema: &model::Schema) -> Result<model::Tables, String> {
+    pub fn read_tables(&mut self) -> Result<model::Tables, String> {
+        let schema = &self.schema;
         match &mut self.store {
             Store::Sqlite { path, reader, .. } => {
                 if reader.is_none() {
@@ -199,8 +221,8 @@ impl RemotePlace {
             Store::Postgres {
                 url, namespace, reader, ..
             } => {
-                let client = pg_reader(url, reader)?;
-                read_pg_tables(client, namespace, schema)
+                let reader = pg_reader(url, namespace, schema, reader)?;
+                read_pg_tables(reader, schema)
             }
         }
     }
@@ -224,12 +246,8 @@ impl RemotePlace {
             Store::Postgres {
                 url, namespace, reader, ..
             } => {
-                let sql = format!(
-                    "SELECT acked FROM {}.\"_sg_replicas\" WHERE replica = $1",
-                    quote(namespace)
-                );
-                let client = pg_reader(url, reader)?;
-                let rows = client.query(&sql, &[&replica]).map_err(text)?;
+                let reader = pg_reader(url, namespace, &self.schema, reader)?;
+                let rows = reader.client.query(&reader.acked, &[&replica]).map_err(text)?;
                 Ok(rows.first().map_or(0, |r| r.get(0)))
             }
         }
@@ -259,19 +277,33 @@ impl RemotePlace {
                 });
             }
             Store::Postgres {
-                url, namespace, lock, ..
+                url,
+                namespace,
+                lock,
+                idle,
+                ..
             } => {
-                let mut conn = connect(url)?;
-                let mode = match kind {
-                    LockKind::Shared => "SHARE",
-                    LockKind::Reserved => "EXCLUSIVE",
-                    LockKind::Exclusive => "ACCESS EXCLUSIVE",
+                let mut conn = match idle.take() {
+                    Some(c) if !c.is_closed() => c,
+                    _ => connect(url)?,
                 };
-                conn.batch_execute(&format!(
-                    "BEGIN; LOCK TABLE {}.\"_sg_remote\" IN {mode} MODE",
-                    quote(namespace)
-                ))
-                .map_err(|e| format!("taking the remote {kind:?} lock ({mode}): {e}"))?;
+                let remote = format!("{}.\"_sg_remote\"", quote(namespace));
+                let taken = match kind {
+                    LockKind::Shared => conn.batch_execute(&format!("BEGIN; SELECT 1 FROM {remote} FOR SHARE")),
+                    LockKind::Reserved => conn
+                        .batch_execute("BEGIN")
+                        .and_then(|()| {
+                            conn.query(
+                                "SELECT pg_advisory_xact_lock($1)",
+                                &[&PgRemote::writer_lock_key(namespace)],
+                            )
+                        })
+                        .map(drop),
+                    LockKind::Exclusive => {
+                        conn.batch_execute(&format!("BEGIN; LOCK TABLE {remote} IN ACCESS EXCLUSIVE MODE"))
+                    }
+                };
+                taken.map_err(|e| format!("taking the remote {kind:?} lock: {e}"))?;
                 *lock = Some(Held {
                     conn,
                     kind,
@@ -298,9 +330,11 @@ impl RemotePlace {
     pub fn release(&mut self) {
         match &mut self.store {
             Store::Sqlite { lock, .. } => *lock = None,
-            Store::Postgres { lock, .. } => {
+            Store::Postgres { lock, idle, .. } => {
                 if let Some(mut held) = lock.take() {
-                    let _ = held.conn.batch_execute("ROLLBACK");
+                    if held.conn.batch_execute("ROLLBACK").is_ok() {
+                        *idle = Some(held.conn);
+                    }
                 }
             }
         }
@@ -333,32 +367,57 @@ impl Drop for RemotePlace {
     }
 }
 
-fn pg_reader<'c>(url: &str, reader: &'c mut Option<Client>) -> Result<&'c mut Client, String> {
-    if reader.as_ref().is_none_or(Client::is_closed) {
-        *reader = Some(connect(url)?);
+fn pg_reader<'r>(
+    url: &str,
+    namespace: &str,
+    schema: &model::Schema,
+    reader: &'r mut Option<PgReader>,
+) -> Result<&'r mut PgReader, String> {
+    if reader.as_ref().is_none_or(|r| r.client.is_closed()) {
+        let mut client = connect(url)?;
+        let mut tables = Vec::with_capacity(schema.tables.len());
+        for t in &schema.tables {
+            let list: String = t.columns.iter().map(|c| format!(", {}", quote(&c.name))).collect();
+            let sql = format!(
+                "SELECT \"id\"{list} FROM {}.{} ORDER BY \"id\"",
+                quote(namespace),
+                quote(&t.name)
+            );
+            tables.push(client.prepare(&sql).map_err(text)?);
+        }
+        let acked = client
+            .prepare(&format!(
+                "SELECT acked FROM {}.\"_sg_replicas\" WHERE replica = $1",
+                quote(namespace)
+            ))
+            .map_err(text)?;
+        let begin = client
+            .prepare("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .map_err(text)?;
+        *reader = Some(PgReader {
+            client,
+            tables,
+            acked,
+            begin,
+        });
     }
     reader.as_mut().ok_or_else(|| "no remote connection".to_string())
 }
 
 /// Every synced table of a PostgreSQL remote, by column name, in one
 /// snapshot.
-fn read_pg_tables(client: &mut Client, namespace: &str, schema: &model::Schema) -> Result<model::Tables, String> {
-    let mut tx = client
-        .build_transaction()
-        .isolation_level(syncgate_engine::postgres::IsolationLevel::RepeatableRead)
-        .read_only(true)
-        .start()
-        .map_err(text)?;
+fn read_pg_tables(reader: &mut PgReader, schema: &model::Schema) -> Result<model::Tables, String> {
+    reader.client.execute(&reader.begin, &[]).map_err(text)?;
+    let tables = read_pg_tables_in_transaction(reader, schema);
+    // A read-only snapshot: ending it changes nothing, whatever happened.
+    reader.client.batch_execute("COMMIT").map_err(text)?;
+    tables
+}
+
+fn read_pg_tables_in_transaction(reader: &mut PgReader, schema: &model::Schema) -> Result<model::Tables, String> {
     let mut out = Vec::with_capacity(schema.tables.len());
-    for t in &schema.tables {
-        let cols: Vec<String> = t.columns.iter().map(|c| quote(&c.name)).collect();
-        let list: String = cols.iter().map(|c| format!(", {c}")).collect();
-        let sql = format!(
-            "SELECT \"id\"{list} FROM {}.{} ORDER BY \"id\"",
-            quote(namespace),
-            quote(&t.name)
-        );
-        let rows = tx.query(&sql, &[]).map_err(text)?;
+    for (t, stmt) in schema.tables.iter().zip(&reader.tables) {
+        let rows = reader.client.query(stmt, &[]).map_err(text)?;
         let mut table = model::Rows::new();
         for row in &rows {
             let id: i64 = row.try_get("id").map_err(text)?;
@@ -381,6 +440,5 @@ fn read_pg_tables(client: &mut Client, namespace: &str, schema: &model::Schema) 
         }
         out.push(table);
     }
-    tx.commit().map_err(text)?;
     Ok(out)
 }
