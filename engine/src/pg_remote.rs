@@ -155,11 +155,30 @@ impl PgRemote {
     }
 
     /// Planted bug for the cursor-safety test alone: write transactions no
-    /// longer lock out each other, so change seqs can commit out of order
-    /// and a puller can move its cursor past a change not yet committed.
+    /// longer lock out each other and take their seqs as a database
+    /// sequence would hand them out (visible to everyone at once, committed
+    /// later), so change seqs commit out of order and a puller can move its
+    /// cursor past a change not yet committed.
     #[cfg(feature = "mutants")]
     pub fn unserialize_writers(&mut self) {
         self.serialize_writers = false;
+    }
+
+    /// The planted bug's seqs: a block taken in a transaction of its own,
+    /// as `nextval` would.
+    fn reserve_seqs(&mut self) -> Result<()> {
+        const BLOCK: i64 = 1 << 20;
+        let mut other = open_client(&self.config, &self.place, self.lock_timeout_ms)?;
+        let sql = format!(
+            "UPDATE {}.\"_sg_remote\" SET seq = seq + $1 RETURNING seq - $1",
+            quote(&self.namespace)
+        );
+        let start: i64 = other
+            .query_one(&sql, &[&BLOCK])
+            .map_err(|e| self.classify(e))?
+            .try_get(0)?;
+        self.head = Some(start);
+        Ok(())
     }
 
     fn planted(&self, mutant: Mutant) -> bool {
@@ -452,7 +471,10 @@ impl Remote for PgRemote {
     }
 
     fn begin_write(&mut self) -> Result<()> {
-        let outcome = self.begin(&format!("BEGIN ISOLATION LEVEL READ COMMITTED{}", self.writer_lock()));
+        let mut outcome = self.begin(&format!("BEGIN ISOLATION LEVEL READ COMMITTED{}", self.writer_lock()));
+        if !self.serialize_writers && outcome.is_ok() {
+            outcome = self.reserve_seqs();
+        }
         if outcome.is_err() {
             self.rollback();
         }

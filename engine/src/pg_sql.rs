@@ -100,7 +100,8 @@ impl PgSql {
                  ON CONFLICT (replica) DO UPDATE SET acked = excluded.acked",
                 q("_sg_replicas")
             ),
-            set_head: format!("UPDATE {} SET seq = $1", q("_sg_remote")),
+            // The head never moves back, whoever stored a larger one.
+            set_head: format!("UPDATE {} SET seq = GREATEST(seq, $1)", q("_sg_remote")),
             changes_gone: format!(
                 "SELECT tbl, id, seq, state, alias_of FROM {} WHERE seq > $1 AND seq <= $2 AND state <> 0 \
                  ORDER BY seq LIMIT $3",

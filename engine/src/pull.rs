@@ -113,11 +113,20 @@ fn apply_changes<R: Remote>(
         loop {
             let page = remote.changes(kind, after, head, page_rows)?;
             for change in &page {
-                assert!(
-                    change.seq > after && change.seq <= head,
-                    "change seq={} outside ({after}, {head}]",
-                    change.seq
-                );
+                // The remote's data, not this engine's: a typed error, never
+                // an assertion (two writers that were not serialized can
+                // hand out one seq twice, rule P6).
+                if change.seq <= after || change.seq > head {
+                    return Err(Error::CorruptRemote {
+                        table: schema.table(change.table).name.clone(),
+                        id: change.id,
+                        detail: format!(
+                            "its change seq {} is outside ({after}, {head}]: two changes share a seq, \
+                             or the remote returned them out of order",
+                            change.seq
+                        ),
+                    });
+                }
                 if let RemoteRow::Live { stamps, .. } = &change.row {
                     refuse_drift(schema, config, change, stamps, now_ms)?;
                     if advance_clock {

@@ -81,11 +81,20 @@ enum Command {
         /// (syncgate-reference-adapter), as `exec:ADAPTER --mutant NAME`.
         #[arg(long)]
         exec_adapter: Option<String>,
+        /// sqlite, postgres (SYNCGATE_PG_URL) or a postgresql:// URL.
+        #[arg(long, default_value = "sqlite")]
+        remote: String,
+        /// Bound on the runs shrinking one mutant's counterexample may take.
+        #[arg(long, default_value_t = 2_000)]
+        shrink_runs_max: usize,
+        /// Hunt with the profile only: skip the contract-alone column.
+        #[arg(long)]
+        profile_only: bool,
     },
     /// Real threads: replicas write and sync concurrently against one remote
     /// file; then quiescence, convergence, no-loss and zero-UNIQUE checks.
     Stress {
-        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(1..=16))]
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(1..=64))]
         replicas: u8,
         #[arg(long, default_value_t = 1000)]
         writes: usize,
@@ -95,6 +104,9 @@ enum Command {
         seed: u64,
         #[arg(long)]
         json: bool,
+        /// sqlite, postgres (SYNCGATE_PG_URL) or a postgresql:// URL.
+        #[arg(long, default_value = "sqlite")]
+        remote: String,
     },
     /// Rerun one case (by seed, or from a trace file) and print its trace.
     Replay {
@@ -220,17 +232,28 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             json,
             traces,
             exec_adapter,
+            remote,
+            shrink_runs_max,
+            profile_only,
         } => {
+            let remote = RemoteTarget::from_arg(&remote)?;
             let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-            let opts = syncgate::mutants::hunt_options(cases, &seed, jobs);
-            let report = syncgate::mutants::run_mutants(&opts, exec_adapter.as_deref())?;
+            let opts = CheckOptions {
+                shrink_runs_max,
+                ..syncgate::mutants::hunt_options(cases, &seed, jobs)
+            };
+            let report = syncgate::mutants::run_mutants(&opts, exec_adapter.as_deref(), &remote, !profile_only)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);
             } else {
                 print!("{}", syncgate::mutants::table(&report));
                 if traces {
                     for row in &report.rows {
-                        for (oracle, catch) in [("profile", &row.profile), ("contract alone", &row.contract)] {
+                        let catches = [
+                            ("profile", Some(&row.profile)),
+                            ("contract alone", row.contract.as_ref()),
+                        ];
+                        for (oracle, catch) in catches.into_iter().filter_map(|(o, c)| c.map(|c| (o, c))) {
                             if !catch.caught {
                                 continue;
                             }
@@ -268,20 +291,26 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             sync_every,
             seed,
             json,
+            remote,
         } => {
             let opts = syncgate::stress::StressOptions {
                 replicas: usize::from(replicas),
                 writes_per_replica: writes,
                 seed,
                 sync_every,
+                remote: RemoteTarget::from_arg(&remote)?,
             };
             let report = syncgate::stress::stress(&opts, &default_base_dir())?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);
             } else {
                 println!(
-                    "syncgate stress: {replicas} replicas, {} writes ({} refused), {} syncs, {} busy, quiet after {} rounds, {} hosts rows checked",
-                    report.writes, report.refused, report.syncs, report.busy, report.quiescence_rounds, report.hosts_checked
+                    "syncgate stress: {replicas} replicas on {}, {} writes ({} refused), {} syncs, {} busy, quiet after {} rounds, {} hosts rows checked",
+                    report.remote, report.writes, report.refused, report.syncs, report.busy, report.quiescence_rounds, report.hosts_checked
+                );
+                println!(
+                    "held {:.0} writes/s and {:.0} syncs/s over {} ms (this machine, all replicas together)",
+                    report.writes_per_s, report.syncs_per_s, report.elapsed_ms
                 );
                 for p in &report.problems {
                     println!("  {p}");

@@ -9,6 +9,7 @@ use syncgate_engine::Mutant;
 
 use crate::check::Invariant;
 use crate::gate::{check, CheckOptions};
+use crate::places::RemoteTarget;
 use crate::subject::process::{ProcessEngine, REQUEST_TIMEOUT_MS_DEFAULT};
 use crate::subject::reference::ReferenceEngine;
 use crate::subject::{ContractOnly, Subject};
@@ -53,8 +54,8 @@ pub struct MutantRow {
     pub engine: String,
     /// Checked by the contract and the reference profile (the model).
     pub profile: Catch,
-    /// Checked by the contract alone.
-    pub contract: Catch,
+    /// Checked by the contract alone; `None` when that column was not run.
+    pub contract: Option<Catch>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -98,9 +99,17 @@ pub fn hunt_options(cases: u64, seed: &str, jobs: usize) -> CheckOptions {
 /// With `adapter` (the path of `syncgate-reference-adapter`), every engine
 /// runs over the protocol as `exec:ADAPTER --mutant NAME` instead of in
 /// this process.
-pub fn run_mutants(opts: &CheckOptions, adapter: Option<&str>) -> Result<MutantsReport, String> {
+/// With `contract_column` off, each mutant is hunted with the profile only
+/// (the contract-alone column shows what the contract sees; it does not
+/// depend on the remote).
+pub fn run_mutants(
+    opts: &CheckOptions,
+    adapter: Option<&str>,
+    remote: &RemoteTarget,
+    contract_column: bool,
+) -> Result<MutantsReport, String> {
     let engine = |mutant: Option<Mutant>| -> Box<dyn Subject> {
-        match (adapter, mutant) {
+        let subject: Box<dyn Subject> = match (adapter, mutant) {
             (Some(path), Some(m)) => Box::new(ProcessEngine::new(
                 &format!("{path} --mutant {}", m.name()),
                 REQUEST_TIMEOUT_MS_DEFAULT,
@@ -108,7 +117,8 @@ pub fn run_mutants(opts: &CheckOptions, adapter: Option<&str>) -> Result<Mutants
             (Some(path), None) => Box::new(ProcessEngine::new(path, REQUEST_TIMEOUT_MS_DEFAULT)),
             (None, Some(m)) => Box::new(ReferenceEngine::mutant(m)),
             (None, None) => Box::new(ReferenceEngine::new()),
-        }
+        };
+        crate::on_remote(subject, remote)
     };
     let reference = check(
         engine(None).as_ref(),
@@ -124,11 +134,15 @@ pub fn run_mutants(opts: &CheckOptions, adapter: Option<&str>) -> Result<Mutants
             ..opts.clone()
         };
         let with_profile = check(engine(Some(mutant)).as_ref(), &hunt)?;
-        let contract_alone = check(&ContractOnly(engine(Some(mutant))), &hunt)?;
+        let contract_alone = if contract_column {
+            Some(Catch::of(&check(&ContractOnly(engine(Some(mutant))), &hunt)?))
+        } else {
+            None
+        };
         rows.push(MutantRow {
             engine: format!("mutant:{}", mutant.name()),
             profile: Catch::of(&with_profile),
-            contract: Catch::of(&contract_alone),
+            contract: contract_alone,
         });
     }
     Ok(MutantsReport {
@@ -162,11 +176,14 @@ pub fn table(report: &MutantsReport) -> String {
         )
     };
     for r in &report.rows {
+        let contract = match &r.contract {
+            Some(c) => cells(c, "no"),
+            None => "not run | | |".to_string(),
+        };
         out.push_str(&format!(
-            "| {} | {} | {} |\n",
+            "| {} | {} | {contract} |\n",
             r.engine,
-            cells(&r.profile, "NO"),
-            cells(&r.contract, "no")
+            cells(&r.profile, "NO")
         ));
     }
     out

@@ -1,5 +1,6 @@
 //! `syncgate stress`: real threads, several replicas writing and syncing
-//! concurrently against one remote file, then quiescence and the checks.
+//! concurrently against one remote (a file, or one schema on a PostgreSQL
+//! server), then quiescence and the checks.
 //!
 //! Unlike `check`, thread timing decides the interleaving here, so a run is
 //! not replayable step by step; what it checks does not depend on timing:
@@ -15,13 +16,16 @@ use std::sync::Arc;
 use serde::Serialize;
 use syncgate_engine::outbox::{self, Op};
 use syncgate_engine::rusqlite::types::Value;
-use syncgate_engine::rusqlite::Connection;
-use syncgate_engine::{Config, Replica, Schema, SqliteRemote, SystemClock};
+use syncgate_engine::{Config, Remote, Replica, Schema, SystemClock};
 use syncgate_model as model;
+use syncgate_reference_adapter::{open_remote, Options};
 
 use crate::check::contract::check_integrity;
 use crate::check::show_row;
-use crate::places::{read_tables, to_model};
+use crate::places::{read_tables, to_model, RemotePlace, RemoteTarget};
+
+/// A replica of any remote, movable to its thread.
+type AnyReplica = Replica<Box<dyn Remote + Send>>;
 
 #[derive(Clone, Debug)]
 pub struct StressOptions {
@@ -30,10 +34,19 @@ pub struct StressOptions {
     pub seed: u64,
     /// Sync after this many writes.
     pub sync_every: usize,
+    pub remote: RemoteTarget,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct StressReport {
+    /// `sqlite` or `postgres`.
+    pub remote: String,
+    pub replicas: usize,
+    /// Wall time of the concurrent phase, and the rates it held: a
+    /// measurement of this machine, not a check.
+    pub elapsed_ms: u64,
+    pub writes_per_s: f64,
+    pub syncs_per_s: f64,
     pub writes: u64,
     pub refused: u64,
     pub syncs: u64,
@@ -56,7 +69,7 @@ struct Captured {
 const QUIESCENCE_ROUNDS_MAX: usize = 10;
 
 /// What one worker thread hands back.
-type WorkerResult = Result<(Replica<SqliteRemote>, Vec<Captured>, StressReport), String>;
+type WorkerResult = Result<(AnyReplica, Vec<Captured>, StressReport), String>;
 
 /// Per hosts id: still live, and per column the latest value and its stamp.
 type Merged = BTreeMap<i64, (bool, Vec<(Value, (i64, u32))>)>;
@@ -67,8 +80,11 @@ pub fn stress(opts: &StressOptions, base: &Path) -> Result<StressReport, String>
         .tempdir_in(base)
         .map_err(|e| e.to_string())?;
     let schema = Schema::test_schema();
-    let remote_path = dir.path().join("remote.db");
-    SqliteRemote::create(&remote_path, &schema, 5_000).map_err(|e| e.to_string())?;
+    opts.remote.probe()?;
+    // Dropped at the end: a PostgreSQL schema with it.
+    let mut place = RemotePlace::new(&opts.remote, dir.path(), &model::test_schema());
+    let location = place.location();
+    drop(open_remote(&location, &schema, &Options::default(), true)?);
     let config = Config {
         busy_timeout_ms: 2_000,
         busy_retries_max: 20,
@@ -79,7 +95,7 @@ pub fn stress(opts: &StressOptions, base: &Path) -> Result<StressReport, String>
     };
     let mut replicas = Vec::new();
     for r in 0..opts.replicas {
-        let remote = SqliteRemote::open(&remote_path, &schema, 5_000).map_err(|e| e.to_string())?;
+        let remote = open_remote(&location, &schema, &Options::default(), false)?;
         let replica = Replica::open(
             &dir.path().join(format!("replica{r}.db")),
             &schema,
@@ -90,6 +106,7 @@ pub fn stress(opts: &StressOptions, base: &Path) -> Result<StressReport, String>
         .map_err(|e| e.to_string())?;
         replicas.push(replica);
     }
+    let started = clock();
     let results: Vec<WorkerResult> = std::thread::scope(|s| {
         let handles: Vec<_> = replicas
             .into_iter()
@@ -101,7 +118,13 @@ pub fn stress(opts: &StressOptions, base: &Path) -> Result<StressReport, String>
             .map(|h| h.join().unwrap_or_else(|_| Err("a stress worker panicked".into())))
             .collect()
     });
-    let mut report = StressReport::default();
+    let elapsed = started.elapsed();
+    let mut report = StressReport {
+        remote: opts.remote.kind().to_string(),
+        replicas: opts.replicas,
+        elapsed_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+        ..StressReport::default()
+    };
     let mut replicas = Vec::new();
     let mut captured = Vec::new();
     for result in results {
@@ -128,13 +151,15 @@ pub fn stress(opts: &StressOptions, base: &Path) -> Result<StressReport, String>
             break;
         }
     }
+    let seconds = elapsed.as_secs_f64().max(1e-9);
+    report.writes_per_s = report.writes as f64 / seconds;
+    report.syncs_per_s = report.syncs as f64 / seconds;
     if !quiet {
         report
             .problems
             .push(format!("StuckQueue: still moving after {QUIESCENCE_ROUNDS_MAX} rounds"));
     }
-    let remote_conn = Connection::open(&remote_path).map_err(|e| e.to_string())?;
-    let remote = read_tables(&remote_conn, &model::test_schema())?;
+    let remote = place.read_tables()?;
     let model_schema = model::test_schema();
     if let Err(v) = check_integrity(&model_schema, "remote", &remote) {
         report.problems.push(format!("{}: {}", v.invariant, v.detail));
@@ -194,8 +219,16 @@ pub fn stress(opts: &StressOptions, base: &Path) -> Result<StressReport, String>
     Ok(report)
 }
 
+#[allow(
+    clippy::disallowed_methods,
+    reason = "stress reports the rates it held; thread timing already decides its interleaving"
+)]
+fn clock() -> std::time::Instant {
+    std::time::Instant::now()
+}
+
 /// One replica's thread: seeded writes, a sync every few writes.
-fn worker(mut replica: Replica<SqliteRemote>, r: usize, opts: &StressOptions) -> WorkerResult {
+fn worker(mut replica: AnyReplica, r: usize, opts: &StressOptions) -> WorkerResult {
     let mut rng = opts.seed ^ (0x9e37_79b9_7f4a_7c15_u64.wrapping_mul(r as u64 + 1));
     let mut next = move || {
         rng ^= rng << 13;
@@ -266,7 +299,7 @@ fn worker(mut replica: Replica<SqliteRemote>, r: usize, opts: &StressOptions) ->
 }
 
 /// Appends the hosts writes captured after `after` and returns the new high seq.
-fn read_captured(replica: &Replica<SqliteRemote>, after: i64, out: &mut Vec<Captured>) -> Result<i64, String> {
+fn read_captured(replica: &AnyReplica, after: i64, out: &mut Vec<Captured>) -> Result<i64, String> {
     let schema = replica.schema();
     let hosts = schema.table_names().position(|name| name == "hosts");
     let entries = outbox::read_entries(replica.connection(), schema, after).map_err(|e| e.to_string())?;

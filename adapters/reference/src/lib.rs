@@ -188,9 +188,9 @@ pub fn open_remote(
     schema: &Schema,
     options: &Options,
     create: bool,
-) -> Result<Box<dyn Remote>, String> {
+) -> Result<Box<dyn Remote + Send>, String> {
     let text = |e: Error| e.to_string();
-    let mut remote: Box<dyn Remote> = match location {
+    let mut remote: Box<dyn Remote + Send> = match location {
         RemoteLocation::Sqlite { path } => {
             let path = Path::new(path);
             let mut remote = if create {

@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use rusqlite::{Connection, OptionalExtension};
-use syncgate_engine::postgres::{Client, NoTls, Statement};
+use syncgate_engine::postgres::{Client, NoTls, SimpleQueryMessage, Statement};
 use syncgate_engine::PgRemote;
 use syncgate_model as model;
 use syncgate_protocol::RemoteLocation;
@@ -135,10 +135,10 @@ enum Store {
 /// statements prepared once (a case reads after nearly every step).
 struct PgReader {
     client: Client,
-    /// `SELECT id, <columns>` of each synced table, by id.
-    tables: Vec<Statement>,
+    /// `BEGIN` a read-only snapshot, `SELECT id, <columns>` of each synced
+    /// table by id, `COMMIT`: statements without values.
+    snapshot: String,
     acked: Statement,
-    begin: Statement,
 }
 
 /// One case's remote.
@@ -375,70 +375,72 @@ fn pg_reader<'r>(
 ) -> Result<&'r mut PgReader, String> {
     if reader.as_ref().is_none_or(|r| r.client.is_closed()) {
         let mut client = connect(url)?;
-        let mut tables = Vec::with_capacity(schema.tables.len());
+        let mut snapshot = String::from("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;");
         for t in &schema.tables {
             let list: String = t.columns.iter().map(|c| format!(", {}", quote(&c.name))).collect();
-            let sql = format!(
-                "SELECT \"id\"{list} FROM {}.{} ORDER BY \"id\"",
+            snapshot.push_str(&format!(
+                " SELECT \"id\"{list} FROM {}.{} ORDER BY \"id\";",
                 quote(namespace),
                 quote(&t.name)
-            );
-            tables.push(client.prepare(&sql).map_err(text)?);
+            ));
         }
+        snapshot.push_str(" COMMIT");
         let acked = client
             .prepare(&format!(
                 "SELECT acked FROM {}.\"_sg_replicas\" WHERE replica = $1",
                 quote(namespace)
             ))
             .map_err(text)?;
-        let begin = client
-            .prepare("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            .map_err(text)?;
         *reader = Some(PgReader {
             client,
-            tables,
+            snapshot,
             acked,
-            begin,
         });
     }
     reader.as_mut().ok_or_else(|| "no remote connection".to_string())
 }
 
 /// Every synced table of a PostgreSQL remote, by column name, in one
-/// snapshot.
+/// snapshot and one round trip (a case reads after nearly every step).
 fn read_pg_tables(reader: &mut PgReader, schema: &model::Schema) -> Result<model::Tables, String> {
-    reader.client.execute(&reader.begin, &[]).map_err(text)?;
-    let tables = read_pg_tables_in_transaction(reader, schema);
-    // A read-only snapshot: ending it changes nothing, whatever happened.
-    reader.client.batch_execute("COMMIT").map_err(text)?;
-    tables
-}
-
-fn read_pg_tables_in_transaction(reader: &mut PgReader, schema: &model::Schema) -> Result<model::Tables, String> {
-    let mut out = Vec::with_capacity(schema.tables.len());
-    for (t, stmt) in schema.tables.iter().zip(&reader.tables) {
-        let rows = reader.client.query(stmt, &[]).map_err(text)?;
-        let mut table = model::Rows::new();
-        for row in &rows {
-            let id: i64 = row.try_get("id").map_err(text)?;
-            let mut values = Vec::with_capacity(t.columns.len());
-            for col in &t.columns {
-                let name = col.name.as_str();
-                let v = match col.kind {
-                    model::ColumnKind::Integer => row
-                        .try_get::<_, Option<i64>>(name)
-                        .map_err(text)?
-                        .map_or(model::Value::Null, model::Value::Int),
-                    model::ColumnKind::Text => row
-                        .try_get::<_, Option<String>>(name)
-                        .map_err(text)?
-                        .map_or(model::Value::Null, model::Value::Text),
-                };
-                values.push(v);
-            }
-            table.insert(id, values);
+    let messages = match reader.client.simple_query(&reader.snapshot) {
+        Ok(messages) => messages,
+        Err(e) => {
+            let _ = reader.client.batch_execute("ROLLBACK");
+            return Err(text(e));
         }
-        out.push(table);
+    };
+    // BEGIN's completion, then one completion per table, then COMMIT's.
+    let mut out: model::Tables = vec![model::Rows::new(); schema.tables.len()];
+    let mut completed = 0_usize;
+    for message in &messages {
+        match message {
+            SimpleQueryMessage::CommandComplete(_) => completed += 1,
+            SimpleQueryMessage::Row(row) => {
+                let t = completed
+                    .checked_sub(1)
+                    .filter(|&t| t < schema.tables.len())
+                    .ok_or("a row outside the table reads")?;
+                let def = &schema.tables[t];
+                let id: i64 = parse(row.try_get("id").map_err(text)?, "id")?;
+                let mut values = Vec::with_capacity(def.columns.len());
+                for col in &def.columns {
+                    let cell = row.try_get(col.name.as_str()).map_err(text)?;
+                    values.push(match (cell, col.kind) {
+                        (None, _) => model::Value::Null,
+                        (Some(v), model::ColumnKind::Integer) => model::Value::Int(parse(Some(v), &col.name)?),
+                        (Some(v), model::ColumnKind::Text) => model::Value::Text(v.to_string()),
+                    });
+                }
+                out[t].insert(id, values);
+            }
+            _ => {}
+        }
     }
     Ok(out)
+}
+
+fn parse(cell: Option<&str>, column: &str) -> Result<i64, String> {
+    cell.and_then(|v| v.parse().ok())
+        .ok_or_else(|| format!("the remote's {column} holds {cell:?}, not an integer"))
 }

@@ -2,6 +2,7 @@
 
 mod contract;
 mod engines;
+mod pg_cursor;
 mod property;
 mod regressions;
 mod snapshots;
