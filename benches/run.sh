@@ -19,6 +19,8 @@ if ! ldconfig -p 2>/dev/null | grep -q 'libclang.*\.so' && ! ls /usr/lib/llvm-*/
 fi
 
 echo "== cargo bench -p syncgate-benches --features session" >&2
+# The PostgreSQL benches (pg) need a server: SYNCGATE_PG_URL, defaulting to the machine's.
+export SYNCGATE_PG_URL="${SYNCGATE_PG_URL:-postgresql://root@127.0.0.1:5432/test}"
 cargo bench -p syncgate-benches --features session -- "$@"
 
 if [ "${SKIP_MEM:-0}" != 1 ]; then

@@ -34,6 +34,13 @@ pub(crate) fn survivor(conn: &Connection, table: &str, id: i64) -> Result<Option
     Ok(stmt.query_row(rusqlite::params![table, id], |r| r.get(0)).optional()?)
 }
 
+/// Whether the cache holds any alias at all (most never do: only a
+/// natural-key merge makes one).
+pub(crate) fn any(conn: &Connection) -> Result<bool> {
+    let mut stmt = conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM _sg_aliases)")?;
+    Ok(stmt.query_row([], |r| r.get(0))?)
+}
+
 pub(crate) fn aliased(conn: &Connection, table: &str, id: i64) -> Result<bool> {
     Ok(survivor(conn, table, id)?.is_some())
 }

@@ -1,5 +1,6 @@
 //! syncgate's reference sync engine: a local SQLite cache synced with a
-//! remote (a SQLite file today; any store behind [`Remote`]).
+//! remote: a SQLite file ([`SqliteRemote`]), a schema on a PostgreSQL server
+//! ([`PgRemote`], default feature `postgres`), or any store behind [`Remote`].
 //!
 //! What it guarantees, and why, is specified in `model/SEMANTICS.md`; the
 //! rule names used in comments here (C1, S4, N2, ...) refer to that file.
@@ -26,8 +27,10 @@
 //! - `hlc` (the clock, kept in `_sg_meta` and moved by outbox seqs), `ids`
 //!   (id spaces and minting), `capture` (the triggers) and `format`
 //!   (creating, checking and upgrading a cache file);
-//! - the remote: `remote` (the trait), `sqlite_remote`, `apply` (the remote's
-//!   side of the merge rules);
+//! - the remote: `remote` (the batch-oriented trait), `staged` (one push's
+//!   remote rows in memory, read and written a chunk at a time), `apply` (the
+//!   remote's side of the merge rules, against the staged rows),
+//!   `sqlite_remote`, `pg_sql` and `pg_remote`;
 //! - the operations: `writer`, `push`, `pull`;
 //! - `replica`, the public API.
 

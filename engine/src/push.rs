@@ -109,6 +109,9 @@ fn apply_batch<R: Remote>(
     batch: Batch,
 ) -> Result<u64> {
     let acked = remote.acked(replica)?;
+    // The batch's local transaction holds the cache's write lock: no alias
+    // can appear while it runs.
+    let any_alias = aliases::any(tx)?;
     let mut staged = Staged::begin(remote, schema)?;
     let mut conflicts = 0;
     let mut chunk: Vec<(Entry, Option<i64>)> = Vec::with_capacity(PUSH_CHUNK_ENTRIES.min(batch.entries as usize));
@@ -116,7 +119,11 @@ fn apply_batch<R: Remote>(
         if entry.seq <= acked {
             return Ok(());
         }
-        let alias = local_alias(tx, schema, &entry)?;
+        let alias = if any_alias {
+            local_alias(tx, schema, &entry)?
+        } else {
+            None
+        };
         chunk.push((entry, alias));
         if chunk.len() == PUSH_CHUNK_ENTRIES {
             conflicts += apply_chunk(&mut staged, schema, config, &chunk)?;

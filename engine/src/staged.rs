@@ -315,12 +315,15 @@ impl<'r, R: Remote + ?Sized> Staged<'r, R> {
     /// when given, in one `Remote::write`; then forgets what it read (the
     /// remote now answers the same).
     pub(crate) fn flush(&mut self, acked: Option<(u32, i64)>) -> Result<()> {
+        // Everything known is forgotten below, so the rows move out.
         let mut rows: Vec<Change> = self
             .dirty
             .drain()
             .map(|((table, id), seq)| {
-                let row = self.known[&(table, id)]
-                    .clone()
+                let row = self
+                    .known
+                    .remove(&(table, id))
+                    .flatten()
                     .expect("a changed row is known to the remote");
                 Change { table, id, seq, row }
             })

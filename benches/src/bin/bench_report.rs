@@ -405,6 +405,8 @@ fn main() -> Result<()> {
         );
     }
 
+    pg_section(&mut r);
+
     r.line("## Targets");
     r.line("");
     let verdicts = std::mem::take(&mut r.verdicts);
@@ -433,4 +435,92 @@ fn main() -> Result<()> {
     std::fs::write(&out, &r.text).with_context(|| format!("writing {}", out.display()))?;
     eprintln!("wrote {}", out.display());
     Ok(())
+}
+
+/// The remote on PostgreSQL (`benches/benches/pg.rs`): push and pull against
+/// a hand-written multi-row upsert per batch and a plain `SELECT` into a
+/// local table, and the round trips the engine counted.
+fn pg_section(r: &mut Report) {
+    let sizes = r.sizes("pg");
+    if sizes.is_empty() {
+        return;
+    }
+    r.line("## Remote on PostgreSQL");
+    r.line("");
+    r.line(
+        "Baselines a user would write by hand, same rows, same run: push = the rows read from a local table \
+         and sent with one `INSERT ... SELECT FROM unnest($1, $2, $3) ON CONFLICT` per 10,000-row batch; pull \
+         = one `SELECT` of every row inserted into a plain local table in one transaction. Server: the \
+         machine's PostgreSQL 15 over loopback.",
+    );
+    r.line("");
+    r.line("| rows | push | baseline push | push / baseline | pull | baseline pull | pull / baseline |");
+    r.line("|---:|---:|---:|---:|---:|---:|---:|");
+    for &n in &sizes {
+        let rate = |f: &str| r.get("pg", f, n).map_or("-".to_string(), |b| fmt_rate(b.rate()));
+        let ratio = |a: &str, b: &str| {
+            r.ratio(("pg", a), ("pg", b), n)
+                .map_or("-".to_string(), |v| format!("{v:.2}"))
+        };
+        let row = format!(
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            size_label(n),
+            rate("push"),
+            rate("baseline-push"),
+            ratio("push", "baseline-push"),
+            rate("pull"),
+            rate("baseline-pull"),
+            ratio("pull", "baseline-pull"),
+        );
+        r.line(&row);
+    }
+    r.line("");
+    let trips = target_dir().join("syncgate-pg-round-trips.json");
+    if let Some(list) = std::fs::read_to_string(&trips)
+        .ok()
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+        .and_then(|v| v.as_array().cloned())
+    {
+        r.line("| rows | push round trips | push batches | per batch | pull round trips | pull pages | per page |");
+        r.line("|---:|---:|---:|---:|---:|---:|---:|");
+        for v in &list {
+            let get = |k: &str| v[k].as_u64().unwrap_or(0);
+            let per = |a: u64, b: u64| {
+                if b == 0 {
+                    "-".to_string()
+                } else {
+                    format!("{:.1}", a as f64 / b as f64)
+                }
+            };
+            let row = format!(
+                "| {} | {} | {} | {} | {} | {} | {} |",
+                size_label(get("rows")),
+                get("push_round_trips"),
+                get("push_batches"),
+                per(get("push_round_trips"), get("push_batches")),
+                get("pull_round_trips"),
+                get("pull_pages"),
+                per(get("pull_round_trips"), get("pull_pages")),
+            );
+            r.line(&row);
+        }
+        r.line("");
+    }
+    for &n in &sizes {
+        let label = size_label(n);
+        let v = r.ratio(("pg", "push"), ("pg", "baseline-push"), n);
+        r.verdict(
+            &format!("postgres push / hand-written upsert at {label}"),
+            v,
+            |v| v >= 0.5,
+            ">= 0.50",
+        );
+        let v = r.ratio(("pg", "pull"), ("pg", "baseline-pull"), n);
+        r.verdict(
+            &format!("postgres pull / hand-written select at {label}"),
+            v,
+            |v| v >= 0.5,
+            ">= 0.50",
+        );
+    }
 }
