@@ -271,7 +271,7 @@ fn apply_live(
         return Ok(false);
     }
     let target = aliases::resolve(tx, name, id)?;
-    if tombstones::tombstoned(tx, name, target)? {
+    if target != id && tombstones::tombstoned(tx, name, target)? {
         return Ok(false);
     }
     let mut values = values.to_vec();

@@ -88,6 +88,8 @@ pub struct CaseFailure {
 #[derive(Clone, Debug, Serialize)]
 pub struct Summary {
     pub engine: String,
+    /// `sqlite` or `postgres`: where the cases' remotes lived.
+    pub remote: String,
     /// What the engine declared in its handshake.
     #[serde(skip)]
     pub declared: Option<InitOk>,
@@ -345,6 +347,7 @@ pub fn check(subject: &dyn Subject, opts: &CheckOptions) -> Result<Summary, Stri
     };
     Ok(Summary {
         engine: subject.name(),
+        remote: subject.remote().kind().to_string(),
         notes: notes(&declared),
         declared: Some(declared),
         oracles,

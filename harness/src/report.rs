@@ -85,8 +85,9 @@ pub fn summary(s: &Summary, opts: &CheckOptions) -> String {
         None => String::new(),
     };
     out.push_str(&format!(
-        "syncgate check: engine {}, seed {:?}, {}{mix}\n",
+        "syncgate check: engine {}, remote {}, seed {:?}, {}{mix}\n",
         s.engine,
+        s.remote,
         s.seed,
         shape(&opts.gen)
     ));
@@ -126,8 +127,13 @@ pub fn summary(s: &Summary, opts: &CheckOptions) -> String {
             out.push_str(&format!("  {line}\n"));
         }
         let engine = shell_quote(&s.engine);
+        let remote = if s.remote == "sqlite" {
+            String::new()
+        } else {
+            format!(" --remote {}", s.remote)
+        };
         out.push_str(&format!(
-            "  replay: syncgate replay --engine {engine} --seed {:?} --replicas {} --steps {}\n",
+            "  replay: syncgate replay --engine {engine}{remote} --seed {:?} --replicas {} --steps {}\n",
             f.seed, f.replicas, f.steps
         ));
         if let Some(path) = &f.trace_file {

@@ -215,6 +215,16 @@ fn a_missing_database_missing_namespace_and_bad_schema_are_typed_errors() {
         .err()
         .expect("no such database");
     assert!(matches!(e, Error::PgLoginRefused { .. }), "got {e:?}");
+    let no_role = format!(
+        "postgresql://sg_no_such_role@127.0.0.1:{}/{}",
+        config.get_ports().first().copied().unwrap_or(5432),
+        config.get_dbname().unwrap_or("test")
+    );
+    let e = PgRemote::open(&no_role, "sg_x", &schema, 0)
+        .err()
+        .expect("no such role");
+    assert!(matches!(e, Error::PgLoginRefused { .. }), "got {e:?}");
+    assert!(e.to_string().contains("fix the user"), "{e}");
 
     let ns = Namespace::new(&url, "missing");
     let e = PgRemote::open(&url, &ns.name, &schema, 0).err().expect("no namespace");
