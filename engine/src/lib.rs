@@ -30,7 +30,7 @@
 //! - the remote: `remote` (the batch-oriented trait), `staged` (one push's
 //!   remote rows in memory, read and written a chunk at a time), `apply` (the
 //!   remote's side of the merge rules, against the staged rows),
-//!   `sqlite_remote`, `pg_sql` and `pg_remote`;
+//!   `sqlite_remote`, and `pg_session`, `pg_sql` and `pg_remote`;
 //! - the operations: `writer`, `push`, `pull`;
 //! - `replica`, the public API.
 
@@ -48,6 +48,8 @@ mod mutant;
 pub mod outbox;
 #[cfg(feature = "postgres")]
 mod pg_remote;
+#[cfg(feature = "postgres")]
+mod pg_session;
 #[cfg(feature = "postgres")]
 mod pg_sql;
 mod pull;

@@ -114,3 +114,32 @@ impl Mutant {
         Mutant::ALL.into_iter().find(|m| m.name() == name)
     }
 }
+
+/// The bug planted in one remote handle, if any. Without the mutants
+/// feature it holds nothing and [`Planted::is`] is a constant `false`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Planted {
+    #[cfg(feature = "mutants")]
+    mutant: Option<Mutant>,
+}
+
+impl Planted {
+    #[cfg(feature = "mutants")]
+    pub(crate) fn plant(&mut self, mutant: Mutant) {
+        self.mutant = Some(mutant);
+    }
+
+    /// Whether `mutant` is planted.
+    #[inline]
+    pub(crate) fn is(&self, mutant: Mutant) -> bool {
+        #[cfg(feature = "mutants")]
+        {
+            self.mutant == Some(mutant)
+        }
+        #[cfg(not(feature = "mutants"))]
+        {
+            let _ = mutant;
+            false
+        }
+    }
+}

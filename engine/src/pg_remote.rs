@@ -12,48 +12,32 @@
 //! stops a push at its commit, as a SQLite reader does.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
-use postgres::error::SqlState;
 use postgres::types::ToSql;
-use postgres::{Client, NoTls, Row, SimpleQueryMessage, Statement};
 use rusqlite::types::Value;
 
 use crate::error::{Error, Result};
 use crate::ids::REPLICAS_MAX;
-use crate::mutant::Mutant;
+use crate::mutant::{Mutant, Planted};
+use crate::pg_session::PgSession;
 use crate::pg_sql::{column_array, read_value, read_values, PgSql, STATE_ALIAS, STATE_DEAD, STATE_LIVE};
 use crate::remote::{Change, ChangeKind, Remote, RemoteRow, RemoteWrites};
 use crate::schema::{check_identifier, quote, Schema};
 use crate::stamp::Stamp;
 
-/// How long connecting may take when the connection string sets no
-/// `connect_timeout`.
-const CONNECT_TIMEOUT_DEFAULT: Duration = Duration::from_secs(5);
-
 /// A remote kept in a PostgreSQL database, in the schema `namespace`.
 pub struct PgRemote {
-    client: Client,
-    config: postgres::Config,
-    /// The server, user and database, without the password, for messages.
-    place: String,
+    session: PgSession,
     namespace: String,
     schema: Schema,
     sql: PgSql,
-    lock_timeout_ms: u64,
-    statements: HashMap<String, Statement>,
-    in_transaction: bool,
-    /// A statement of the open transaction failed: it may only roll back.
-    failed: bool,
     /// The head read when the open transaction began, moved by `write`.
     head: Option<i64>,
     /// `write` moved the head: `commit` stores it.
     head_moved: bool,
     verified: bool,
     serialize_writers: bool,
-    round_trips: u64,
-    #[cfg(feature = "mutants")]
-    mutant: Option<Mutant>,
+    planted: Planted,
 }
 
 impl PgRemote {
@@ -62,10 +46,8 @@ impl PgRemote {
     pub fn create(url: &str, namespace: &str, schema: &Schema, lock_timeout_ms: u64) -> Result<PgRemote> {
         let mut remote = PgRemote::connect(url, namespace, schema, lock_timeout_ms)?;
         let ddl = format!("BEGIN; {} COMMIT;", remote.sql.ddl);
-        remote.round_trips += 1;
-        if let Err(e) = remote.client.batch_execute(&ddl) {
-            let e = remote.classify(e);
-            remote.rollback();
+        if let Err(e) = remote.session.batch(&ddl) {
+            remote.session.batch("ROLLBACK").ok();
             return Err(e);
         }
         remote.verify()?;
@@ -86,33 +68,16 @@ impl PgRemote {
 
     fn connect(url: &str, namespace: &str, schema: &Schema, lock_timeout_ms: u64) -> Result<PgRemote> {
         check_identifier(namespace)?;
-        let mut config: postgres::Config = url.parse().map_err(|e: postgres::Error| Error::PgUnreachable {
-            url: "(unparsable connection string)".into(),
-            detail: format!("{e}; expected e.g. postgresql://user@127.0.0.1:5432/dbname"),
-        })?;
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(CONNECT_TIMEOUT_DEFAULT);
-        }
-        let place = describe(&config);
-        let client = open_client(&config, &place, lock_timeout_ms)?;
         Ok(PgRemote {
-            client,
-            config,
-            place,
+            session: PgSession::connect(url, lock_timeout_ms)?,
             namespace: namespace.to_string(),
             schema: schema.clone(),
             sql: PgSql::new(namespace, schema),
-            lock_timeout_ms,
-            statements: HashMap::new(),
-            in_transaction: false,
-            failed: false,
             head: None,
             head_moved: false,
             verified: false,
             serialize_writers: true,
-            round_trips: 1,
-            #[cfg(feature = "mutants")]
-            mutant: None,
+            planted: Planted::default(),
         })
     }
 
@@ -135,23 +100,19 @@ impl PgRemote {
     /// Round trips to the server so far: every statement sent, prepared or
     /// executed.
     pub fn round_trips(&self) -> u64 {
-        self.round_trips
+        self.session.round_trips()
     }
 
     /// Drops the remote's namespace and everything in it.
     pub fn drop_namespace(url: &str, namespace: &str) -> Result<()> {
         check_identifier(namespace)?;
-        let config: postgres::Config = url.parse()?;
-        let place = describe(&config);
-        let mut client = open_client(&config, &place, 0)?;
-        client.batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", quote(namespace)))?;
-        Ok(())
+        PgSession::connect(url, 0)?.batch(&format!("DROP SCHEMA IF EXISTS {} CASCADE", quote(namespace)))
     }
 
     /// Plants `mutant` in this remote handle (the harness's mutant catalog).
     #[cfg(feature = "mutants")]
     pub fn plant(&mut self, mutant: Mutant) {
-        self.mutant = Some(mutant);
+        self.planted.plant(mutant);
     }
 
     /// Planted bug for the cursor-safety test alone: write transactions no
@@ -168,76 +129,17 @@ impl PgRemote {
     /// as `nextval` would.
     fn reserve_seqs(&mut self) -> Result<()> {
         const BLOCK: i64 = 1 << 20;
-        let mut other = open_client(&self.config, &self.place, self.lock_timeout_ms)?;
+        let mut other = self.session.another()?;
         let sql = format!(
             "UPDATE {}.\"_sg_remote\" SET seq = seq + $1 RETURNING seq - $1",
             quote(&self.namespace)
         );
         let start: i64 = other
             .query_one(&sql, &[&BLOCK])
-            .map_err(|e| self.classify(e))?
+            .map_err(|e| self.session.classify(e))?
             .try_get(0)?;
         self.head = Some(start);
         Ok(())
-    }
-
-    fn planted(&self, mutant: Mutant) -> bool {
-        #[cfg(feature = "mutants")]
-        {
-            self.mutant == Some(mutant)
-        }
-        #[cfg(not(feature = "mutants"))]
-        {
-            let _ = mutant;
-            false
-        }
-    }
-
-    /// Reconnects a connection the server closed (a restart, a network cut).
-    fn reconnect_if_closed(&mut self) -> Result<()> {
-        if self.client.is_closed() {
-            self.client = open_client(&self.config, &self.place, self.lock_timeout_ms)?;
-            self.statements.clear();
-            self.in_transaction = false;
-            self.round_trips += 1;
-        }
-        Ok(())
-    }
-
-    fn statement(&mut self, sql: &str) -> Result<Statement> {
-        if let Some(stmt) = self.statements.get(sql) {
-            return Ok(stmt.clone());
-        }
-        self.round_trips += 1;
-        let stmt = self.client.prepare(sql).map_err(|e| self.classify(e))?;
-        self.statements.insert(sql.to_string(), stmt.clone());
-        Ok(stmt)
-    }
-
-    fn query(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>> {
-        let stmt = self.statement(sql)?;
-        self.round_trips += 1;
-        self.client.query(&stmt, params).map_err(|e| self.fail(e))
-    }
-
-    fn execute(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
-        let stmt = self.statement(sql)?;
-        self.round_trips += 1;
-        self.client.execute(&stmt, params).map_err(|e| self.fail(e))
-    }
-
-    /// Runs `text` (statements without application values) in one round
-    /// trip and returns the first value of the last row it gives.
-    fn simple_scalar(&mut self, text: &str) -> Result<Option<String>> {
-        self.round_trips += 1;
-        let messages = self.client.simple_query(text).map_err(|e| self.fail(e))?;
-        Ok(messages
-            .into_iter()
-            .filter_map(|m| match m {
-                SimpleQueryMessage::Row(row) => row.get(0).map(str::to_string),
-                _ => None,
-            })
-            .last())
     }
 
     /// The statement that takes the writer lock in a transaction (the key is
@@ -254,29 +156,15 @@ impl PgRemote {
         }
     }
 
-    fn fail(&mut self, e: postgres::Error) -> Error {
-        if self.in_transaction {
-            self.failed = true;
-        }
-        self.classify(e)
-    }
-
-    fn classify(&self, e: postgres::Error) -> Error {
-        classify(e, &self.place)
-    }
-
     /// Starts a transaction with `begin` and reads the head in it.
     fn begin(&mut self, begin: &str) -> Result<()> {
-        self.reconnect_if_closed()?;
-        self.in_transaction = true;
-        self.failed = false;
         self.head_moved = false;
         let text = format!("{begin}; {}", self.sql.head);
-        let head = self.simple_scalar(&text)?;
+        let head = self.session.begin(&text)?;
         let head = head
             .and_then(|h| h.parse::<i64>().ok())
             .ok_or_else(|| Error::NotInitialized {
-                place: self.place.clone(),
+                place: self.session.place().to_string(),
                 what: "remote",
                 detail: format!("{}._sg_remote has no head row", self.namespace),
             })?;
@@ -292,10 +180,10 @@ impl PgRemote {
     fn verify(&mut self) -> Result<()> {
         let ns = self.namespace.clone();
         let sync_tables = self.sql.sync_tables.clone();
-        let found: i64 = self.query(&sync_tables, &[&ns])?[0].try_get(0)?;
+        let found: i64 = self.session.query(&sync_tables, &[&ns])?[0].try_get(0)?;
         if found != 3 {
             return Err(Error::NotInitialized {
-                place: format!("{} schema {ns}", self.place),
+                place: format!("{} schema {ns}", self.session.place()),
                 what: "remote",
                 detail: "its sync tables are missing; create it with PgRemote::create".into(),
             });
@@ -304,6 +192,7 @@ impl PgRemote {
         for t in 0..self.schema.tables().len() {
             let def = self.schema.table(t).clone();
             let found: Vec<(String, String)> = self
+                .session
                 .query(&columns_sql, &[&ns, &def.name])?
                 .iter()
                 .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
@@ -369,85 +258,6 @@ impl PgRemote {
     }
 }
 
-/// Opens a session and sets its lock timeout (0 is "do not wait": 1 ms).
-fn open_client(config: &postgres::Config, place: &str, lock_timeout_ms: u64) -> Result<Client> {
-    // A startup option: no round trip of its own.
-    let mut config = config.clone();
-    let options = format!(
-        "{} -c lock_timeout={}",
-        config.get_options().unwrap_or_default(),
-        lock_timeout_ms.max(1)
-    );
-    config.options(options.trim_start());
-    config.connect(NoTls).map_err(|e| classify_connect(e, place))
-}
-
-/// `user@host:port/dbname`, never the password.
-fn describe(config: &postgres::Config) -> String {
-    let host = match config.get_hosts().first() {
-        Some(postgres::config::Host::Tcp(h)) => h.clone(),
-        #[cfg(unix)]
-        Some(postgres::config::Host::Unix(p)) => p.display().to_string(),
-        None => "localhost".into(),
-    };
-    let port = config.get_ports().first().copied().unwrap_or(5432);
-    format!(
-        "postgresql://{}@{host}:{port}/{}",
-        config.get_user().unwrap_or("(default user)"),
-        config.get_dbname().unwrap_or("(default database)")
-    )
-}
-
-fn classify_connect(e: postgres::Error, place: &str) -> Error {
-    match e.code() {
-        Some(code)
-            if *code == SqlState::INVALID_PASSWORD
-                || *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
-                || *code == SqlState::INVALID_CATALOG_NAME =>
-        {
-            Error::PgLoginRefused {
-                url: place.to_string(),
-                detail: e
-                    .as_db_error()
-                    .map_or_else(|| e.to_string(), |d| d.message().to_string()),
-            }
-        }
-        Some(_) => classify(e, place),
-        None => Error::PgUnreachable {
-            url: place.to_string(),
-            detail: std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string()),
-        },
-    }
-}
-
-fn classify(e: postgres::Error, place: &str) -> Error {
-    if let Some(db) = e.as_db_error() {
-        let code = db.code();
-        let detail = db.message().to_string();
-        if *code == SqlState::LOCK_NOT_AVAILABLE
-            || *code == SqlState::T_R_SERIALIZATION_FAILURE
-            || *code == SqlState::T_R_DEADLOCK_DETECTED
-        {
-            return Error::PgBusy { detail };
-        }
-        if *code == SqlState::INSUFFICIENT_PRIVILEGE {
-            return Error::PgPrivilege { detail };
-        }
-        if *code == SqlState::UNDEFINED_TABLE || *code == SqlState::INVALID_SCHEMA_NAME {
-            return Error::NotInitialized {
-                place: place.to_string(),
-                what: "remote",
-                detail: format!("{detail}; create it with PgRemote::create"),
-            };
-        }
-        return Error::Postgres(e);
-    }
-    if e.is_closed() {
-        return Error::RemoteUnavailable(format!("the connection to {place} closed: {e}"));
-    }
-    Error::Postgres(e)
-}
-
 impl Remote for PgRemote {
     fn register_replica(&mut self) -> Result<u32> {
         // A write like any other: under the writer lock.
@@ -457,10 +267,13 @@ impl Remote for PgRemote {
         }
         let register = self.sql.register.clone();
         let max = i64::from(REPLICAS_MAX);
-        let registered = self.query(&register, &[&max]).and_then(|rows| match rows.first() {
-            Some(row) => Ok(u32::try_from(row.try_get::<_, i64>(0)?).expect("replica ids stay below REPLICAS_MAX")),
-            None => Err(Error::ReplicaIdsExhausted(REPLICAS_MAX)),
-        });
+        let registered = self
+            .session
+            .query(&register, &[&max])
+            .and_then(|rows| match rows.first() {
+                Some(row) => Ok(u32::try_from(row.try_get::<_, i64>(0)?).expect("replica ids stay below REPLICAS_MAX")),
+                None => Err(Error::ReplicaIdsExhausted(REPLICAS_MAX)),
+            });
         match registered {
             Ok(id) => self.commit().map(|()| id),
             Err(e) => {
@@ -484,52 +297,36 @@ impl Remote for PgRemote {
     fn begin_read(&mut self) -> Result<()> {
         let outcome = self.begin("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
         // Mutant busy-read-leaks-txn: the failed read's BEGIN stays open.
-        if outcome.is_err() && !self.planted(Mutant::BusyReadLeaksTxn) {
+        if outcome.is_err() && !self.planted.is(Mutant::BusyReadLeaksTxn) {
             self.rollback();
         }
         outcome
     }
 
     fn commit(&mut self) -> Result<()> {
-        assert!(self.in_transaction, "commit without a transaction");
-        if self.failed {
-            // PostgreSQL would turn this COMMIT into a silent ROLLBACK.
-            self.rollback();
-            return Err(Error::RemoteUnavailable(
-                "a statement of this transaction failed, so it was rolled back; retry the sync".into(),
-            ));
-        }
         if self.head_moved {
             let head = self.head_in_transaction();
             let sql = self.sql.set_head.clone();
-            if let Err(e) = self.execute(&sql, &[&head]) {
+            if let Err(e) = self.session.execute(&sql, &[&head]) {
                 self.rollback();
                 return Err(e);
             }
         }
-        self.round_trips += 1;
-        let outcome = self.client.batch_execute("COMMIT").map_err(|e| self.classify(e));
-        self.in_transaction = false;
+        let outcome = self.session.commit();
         self.head = None;
         self.head_moved = false;
         outcome
     }
 
     fn rollback(&mut self) {
-        if self.in_transaction && !self.client.is_closed() {
-            self.round_trips += 1;
-            // A failed rollback leaves the transaction to the session's end.
-            let _ = self.client.batch_execute("ROLLBACK");
-        }
-        self.in_transaction = false;
-        self.failed = false;
+        self.session.rollback();
         self.head = None;
         self.head_moved = false;
     }
 
     fn acked(&mut self, replica: u32) -> Result<i64> {
         let sql = self.sql.acked.clone();
-        let rows = self.query(&sql, &[&i64::from(replica)])?;
+        let rows = self.session.query(&sql, &[&i64::from(replica)])?;
         Ok(match rows.first() {
             Some(r) => r.try_get(0)?,
             None => 0,
@@ -546,7 +343,7 @@ impl Remote for PgRemote {
         }
         let sql = self.sql.tables[table].rows.clone();
         let name = self.schema.table(table).name.clone();
-        let found = self.query(&sql, &[&name, &ids])?;
+        let found = self.session.query(&sql, &[&name, &ids])?;
         let def = self.schema.table(table).clone();
         let mut out = Vec::with_capacity(found.len());
         for r in &found {
@@ -579,7 +376,7 @@ impl Remote for PgRemote {
             return Ok(Vec::new());
         }
         let array = column_array(&def, k, keys.into_iter())?;
-        let found = self.query(&sql, &[&*array])?;
+        let found = self.session.query(&sql, &[&*array])?;
         found
             .iter()
             .map(|r| Ok((read_value(r, 0, def.columns[k].kind)?, r.try_get(1)?)))
@@ -593,7 +390,7 @@ impl Remote for PgRemote {
         let sql = self.sql.tables[table].children[column]
             .clone()
             .expect("children are asked only through a reference column");
-        let found = self.query(&sql, &[&parents])?;
+        let found = self.session.query(&sql, &[&parents])?;
         found.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
     }
 
@@ -645,7 +442,7 @@ impl Remote for PgRemote {
         // meets the natural key of a row that died in the same write.
         for (t, ids) in gone.iter().enumerate().filter(|(_, ids)| !ids.is_empty()) {
             let sql = self.sql.tables[t].delete.clone();
-            self.execute(&sql, &[ids])?;
+            self.session.execute(&sql, &[ids])?;
         }
         for (t, rows) in live.iter().enumerate().filter(|(_, rows)| !rows.is_empty()) {
             let def = self.schema.table(t).clone();
@@ -664,15 +461,16 @@ impl Remote for PgRemote {
             let mut params: Vec<&(dyn ToSql + Sync)> = vec![&ids];
             params.extend(arrays.iter().map(|a| &**a as &(dyn ToSql + Sync)));
             let sql = self.sql.tables[t].upsert.clone();
-            self.execute(&sql, &params)?;
+            self.session.execute(&sql, &params)?;
         }
         if !writes.rows.is_empty() {
             let sql = self.sql.write_rows.clone();
-            self.execute(&sql, &[&tbl, &id, &seq, &state, &alias_of, &stamps])?;
+            self.session
+                .execute(&sql, &[&tbl, &id, &seq, &state, &alias_of, &stamps])?;
         }
         if let Some((replica, acked)) = writes.acked {
             let sql = self.sql.set_acked.clone();
-            self.execute(&sql, &[&i64::from(replica), &acked])?;
+            self.session.execute(&sql, &[&i64::from(replica), &acked])?;
         }
         // Stored at commit (see the module's comment).
         self.head_moved |= writes.head != head;
@@ -692,7 +490,7 @@ impl Remote for PgRemote {
         match kind {
             ChangeKind::Gone => {
                 let sql = self.sql.changes_gone.clone();
-                let found = self.query(&sql, &[&after, &upto, &limit])?;
+                let found = self.session.query(&sql, &[&after, &upto, &limit])?;
                 found
                     .iter()
                     .map(|r| {
@@ -710,7 +508,7 @@ impl Remote for PgRemote {
             }
             ChangeKind::Live => {
                 let sql = self.sql.changes_live.clone();
-                let found = self.query(&sql, &[&after, &upto, &limit])?;
+                let found = self.session.query(&sql, &[&after, &upto, &limit])?;
                 let mut changes = Vec::with_capacity(found.len());
                 let mut ids: Vec<Vec<i64>> = vec![Vec::new(); self.schema.tables().len()];
                 for r in &found {
@@ -731,7 +529,7 @@ impl Remote for PgRemote {
                 for (t, ids) in ids.iter().enumerate().filter(|(_, ids)| !ids.is_empty()) {
                     let def = self.schema.table(t).clone();
                     let sql = self.sql.tables[t].values.clone();
-                    for r in self.query(&sql, &[ids])? {
+                    for r in self.session.query(&sql, &[ids])? {
                         values.insert((t, r.try_get(0)?), read_values(&r, 1, &def)?);
                     }
                 }

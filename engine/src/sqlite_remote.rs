@@ -8,7 +8,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 use crate::config::STATEMENT_CACHE_CAPACITY;
 use crate::error::{Error, Result};
 use crate::ids::REPLICAS_MAX;
-use crate::mutant::Mutant;
+use crate::mutant::{Mutant, Planted};
 use crate::remote::{Change, ChangeKind, Remote, RemoteRow, RemoteWrites};
 use crate::schema::{quote, Schema};
 use crate::stamp::Stamp;
@@ -24,8 +24,7 @@ pub struct SqliteRemote {
     /// Whether the connection settings were applied.
     configured: bool,
     /// A deliberately planted bug, for the harness's mutant catalog.
-    #[cfg(feature = "mutants")]
-    mutant: Option<Mutant>,
+    planted: Planted,
 }
 
 const REMOTE_DDL: &str = "
@@ -85,8 +84,7 @@ impl SqliteRemote {
             path: path.to_path_buf(),
             verified: false,
             configured: false,
-            #[cfg(feature = "mutants")]
-            mutant: None,
+            planted: Planted::default(),
         };
         match remote.configure().and_then(|()| remote.verify()) {
             // A remote locked by another connection is checked at the first
@@ -100,21 +98,7 @@ impl SqliteRemote {
     /// Plants `mutant` in this remote handle (the harness's mutant catalog).
     #[cfg(feature = "mutants")]
     pub fn plant(&mut self, mutant: Mutant) {
-        self.mutant = Some(mutant);
-    }
-
-    /// Whether `mutant` is planted: always false without the mutants feature.
-    #[inline]
-    fn planted(&self, mutant: Mutant) -> bool {
-        #[cfg(feature = "mutants")]
-        {
-            self.mutant == Some(mutant)
-        }
-        #[cfg(not(feature = "mutants"))]
-        {
-            let _ = mutant;
-            false
-        }
+        self.planted.plant(mutant);
     }
 
     /// Connection settings that read the file, applied at the first moment
@@ -303,7 +287,7 @@ impl Remote for SqliteRemote {
             .query_row("SELECT seq FROM _sg_remote", [], |r| r.get::<_, i64>(0))
         {
             // Mutant busy-read-leaks-txn: the failed read's BEGIN stays open.
-            if !self.planted(Mutant::BusyReadLeaksTxn) {
+            if !self.planted.is(Mutant::BusyReadLeaksTxn) {
                 self.rollback();
             }
             return Err(e.into());
