@@ -25,6 +25,9 @@ use crate::remote::{Change, ChangeKind, Remote, RemoteRow, RemoteWrites};
 use crate::schema::{check_identifier, quote, Schema};
 use crate::stamp::Stamp;
 
+/// How long creating a remote waits on another session's catalog locks.
+const DDL_LOCK_TIMEOUT_S: u32 = 60;
+
 /// A remote kept in a PostgreSQL database, in the schema `namespace`.
 pub struct PgRemote {
     session: PgSession,
@@ -45,7 +48,14 @@ impl PgRemote {
     /// synced tables, in one transaction.
     pub fn create(url: &str, namespace: &str, schema: &Schema, lock_timeout_ms: u64) -> Result<PgRemote> {
         let mut remote = PgRemote::connect(url, namespace, schema, lock_timeout_ms)?;
-        let ddl = format!("BEGIN; {} COMMIT;", remote.sql.ddl);
+        // Creating a remote is a one-time setup, not a sync: it waits for
+        // other sessions' DDL on the catalogs (a concurrent CREATE or DROP
+        // SCHEMA) instead of failing at the sync's lock timeout, which the
+        // gate found under load.
+        let ddl = format!(
+            "BEGIN; SET LOCAL lock_timeout = '{DDL_LOCK_TIMEOUT_S}s'; {} COMMIT;",
+            remote.sql.ddl
+        );
         if let Err(e) = remote.session.batch(&ddl) {
             remote.session.batch("ROLLBACK").ok();
             return Err(e);

@@ -369,3 +369,25 @@ fn a_server_restart_between_syncs_reconnects() {
     }
     assert_eq!(pending(&a), 0);
 }
+
+#[test]
+fn creating_a_remote_waits_for_a_concurrent_ddl_instead_of_failing() {
+    // Regression (found by a deep gate run under load, seed pg-final-1202):
+    // the remote's DDL ran at the sync's lock timeout (1 ms in checked
+    // runs) and failed when another session's DDL held a catalog lock.
+    let Some(url) = pg_url("creating_a_remote_waits_for_a_concurrent_ddl_instead_of_failing") else {
+        return;
+    };
+    let ns = Namespace::new(&url, "ddl");
+    let mut other = ns.client();
+    other
+        .batch_execute(&format!("BEGIN; CREATE SCHEMA \"{}\"", ns.name))
+        .expect("an uncommitted CREATE SCHEMA of the same name");
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        other.batch_execute("ROLLBACK").expect("roll back");
+    });
+    let created = PgRemote::create(&ns.url, &ns.name, &Schema::test_schema(), 0);
+    release.join().expect("releaser");
+    assert!(created.is_ok(), "create failed instead of waiting: {:?}", created.err());
+}

@@ -30,7 +30,7 @@ pub const PG_URL_VAR: &str = "SYNCGATE_PG_URL";
 /// How long the harness's own PostgreSQL sessions wait on a lock before
 /// reporting it: an engine that leaked a transaction must fail the case,
 /// not hang it.
-const PG_HARNESS_LOCK_TIMEOUT: &str = "2s";
+const PG_HARNESS_LOCK_TIMEOUT: &str = "10s";
 
 /// Which kind of remote a run uses.
 #[derive(Clone, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
