@@ -263,6 +263,12 @@ class Adapter:
         "engine"``)."""
         raise Unsupported("mint_id is not implemented")
 
+    def read(self, table):
+        """Returns every row of ``table`` as your layer's read API hands it to the application
+        (only with ``capabilities["reads"] = True``): a list of ``(id, {column: value})``, each
+        value an int, a str or None. The gate compares it with the cache file."""
+        raise Unsupported("read is not implemented")
+
     def crash_point(self, name):
         """Call this where your layer reaches crash point ``name``: if it is armed, the process
         exits here, without a reply, as if killed."""
@@ -366,6 +372,7 @@ class _Dispatcher:
         self.initialized = False
         self.crash_points = ()
         self.clock = False
+        self.reads = False
 
     def handle(self, line):
         import json
@@ -436,6 +443,7 @@ class _Dispatcher:
         _check_declaration(capabilities, policies)
         self.crash_points = tuple(capabilities["crash_points"])
         self.clock = capabilities["clock"]
+        self.reads = capabilities.get("reads", False)
         self.initialized = True
         return {
             "type": "init_ok",
@@ -513,6 +521,22 @@ class _Dispatcher:
             raise _AdapterBug(f"mint_id returned {row_id!r}: expected an int")
         return {"type": "mint_id_ok", "id": row_id}
 
+    def read(self, msg):
+        table = _field(msg, "table", str)
+        if not self.reads:
+            raise Unsupported("read sent to an adapter that did not declare reads: true")
+        rows = []
+        for row in self.adapter.read(table):
+            if not isinstance(row, (tuple, list)) or len(row) != 2 or type(row[0]) is not int:
+                raise _AdapterBug(f"read returned the row {row!r}: expected (id, {{column: value}})")
+            row_id, values = row
+            if not isinstance(values, dict) or any(
+                not isinstance(k, str) or not (v is None or type(v) in (int, str)) for k, v in values.items()
+            ):
+                raise _AdapterBug(f"read returned {values!r} for row {row_id}: expected {{column: int, str or None}}")
+            rows.append({"id": row_id, "values": dict(values)})
+        return {"type": "read_ok", "rows": rows}
+
     HANDLERS = {
         "init": init,
         "write": write,
@@ -523,6 +547,7 @@ class _Dispatcher:
         "set_clock": set_clock,
         "arm_crash": arm_crash,
         "mint_id": mint_id,
+        "read": read,
     }
 
 
@@ -555,6 +580,8 @@ def _check_declaration(capabilities, policies):
             value = declared.get(key, "<missing>")
             if not any(type(value) is type(v) and value == v for v in values):
                 raise _AdapterBug(f"{what}.{key} is {value!r}: expected one of {values}")
+    if capabilities.get("reads", False) not in (True, False):
+        raise _AdapterBug(f"capabilities.reads is {capabilities['reads']!r}: expected True or False (optional)")
     points = capabilities.get("crash_points")
     if not isinstance(points, (list, tuple)) or any(p not in CRASH_POINTS for p in points):
         raise _AdapterBug(f"capabilities.crash_points is {points!r}: expected a list of {CRASH_POINTS}")

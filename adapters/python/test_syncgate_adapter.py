@@ -534,6 +534,30 @@ class InProcess(unittest.TestCase):
         self.serve(Clocked, self.INIT, {"type": "set_clock", "ms": 99}, {"type": "pending"})
         self.assertEqual(seen, {"clock": 99, "cache": "c", "remote": "r", "fresh": True})
 
+    def test_reads_are_answered_only_when_declared_and_checked(self):
+        class Reads(self.Declared):
+            capabilities = {**self.Declared.capabilities, "reads": True}
+
+            def read(self, table):
+                if table == "bad":
+                    return [(1, {"name": 1.5})]
+                return [(1, {"name": "a", "n": None}), (2, {"name": "b", "n": 3})]
+
+        replies = self.serve(Reads, self.INIT, {"type": "read", "table": "hosts"}, {"type": "read", "table": "bad"})
+        self.assertEqual(
+            replies[1],
+            {
+                "type": "read_ok",
+                "in_reply_to": 1,
+                "rows": [{"id": 1, "values": {"name": "a", "n": None}}, {"id": 2, "values": {"name": "b", "n": 3}}],
+            },
+        )
+        self.assertEqual(replies[2]["code"], "internal")
+        self.assertIn("expected {column: int, str or None}", replies[2]["message"])
+        # Not declared: unsupported, whatever the adapter could do.
+        replies = self.serve(self.Declared, self.INIT, {"type": "read", "table": "hosts"})
+        self.assertEqual(replies[1]["code"], "unsupported")
+
     def test_resolve_refs(self):
         self.assertEqual(
             sg.resolve_refs({"a": {"ref": 0}, "b": "x", "c": None}, {0: 5}), {"a": 5, "b": "x", "c": None}

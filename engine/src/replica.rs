@@ -207,8 +207,11 @@ impl<R: Remote> Replica<R> {
         let pulled = self.retrying("pull", |r| {
             pull::pull(&mut r.conn, &mut r.remote, &r.schema, &r.config, r.replica_id, now)
         })?;
-        report.pulled += pulled.rows;
-        report.conflicts += pulled.conflicts;
+        *report += SyncReport {
+            pushed: 0,
+            pulled: pulled.rows,
+            conflicts: pulled.conflicts,
+        };
         Ok(())
     }
 

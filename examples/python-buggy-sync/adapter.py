@@ -44,6 +44,7 @@ class BuggySyncAdapter(sg.Adapter):
             "outside_writes": "captured" if "claims_outside_capture" in bugs else "not_captured",
             "outside_insert_ids": "sqlite",
             "profile": None,
+            "reads": True,  # the app's list views: App.rows
         }
         return capabilities, self.policies
 
@@ -64,6 +65,11 @@ class BuggySyncAdapter(sg.Adapter):
         except app.WriteRefused as e:
             raise sg.Refused(e.kind, str(e)) from None
         return ids
+
+    def read(self, table):
+        if table not in app.MODELS:
+            raise sg.Malformed(f"unknown table {table!r}")
+        return self.app.rows(table)
 
     def push(self):
         pushed, conflicts = self._sync(self.layer.push)

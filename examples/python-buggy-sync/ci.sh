@@ -29,7 +29,7 @@ trap 'rm -rf "$failures_dir"' EXIT
 # ("caught by"), in the names the gate reports
 runs=(
   "none|150|-"
-  "all|30|TruthfulStatus Convergence NoClobber NoResurrection NoLostWrite Integrity EngineFailed Liveness"
+  "all|30|TruthfulStatus Convergence NoClobber NoResurrection NoLostWrite Integrity EngineFailed Liveness ReadsTruthful"
   "after_commit_read|20|TruthfulStatus Convergence"
   "memory_pending|40|Convergence"
   "untracked_import|20|TruthfulStatus Convergence"
@@ -40,6 +40,7 @@ runs=(
   "claims_outside_capture|20|TruthfulStatus Convergence NoResurrection NoClobber"
   "leaked_lock|50|EngineFailed Liveness Convergence"
   "no_key_merge|20|Integrity"
+  "guessed_row_shape|20|ReadsTruthful EngineFailed"
 )
 
 printf '%-24s %6s %5s %5s  %-9s %-52s %s\n' BUGGY_SYNC_BUGS cases secs exit verdict "properties found" expected

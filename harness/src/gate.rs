@@ -221,6 +221,8 @@ fn reachable(event: Event, init: &InitOk, profile: bool) -> bool {
         e if e.needs_model() => profile,
         // Reached only through knobs the engine has: the reference's do.
         Event::DriftRefused | Event::PageCut => profile,
+        // Reached only by engines that capture with triggers: the reference does.
+        Event::TableRebuilt => profile,
         Event::OutsideWrite => caps.outside_writes == OutsideWrites::Captured,
         Event::CrashAfterRemoteCommit => caps.crash_points.contains(&CrashPoint::PushAfterRemoteCommit),
         Event::RestartWithPending => !caps.crash_points.is_empty(),

@@ -49,6 +49,10 @@ enum Command {
         /// failed (what a sync layer gets wrong, not only its first bug).
         #[arg(long)]
         each_property: bool,
+        /// Stop at the first failing case (the cases still running finish);
+        /// for a yes/no answer, as cargo-mutants' test wants.
+        #[arg(long)]
+        fail_fast: bool,
         /// Bound on the runs shrinking one failure may take.
         #[arg(long, default_value_t = 3_000)]
         shrink_runs_max: usize,
@@ -188,6 +192,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             long_steps,
             shrink_runs_max,
             each_property,
+            fail_fast,
         } => {
             let remote = scenario.remote()?;
             let subject = subject_by_name(&scenario.engine, scenario.oracle, scenario.request_timeout_ms, &remote)?;
@@ -209,7 +214,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 base_dir: default_base_dir(),
                 failures_dir: Some(failures_dir),
                 shrink_runs_max,
-                stop_at_first: false,
+                stop_at_first: fail_fast,
                 each_property,
                 progress: !json,
             };

@@ -120,8 +120,10 @@ pub fn summary(s: &Summary, opts: &CheckOptions) -> String {
         ));
         out.push_str(&format!("  {}\n", f.detail.replace('\n', "\n  ")));
         out.push_str(&format!(
-            "  replicas {}; swarm {}\n",
-            f.scenario.replicas, f.scenario.swarm
+            "  replicas {}; swarm {}\n  {}\n",
+            f.scenario.replicas,
+            f.scenario.swarm,
+            f.scenario.config_line()
         ));
         for line in &f.trace {
             out.push_str(&format!("  {line}\n"));

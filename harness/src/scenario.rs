@@ -115,6 +115,12 @@ pub enum Step {
         /// time (a clock that went backwards across the restart), if it changed.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         offset_ms: Option<i64>,
+        /// While the replica was down, a migration rebuilt this table of its
+        /// cache (by index), as schema tools do on SQLite; a rebuild drops
+        /// the table's triggers with it, so an engine that captures by
+        /// trigger must notice at open, or its writes go uncaptured.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rebuilt: Option<usize>,
     },
     /// Another connection locks the remote for the next `hold` steps.
     LockRemote {
@@ -201,7 +207,45 @@ pub struct Scenario {
     /// toward the engine's defaults.
     #[serde(default)]
     pub limits: Limits,
+    /// How far true time moves at each step, in ms: `None` is
+    /// `run::STEP_MS` (a second). `Some(0)` is a clock that stands still
+    /// (a coarse or frozen clock), so replicas that write at different
+    /// steps stamp from the same ms and their HLCs tie across replicas.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_ms: Option<i64>,
     pub steps: Vec<Step>,
+}
+
+impl Scenario {
+    /// The drawn configuration, as a trace shows it: the limits that differ
+    /// from the engine's defaults, and the clock's pace.
+    pub fn config_line(&self) -> String {
+        let l = &self.limits;
+        let knobs = [
+            ("pull_page_rows", l.pull_page_rows.map(|v| v.to_string())),
+            ("push_batch_max", l.push_batch_max.map(|v| v.to_string())),
+            ("busy_retries_max", l.busy_retries_max.map(|v| v.to_string())),
+            ("backoff_base_ms", l.backoff_base_ms.map(|v| v.to_string())),
+            ("backoff_max_ms", l.backoff_max_ms.map(|v| v.to_string())),
+            ("max_drift_ms", l.max_drift_ms.map(|v| v.to_string())),
+            ("statement_cache", l.statement_cache.map(|v| v.to_string())),
+        ];
+        let drawn: Vec<String> = knobs
+            .iter()
+            .filter_map(|(name, v)| v.as_ref().map(|v| format!("{name}={v}")))
+            .collect();
+        let limits = if drawn.is_empty() {
+            "engine defaults".to_string()
+        } else {
+            drawn.join(" ")
+        };
+        let clock = match self.step_ms {
+            None => "1 s per step".to_string(),
+            Some(0) => "stands still".to_string(),
+            Some(ms) => format!("{ms} ms per step"),
+        };
+        format!("limits {limits}; clock {clock}")
+    }
 }
 
 /// The generator's knobs (CLI flags).
@@ -417,8 +461,13 @@ fn step_strategy(replicas: usize, swarm: &Swarm) -> BoxedStrategy<Step> {
         (
             r.clone(),
             prop_oneof![3 => Just(None), 1 => Just(Some(-30_000_i64)), 1 => Just(Some(-5_000_i64))],
+            prop_oneof![1 => Just(None), 2 => (0_usize..3).prop_map(Some)],
         )
-            .prop_map(|(replica, offset_ms)| Step::Restart { replica, offset_ms })
+            .prop_map(|(replica, offset_ms, rebuilt)| Step::Restart {
+                replica,
+                offset_ms,
+                rebuilt,
+            })
             .boxed(),
         (
             prop_oneof![
@@ -510,13 +559,17 @@ pub fn scenario_strategy(config: &GenConfig) -> BoxedStrategy<Scenario> {
     };
     let steps = config.steps;
     let base = config.weights;
-    (replicas, swarm_strategy(base), limits_strategy())
-        .prop_flat_map(move |(replicas, swarm, limits)| {
+    // One case in three on a clock that stands still: HLC ties across
+    // replicas, and the tie-break, become common instead of rare.
+    let step_ms = prop_oneof![2 => Just(None), 1 => Just(Some(0_i64))];
+    (replicas, swarm_strategy(base), limits_strategy(), step_ms)
+        .prop_flat_map(move |(replicas, swarm, limits, step_ms)| {
             let strategy = step_strategy(replicas, &swarm);
             proptest::collection::vec(strategy, steps.max(1)).prop_map(move |steps| Scenario {
                 replicas,
                 swarm: swarm.clone(),
                 limits,
+                step_ms,
                 steps,
             })
         })

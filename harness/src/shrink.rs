@@ -94,6 +94,16 @@ pub fn shrink(
                 progress = true;
             }
         }
+        // ... and the clock's pace back to a second per step.
+        if best.step_ms.is_some() {
+            let mut candidate = best.clone();
+            candidate.step_ms = None;
+            if let Some(result) = try_candidate(&candidate, &mut runs) {
+                best = candidate;
+                best_result = result;
+                progress = true;
+            }
+        }
         // 4. Drop replicas no step uses, highest first.
         while best.replicas > 1 && !best.steps.iter().any(|s| uses_replica(s, best.replicas - 1)) {
             let mut candidate = best.clone();
@@ -284,6 +294,15 @@ fn simplifications(step: &Step) -> Vec<Step> {
         Step::LockCache { replica, hold } if *hold > 1 => out.push(Step::LockCache {
             replica: *replica,
             hold: 1,
+        }),
+        Step::Restart {
+            replica,
+            offset_ms,
+            rebuilt: Some(_),
+        } => out.push(Step::Restart {
+            replica: *replica,
+            offset_ms: *offset_ms,
+            rebuilt: None,
         }),
         Step::Clock { replica, offset_ms } if *offset_ms % 1000 != 0 => out.push(Step::Clock {
             replica: *replica,

@@ -176,6 +176,12 @@ pub struct Config {
     /// A push batch holds whole local transactions and stops growing once the
     /// next transaction would take it past this many entries.
     pub push_batch_max: usize,
+    /// Retries after a busy attempt, before the step fails `Busy` (rule L1).
+    pub busy_retries_max: u32,
+    /// The wait before the first retry; it doubles for each next one (L1).
+    pub backoff_base_ms: u64,
+    /// The longest wait before one retry (L1).
+    pub backoff_max_ms: u64,
 }
 
 impl Default for Config {
@@ -183,6 +189,36 @@ impl Default for Config {
         Config {
             max_drift_ms: 60_000,
             push_batch_max: 10_000,
+            busy_retries_max: 2,
+            backoff_base_ms: 1,
+            backoff_max_ms: 4,
+        }
+    }
+}
+
+/// How a step that stays busy ends (rule L1): after this many attempts,
+/// having waited this long in all between them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BusyTries {
+    pub attempts: u64,
+    pub waited_ms: u64,
+}
+
+impl Config {
+    /// Rule L1: a busy step is tried once and retried `busy_retries_max`
+    /// times; before retry k (from 1) the engine waits
+    /// `min(backoff_base_ms * 2^(k-1), backoff_max_ms)` on the injected
+    /// clock. Locks do not change within a step, so every try is busy.
+    pub fn busy_tries(&self) -> BusyTries {
+        let waited_ms = (1..=u64::from(self.busy_retries_max))
+            .map(|k| {
+                let doubled = self.backoff_base_ms.saturating_mul(1_u64 << (k - 1).min(20));
+                doubled.min(self.backoff_max_ms)
+            })
+            .fold(0_u64, u64::saturating_add);
+        BusyTries {
+            attempts: 1 + u64::from(self.busy_retries_max),
+            waited_ms,
         }
     }
 }

@@ -5,8 +5,8 @@
 //! `1 << 40` and replica 1 from `2 << 40` (rule I1).
 
 use syncgate_model::{
-    hlc_of_ms, id_space, test_schema, Config, CrashPoint, RemoteLock, Stamp, SyncFailure, SyncKind, SyncReport,
-    TableIdx, Value, World, Write, WriteRefusal,
+    hlc_of_ms, id_space, test_schema, BusyTries, Config, CrashPoint, RemoteLock, Stamp, SyncFailure, SyncKind,
+    SyncReport, TableIdx, Value, World, Write, WriteRefusal,
 };
 
 const DOMAINS: TableIdx = 0;
@@ -1122,4 +1122,56 @@ fn s4_applied_seq_only_grows_when_a_repush_cuts_smaller_batches() {
     assert_eq!(w.remote.acked.get(&1), Some(&3), "the applied seq never goes down");
     assert_eq!(w.remote.seq, seq, "nothing applied twice");
     assert_eq!(w.events.duplicate_pushes_skipped, 3);
+}
+
+#[test]
+fn l1_a_busy_step_tries_and_waits_by_the_bounded_backoff() {
+    let tries = |busy_retries_max, backoff_base_ms, backoff_max_ms| {
+        Config {
+            busy_retries_max,
+            backoff_base_ms,
+            backoff_max_ms,
+            ..Config::default()
+        }
+        .busy_tries()
+    };
+    // The defaults: 2 retries, 1 then 2 ms.
+    assert_eq!(
+        Config::default().busy_tries(),
+        BusyTries {
+            attempts: 3,
+            waited_ms: 3
+        }
+    );
+    // 50, 100, then 200 (the cap) ms.
+    assert_eq!(
+        tries(3, 50, 200),
+        BusyTries {
+            attempts: 4,
+            waited_ms: 350
+        }
+    );
+    // The cap holds every wait after it is reached: 1, 2, 4, 4, 4.
+    assert_eq!(
+        tries(5, 1, 4),
+        BusyTries {
+            attempts: 6,
+            waited_ms: 15
+        }
+    );
+    // No retries: one attempt, no wait; no backoff: retries without waiting.
+    assert_eq!(
+        tries(0, 50, 200),
+        BusyTries {
+            attempts: 1,
+            waited_ms: 0
+        }
+    );
+    assert_eq!(
+        tries(3, 0, 0),
+        BusyTries {
+            attempts: 4,
+            waited_ms: 0
+        }
+    );
 }

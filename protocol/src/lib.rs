@@ -54,6 +54,11 @@ pub enum Request {
     MintId {
         table: String,
     },
+    /// Every row of `table` as the engine's own read API returns it (only
+    /// if `reads` is `true`).
+    Read {
+        table: String,
+    },
 }
 
 impl Request {
@@ -69,6 +74,7 @@ impl Request {
             Request::SetClock { .. } => "set_clock",
             Request::ArmCrash { .. } => "arm_crash",
             Request::MintId { .. } => "mint_id",
+            Request::Read { .. } => "read",
         }
     }
 }
@@ -78,15 +84,40 @@ impl Request {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Response {
     InitOk(InitOk),
-    WriteOk { ids: Vec<i64> },
-    Refused { class: RefusalClass, message: String },
+    WriteOk {
+        ids: Vec<i64>,
+    },
+    Refused {
+        class: RefusalClass,
+        message: String,
+    },
     SyncOk(SyncReport),
-    SyncFailed { class: SyncFailureClass, message: String },
-    PendingOk { pending: u64 },
+    SyncFailed {
+        class: SyncFailureClass,
+        message: String,
+        /// For `busy`, optionally: how many times the engine tried.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        attempts: Option<u64>,
+        /// For `busy`, optionally: how long it waited between tries, in ms
+        /// of the clock the harness sets.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        waited_ms: Option<u64>,
+    },
+    PendingOk {
+        pending: u64,
+    },
     SetClockOk,
     ArmCrashOk,
-    MintIdOk { id: i64 },
-    Error { code: ErrorCode, message: String },
+    ReadOk {
+        rows: Vec<ReadRow>,
+    },
+    MintIdOk {
+        id: i64,
+    },
+    Error {
+        code: ErrorCode,
+        message: String,
+    },
 }
 
 impl Response {
@@ -102,6 +133,7 @@ impl Response {
             Response::SetClockOk => "set_clock_ok",
             Response::ArmCrashOk => "arm_crash_ok",
             Response::MintIdOk { .. } => "mint_id_ok",
+            Response::ReadOk { .. } => "read_ok",
             Response::Error { .. } => "error",
         }
     }
@@ -252,6 +284,18 @@ pub struct Capabilities {
     /// `Some(Reference)` promises the reference spec exactly.
     #[serde(default)]
     pub profile: Option<Profile>,
+    /// Answers `read`: the rows of a table as the engine's read API returns
+    /// them to the application.
+    #[serde(default)]
+    pub reads: bool,
+}
+
+/// One row as an engine's read API returns it: its id and its declared
+/// columns by name.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReadRow {
+    pub id: i64,
+    pub values: BTreeMap<String, Value>,
 }
 
 fn default_outside_insert_ids() -> OutsideInsertIds {

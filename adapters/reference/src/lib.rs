@@ -8,10 +8,11 @@
 //! path and the in-process path are the same code.
 
 mod faults;
+pub mod serve;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
 pub use faults::{CrashMode, FaultSwitch, FaultyRemote, CRASH_EXIT_CODE, INJECTED};
@@ -22,7 +23,7 @@ use syncgate_engine::{
 };
 use syncgate_protocol::{
     Capabilities, ColumnKind, CrashPoint, DeletePolicy, ErrorCode, Init, InitOk, MergePolicy, NaturalKeyPolicy, Op,
-    OutsideInsertIds, OutsideWrites, Policies, Profile, RefusalClass, RemoteLocation, Request, Response,
+    OutsideInsertIds, OutsideWrites, Policies, Profile, ReadRow, RefusalClass, RemoteLocation, Request, Response,
     SyncFailureClass, SyncReport, Value, VERSION,
 };
 
@@ -102,15 +103,32 @@ pub fn apply_limits(config: &mut Config, limits: &syncgate_protocol::Limits) {
     }
 }
 
-/// A clock the harness sets; waiting between busy retries takes no time.
+/// A clock the harness sets; waiting between busy retries takes no time,
+/// but is added up, so a busy failure can tell how long the engine waited.
 #[derive(Debug, Default)]
-pub struct SetClock(AtomicI64);
+pub struct SetClock {
+    now_ms: AtomicI64,
+    slept_ms: AtomicU64,
+}
+
+impl SetClock {
+    fn set(&self, ms: i64) {
+        self.now_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Every wait asked for since the clock was made.
+    pub fn slept_ms(&self) -> u64 {
+        self.slept_ms.load(Ordering::Relaxed)
+    }
+}
 
 impl Clock for SetClock {
     fn now_ms(&self) -> i64 {
-        self.0.load(Ordering::Relaxed)
+        self.now_ms.load(Ordering::Relaxed)
     }
-    fn sleep_ms(&self, _ms: u64) {}
+    fn sleep_ms(&self, ms: u64) {
+        self.slept_ms.fetch_add(ms, Ordering::Relaxed);
+    }
 }
 
 /// What handling a request produced.
@@ -146,6 +164,7 @@ pub fn init_ok(options: &Options) -> InitOk {
             outside_writes: OutsideWrites::Captured,
             outside_insert_ids: OutsideInsertIds::Engine,
             profile: options.is_reference_profile().then_some(Profile::Reference),
+            reads: true,
         },
         policies: Policies {
             merge: MergePolicy::Column,
@@ -178,7 +197,27 @@ pub fn engine_schema(schema: &syncgate_protocol::Schema) -> Result<Schema, Strin
             natural_key: t.natural_key.clone(),
         })
         .collect();
-    Schema::new(tables).map_err(|e| e.to_string())
+    let engine = Schema::new(tables).map_err(|e| e.to_string())?;
+    // Both sides of the boundary: the engine names the tables and columns
+    // the protocol declared, in their order.
+    let declared: Vec<&str> = schema.tables.iter().map(|t| t.name.as_str()).collect();
+    let named: Vec<&str> = engine.table_names().collect();
+    if named != declared {
+        return Err(format!(
+            "the engine's schema names tables {named:?}, the harness declared {declared:?}"
+        ));
+    }
+    for t in &schema.tables {
+        let declared: Vec<&str> = t.columns.iter().map(|c| c.name.as_str()).collect();
+        let named = engine.column_names(&t.name).map_err(|e| e.to_string())?;
+        if named != declared {
+            return Err(format!(
+                "the engine's schema names columns {named:?} of {:?}, the harness declared {declared:?}",
+                t.name
+            ));
+        }
+    }
+    Ok(engine)
 }
 
 /// Opens the remote a case names (creating it first for the first process
@@ -240,7 +279,7 @@ impl ReferenceAdapter {
         config.mutant = options.mutant;
         let faults = FaultSwitch::default();
         let clock = Arc::new(SetClock::default());
-        clock.0.store(init.clock_ms, Ordering::Relaxed);
+        clock.set(init.clock_ms);
         let remote = FaultyRemote::new(remote, faults.clone(), mode);
         let replica =
             Replica::open(Path::new(&init.cache), &schema, remote, clock.clone(), config).map_err(|e| e.to_string())?;
@@ -253,17 +292,14 @@ impl ReferenceAdapter {
         })
     }
 
-    /// Busy retries so far (an event the harness counts).
-    pub fn busy_retries(&self) -> u64 {
-        self.replica.busy_retries()
-    }
-
     /// Answers one request after the handshake.
     pub fn handle(&mut self, request: &Request) -> Handled {
         let reply = match request {
             Request::Init(_) => error(ErrorCode::Malformed, "init may only be the first request"),
             Request::Write { ops } => self.write(ops),
             Request::Push | Request::Pull | Request::Sync => {
+                let retries_before = self.replica.busy_retries();
+                let slept_before = self.clock.slept_ms();
                 let outcome = match request {
                     Request::Push => self.replica.push(),
                     Request::Pull => self.replica.pull(),
@@ -282,7 +318,15 @@ impl ReferenceAdapter {
                         },
                     }),
                     Err(Error::RemoteUnavailable(msg)) if msg.starts_with(INJECTED) => return Handled::Crashed,
-                    Err(e) => sync_failed(&e),
+                    Err(e) => {
+                        // Its tries, from the replica's own counter and the
+                        // clock's record of the waits between them.
+                        let tries = BusyTries {
+                            attempts: self.replica.busy_retries() - retries_before + 1,
+                            waited_ms: self.clock.slept_ms() - slept_before,
+                        };
+                        sync_failed(&e, tries)
+                    }
                 }
             }
             Request::Pending => match self.replica.pending() {
@@ -290,7 +334,7 @@ impl ReferenceAdapter {
                 Err(e) => error(ErrorCode::Internal, &e.to_string()),
             },
             Request::SetClock { ms } => {
-                self.clock.0.store(*ms, Ordering::Relaxed);
+                self.clock.set(*ms);
                 Response::SetClockOk
             }
             Request::ArmCrash { point } => {
@@ -307,11 +351,15 @@ impl ReferenceAdapter {
                     }
                 }
             }
+            Request::Read { table } => self.read(table),
         };
         Handled::Reply(reply)
     }
 
     fn write(&mut self, ops: &[Op]) -> Response {
+        if let [op] = ops {
+            return self.write_one(op);
+        }
         let outcome = self.replica.write(|w| {
             let mut minted: Vec<Option<i64>> = Vec::with_capacity(ops.len());
             let mut ids = Vec::new();
@@ -340,6 +388,52 @@ impl ReferenceAdapter {
             }
             Ok(ids)
         });
+        match outcome {
+            Ok(ids) => Response::WriteOk { ids },
+            Err(e) => refused(&e),
+        }
+    }
+
+    /// Every row of `table` through the engine's read API, each column named
+    /// as the engine's schema names it.
+    fn read(&self, table: &str) -> Response {
+        let names = match self.replica.schema().column_names(table) {
+            Ok(names) => names,
+            Err(e) => return error(ErrorCode::Malformed, &e.to_string()),
+        };
+        let rows = match self.replica.rows(table) {
+            Ok(rows) => rows,
+            Err(e) => return error(ErrorCode::Internal, &e.to_string()),
+        };
+        let rows = rows
+            .into_iter()
+            .map(|row| ReadRow {
+                id: row.id,
+                values: names
+                    .iter()
+                    .zip(row.values)
+                    .map(|(name, v)| (name.to_string(), protocol_value(v)))
+                    .collect(),
+            })
+            .collect();
+        Response::ReadOk { rows }
+    }
+
+    /// A write of one op, through the engine's one-op API (`Replica::insert`,
+    /// `update`, `delete`), as an application that writes a row at a time
+    /// would: the gate checks that API too, not only `Replica::write`.
+    fn write_one(&mut self, op: &Op) -> Response {
+        let outcome = match op {
+            Op::Insert { table, id, values } => named_values(values, &[]).and_then(|named| {
+                let borrowed: Vec<(&str, EValue)> = named.iter().map(|(c, v)| (c.as_str(), v.clone())).collect();
+                self.replica.insert(table, *id, &borrowed).map(|id| vec![id])
+            }),
+            Op::Update { table, id, set } => named_values(set, &[]).and_then(|named| {
+                let borrowed: Vec<(&str, EValue)> = named.iter().map(|(c, v)| (c.as_str(), v.clone())).collect();
+                self.replica.update(table, *id, &borrowed).map(|()| Vec::new())
+            }),
+            Op::Delete { table, id } => self.replica.delete(table, *id).map(|()| Vec::new()),
+        };
         match outcome {
             Ok(ids) => Response::WriteOk { ids },
             Err(e) => refused(&e),
@@ -374,6 +468,17 @@ fn named_values(
         .collect()
 }
 
+/// A value the engine read, in the protocol's words.
+fn protocol_value(v: EValue) -> Value {
+    match v {
+        EValue::Integer(i) => Value::Int(i),
+        EValue::Text(s) => Value::Text(s),
+        EValue::Real(r) => Value::Text(r.to_string()),
+        EValue::Blob(b) => Value::Text(String::from_utf8_lossy(&b).into_owned()),
+        EValue::Null => Value::Null,
+    }
+}
+
 fn error(code: ErrorCode, message: &str) -> Response {
     Response::Error {
         code,
@@ -403,16 +508,25 @@ fn refused(e: &Error) -> Response {
     }
 }
 
-/// A sync's error in the protocol's words.
-fn sync_failed(e: &Error) -> Response {
+/// How often a failed sync tried, and how long it waited between tries.
+struct BusyTries {
+    attempts: u64,
+    waited_ms: u64,
+}
+
+/// A sync's error in the protocol's words; a busy one tells its tries.
+fn sync_failed(e: &Error, tries: BusyTries) -> Response {
     let class = match e {
         e if e.is_busy() => SyncFailureClass::Busy,
         Error::ClockDrift { .. } => SyncFailureClass::ClockDrift,
         Error::RemoteUnavailable(_) => SyncFailureClass::Unavailable,
         _ => SyncFailureClass::Other,
     };
+    let busy = class == SyncFailureClass::Busy;
     Response::SyncFailed {
         class,
         message: e.to_string(),
+        attempts: busy.then_some(tries.attempts),
+        waited_ms: busy.then_some(tries.waited_ms),
     }
 }

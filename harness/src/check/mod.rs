@@ -7,6 +7,7 @@
 
 pub mod contract;
 pub mod profile;
+pub mod reads;
 
 use std::fmt;
 
@@ -43,6 +44,10 @@ pub enum Invariant {
     NoResurrection,
     /// A write answered `write_ok` is visible in the writer's cache at once.
     ReadYourWrites,
+    /// What the engine's read API returns (engines that declare `reads`)
+    /// is exactly the cache's rows: every row, every declared column by its
+    /// name, nothing else.
+    ReadsTruthful,
     /// A committed write shows as pending until a push applies it; pending
     /// is zero after quiescence.
     TruthfulStatus,
@@ -86,6 +91,7 @@ impl Invariant {
             | Invariant::NoClobber
             | Invariant::NoResurrection
             | Invariant::ReadYourWrites
+            | Invariant::ReadsTruthful
             | Invariant::TruthfulStatus
             | Invariant::Liveness
             | Invariant::ProtocolViolated

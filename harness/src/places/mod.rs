@@ -126,6 +126,26 @@ impl Places {
         })
     }
 
+    /// What a migration that rebuilds `table` of replica `r`'s cache does to
+    /// its triggers (SQLite drops a table's triggers with the table): every
+    /// trigger on it is dropped. Rows and columns stay as they were. Returns
+    /// how many triggers there were.
+    pub fn drop_table_triggers(&mut self, r: usize, table: &str) -> Result<usize, String> {
+        let conn = self.cache(r)?;
+        let names: Vec<String> = {
+            let mut stmt = conn
+                .prepare("SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = ?1")
+                .map_err(text)?;
+            let rows = stmt.query_map([table], |row| row.get(0)).map_err(text)?;
+            rows.collect::<rusqlite::Result<_>>().map_err(text)?
+        };
+        for name in &names {
+            conn.execute_batch(&format!("DROP TRIGGER {}", quote(name)))
+                .map_err(text)?;
+        }
+        Ok(names.len())
+    }
+
     /// Writes `op` straight into replica `r`'s cache over the harness's own
     /// connection, as another part of the application would. Returns the id
     /// an insert got.

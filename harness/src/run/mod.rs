@@ -21,13 +21,13 @@ use syncgate_protocol::{
 };
 
 use crate::check::contract::{self, Expect};
-use crate::check::{profile, Invariant, Violation};
+use crate::check::{profile, reads, Invariant, Violation};
 use crate::events::{count, Event, Events};
 use crate::history::{History, WriteKind, WriteRecord};
 use crate::places::{OutsideRefusal, Places};
 use crate::report;
 use crate::scenario::{CrashAt, LockKind, Scenario, Step, SyncKind};
-use crate::subject::{Answer, OpenSpec, Subject, SubjectReplica, SyncReport};
+use crate::subject::{Answer, BusyTriesReported, OpenSpec, Subject, SubjectReplica, SyncReport};
 pub use translate::{descendants, Action, Cell, PlannedKind, PlannedOp};
 use translate::{describe, model_writes, protocol_ops, View};
 
@@ -97,7 +97,7 @@ fn run_case_unguarded(subject: &dyn Subject, scenario: &Scenario, base: &Path) -
     };
     let mut failure = None;
     for (i, step) in scenario.steps.iter().enumerate() {
-        runner.time_ms = T0_MS + (i as i64 + 1) * STEP_MS;
+        runner.time_ms = T0_MS + (i as i64 + 1) * scenario.step_ms.unwrap_or(STEP_MS);
         runner.step_no = i + 1;
         let outcome = runner.step(step);
         trace.push(format!("{:>3}. {}", i + 1, outcome.line));
@@ -218,11 +218,17 @@ impl<'a> Runner<'a> {
             // The model knows the two limits that change outcomes: how far a
             // stamp may drift (O4) and where a push batch is cut (S2, S5).
             let defaults = model::Config::default();
+            // It is also told the busy retries and their backoff, which
+            // decide how a busy step ends (L1).
+            let limits = &scenario.limits;
             let config = model::Config {
-                max_drift_ms: scenario.limits.max_drift_ms.unwrap_or(defaults.max_drift_ms),
-                push_batch_max: scenario.limits.push_batch_max.map_or(defaults.push_batch_max, |v| {
+                max_drift_ms: limits.max_drift_ms.unwrap_or(defaults.max_drift_ms),
+                push_batch_max: limits.push_batch_max.map_or(defaults.push_batch_max, |v| {
                     usize::try_from(v).unwrap_or(usize::MAX).max(1)
                 }),
+                busy_retries_max: limits.busy_retries_max.unwrap_or(defaults.busy_retries_max),
+                backoff_base_ms: limits.backoff_base_ms.unwrap_or(defaults.backoff_base_ms),
+                backoff_max_ms: limits.backoff_max_ms.unwrap_or(defaults.backoff_max_ms),
             };
             runner.model = Some(model::World::new(runner.schema.clone(), config, n));
         }
@@ -303,14 +309,27 @@ impl<'a> Runner<'a> {
                 }
             }
             Action::Sync { replica, kind, crash } => self.sync(replica, kind, crash),
-            Action::Restart { replica, offset_ms } => {
+            Action::Restart {
+                replica,
+                offset_ms,
+                rebuilt,
+            } => {
                 if let Some(offset_ms) = offset_ms.filter(|_| self.caps().clock && !self.up(replica)) {
                     // The process comes back to a clock that moved (backwards).
                     self.offsets[replica] = offset_ms;
                     self.offsets_ahead_max = self.offsets_ahead_max.max(offset_ms);
                     count(&mut self.events, Event::ClockSkew, 1);
                 }
-                self.restart(replica)
+                let migrated = match rebuilt.filter(|_| !self.up(replica)) {
+                    Some(table) => match self.rebuild_while_down(replica, table) {
+                        Ok(note) => note,
+                        Err(out) => return out,
+                    },
+                    None => String::new(),
+                };
+                let mut out = self.restart(replica);
+                out.line.insert_str(0, &migrated);
+                out
             }
             Action::LockRemote { lock, hold } => self.lock_remote(lock, hold),
             Action::LockCache { replica, hold } => self.lock_cache(replica, hold),
@@ -702,10 +721,11 @@ impl<'a> Runner<'a> {
                 }
             }
         }
-        let retries_before = replica.busy_retries();
         let answer = replica.sync(kind);
-        let retries = replica.busy_retries().saturating_sub(retries_before);
-        count(&mut self.events, Event::BusyRetry, retries);
+        let tries = replica.last_busy_tries();
+        if let Some(attempts) = tries.and_then(|t| t.attempts) {
+            count(&mut self.events, Event::BusyRetry, attempts.saturating_sub(1));
+        }
         let shown = match &answer {
             Answer::Ok(rep) => format!(
                 "pushed {} pulled {} conflicts {}",
@@ -753,9 +773,10 @@ impl<'a> Runner<'a> {
         if let Some(Ok(report)) = &expected {
             count(&mut self.events, Event::Conflict, report.conflicts);
         }
-        let verdict = match &expected {
-            Some(expected) => sync_agrees(r, kind, expected, &answer, &shown),
-            None => sync_in_contract(r, kind, &answer, crash.is_some()),
+        let verdict = match (&expected, &self.model) {
+            (Some(expected), Some(model)) => sync_agrees(r, kind, expected, &answer, &shown)
+                .and_then(|()| busy_tries_agree(r, kind, &model.config, &answer, tries)),
+            _ => sync_in_contract(r, kind, &answer, crash.is_some()),
         };
         if verdict.is_err() {
             if self.model.as_ref().is_some_and(|m| !m.replicas[r].up) {
@@ -836,6 +857,29 @@ impl<'a> Runner<'a> {
         )
     }
 
+    /// A migration rebuilt `table` of replica `r`'s cache while it was
+    /// down: the table's triggers are gone (its rows and columns are as
+    /// they were). Returns the note for the trace line.
+    fn rebuild_while_down(&mut self, r: usize, table: usize) -> Result<String, StepOutcome> {
+        let name = self.schema.tables[table].name.clone();
+        if self.places.cache_locked(r) {
+            return Ok(format!("(no rebuild of {name}: the cache is locked) "));
+        }
+        match self.places.drop_table_triggers(r, &name) {
+            Ok(dropped) => {
+                count(&mut self.events, Event::TableRebuilt, u64::from(dropped > 0));
+                Ok(format!("{name} rebuilt ({dropped} triggers gone), "))
+            }
+            Err(e) => Err(StepOutcome::new(
+                format!("r{r} rebuild {name} -> error"),
+                Err(Violation::new(
+                    Invariant::EngineFailed,
+                    format!("r{r}: the harness could not rebuild {name} in the cache: {e}"),
+                )),
+            )),
+        }
+    }
+
     fn lock_remote(&mut self, lock: LockKind, hold: usize) -> StepOutcome {
         if self.places.remote_locked() {
             return StepOutcome::new("remote lock (already locked)".to_string(), Ok(()));
@@ -912,6 +956,7 @@ impl<'a> Runner<'a> {
             self.seen[r][t].extend(rows.keys().copied());
         }
         self.caches[r] = tables;
+        self.check_reads(r)?;
         let tables = &self.caches[r];
         contract::check_integrity(&self.schema, &place, tables)?;
         let policies = self.engine.as_ref().map(|e| e.policies);
@@ -941,6 +986,27 @@ impl<'a> Runner<'a> {
                 .ledger(r)
                 .map_err(|e| Violation::new(Invariant::EngineFailed, format!("{place} ledger: {e}")))?;
             profile::check_ledger(&place, &ledger)?;
+        }
+        Ok(())
+    }
+
+    /// For an engine that declares `reads`: what its read API returns for
+    /// every table of replica `r` is what the harness just read from the
+    /// cache (`ReadsTruthful`).
+    fn check_reads(&mut self, r: usize) -> Verdict {
+        if !self.caps().reads {
+            return Ok(());
+        }
+        let Some(replica) = self.replicas[r].as_mut() else {
+            return Ok(());
+        };
+        for (t, table) in self.schema.tables.iter().enumerate() {
+            match replica.read(&table.name) {
+                Answer::Ok(rows) => {
+                    reads::check_reads_match_cache(&self.schema, &format!("r{r}"), t, &rows, &self.caches[r][t])?
+                }
+                other => return Err(engine_violation(&format!("r{r} read {}", table.name), &other)),
+            }
         }
         Ok(())
     }
@@ -1215,6 +1281,45 @@ fn sync_agrees(
             format!("r{r} {}: model says {expected:?}, engine says {shown}", kind_name(kind)),
         ))
     }
+}
+
+/// Profile (rule L1): a sync that ended busy tried and waited as the
+/// reference's bounded backoff says, when the engine reports its tries.
+fn busy_tries_agree(
+    r: usize,
+    kind: SyncKind,
+    config: &model::Config,
+    answer: &Answer<SyncReport>,
+    reported: Option<BusyTriesReported>,
+) -> Verdict {
+    let (Answer::Failed(SyncFailureClass::Busy, _), Some(reported)) = (answer, reported) else {
+        return Ok(());
+    };
+    let expected = config.busy_tries();
+    let attempts_ok = reported.attempts.is_none_or(|a| a == expected.attempts);
+    let waited_ok = reported.waited_ms.is_none_or(|w| w == expected.waited_ms);
+    if attempts_ok && waited_ok {
+        return Ok(());
+    }
+    Err(Violation::new(
+        Invariant::OutcomeAgreement,
+        format!(
+            "r{r} {} ended busy after {} attempts and {} ms of waiting; with busy_retries_max={}, \
+             backoff {}..{} ms the reference tries {} times and waits {} ms (rule L1)",
+            kind_name(kind),
+            show_opt(reported.attempts),
+            show_opt(reported.waited_ms),
+            config.busy_retries_max,
+            config.backoff_base_ms,
+            config.backoff_max_ms,
+            expected.attempts,
+            expected.waited_ms
+        ),
+    ))
+}
+
+fn show_opt(v: Option<u64>) -> String {
+    v.map_or_else(|| "?".to_string(), |v| v.to_string())
 }
 
 /// Contract: a sync may fail busy (the harness holds locks), on clock drift,

@@ -51,6 +51,8 @@ pub enum Action {
     Restart {
         replica: usize,
         offset_ms: Option<i64>,
+        /// The table a migration rebuilt while the replica was down.
+        rebuilt: Option<usize>,
     },
     LockRemote {
         lock: LockKind,
@@ -145,9 +147,14 @@ impl View<'_> {
                 kind: *kind,
                 crash: Some(*at),
             }),
-            Step::Restart { replica, offset_ms } => Ok(Action::Restart {
+            Step::Restart {
+                replica,
+                offset_ms,
+                rebuilt,
+            } => Ok(Action::Restart {
                 replica: *replica,
                 offset_ms: *offset_ms,
+                rebuilt: *rebuilt,
             }),
             Step::LockRemote { lock, hold } => Ok(Action::LockRemote {
                 lock: *lock,

@@ -14,8 +14,8 @@ pub mod reference;
 use std::path::PathBuf;
 
 pub use syncgate_protocol::{
-    Capabilities, CrashPoint, InitOk, Limits, Op, Policies, RefusalClass, RemoteLocation, SyncFailureClass, SyncReport,
-    Value,
+    Capabilities, CrashPoint, InitOk, Limits, Op, Policies, ReadRow, RefusalClass, RemoteLocation, SyncFailureClass,
+    SyncReport, Value,
 };
 
 use crate::places::RemoteTarget;
@@ -54,6 +54,31 @@ impl<T> Answer<T> {
 }
 
 /// What the runner needs to start one replica.
+/// The optional tries an engine reports with a `busy` sync failure.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BusyTriesReported {
+    pub attempts: Option<u64>,
+    pub waited_ms: Option<u64>,
+}
+
+impl BusyTriesReported {
+    /// The tries a reply reports, if it is a `busy` failure.
+    pub fn of(response: &syncgate_protocol::Response) -> Option<BusyTriesReported> {
+        match response {
+            syncgate_protocol::Response::SyncFailed {
+                class: SyncFailureClass::Busy,
+                attempts,
+                waited_ms,
+                ..
+            } => Some(BusyTriesReported {
+                attempts: *attempts,
+                waited_ms: *waited_ms,
+            }),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct OpenSpec {
     pub replica: usize,
@@ -117,9 +142,14 @@ pub trait SubjectReplica {
     fn set_clock(&mut self, ms: i64) -> Answer<()>;
     fn arm_crash(&mut self, point: CrashPoint) -> Answer<()>;
     fn mint_id(&mut self, table: &str) -> Answer<i64>;
+    /// The rows of `table` through the engine's read API (only asked of
+    /// engines that declare `reads`).
+    fn read(&mut self, table: &str) -> Answer<Vec<ReadRow>>;
     /// Busy retries so far, where the engine can tell (an event).
-    fn busy_retries(&self) -> u64 {
-        0
+    /// What the engine reported with its last sync's `busy` failure: how
+    /// often it tried, how long it waited (PROTOCOL.md, `sync_failed`).
+    fn last_busy_tries(&self) -> Option<BusyTriesReported> {
+        None
     }
     /// The last lines the engine logged, shown with a failure.
     fn log_tail(&self) -> String {

@@ -17,7 +17,7 @@ use std::time::Duration;
 use syncgate_protocol::{Envelope, InitOk, Reply, Request, Response, VERSION};
 
 use super::reference::{expect, sync_request};
-use super::{Answer, CrashPoint, Op, OpenSpec, Subject, SubjectReplica, SyncReport};
+use super::{Answer, BusyTriesReported, CrashPoint, Op, OpenSpec, ReadRow, Subject, SubjectReplica, SyncReport};
 use crate::scenario::SyncKind;
 
 /// Lines of an engine's stderr kept for failure reports.
@@ -97,6 +97,8 @@ struct Process {
     timeout: Duration,
     /// Set once the process broke the protocol; every later request fails.
     broken: Option<String>,
+    /// The tries the last reply reported, if it was a busy sync failure.
+    last_busy: Option<BusyTriesReported>,
 }
 
 impl Process {
@@ -146,6 +148,7 @@ impl Process {
             crash_armed: false,
             timeout,
             broken: None,
+            last_busy: None,
         })
     }
 
@@ -211,10 +214,11 @@ impl Process {
                 reply.in_reply_to
             ));
         }
+        self.last_busy = BusyTriesReported::of(&reply.body);
         match reply.body {
             Response::Error { code, message } => Answer::Error(format!("{code:?}: {message}")),
             Response::Refused { class, message } => Answer::Refused(class, message),
-            Response::SyncFailed { class, message } => Answer::Failed(class, message),
+            Response::SyncFailed { class, message, .. } => Answer::Failed(class, message),
             other => Answer::Ok(other),
         }
     }
@@ -269,6 +273,10 @@ impl Drop for Process {
 }
 
 impl SubjectReplica for Process {
+    fn last_busy_tries(&self) -> Option<BusyTriesReported> {
+        self.last_busy
+    }
+
     fn write(&mut self, ops: &[Op]) -> Answer<Vec<i64>> {
         let answer = self.request(Request::Write { ops: ops.to_vec() });
         expect(answer, "write", |r| match r {
@@ -311,6 +319,14 @@ impl SubjectReplica for Process {
         let answer = self.request(Request::MintId { table: table.into() });
         expect(answer, "mint_id", |r| match r {
             Response::MintIdOk { id } => Some(id),
+            _ => None,
+        })
+    }
+
+    fn read(&mut self, table: &str) -> Answer<Vec<ReadRow>> {
+        let answer = self.request(Request::Read { table: table.into() });
+        expect(answer, "read", |r| match r {
+            Response::ReadOk { rows } => Some(rows),
             _ => None,
         })
     }

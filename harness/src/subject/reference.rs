@@ -6,7 +6,7 @@ use syncgate_engine::Mutant;
 use syncgate_protocol::{InitOk, Request, Response};
 use syncgate_reference_adapter::{init_ok, CrashMode, Handled, Options, ReferenceAdapter};
 
-use super::{Answer, CrashPoint, Op, OpenSpec, Subject, SubjectReplica, SyncReport};
+use super::{Answer, BusyTriesReported, CrashPoint, Op, OpenSpec, ReadRow, Subject, SubjectReplica, SyncReport};
 use crate::scenario::SyncKind;
 
 /// The reference engine, optionally with one planted bug or an incidental
@@ -55,21 +55,34 @@ impl Subject for ReferenceEngine {
     fn open_replica(&self, spec: &OpenSpec) -> Result<(Box<dyn SubjectReplica>, InitOk), String> {
         let init = spec.init(&self.schema);
         let adapter = ReferenceAdapter::open(&init, &self.options, CrashMode::Error)?;
-        Ok((Box::new(InProcess { adapter }), init_ok(&self.options)))
+        Ok((
+            Box::new(InProcess {
+                adapter,
+                last_busy: None,
+            }),
+            init_ok(&self.options),
+        ))
     }
 }
 
 struct InProcess {
     adapter: ReferenceAdapter,
+    /// The tries the last reply reported, if it was a busy sync failure.
+    last_busy: Option<BusyTriesReported>,
 }
 
 impl InProcess {
     fn ask(&mut self, request: &Request) -> Answer<Response> {
-        match self.adapter.handle(request) {
+        let handled = self.adapter.handle(request);
+        self.last_busy = match &handled {
+            Handled::Reply(response) => BusyTriesReported::of(response),
+            Handled::Crashed => None,
+        };
+        match handled {
             Handled::Crashed => Answer::Crashed,
             Handled::Reply(Response::Error { code, message }) => Answer::Error(format!("{code:?}: {message}")),
             Handled::Reply(Response::Refused { class, message }) => Answer::Refused(class, message),
-            Handled::Reply(Response::SyncFailed { class, message }) => Answer::Failed(class, message),
+            Handled::Reply(Response::SyncFailed { class, message, .. }) => Answer::Failed(class, message),
             Handled::Reply(other) => Answer::Ok(other),
         }
     }
@@ -132,8 +145,16 @@ impl SubjectReplica for InProcess {
         })
     }
 
-    fn busy_retries(&self) -> u64 {
-        self.adapter.busy_retries()
+    fn read(&mut self, table: &str) -> Answer<Vec<ReadRow>> {
+        let answer = self.ask(&Request::Read { table: table.into() });
+        expect(answer, "read", |r| match r {
+            Response::ReadOk { rows } => Some(rows),
+            _ => None,
+        })
+    }
+
+    fn last_busy_tries(&self) -> Option<BusyTriesReported> {
+        self.last_busy
     }
 }
 

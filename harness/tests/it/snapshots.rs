@@ -58,6 +58,7 @@ fn scenario(replicas: usize, steps: Vec<Step>) -> Scenario {
         replicas,
         swarm: Swarm { weights: vec![1; 10] },
         limits: Default::default(),
+        step_ms: None,
         steps,
     }
 }
@@ -152,6 +153,7 @@ fn pending_writes_survive_a_crash_and_restart() {
                 Step::Restart {
                     replica: 0,
                     offset_ms: None,
+                    rebuilt: None,
                 },
                 sync(0),
                 sync(1),
@@ -177,6 +179,7 @@ fn crash_after_remote_commit_does_not_duplicate() {
                 Step::Restart {
                     replica: 0,
                     offset_ms: None,
+                    rebuilt: None,
                 },
                 sync(0),
                 sync(1),
@@ -321,6 +324,7 @@ fn a_multi_write_transaction_is_pushed_whole() {
                 Step::Restart {
                     replica: 0,
                     offset_ms: None,
+                    rebuilt: None,
                 },
                 sync(0),
                 sync(1),
