@@ -522,6 +522,51 @@ mod tests {
     }
 
     #[test]
+    fn reads_and_busy_tries_as_protocol_md_shows_them() {
+        round_trip(
+            &Reply {
+                in_reply_to: 9,
+                body: Response::ReadOk {
+                    rows: vec![ReadRow {
+                        id: 1_099_511_627_776,
+                        values: [
+                            ("hostname".to_string(), Value::Text("web1.w1".into())),
+                            ("ip".to_string(), Value::Null),
+                        ]
+                        .into(),
+                    }],
+                },
+            },
+            r#"{"in_reply_to":9,"type":"read_ok","rows":[{"id":1099511627776,"values":{"hostname":"web1.w1","ip":null}}]}"#,
+        );
+        round_trip(
+            &Reply {
+                in_reply_to: 7,
+                body: Response::SyncFailed {
+                    class: SyncFailureClass::Busy,
+                    message: "remote busy after 3 attempts".into(),
+                    attempts: Some(3),
+                    waited_ms: Some(3),
+                },
+            },
+            r#"{"in_reply_to":7,"type":"sync_failed","class":"busy","message":"remote busy after 3 attempts","attempts":3,"waited_ms":3}"#,
+        );
+        // Both are optional: an engine that says nothing of its tries.
+        round_trip(
+            &Reply {
+                in_reply_to: 8,
+                body: Response::SyncFailed {
+                    class: SyncFailureClass::Busy,
+                    message: "busy".into(),
+                    attempts: None,
+                    waited_ms: None,
+                },
+            },
+            r#"{"in_reply_to":8,"type":"sync_failed","class":"busy","message":"busy"}"#,
+        );
+    }
+
+    #[test]
     fn unknown_fields_are_ignored_and_defaults_fill_in() {
         let text = r#"{"type":"init_ok","in_reply_to":0,"protocol":1,"engine":"x","future":true,
             "capabilities":{"clock":false,"outside_writes":"not_captured"},

@@ -18,8 +18,8 @@ use std::sync::Arc;
 pub use faults::{CrashMode, FaultSwitch, FaultyRemote, CRASH_EXIT_CODE, INJECTED};
 use syncgate_engine::rusqlite::types::Value as EValue;
 use syncgate_engine::{
-    Clock, ColumnDef, ColumnType, Config, Error, Mutant, PgRemote, Remote, Replica, Schema, SqliteRemote, TableDef,
-    WriteRefusal,
+    id_space, Clock, ColumnDef, ColumnType, Config, Error, Mutant, PgRemote, Remote, Replica, Schema, SqliteRemote,
+    TableDef, WriteRefusal,
 };
 use syncgate_protocol::{
     Capabilities, ColumnKind, CrashPoint, DeletePolicy, ErrorCode, Init, InitOk, MergePolicy, NaturalKeyPolicy, Op,
@@ -346,7 +346,22 @@ impl ReferenceAdapter {
                     error(ErrorCode::Malformed, &format!("unknown table {table:?}"))
                 } else {
                     match self.replica.next_id() {
-                        Ok(id) => Response::MintIdOk { id },
+                        Ok(id) => {
+                            // Both sides of the boundary: a minted id lies in
+                            // the space of the replica the engine says it is.
+                            let (lo, hi) = id_space(self.replica.replica_id());
+                            if (lo..hi).contains(&id) {
+                                Response::MintIdOk { id }
+                            } else {
+                                error(
+                                    ErrorCode::Internal,
+                                    &format!(
+                                        "minted id {id} lies outside replica {}'s id space [{lo}, {hi})",
+                                        self.replica.replica_id()
+                                    ),
+                                )
+                            }
+                        }
                         Err(e) => refused(&e),
                     }
                 }
