@@ -36,6 +36,9 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 log = logging.getLogger("buggy_sync")
 
+# Stamps are tick * STAMP_REPLICAS + replica: unique across replicas, ordered by tick first.
+STAMP_REPLICAS = 1024
+
 LOCAL_DDL = [
     """CREATE TABLE IF NOT EXISTS sync_log (id INTEGER PRIMARY KEY AUTOINCREMENT, tbl TEXT NOT NULL,
        row_id INTEGER NOT NULL, op TEXT NOT NULL, payload TEXT, updated_at INTEGER NOT NULL,
@@ -80,6 +83,7 @@ class SyncLayer:
         self.app = app
         self.bugs = app.bugs
         self.clock = clock  # ms since the epoch
+        assert 0 <= app.replica < STAMP_REPLICAS, f"replica {app.replica} out of the stamps' range"
         self.crash_point = crash_point  # a test seam: a no-op in the app
         # BUG(no_key_merge): the first version had no natural-key merge: two devices that add the
         # same domain collide on UNIQUE(name) at push (or at pull, locally), and that sync then
@@ -158,9 +162,12 @@ class SyncLayer:
         now = self.clock()
         if "wallclock_lww" in self.bugs:
             return [now] * n  # BUG(wallclock_lww): the device's clock decides which write wins
-        first = max(now, _state(db, "stamp_high") + 1)  # never behind anything seen
-        _set_state(db, "stamp_high", first + n - 1)
-        return list(range(first, first + n))
+        # A tick never behind anything seen, packed with the replica so that no two replicas
+        # ever make the same stamp: two devices whose clocks read the same millisecond (or
+        # stand still) would otherwise tie, and a tie has no winner both sides agree on.
+        first = max(now, _state(db, "stamp_high") // STAMP_REPLICAS + 1)
+        _set_state(db, "stamp_high", (first + n - 1) * STAMP_REPLICAS + self.app.replica)
+        return [(tick * STAMP_REPLICAS + self.app.replica) for tick in range(first, first + n)]
 
     # -- status --------------------------------------------------------------------------------
 
