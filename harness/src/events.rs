@@ -45,6 +45,9 @@ pub enum Event {
     /// A migration rebuilt a cache table while its replica was down, and
     /// the table's triggers went with it.
     TableRebuilt,
+    /// A replica came back as a newer engine version over a cache its
+    /// previous version wrote in an older format.
+    CacheFromOlderVersion,
 }
 
 impl Event {
@@ -77,6 +80,7 @@ impl Event {
             Event::Pushed => "pushed",
             Event::RestartWithPending => "restart-with-pending",
             Event::TableRebuilt => "table-rebuilt-while-down",
+            Event::CacheFromOlderVersion => "cache-from-older-version",
         }
     }
 
@@ -105,7 +109,7 @@ impl Serialize for Event {
 }
 
 /// Events every `check` run of enough cases must reach at least once.
-pub const REQUIRED_EVENTS: [Event; 20] = [
+pub const REQUIRED_EVENTS: [Event; 21] = [
     Event::ConflictWonLocally,
     Event::ConflictWonRemotely,
     Event::NaturalKeyMerge,
@@ -128,6 +132,7 @@ pub const REQUIRED_EVENTS: [Event; 20] = [
     // now runs on a clock that stands still, where ties are common.
     Event::HlcTie,
     Event::TableRebuilt,
+    Event::CacheFromOlderVersion,
 ];
 
 /// Counts per event.

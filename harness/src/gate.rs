@@ -223,6 +223,8 @@ fn reachable(event: Event, init: &InitOk, profile: bool) -> bool {
         Event::DriftRefused | Event::PageCut => profile,
         // Reached only by engines that capture with triggers: the reference does.
         Event::TableRebuilt => profile,
+        // Reached only by engines whose caches are in the reference's format.
+        Event::CacheFromOlderVersion => profile,
         Event::OutsideWrite => caps.outside_writes == OutsideWrites::Captured,
         Event::CrashAfterRemoteCommit => caps.crash_points.contains(&CrashPoint::PushAfterRemoteCommit),
         Event::RestartWithPending => !caps.crash_points.is_empty(),

@@ -121,6 +121,12 @@ pub enum Step {
         /// trigger must notice at open, or its writes go uncaptured.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         rebuilt: Option<usize>,
+        /// The process that comes back is a newer version of the engine: the
+        /// one that went down wrote the cache in this older format (0 or 1;
+        /// reference-format caches only, see `places/legacy_cache.rs`). A
+        /// correct engine upgrades it at open and loses nothing.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        older_format: Option<u8>,
     },
     /// Another connection locks the remote for the next `hold` steps.
     LockRemote {
@@ -462,11 +468,13 @@ fn step_strategy(replicas: usize, swarm: &Swarm) -> BoxedStrategy<Step> {
             r.clone(),
             prop_oneof![3 => Just(None), 1 => Just(Some(-30_000_i64)), 1 => Just(Some(-5_000_i64))],
             prop_oneof![1 => Just(None), 2 => (0_usize..3).prop_map(Some)],
+            prop_oneof![2 => Just(None), 1 => (0_u8..2).prop_map(Some)],
         )
-            .prop_map(|(replica, offset_ms, rebuilt)| Step::Restart {
+            .prop_map(|(replica, offset_ms, rebuilt, older_format)| Step::Restart {
                 replica,
                 offset_ms,
                 rebuilt,
+                older_format,
             })
             .boxed(),
         (

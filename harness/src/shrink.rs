@@ -298,12 +298,26 @@ fn simplifications(step: &Step) -> Vec<Step> {
         Step::Restart {
             replica,
             offset_ms,
-            rebuilt: Some(_),
-        } => out.push(Step::Restart {
-            replica: *replica,
-            offset_ms: *offset_ms,
-            rebuilt: None,
-        }),
+            rebuilt,
+            older_format,
+        } => {
+            if rebuilt.is_some() {
+                out.push(Step::Restart {
+                    replica: *replica,
+                    offset_ms: *offset_ms,
+                    rebuilt: None,
+                    older_format: *older_format,
+                });
+            }
+            if older_format.is_some() {
+                out.push(Step::Restart {
+                    replica: *replica,
+                    offset_ms: *offset_ms,
+                    rebuilt: *rebuilt,
+                    older_format: None,
+                });
+            }
+        }
         Step::Clock { replica, offset_ms } if *offset_ms % 1000 != 0 => out.push(Step::Clock {
             replica: *replica,
             offset_ms: offset_ms / 1000 * 1000,

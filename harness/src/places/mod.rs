@@ -5,10 +5,12 @@
 //! named number of steps; outside writes are the application writing
 //! around the engine's API.
 
+mod legacy_cache;
 mod remote;
 
 use std::path::{Path, PathBuf};
 
+pub use legacy_cache::{Downgrade, LegacyFormat};
 pub use remote::{RemotePlace, RemoteTarget, PG_URL_VAR};
 use rusqlite::types::Value as SValue;
 use rusqlite::Connection;
@@ -144,6 +146,17 @@ impl Places {
                 .map_err(text)?;
         }
         Ok(names.len())
+    }
+
+    /// What an application update finds when the reference engine's
+    /// previous version wrote replica `r`'s cache: the cache rewritten into
+    /// the older format `to`, with the same meaning (`legacy_cache.rs`).
+    pub fn downgrade_cache(&mut self, r: usize, to: LegacyFormat) -> Result<Downgrade, String> {
+        self.cache(r)?;
+        let conn = self.cache_conns[r]
+            .as_mut()
+            .ok_or_else(|| "no cache connection".to_string())?;
+        legacy_cache::downgrade(conn, &self.schema, to)
     }
 
     /// Writes `op` straight into replica `r`'s cache over the harness's own

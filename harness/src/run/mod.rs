@@ -24,7 +24,7 @@ use crate::check::contract::{self, Expect};
 use crate::check::{profile, reads, Invariant, Violation};
 use crate::events::{count, Event, Events};
 use crate::history::{History, WriteKind, WriteRecord};
-use crate::places::{OutsideRefusal, Places};
+use crate::places::{Downgrade, LegacyFormat, OutsideRefusal, Places};
 use crate::report;
 use crate::scenario::{CrashAt, LockKind, Scenario, Step, SyncKind};
 use crate::subject::{Answer, BusyTriesReported, OpenSpec, Subject, SubjectReplica, SyncReport};
@@ -313,6 +313,7 @@ impl<'a> Runner<'a> {
                 replica,
                 offset_ms,
                 rebuilt,
+                older_format,
             } => {
                 if let Some(offset_ms) = offset_ms.filter(|_| self.caps().clock && !self.up(replica)) {
                     // The process comes back to a clock that moved (backwards).
@@ -327,8 +328,25 @@ impl<'a> Runner<'a> {
                     },
                     None => String::new(),
                 };
+                let upgraded = match older_format
+                    .and_then(LegacyFormat::from_number)
+                    .filter(|_| !self.up(replica))
+                {
+                    Some(format) => match self.downgrade_while_down(replica, format) {
+                        Ok(note) => note,
+                        Err(out) => return out,
+                    },
+                    None => String::new(),
+                };
                 let mut out = self.restart(replica);
-                out.line.insert_str(0, &migrated);
+                if !upgraded.is_empty() && out.verdict.is_ok() && self.up(replica) {
+                    // The new version's second launch: an upgrade must have
+                    // recorded that it is done, and open the cache again as is.
+                    self.replicas[replica] = None;
+                    let again = self.restart(replica);
+                    out = StepOutcome::new(format!("{}, relaunched: {}", out.line, again.line), again.verdict);
+                }
+                out.line.insert_str(0, &format!("{migrated}{upgraded}"));
                 out
             }
             Action::LockRemote { lock, hold } => self.lock_remote(lock, hold),
@@ -875,6 +893,36 @@ impl<'a> Runner<'a> {
                 Err(Violation::new(
                     Invariant::EngineFailed,
                     format!("r{r}: the harness could not rebuild {name} in the cache: {e}"),
+                )),
+            )),
+        }
+    }
+
+    /// The replica comes back as a newer version of the engine: the cache
+    /// its previous version left is in the older `format` (a reference-format
+    /// cache only; any other is left alone). Returns the note for the trace
+    /// line.
+    fn downgrade_while_down(&mut self, r: usize, format: LegacyFormat) -> Result<String, StepOutcome> {
+        if self.places.cache_locked(r) {
+            return Ok(String::new());
+        }
+        match self.places.downgrade_cache(r, format) {
+            Ok(Downgrade::Done { pending }) => {
+                count(&mut self.events, Event::CacheFromOlderVersion, 1);
+                Ok(format!(
+                    "cache from the engine's previous version (format {}, {pending} pending), ",
+                    format.number()
+                ))
+            }
+            Ok(Downgrade::NotReferenceFormat) => Ok(String::new()),
+            Err(e) => Err(StepOutcome::new(
+                format!("r{r} cache from an older version -> error"),
+                Err(Violation::new(
+                    Invariant::EngineFailed,
+                    format!(
+                        "r{r}: the harness could not write the cache in format {}: {e}",
+                        format.number()
+                    ),
                 )),
             )),
         }

@@ -154,7 +154,40 @@ fn pending_writes_survive_a_crash_and_restart() {
                     replica: 0,
                     offset_ms: None,
                     rebuilt: None,
+                    older_format: None,
                 },
+                sync(0),
+                sync(1),
+            ],
+        ),
+    );
+}
+
+#[test]
+fn pending_writes_survive_an_upgrade_from_an_older_cache_format() {
+    // One write acknowledged (the outbox keeps its seq as a floor row), one
+    // pending across a crash; the replica comes back as the engine's next
+    // version over the cache its previous version wrote in format 0.
+    regression(
+        "pending-survives-cache-upgrade",
+        scenario(
+            2,
+            vec![
+                host(0),
+                sync(0),
+                host(0),
+                Step::Crash {
+                    replica: 0,
+                    kind: SyncKind::Push,
+                    at: CrashAt::BeforeRemoteCommit,
+                },
+                Step::Restart {
+                    replica: 0,
+                    offset_ms: None,
+                    rebuilt: None,
+                    older_format: Some(0),
+                },
+                host(0),
                 sync(0),
                 sync(1),
             ],
@@ -180,6 +213,7 @@ fn crash_after_remote_commit_does_not_duplicate() {
                     replica: 0,
                     offset_ms: None,
                     rebuilt: None,
+                    older_format: None,
                 },
                 sync(0),
                 sync(1),
@@ -325,6 +359,7 @@ fn a_multi_write_transaction_is_pushed_whole() {
                     replica: 0,
                     offset_ms: None,
                     rebuilt: None,
+                    older_format: None,
                 },
                 sync(0),
                 sync(1),
