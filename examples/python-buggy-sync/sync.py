@@ -332,6 +332,12 @@ class SyncLayer:
             if ours is not None and ours > stamp:
                 conflicts += 1  # ours is newer: last writer wins
                 continue
+            if ours is not None and db.execute(TABLE_SQL[table].select_stamped, (row_id,)).fetchone() is None:
+                # Deleted here (a stamp outlives its row): the delete wins whatever the stamps say,
+                # and is pushed or already pulled. Applying this write, or merging a local row with
+                # its natural key into it, would bring the deleted row back.
+                conflicts += 1
+                continue
             if row is None:
                 continue  # gone since: its delete is further on in the feed
             values = dict(zip(COLUMNS[table], row[2:]))

@@ -48,6 +48,8 @@ pub enum Event {
     /// A replica came back as a newer engine version over a cache its
     /// previous version wrote in an older format.
     CacheFromOlderVersion,
+    /// A replica refused to open a cache a newer engine version wrote.
+    NewerCacheRefused,
 }
 
 impl Event {
@@ -81,6 +83,7 @@ impl Event {
             Event::RestartWithPending => "restart-with-pending",
             Event::TableRebuilt => "table-rebuilt-while-down",
             Event::CacheFromOlderVersion => "cache-from-older-version",
+            Event::NewerCacheRefused => "newer-cache-refused",
         }
     }
 

@@ -121,12 +121,15 @@ pub enum Step {
         /// trigger must notice at open, or its writes go uncaptured.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         rebuilt: Option<usize>,
-        /// The process that comes back is a newer version of the engine: the
-        /// one that went down wrote the cache in this older format (0 or 1;
-        /// reference-format caches only, see `places/legacy_cache.rs`). A
-        /// correct engine upgrades it at open and loses nothing.
+        /// The process that comes back is another version of the engine than
+        /// the one that wrote the cache (reference-format caches only, see
+        /// `places/legacy_cache.rs`): the cache is in this format. 0 or 1: an
+        /// older version wrote it, and the engine must upgrade it at open and
+        /// lose nothing. `NEWER_CACHE_FORMAT`: a newer version wrote it (the
+        /// app went back a version), and the engine must refuse to open it;
+        /// then the newer version comes back.
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        older_format: Option<u8>,
+        cache_format: Option<u8>,
     },
     /// Another connection locks the remote for the next `hold` steps.
     LockRemote {
@@ -204,6 +207,10 @@ impl std::fmt::Display for Swarm {
 }
 
 /// One generated case.
+/// The format of a cache "a newer version of the engine wrote", in a
+/// restart's `cache_format`: one above the reference engine's.
+pub const NEWER_CACHE_FORMAT: u8 = 3;
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Scenario {
     pub replicas: usize,
@@ -468,13 +475,18 @@ fn step_strategy(replicas: usize, swarm: &Swarm) -> BoxedStrategy<Step> {
             r.clone(),
             prop_oneof![3 => Just(None), 1 => Just(Some(-30_000_i64)), 1 => Just(Some(-5_000_i64))],
             prop_oneof![1 => Just(None), 2 => (0_usize..3).prop_map(Some)],
-            prop_oneof![2 => Just(None), 1 => (0_u8..2).prop_map(Some)],
+            prop_oneof![
+                4 => Just(None),
+                1 => Just(Some(0_u8)),
+                1 => Just(Some(1_u8)),
+                1 => Just(Some(NEWER_CACHE_FORMAT))
+            ],
         )
-            .prop_map(|(replica, offset_ms, rebuilt, older_format)| Step::Restart {
+            .prop_map(|(replica, offset_ms, rebuilt, cache_format)| Step::Restart {
                 replica,
                 offset_ms,
                 rebuilt,
-                older_format,
+                cache_format,
             })
             .boxed(),
         (

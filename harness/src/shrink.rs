@@ -299,22 +299,22 @@ fn simplifications(step: &Step) -> Vec<Step> {
             replica,
             offset_ms,
             rebuilt,
-            older_format,
+            cache_format,
         } => {
             if rebuilt.is_some() {
                 out.push(Step::Restart {
                     replica: *replica,
                     offset_ms: *offset_ms,
                     rebuilt: None,
-                    older_format: *older_format,
+                    cache_format: *cache_format,
                 });
             }
-            if older_format.is_some() {
+            if cache_format.is_some() {
                 out.push(Step::Restart {
                     replica: *replica,
                     offset_ms: *offset_ms,
                     rebuilt: *rebuilt,
-                    older_format: None,
+                    cache_format: None,
                 });
             }
         }

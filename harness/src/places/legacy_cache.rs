@@ -195,6 +195,32 @@ pub fn downgrade(conn: &mut Connection, schema: &model::Schema, to: LegacyFormat
     })
 }
 
+/// Marks the reference-format cache behind `conn` as written in `format`
+/// by a newer version of the engine (only the recorded number changes: a
+/// newer version's other changes cannot be known here, and an engine must
+/// refuse the file before it reads anything else). Returns the format it
+/// had, or `None` when the file is not a format-2 reference cache.
+pub fn mark_newer(conn: &mut Connection, format: i64) -> Result<Option<i64>, String> {
+    let text = |e: rusqlite::Error| e.to_string();
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(text)?;
+    if !is_format_2(&tx)? {
+        return Ok(None);
+    }
+    assert!(format > 2, "a newer version's format is above 2, not {format}");
+    tx.execute("UPDATE _sg_meta SET format = ?1", [format]).map_err(text)?;
+    tx.commit().map_err(text)?;
+    Ok(Some(2))
+}
+
+/// Puts back the format `mark_newer` replaced (the newer version is back).
+pub fn restore_format(conn: &Connection, format: i64) -> Result<(), String> {
+    conn.execute("UPDATE _sg_meta SET format = ?1", [format])
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
 /// Whether the file holds a reference-engine cache in format 2 (its meta row
 /// records format 2, and its outbox stores stamps as offsets).
 fn is_format_2(conn: &Connection) -> Result<bool, String> {

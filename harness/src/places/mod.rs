@@ -159,6 +159,22 @@ impl Places {
         legacy_cache::downgrade(conn, &self.schema, to)
     }
 
+    /// A newer version of the engine wrote replica `r`'s cache: its format
+    /// is `format` (`legacy_cache::mark_newer`). Returns the format it had,
+    /// `None` if it is not a reference-format cache (left alone).
+    pub fn mark_cache_newer(&mut self, r: usize, format: i64) -> Result<Option<i64>, String> {
+        self.cache(r)?;
+        let conn = self.cache_conns[r]
+            .as_mut()
+            .ok_or_else(|| "no cache connection".to_string())?;
+        legacy_cache::mark_newer(conn, format)
+    }
+
+    /// The newer version is back: replica `r`'s cache gets `format` again.
+    pub fn restore_cache_format(&mut self, r: usize, format: i64) -> Result<(), String> {
+        legacy_cache::restore_format(self.cache(r)?, format)
+    }
+
     /// Writes `op` straight into replica `r`'s cache over the harness's own
     /// connection, as another part of the application would. Returns the id
     /// an insert got.

@@ -26,7 +26,7 @@ use crate::events::{count, Event, Events};
 use crate::history::{History, WriteKind, WriteRecord};
 use crate::places::{Downgrade, LegacyFormat, OutsideRefusal, Places};
 use crate::report;
-use crate::scenario::{CrashAt, LockKind, Scenario, Step, SyncKind};
+use crate::scenario::{CrashAt, LockKind, Scenario, Step, SyncKind, NEWER_CACHE_FORMAT};
 use crate::subject::{Answer, BusyTriesReported, OpenSpec, Subject, SubjectReplica, SyncReport};
 pub use translate::{descendants, Action, Cell, PlannedKind, PlannedOp};
 use translate::{describe, model_writes, protocol_ops, View};
@@ -313,7 +313,7 @@ impl<'a> Runner<'a> {
                 replica,
                 offset_ms,
                 rebuilt,
-                older_format,
+                cache_format,
             } => {
                 if let Some(offset_ms) = offset_ms.filter(|_| self.caps().clock && !self.up(replica)) {
                     // The process comes back to a clock that moved (backwards).
@@ -328,7 +328,14 @@ impl<'a> Runner<'a> {
                     },
                     None => String::new(),
                 };
-                let upgraded = match older_format
+                let newer = match cache_format.filter(|&f| f == NEWER_CACHE_FORMAT && !self.up(replica)) {
+                    Some(format) => match self.refuse_newer_while_down(replica, i64::from(format)) {
+                        Ok(note) => note,
+                        Err(out) => return out,
+                    },
+                    None => String::new(),
+                };
+                let upgraded = match cache_format
                     .and_then(LegacyFormat::from_number)
                     .filter(|_| !self.up(replica))
                 {
@@ -346,7 +353,7 @@ impl<'a> Runner<'a> {
                     let again = self.restart(replica);
                     out = StepOutcome::new(format!("{}, relaunched: {}", out.line, again.line), again.verdict);
                 }
-                out.line.insert_str(0, &format!("{migrated}{upgraded}"));
+                out.line.insert_str(0, &format!("{migrated}{newer}{upgraded}"));
                 out
             }
             Action::LockRemote { lock, hold } => self.lock_remote(lock, hold),
@@ -926,6 +933,58 @@ impl<'a> Runner<'a> {
                 )),
             )),
         }
+    }
+
+    /// The app went back a version: a newer version of the engine wrote
+    /// replica `r`'s cache (a reference-format cache marked with `format`;
+    /// any other is left alone). The engine must refuse to open it (the
+    /// reference: `CacheFormatTooNew`), having written nothing; then the
+    /// newer version is back and the restart goes on. Returns the note for
+    /// the trace line.
+    fn refuse_newer_while_down(&mut self, r: usize, format: i64) -> Result<String, StepOutcome> {
+        if self.places.cache_locked(r) {
+            return Ok(String::new());
+        }
+        let harness_error = |e: String| {
+            StepOutcome::new(
+                format!("r{r} cache from a newer version -> error"),
+                Err(Violation::new(
+                    Invariant::EngineFailed,
+                    format!("r{r}: the harness could not mark the cache as format {format}: {e}"),
+                )),
+            )
+        };
+        let had = match self.places.mark_cache_newer(r, format) {
+            Ok(Some(had)) => had,
+            Ok(None) => return Ok(String::new()),
+            Err(e) => return Err(harness_error(e)),
+        };
+        let refusal = match self.open(r, false, false) {
+            Ok(opened) => {
+                drop(opened);
+                return Err(StepOutcome::new(
+                    format!("r{r} restart over a newer version's cache (format {format}) -> opened"),
+                    Err(Violation::new(
+                        Invariant::OutcomeAgreement,
+                        format!(
+                            "r{r} opened a cache a newer version of the engine wrote (format {format}, above the \
+                             {had} it writes): it cannot know what that version changed, so it must refuse the \
+                             file (the reference: CacheFormatTooNew) and leave it as it is"
+                        ),
+                    )),
+                ));
+            }
+            Err(e) => e,
+        };
+        count(&mut self.events, Event::NewerCacheRefused, 1);
+        self.places.restore_cache_format(r, had).map_err(harness_error)?;
+        // The case's folder is a fresh temporary one: the trace names it `<case>`.
+        let cache_path = self.places.cache_path(r);
+        let folder = cache_path.parent().map(|d| d.display().to_string()).unwrap_or_default();
+        let first_line = refusal.lines().next().unwrap_or_default().replace(&folder, "<case>");
+        Ok(format!(
+            "a newer version's cache (format {format}) refused ({first_line}), the newer version back: "
+        ))
     }
 
     fn lock_remote(&mut self, lock: LockKind, hold: usize) -> StepOutcome {

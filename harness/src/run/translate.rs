@@ -54,7 +54,7 @@ pub enum Action {
         /// The table a migration rebuilt while the replica was down.
         rebuilt: Option<usize>,
         /// The older cache format the engine's previous version left.
-        older_format: Option<u8>,
+        cache_format: Option<u8>,
     },
     LockRemote {
         lock: LockKind,
@@ -153,12 +153,12 @@ impl View<'_> {
                 replica,
                 offset_ms,
                 rebuilt,
-                older_format,
+                cache_format,
             } => Ok(Action::Restart {
                 replica: *replica,
                 offset_ms: *offset_ms,
                 rebuilt: *rebuilt,
-                older_format: *older_format,
+                cache_format: *cache_format,
             }),
             Step::LockRemote { lock, hold } => Ok(Action::LockRemote {
                 lock: *lock,

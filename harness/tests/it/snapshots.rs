@@ -7,7 +7,7 @@
 use syncgate::gate::{check, default_base_dir};
 use syncgate::mutants::hunt_options;
 use syncgate::run::run_case;
-use syncgate::scenario::{CrashAt, IdChoice, LockKind, Scenario, Step, Swarm, SyncKind, Val};
+use syncgate::scenario::{CrashAt, IdChoice, LockKind, Scenario, Step, Swarm, SyncKind, Val, NEWER_CACHE_FORMAT};
 use syncgate::subject::reference::ReferenceEngine;
 use syncgate::subject::ContractOnly;
 use syncgate_engine::Mutant;
@@ -154,7 +154,7 @@ fn pending_writes_survive_a_crash_and_restart() {
                     replica: 0,
                     offset_ms: None,
                     rebuilt: None,
-                    older_format: None,
+                    cache_format: None,
                 },
                 sync(0),
                 sync(1),
@@ -185,9 +185,38 @@ fn pending_writes_survive_an_upgrade_from_an_older_cache_format() {
                     replica: 0,
                     offset_ms: None,
                     rebuilt: None,
-                    older_format: Some(0),
+                    cache_format: Some(0),
                 },
                 host(0),
+                sync(0),
+                sync(1),
+            ],
+        ),
+    );
+}
+
+#[test]
+fn a_cache_from_a_newer_version_is_refused_and_loses_nothing() {
+    // The app went back a version after a crash: the cache says a newer
+    // engine wrote it. The open is refused; the newer version comes back and
+    // pushes the pending write.
+    regression(
+        "newer-cache-refused",
+        scenario(
+            2,
+            vec![
+                host(0),
+                Step::Crash {
+                    replica: 0,
+                    kind: SyncKind::Push,
+                    at: CrashAt::BeforeRemoteCommit,
+                },
+                Step::Restart {
+                    replica: 0,
+                    offset_ms: None,
+                    rebuilt: None,
+                    cache_format: Some(NEWER_CACHE_FORMAT),
+                },
                 sync(0),
                 sync(1),
             ],
@@ -213,7 +242,7 @@ fn crash_after_remote_commit_does_not_duplicate() {
                     replica: 0,
                     offset_ms: None,
                     rebuilt: None,
-                    older_format: None,
+                    cache_format: None,
                 },
                 sync(0),
                 sync(1),
@@ -359,7 +388,7 @@ fn a_multi_write_transaction_is_pushed_whole() {
                     replica: 0,
                     offset_ms: None,
                     rebuilt: None,
-                    older_format: None,
+                    cache_format: None,
                 },
                 sync(0),
                 sync(1),

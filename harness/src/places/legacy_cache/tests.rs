@@ -288,3 +288,31 @@ fn a_downgraded_cache_with_nothing_pending_keeps_the_highest_seq_it_handed_out()
         "a seq is never reused"
     );
 }
+
+#[test]
+fn a_newer_versions_format_is_one_above_the_reference_engines() {
+    assert_eq!(i64::from(crate::scenario::NEWER_CACHE_FORMAT), CACHE_FORMAT + 1);
+}
+
+#[test]
+fn a_cache_marked_as_a_newer_versions_is_refused_by_todays_engine_and_opens_once_restored() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let schema = Schema::test_schema();
+    let clock = Arc::new(FixedClock(AtomicI64::new(1_700_000_000_000)));
+    let path = cache_with_history(dir.path(), &schema, &clock);
+    let before = sync_state(&path, &schema);
+    let remote = || SqliteRemote::open(&dir.path().join("remote.db"), &schema, 0).expect("remote");
+
+    let mut conn = Connection::open(&path).expect("open");
+    assert_eq!(super::mark_newer(&mut conn, CACHE_FORMAT + 1), Ok(Some(CACHE_FORMAT)));
+    let refused = Replica::open(&path, &schema, remote(), clock.clone(), Config::default());
+    assert!(
+        matches!(refused, Err(syncgate_engine::Error::CacheFormatTooNew { .. })),
+        "{:?}",
+        refused.map(|_| ())
+    );
+    super::restore_format(&conn, CACHE_FORMAT).expect("restore");
+    drop(conn);
+    drop(Replica::open(&path, &schema, remote(), clock.clone(), Config::default()).expect("opens again"));
+    assert_eq!(sync_state(&path, &schema), before, "the refusal wrote nothing");
+}
