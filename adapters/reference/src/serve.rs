@@ -14,6 +14,13 @@ use crate::{init_ok, CrashMode, Handled, Options, ReferenceAdapter};
 /// What `--help` and a bad argument print.
 pub const USAGE: &str = "usage: syncgate-reference-adapter [--mutant NAME] [--shifted-ids] [--no-conflict-counts]";
 
+/// `main_with_args` on the process's own arguments. Not generic, so a
+/// binary that calls it compiles only this call: the binary's instance of
+/// `main_with_args` took LLVM's optimizer minutes at opt-level 3.
+pub fn main() -> ExitCode {
+    main_with_args(std::env::args().skip(1))
+}
+
 /// Parses the arguments (without the program name) and serves until stdin
 /// ends: exit 0, 1 when stdin or stdout failed, 2 on a bad argument.
 pub fn main_with_args(args: impl Iterator<Item = String>) -> ExitCode {
