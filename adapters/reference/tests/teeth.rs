@@ -14,7 +14,8 @@
 //! 120 steps, so the required events all happen), stops at the first
 //! failing case without shrinking it, then 100 cases with the remote on
 //! PostgreSQL when `SYNCGATE_PG_URL` is set (the PostgreSQL remote's own
-//! source is mutated too).
+//! source is mutated too). `SYNCGATE_TEETH_REMOTES=postgres` runs the
+//! PostgreSQL cases alone, for the PostgreSQL remote's own files.
 //!
 //! ```sh
 //! cargo build --release -p syncgate
@@ -32,6 +33,44 @@ const GATE: &str = "SYNCGATE_TEETH_GATE";
 const CASES: &str = "300";
 /// Cases per mutant on PostgreSQL (when SYNCGATE_PG_URL is set).
 const PG_CASES: &str = "100";
+/// Which remotes to run, comma-separated (`sqlite`, `postgres`); by default
+/// both when SYNCGATE_PG_URL is set, else sqlite. A mutant of the PostgreSQL
+/// remote's own files cannot change a SQLite case, so their run names
+/// `postgres` alone and saves the 300 SQLite cases per mutant.
+const REMOTES: &str = "SYNCGATE_TEETH_REMOTES";
+
+/// The runs to make: each remote with its cases.
+fn remotes(asked: Option<&str>, pg_url_set: bool) -> Result<Vec<(&'static str, &'static str)>, String> {
+    let Some(asked) = asked else {
+        if !pg_url_set {
+            eprintln!("teeth: SYNCGATE_PG_URL is not set: no PostgreSQL cases");
+            return Ok(vec![("sqlite", CASES)]);
+        }
+        return Ok(vec![("sqlite", CASES), ("postgres", PG_CASES)]);
+    };
+    let mut runs = Vec::new();
+    for name in asked.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        let run = match name {
+            "sqlite" => ("sqlite", CASES),
+            "postgres" if pg_url_set => ("postgres", PG_CASES),
+            "postgres" => return Err(format!("{REMOTES} names postgres but SYNCGATE_PG_URL is not set")),
+            other => {
+                return Err(format!(
+                    "{REMOTES}: unknown remote {other:?} (expected sqlite, postgres)"
+                ))
+            }
+        };
+        if !runs.contains(&run) {
+            runs.push(run);
+        }
+    }
+    if runs.is_empty() {
+        return Err(format!(
+            "{REMOTES} is set but names no remote (expected sqlite, postgres)"
+        ));
+    }
+    Ok(runs)
+}
 
 fn main() -> ExitCode {
     if std::env::var_os(SERVE).is_some() {
@@ -58,12 +97,16 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let mut runs = vec![("sqlite", CASES)];
-    if std::env::var_os("SYNCGATE_PG_URL").is_some() {
-        runs.push(("postgres", PG_CASES));
-    } else {
-        eprintln!("teeth: SYNCGATE_PG_URL is not set: no PostgreSQL cases");
-    }
+    let runs = match remotes(
+        std::env::var(REMOTES).ok().as_deref(),
+        std::env::var_os("SYNCGATE_PG_URL").is_some(),
+    ) {
+        Ok(runs) => runs,
+        Err(msg) => {
+            eprintln!("teeth: {msg}");
+            return ExitCode::from(2);
+        }
+    };
     for (remote, cases) in runs {
         let failures = std::env::temp_dir().join(format!("syncgate-teeth-{}", std::process::id()));
         let status = Command::new(&gate)
