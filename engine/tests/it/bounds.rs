@@ -3,7 +3,7 @@
 //! a boundary is reached by a test.
 
 use syncgate_engine::{
-    ColumnType, Error, Schema, SqliteRemote, TableDef, ALIAS_HOPS_MAX, CASCADE_DEPTH_MAX, REPLICAS_MAX,
+    ColumnType, Config, Error, Schema, SqliteRemote, TableDef, ALIAS_HOPS_MAX, CASCADE_DEPTH_MAX, REPLICAS_MAX,
 };
 
 use crate::support::*;
@@ -207,4 +207,38 @@ fn acknowledgement_removes_exactly_the_batch() {
     assert_eq!(push(&mut a), (5, 0, 0));
     assert_eq!(a.ledger().expect("ledger").pending, Vec::<i64>::new());
     assert_eq!(w.remote_rows("hosts").len(), 8);
+}
+
+#[test]
+fn a_child_pulled_pages_before_its_parent_applies() {
+    // Failure: foreign keys are deferred only when the pull's first page has
+    // rows (or not at all), so a child that arrives pages before its parent
+    // fails the pull with "FOREIGN KEY constraint failed".
+    let w = World::with_schema(tree_schema());
+    let clock = ManualClock::at(T0);
+    let mut a = w.replica("a", clock.clone());
+    let one_row_pages = Config {
+        pull_page_rows: 1,
+        ..test_config()
+    };
+    let mut b = w.open_with("b", clock.clone(), w.remote(), one_row_pages);
+    assert_eq!(pull(&mut b), (0, 0, 0), "a pull with nothing to apply");
+    let root = a.insert("nodes", None, &[("label", text("root"))]).expect("root");
+    let child = a
+        .insert("nodes", None, &[("parent", int(root)), ("label", text("child"))])
+        .expect("child");
+    // The root's last change now comes after its child's: in seq order the
+    // child arrives first, on a page of its own, after an empty page of gone
+    // rows.
+    a.update("nodes", root, &[("label", text("root, renamed"))])
+        .expect("rename");
+    sync(&mut a);
+    assert_eq!(pull(&mut b).1, 2, "both rows pulled");
+    assert_eq!(ids(&b, "nodes"), vec![root, child]);
+    // Statements prepared before the pull still run after it.
+    b.insert("nodes", None, &[("parent", int(child)), ("label", text("grandchild"))])
+        .expect("a write after the pull");
+    sync(&mut b);
+    sync(&mut a);
+    assert_converged(&w, &[&a, &b]);
 }
