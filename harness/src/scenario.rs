@@ -130,6 +130,13 @@ pub enum Step {
         /// then the newer version comes back.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         cache_format: Option<u8>,
+        /// Another part of the application holds the cache's write lock
+        /// while the engine starts (reference-profile engines, and only when
+        /// the cache needs no change at open: no rebuilt table, no other
+        /// format): opening a cache that is up to date must write nothing,
+        /// or the sync process cannot start while the application writes.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        app_holds_cache: bool,
     },
     /// Another connection locks the remote for the next `hold` steps.
     LockRemote {
@@ -481,13 +488,17 @@ fn step_strategy(replicas: usize, swarm: &Swarm) -> BoxedStrategy<Step> {
                 1 => Just(Some(1_u8)),
                 1 => Just(Some(NEWER_CACHE_FORMAT))
             ],
+            prop_oneof![Just(false), Just(true)],
         )
-            .prop_map(|(replica, offset_ms, rebuilt, cache_format)| Step::Restart {
-                replica,
-                offset_ms,
-                rebuilt,
-                cache_format,
-            })
+            .prop_map(
+                |(replica, offset_ms, rebuilt, cache_format, app_holds_cache)| Step::Restart {
+                    replica,
+                    offset_ms,
+                    rebuilt,
+                    cache_format,
+                    app_holds_cache,
+                },
+            )
             .boxed(),
         (
             prop_oneof![

@@ -300,22 +300,23 @@ fn simplifications(step: &Step) -> Vec<Step> {
             offset_ms,
             rebuilt,
             cache_format,
+            app_holds_cache,
         } => {
+            let restart = |rebuilt, cache_format, app_holds_cache| Step::Restart {
+                replica: *replica,
+                offset_ms: *offset_ms,
+                rebuilt,
+                cache_format,
+                app_holds_cache,
+            };
             if rebuilt.is_some() {
-                out.push(Step::Restart {
-                    replica: *replica,
-                    offset_ms: *offset_ms,
-                    rebuilt: None,
-                    cache_format: *cache_format,
-                });
+                out.push(restart(None, *cache_format, *app_holds_cache));
             }
             if cache_format.is_some() {
-                out.push(Step::Restart {
-                    replica: *replica,
-                    offset_ms: *offset_ms,
-                    rebuilt: *rebuilt,
-                    cache_format: None,
-                });
+                out.push(restart(*rebuilt, None, *app_holds_cache));
+            }
+            if *app_holds_cache {
+                out.push(restart(*rebuilt, *cache_format, false));
             }
         }
         Step::Clock { replica, offset_ms } if *offset_ms % 1000 != 0 => out.push(Step::Clock {

@@ -253,6 +253,12 @@ impl Places {
         Ok(())
     }
 
+    /// Releases replica `r`'s cache lock now (dropping its connection rolls
+    /// its transaction back).
+    pub fn release_cache_lock(&mut self, r: usize) {
+        self.cache_locks[r] = None;
+    }
+
     pub fn cache_locked(&self, r: usize) -> bool {
         self.cache_locks[r].is_some()
     }

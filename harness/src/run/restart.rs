@@ -20,6 +20,7 @@ impl Runner<'_> {
         offset_ms: Option<i64>,
         rebuilt: Option<usize>,
         cache_format: Option<u8>,
+        app_holds_cache: bool,
     ) -> StepOutcome {
         if let Some(offset_ms) = offset_ms.filter(|_| self.caps().clock && !self.up(replica)) {
             // The process comes back to a clock that moved (backwards).
@@ -51,7 +52,38 @@ impl Runner<'_> {
             },
             None => String::new(),
         };
+        // The application's write lock, only over an open that should
+        // change nothing (reference profile: no table rebuilt, no other
+        // format) and that no lock step already covers.
+        let held = app_holds_cache
+            && self.profile()
+            && !self.up(replica)
+            && rebuilt.is_none()
+            && cache_format.is_none()
+            && !self.places.cache_locked(replica);
+        if held {
+            if let Err(e) = self.places.lock_cache(replica, 0) {
+                return StepOutcome::new(
+                    format!("r{replica} restart"),
+                    Err(Violation::new(
+                        Invariant::EngineFailed,
+                        format!("r{replica}: the harness could not take the cache's write lock: {e}"),
+                    )),
+                );
+            }
+        }
+        let under_lock = !self.up(replica) && self.places.cache_locked(replica) && self.profile();
         let mut out = self.restart(replica);
+        if held {
+            self.places.release_cache_lock(replica);
+            out.line
+                .insert_str(0, "(the application holds the cache's write lock) ");
+        }
+        count(
+            &mut self.events,
+            Event::RestartUnderCacheLock,
+            u64::from(under_lock && out.verdict.is_ok()),
+        );
         if !upgraded.is_empty() && out.verdict.is_ok() && self.up(replica) {
             // The new version's second launch: an upgrade must have
             // recorded that it is done, and open the cache again as is.

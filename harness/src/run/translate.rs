@@ -55,6 +55,8 @@ pub enum Action {
         rebuilt: Option<usize>,
         /// The older cache format the engine's previous version left.
         cache_format: Option<u8>,
+        /// The application holds the cache's write lock during the open.
+        app_holds_cache: bool,
     },
     LockRemote {
         lock: LockKind,
@@ -154,11 +156,13 @@ impl View<'_> {
                 offset_ms,
                 rebuilt,
                 cache_format,
+                app_holds_cache,
             } => Ok(Action::Restart {
                 replica: *replica,
                 offset_ms: *offset_ms,
                 rebuilt: *rebuilt,
                 cache_format: *cache_format,
+                app_holds_cache: *app_holds_cache,
             }),
             Step::LockRemote { lock, hold } => Ok(Action::LockRemote {
                 lock: *lock,

@@ -155,6 +155,7 @@ fn pending_writes_survive_a_crash_and_restart() {
                     offset_ms: None,
                     rebuilt: None,
                     cache_format: None,
+                    app_holds_cache: false,
                 },
                 sync(0),
                 sync(1),
@@ -186,6 +187,7 @@ fn pending_writes_survive_an_upgrade_from_an_older_cache_format() {
                     offset_ms: None,
                     rebuilt: None,
                     cache_format: Some(0),
+                    app_holds_cache: false,
                 },
                 host(0),
                 sync(0),
@@ -216,6 +218,38 @@ fn a_cache_from_a_newer_version_is_refused_and_loses_nothing() {
                     offset_ms: None,
                     rebuilt: None,
                     cache_format: Some(NEWER_CACHE_FORMAT),
+                    app_holds_cache: false,
+                },
+                sync(0),
+                sync(1),
+            ],
+        ),
+    );
+}
+
+#[test]
+fn a_replica_starts_while_the_application_holds_its_cache_lock() {
+    // The sync process restarts while another part of the application is
+    // inside a write transaction on the cache: opening a cache that needs
+    // no change must not need the write lock ("database is locked" at
+    // start). The pending write is pushed after the lock is gone.
+    regression(
+        "restart-under-cache-lock",
+        scenario(
+            2,
+            vec![
+                host(0),
+                Step::Crash {
+                    replica: 0,
+                    kind: SyncKind::Push,
+                    at: CrashAt::BeforeRemoteCommit,
+                },
+                Step::Restart {
+                    replica: 0,
+                    offset_ms: None,
+                    rebuilt: None,
+                    cache_format: None,
+                    app_holds_cache: true,
                 },
                 sync(0),
                 sync(1),
@@ -243,6 +277,7 @@ fn crash_after_remote_commit_does_not_duplicate() {
                     offset_ms: None,
                     rebuilt: None,
                     cache_format: None,
+                    app_holds_cache: false,
                 },
                 sync(0),
                 sync(1),
@@ -389,6 +424,7 @@ fn a_multi_write_transaction_is_pushed_whole() {
                     offset_ms: None,
                     rebuilt: None,
                     cache_format: None,
+                    app_holds_cache: false,
                 },
                 sync(0),
                 sync(1),
