@@ -55,6 +55,8 @@ pub enum Event {
     /// step finds its replica down only after a crash, and the lock is held
     /// only over an open that needs no change).
     RestartUnderCacheLock,
+    /// The application minted an id for an outside insert and gave it up.
+    MintedIdAbandoned,
 }
 
 impl Event {
@@ -90,6 +92,7 @@ impl Event {
             Event::CacheFromOlderVersion => "cache-from-older-version",
             Event::NewerCacheRefused => "newer-cache-refused",
             Event::RestartUnderCacheLock => "restart-under-cache-lock",
+            Event::MintedIdAbandoned => "minted-id-abandoned",
         }
     }
 

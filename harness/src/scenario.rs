@@ -38,6 +38,12 @@ pub enum IdChoice {
     /// The id of the n-th row of this replica that a pull merged away by
     /// natural key (rule N4: it is gone too).
     MergedAway(usize),
+    /// Outside inserts, for engines that mint their ids: the application
+    /// first mints this many ids for rows it then gives up on (its
+    /// transaction rolled back), then mints the one it inserts with. A
+    /// minted id is reserved: it is never minted again, used or not.
+    /// Elsewhere it is `Mint`.
+    MintAbandoning(u8),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -425,11 +431,12 @@ fn step_strategy(replicas: usize, swarm: &Swarm) -> BoxedStrategy<Step> {
             domain,
             records,
         });
-    let outside_insert = (r.clone(), 0_usize..3).prop_flat_map(|(replica, table)| {
+    let outside_id = prop_oneof![2 => Just(IdChoice::Mint), 1 => (1_u8..=2).prop_map(IdChoice::MintAbandoning)];
+    let outside_insert = (r.clone(), 0_usize..3, outside_id).prop_flat_map(|(replica, table, id)| {
         row_values(table).prop_map(move |values| Step::Insert {
             replica,
             table,
-            id: IdChoice::Mint,
+            id: id.clone(),
             values,
         })
     });

@@ -174,6 +174,8 @@ struct Runner<'a> {
     remote: model::Tables,
     /// Every id each replica ever held, per table.
     seen: Vec<Vec<BTreeSet<i64>>>,
+    /// Every id the application had minted (`mint_id`), used or given up.
+    minted: BTreeSet<i64>,
     history: History,
     offsets: Vec<i64>,
     events: Events,
@@ -200,6 +202,7 @@ impl<'a> Runner<'a> {
             caches: vec![empty.clone(); n],
             remote: empty,
             seen: vec![vec![BTreeSet::new(); schema.tables.len()]; n],
+            minted: BTreeSet::new(),
             history: History::new(n),
             offsets: vec![0; n],
             events: Events::new(),
@@ -302,9 +305,14 @@ impl<'a> Runner<'a> {
         };
         let before = self.model.as_ref().map(|m| m.events.clone());
         let out = match action {
-            Action::Write { replica, ops, outside } => {
+            Action::Write {
+                replica,
+                ops,
+                outside,
+                abandoned_ids,
+            } => {
                 if outside {
-                    self.outside_write(replica, &ops)
+                    self.outside_write(replica, &ops, abandoned_ids)
                 } else {
                     self.write(replica, &ops)
                 }
@@ -430,49 +438,47 @@ impl<'a> Runner<'a> {
         StepOutcome::new(line, verdict)
     }
 
-    fn outside_write(&mut self, r: usize, ops: &[PlannedOp]) -> StepOutcome {
+    fn outside_write(&mut self, r: usize, ops: &[PlannedOp], abandoned_ids: u8) -> StepOutcome {
         let mut ops = ops.to_vec();
         let desc = describe(&self.schema, &ops);
-        let line = |answer: &str| format!("r{r} outside the engine: {desc} -> {answer}");
+        let mut gave_up = Vec::new();
+        let line = |gave_up: &[i64], answer: &str| {
+            let first = if gave_up.is_empty() {
+                String::new()
+            } else {
+                format!("minted {gave_up:?} and gave them up, then ")
+            };
+            format!("r{r} outside the engine: {first}{desc} -> {answer}")
+        };
         if self.caps().outside_writes == syncgate_protocol::OutsideWrites::NotCaptured {
             return StepOutcome::new(
-                line("skipped: the engine declares it does not capture writes made outside its API"),
+                line(
+                    &[],
+                    "skipped: the engine declares it does not capture writes made outside its API",
+                ),
                 Ok(()),
             );
         }
         if !self.up(r) {
-            return StepOutcome::new(line("skipped: the application is down"), Ok(()));
+            return StepOutcome::new(line(&[], "skipped: the application is down"), Ok(()));
         }
-        // An insert takes an id the engine mints, where it asks for that.
+        // An insert takes an id the engine mints, where it asks for that;
+        // ids minted and given up on first stay reserved.
         let table = ops[0].table;
         if let PlannedKind::Insert { id } = &mut ops[0].kind {
             if self.caps().outside_insert_ids == OutsideInsertIds::Engine {
-                let expected = self.model.as_mut().map(|m| m.mint_id(r));
-                let answer = match self.replicas[r].as_mut() {
-                    Some(replica) => replica.mint_id(&self.schema.tables[table].name),
-                    None => Answer::Error("replica vanished".into()),
-                };
-                match (answer, expected) {
-                    (Answer::Ok(minted), None) => *id = Some(minted),
-                    (Answer::Ok(minted), Some(Ok(model_id))) if minted == model_id => *id = Some(minted),
-                    (Answer::Refused(RefusalClass::Busy, _), None | Some(Err(model::WriteRefusal::Busy))) => {
-                        count(&mut self.events, Event::Busy, 1);
-                        return StepOutcome::new(line("mint_id refused busy"), Ok(()));
+                for _ in 0..abandoned_ids {
+                    match self.mint_outside(r, table) {
+                        Ok(Some(minted)) => gave_up.push(minted),
+                        Ok(None) => return StepOutcome::new(line(&gave_up, "mint_id refused busy"), Ok(())),
+                        Err((shown, v)) => return StepOutcome::new(line(&gave_up, &shown), Err(v)),
                     }
-                    (answer, expected) => {
-                        let shown = match &answer {
-                            Answer::Ok(id) => format!("minted {id}"),
-                            other => show_failure(other),
-                        };
-                        let v = match expected {
-                            Some(expected) => Violation::new(
-                                Invariant::OutcomeAgreement,
-                                format!("r{r} mint_id: model says {expected:?}, engine says {shown}"),
-                            ),
-                            None => engine_violation(&format!("r{r} mint_id"), &answer),
-                        };
-                        return StepOutcome::new(line(&shown), Err(v));
-                    }
+                }
+                count(&mut self.events, Event::MintedIdAbandoned, gave_up.len() as u64);
+                match self.mint_outside(r, table) {
+                    Ok(Some(minted)) => *id = Some(minted),
+                    Ok(None) => return StepOutcome::new(line(&gave_up, "mint_id refused busy"), Ok(())),
+                    Err((shown, v)) => return StepOutcome::new(line(&gave_up, &shown), Err(v)),
                 }
             }
         }
@@ -492,7 +498,12 @@ impl<'a> Runner<'a> {
             Answer::Ok(ids) => format!("ok {ids:?}"),
             other => show_failure(other),
         };
-        let line = format!("r{r} outside the engine: {desc_now} -> {shown}");
+        let first = if gave_up.is_empty() {
+            String::new()
+        } else {
+            format!("minted {gave_up:?} and gave them up, then ")
+        };
+        let line = format!("r{r} outside the engine: {first}{desc_now} -> {shown}");
         count(
             &mut self.events,
             Event::OutsideWrite,
@@ -514,6 +525,51 @@ impl<'a> Runner<'a> {
         };
         let verdict = verdict.and_then(|()| self.after_write(r, &ops, &answer, true));
         StepOutcome::new(line, verdict)
+    }
+
+    /// The application asks replica `r` to mint an id of `table`: the id,
+    /// `None` when refused busy (as the model says), or the violation with
+    /// what the engine said.
+    fn mint_outside(&mut self, r: usize, table: usize) -> Result<Option<i64>, (String, Violation)> {
+        let expected = self.model.as_mut().map(|m| m.mint_id(r));
+        let answer = match self.replicas[r].as_mut() {
+            Some(replica) => replica.mint_id(&self.schema.tables[table].name),
+            None => Answer::Error("replica vanished".into()),
+        };
+        if let Answer::Ok(minted) = answer {
+            if !self.minted.insert(minted) {
+                // Contract: a minted id is reserved, used or given up.
+                return Err((
+                    format!("minted {minted}"),
+                    Violation::new(
+                        Invariant::NoClobber,
+                        format!("r{r} mint_id handed out {minted} again: an id once minted is reserved, used or not"),
+                    ),
+                ));
+            }
+        }
+        match (answer, expected) {
+            (Answer::Ok(minted), None) => Ok(Some(minted)),
+            (Answer::Ok(minted), Some(Ok(model_id))) if minted == model_id => Ok(Some(minted)),
+            (Answer::Refused(RefusalClass::Busy, _), None | Some(Err(model::WriteRefusal::Busy))) => {
+                count(&mut self.events, Event::Busy, 1);
+                Ok(None)
+            }
+            (answer, expected) => {
+                let shown = match &answer {
+                    Answer::Ok(id) => format!("minted {id}"),
+                    other => show_failure(other),
+                };
+                let v = match expected {
+                    Some(expected) => Violation::new(
+                        Invariant::OutcomeAgreement,
+                        format!("r{r} mint_id: model says {expected:?}, engine says {shown}"),
+                    ),
+                    None => engine_violation(&format!("r{r} mint_id"), &answer),
+                };
+                Err((shown, v))
+            }
+        }
     }
 
     fn count_write_answer(&mut self, answer: &Answer<Vec<i64>>, ops: usize) {

@@ -42,6 +42,8 @@ pub enum Action {
         replica: usize,
         ops: Vec<PlannedOp>,
         outside: bool,
+        /// Outside inserts: ids the application mints and gives up on first.
+        abandoned_ids: u8,
     },
     Sync {
         replica: usize,
@@ -127,6 +129,7 @@ impl View<'_> {
                     replica,
                     ops,
                     outside: false,
+                    abandoned_ids: 0,
                 })
             }
             Step::Outside(inner) => {
@@ -135,10 +138,18 @@ impl View<'_> {
                     return Err("outside writes are single inserts, updates or deletes".into());
                 }
                 let ops = self.plan(inner, true)?;
+                let abandoned_ids = match **inner {
+                    Step::Insert {
+                        id: IdChoice::MintAbandoning(n),
+                        ..
+                    } => n,
+                    _ => 0,
+                };
                 Ok(Action::Write {
                     replica,
                     ops,
                     outside: true,
+                    abandoned_ids,
                 })
             }
             Step::Sync { replica, kind } => Ok(Action::Sync {
@@ -192,7 +203,7 @@ impl View<'_> {
                 let name = &self.schema.tables[t].name;
                 let id = if outside { &IdChoice::Mint } else { id };
                 let explicit = match id {
-                    IdChoice::Mint => None,
+                    IdChoice::Mint | IdChoice::MintAbandoning(_) => None,
                     _ if !self.explicit_ids => return Err("the engine mints every id".into()),
                     IdChoice::Foreign(n) => {
                         let own: BTreeSet<i64> = self.held(r, t).into_iter().collect();

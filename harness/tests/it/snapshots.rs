@@ -259,6 +259,44 @@ fn a_replica_starts_while_the_application_holds_its_cache_lock() {
 }
 
 #[test]
+fn an_id_minted_and_given_up_is_never_minted_again() {
+    // The application mints an id for a row, rolls its transaction back,
+    // mints another and inserts with it; the engine's own insert after it
+    // mints above both, across a restart too.
+    let outside_host = |replica| Step::Insert {
+        replica,
+        table: 1,
+        id: IdChoice::MintAbandoning(1),
+        values: vec![Val::Text("app".into()), Val::Text("10.0.0.9".into())],
+    };
+    regression(
+        "minted-id-given-up-stays-reserved",
+        scenario(
+            2,
+            vec![
+                Step::Outside(Box::new(outside_host(0))),
+                Step::Crash {
+                    replica: 0,
+                    kind: SyncKind::Push,
+                    at: CrashAt::BeforeRemoteCommit,
+                },
+                Step::Restart {
+                    replica: 0,
+                    offset_ms: None,
+                    rebuilt: None,
+                    cache_format: None,
+                    app_holds_cache: false,
+                },
+                Step::Outside(Box::new(outside_host(0))),
+                host(0),
+                sync(0),
+                sync(1),
+            ],
+        ),
+    );
+}
+
+#[test]
 fn crash_after_remote_commit_does_not_duplicate() {
     regression(
         "crash-after-remote-commit",
