@@ -442,14 +442,8 @@ impl<'a> Runner<'a> {
         let mut ops = ops.to_vec();
         let desc = describe(&self.schema, &ops);
         let mut gave_up = Vec::new();
-        let line = |gave_up: &[i64], answer: &str| {
-            let first = if gave_up.is_empty() {
-                String::new()
-            } else {
-                format!("minted {gave_up:?} and gave them up, then ")
-            };
-            format!("r{r} outside the engine: {first}{desc} -> {answer}")
-        };
+        let line =
+            |gave_up: &[i64], answer: &str| format!("r{r} outside the engine: {}{desc} -> {answer}", given_up(gave_up));
         if self.caps().outside_writes == syncgate_protocol::OutsideWrites::NotCaptured {
             return StepOutcome::new(
                 line(
@@ -498,12 +492,7 @@ impl<'a> Runner<'a> {
             Answer::Ok(ids) => format!("ok {ids:?}"),
             other => show_failure(other),
         };
-        let first = if gave_up.is_empty() {
-            String::new()
-        } else {
-            format!("minted {gave_up:?} and gave them up, then ")
-        };
-        let line = format!("r{r} outside the engine: {first}{desc_now} -> {shown}");
+        let line = format!("r{r} outside the engine: {}{desc_now} -> {shown}", given_up(&gave_up));
         count(
             &mut self.events,
             Event::OutsideWrite,
@@ -1164,6 +1153,15 @@ fn copy_template(subject: &dyn Subject, n: usize, dir: &Path) -> Result<bool, St
         std::fs::copy(entry.path(), dir.join(entry.file_name())).map_err(|e| e.to_string())?;
     }
     Ok(true)
+}
+
+/// How a trace line tells the ids an outside insert minted and gave up.
+fn given_up(ids: &[i64]) -> String {
+    if ids.is_empty() {
+        String::new()
+    } else {
+        format!("minted {ids:?} and gave them up, then ")
+    }
 }
 
 fn crash_point(at: CrashAt) -> CrashPoint {

@@ -72,6 +72,32 @@ fn host(replica: usize) -> Step {
     }
 }
 
+/// A push of `replica` that crashes before the remote commits.
+fn push_crashing_before_commit(replica: usize) -> Step {
+    Step::Crash {
+        replica,
+        kind: SyncKind::Push,
+        at: CrashAt::BeforeRemoteCommit,
+    }
+}
+
+/// A plain restart of `replica` (nothing happened to its cache while down).
+fn restart(replica: usize) -> Step {
+    restart_with(replica, None, false)
+}
+
+/// A restart of `replica` over a cache in `cache_format`, or while the
+/// application holds the cache's write lock.
+fn restart_with(replica: usize, cache_format: Option<u8>, app_holds_cache: bool) -> Step {
+    Step::Restart {
+        replica,
+        offset_ms: None,
+        rebuilt: None,
+        cache_format,
+        app_holds_cache,
+    }
+}
+
 fn domain(replica: usize, name: &str) -> Step {
     Step::Insert {
         replica,
@@ -143,23 +169,7 @@ fn pending_writes_survive_a_crash_and_restart() {
         "pending-survives-restart",
         scenario(
             2,
-            vec![
-                host(0),
-                Step::Crash {
-                    replica: 0,
-                    kind: SyncKind::Push,
-                    at: CrashAt::BeforeRemoteCommit,
-                },
-                Step::Restart {
-                    replica: 0,
-                    offset_ms: None,
-                    rebuilt: None,
-                    cache_format: None,
-                    app_holds_cache: false,
-                },
-                sync(0),
-                sync(1),
-            ],
+            vec![host(0), push_crashing_before_commit(0), restart(0), sync(0), sync(1)],
         ),
     );
 }
@@ -177,18 +187,8 @@ fn pending_writes_survive_an_upgrade_from_an_older_cache_format() {
                 host(0),
                 sync(0),
                 host(0),
-                Step::Crash {
-                    replica: 0,
-                    kind: SyncKind::Push,
-                    at: CrashAt::BeforeRemoteCommit,
-                },
-                Step::Restart {
-                    replica: 0,
-                    offset_ms: None,
-                    rebuilt: None,
-                    cache_format: Some(0),
-                    app_holds_cache: false,
-                },
+                push_crashing_before_commit(0),
+                restart_with(0, Some(0), false),
                 host(0),
                 sync(0),
                 sync(1),
@@ -208,18 +208,8 @@ fn a_cache_from_a_newer_version_is_refused_and_loses_nothing() {
             2,
             vec![
                 host(0),
-                Step::Crash {
-                    replica: 0,
-                    kind: SyncKind::Push,
-                    at: CrashAt::BeforeRemoteCommit,
-                },
-                Step::Restart {
-                    replica: 0,
-                    offset_ms: None,
-                    rebuilt: None,
-                    cache_format: Some(NEWER_CACHE_FORMAT),
-                    app_holds_cache: false,
-                },
+                push_crashing_before_commit(0),
+                restart_with(0, Some(NEWER_CACHE_FORMAT), false),
                 sync(0),
                 sync(1),
             ],
@@ -239,18 +229,8 @@ fn a_replica_starts_while_the_application_holds_its_cache_lock() {
             2,
             vec![
                 host(0),
-                Step::Crash {
-                    replica: 0,
-                    kind: SyncKind::Push,
-                    at: CrashAt::BeforeRemoteCommit,
-                },
-                Step::Restart {
-                    replica: 0,
-                    offset_ms: None,
-                    rebuilt: None,
-                    cache_format: None,
-                    app_holds_cache: true,
-                },
+                push_crashing_before_commit(0),
+                restart_with(0, None, true),
                 sync(0),
                 sync(1),
             ],
@@ -275,18 +255,8 @@ fn an_id_minted_and_given_up_is_never_minted_again() {
             2,
             vec![
                 Step::Outside(Box::new(outside_host(0))),
-                Step::Crash {
-                    replica: 0,
-                    kind: SyncKind::Push,
-                    at: CrashAt::BeforeRemoteCommit,
-                },
-                Step::Restart {
-                    replica: 0,
-                    offset_ms: None,
-                    rebuilt: None,
-                    cache_format: None,
-                    app_holds_cache: false,
-                },
+                push_crashing_before_commit(0),
+                restart(0),
                 Step::Outside(Box::new(outside_host(0))),
                 host(0),
                 sync(0),
@@ -310,13 +280,7 @@ fn crash_after_remote_commit_does_not_duplicate() {
                     kind: SyncKind::Full,
                     at: CrashAt::AfterRemoteCommit,
                 },
-                Step::Restart {
-                    replica: 0,
-                    offset_ms: None,
-                    rebuilt: None,
-                    cache_format: None,
-                    app_holds_cache: false,
-                },
+                restart(0),
                 sync(0),
                 sync(1),
             ],
@@ -452,18 +416,8 @@ fn a_multi_write_transaction_is_pushed_whole() {
                         vec![Val::Text("MX".into()), Val::Text("bravo".into())],
                     ],
                 },
-                Step::Crash {
-                    replica: 0,
-                    kind: SyncKind::Push,
-                    at: CrashAt::BeforeRemoteCommit,
-                },
-                Step::Restart {
-                    replica: 0,
-                    offset_ms: None,
-                    rebuilt: None,
-                    cache_format: None,
-                    app_holds_cache: false,
-                },
+                push_crashing_before_commit(0),
+                restart(0),
                 sync(0),
                 sync(1),
             ],
