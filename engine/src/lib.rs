@@ -75,6 +75,8 @@ pub use mutant::Mutant;
 #[cfg(feature = "postgres")]
 pub use pg_remote::PgRemote;
 #[cfg(feature = "postgres")]
+pub use pg_session::RoundTrips;
+#[cfg(feature = "postgres")]
 pub use postgres;
 pub use remote::{Change, ChangeKind, Remote, RemoteRow, RemoteWrites};
 pub use replica::Replica;

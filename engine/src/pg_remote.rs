@@ -19,7 +19,7 @@ use rusqlite::types::Value;
 use crate::error::{Error, Result};
 use crate::ids::REPLICAS_MAX;
 use crate::mutant::{Mutant, Planted};
-use crate::pg_session::PgSession;
+use crate::pg_session::{PgSession, RoundTrips};
 use crate::pg_sql::{column_array, read_value, read_values, PgSql, STATE_ALIAS, STATE_DEAD, STATE_LIVE};
 use crate::remote::{Change, ChangeKind, Remote, RemoteRow, RemoteWrites};
 use crate::schema::{check_identifier, quote, Schema};
@@ -79,7 +79,7 @@ impl PgRemote {
     fn connect(url: &str, namespace: &str, schema: &Schema, lock_timeout_ms: u64) -> Result<PgRemote> {
         check_identifier(namespace)?;
         Ok(PgRemote {
-            session: PgSession::connect(url, lock_timeout_ms)?,
+            session: PgSession::connect(url, lock_timeout_ms, &PgRemote::application_name(namespace))?,
             namespace: namespace.to_string(),
             schema: schema.clone(),
             sql: PgSql::new(namespace, schema),
@@ -102,21 +102,34 @@ impl PgRemote {
         hash as i64
     }
 
+    /// The name the remote's sessions give the server (`application_name`
+    /// in `pg_stat_activity`), unless the connection string names one.
+    pub fn application_name(namespace: &str) -> String {
+        format!("syncgate:{namespace}")
+    }
+
     /// The schema (namespace) the remote lives in.
     pub fn namespace(&self) -> &str {
         &self.namespace
     }
 
-    /// Round trips to the server so far: every statement sent, prepared or
-    /// executed.
+    /// Round trips to the server so far: requests it answered (connections,
+    /// statements prepared or executed, simple queries).
     pub fn round_trips(&self) -> u64 {
-        self.session.round_trips()
+        self.session.round_trips().get()
+    }
+
+    /// A handle on this remote's round-trip count that outlives borrows of
+    /// the remote (the reference adapter reports it with every sync).
+    pub fn round_trip_counter(&self) -> RoundTrips {
+        self.session.round_trips().clone()
     }
 
     /// Drops the remote's namespace and everything in it.
     pub fn drop_namespace(url: &str, namespace: &str) -> Result<()> {
         check_identifier(namespace)?;
-        PgSession::connect(url, 0)?.batch(&format!("DROP SCHEMA IF EXISTS {} CASCADE", quote(namespace)))
+        PgSession::connect(url, 0, &PgRemote::application_name(namespace))?
+            .batch(&format!("DROP SCHEMA IF EXISTS {} CASCADE", quote(namespace)))
     }
 
     /// Plants `mutant` in this remote handle (the harness's mutant catalog).
@@ -144,10 +157,12 @@ impl PgRemote {
             "UPDATE {}.\"_sg_remote\" SET seq = seq + $1 RETURNING seq - $1",
             quote(&self.namespace)
         );
-        let start: i64 = other
-            .query_one(&sql, &[&BLOCK])
-            .map_err(|e| self.session.classify(e))?
-            .try_get(0)?;
+        let prepared = other.prepare(&sql);
+        self.session.count_answered(&prepared);
+        let statement = prepared.map_err(|e| self.session.classify(e))?;
+        let row = other.query_one(&statement, &[&BLOCK]);
+        self.session.count_answered(&row);
+        let start: i64 = row.map_err(|e| self.session.classify(e))?.try_get(0)?;
         self.head = Some(start);
         Ok(())
     }

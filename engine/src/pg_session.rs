@@ -5,6 +5,8 @@
 //! session the server closed opened again at the next transaction.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use postgres::error::SqlState;
@@ -27,12 +29,48 @@ pub(crate) struct PgSession {
     in_transaction: bool,
     /// A statement of the open transaction failed: it may only roll back.
     failed: bool,
-    round_trips: u64,
+    round_trips: RoundTrips,
+}
+
+/// The round trips a session made to its server, shared with whoever keeps
+/// a handle (the reference adapter reports them; the gate compares them with
+/// what it counted on the wire). A round trip is a request the server
+/// answered: a connection's startup, a simple query, or an extended-protocol
+/// exchange up to its `Sync` (a statement's preparation, or its execution).
+/// A request on a connection the server already closed never reached it and
+/// is not counted.
+#[derive(Clone, Debug, Default)]
+pub struct RoundTrips(Arc<AtomicU64>);
+
+impl RoundTrips {
+    /// Round trips so far.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+
+    fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::SeqCst);
+    }
+
+    /// Counts one round trip if the server answered `outcome` (a result, or
+    /// an error the server sent).
+    fn answered<T>(&self, outcome: &std::result::Result<T, postgres::Error>) -> bool {
+        let answered = match outcome {
+            Ok(_) => true,
+            Err(e) => e.as_db_error().is_some(),
+        };
+        if answered {
+            self.add(1);
+        }
+        answered
+    }
 }
 
 impl PgSession {
-    /// Opens a session whose lock waits last at most `lock_timeout_ms`.
-    pub(crate) fn connect(url: &str, lock_timeout_ms: u64) -> Result<PgSession> {
+    /// Opens a session whose lock waits last at most `lock_timeout_ms`,
+    /// named `application_name` on the server (`pg_stat_activity`) unless
+    /// the connection string names it.
+    pub(crate) fn connect(url: &str, lock_timeout_ms: u64, application_name: &str) -> Result<PgSession> {
         let mut config: postgres::Config = url.parse().map_err(|e: postgres::Error| Error::PgUnreachable {
             url: "(unparsable connection string)".into(),
             detail: format!("{e}; expected e.g. postgresql://user@127.0.0.1:5432/dbname"),
@@ -40,8 +78,13 @@ impl PgSession {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT_DEFAULT);
         }
+        if config.get_application_name().is_none() {
+            config.application_name(application_name);
+        }
         let place = describe(&config);
         let client = open_client(&config, &place, lock_timeout_ms)?;
+        let round_trips = RoundTrips::default();
+        round_trips.add(1);
         Ok(PgSession {
             client,
             config,
@@ -50,7 +93,7 @@ impl PgSession {
             statements: HashMap::new(),
             in_transaction: false,
             failed: false,
-            round_trips: 1,
+            round_trips,
         })
     }
 
@@ -59,14 +102,23 @@ impl PgSession {
         &self.place
     }
 
-    /// Round trips so far: every statement sent, prepared or executed.
-    pub(crate) fn round_trips(&self) -> u64 {
-        self.round_trips
+    /// The session's round-trip counter.
+    pub(crate) fn round_trips(&self) -> &RoundTrips {
+        &self.round_trips
     }
 
-    /// Another session to the same server (the planted bug's seq blocks).
+    /// Another session to the same server (the planted bug's seq blocks),
+    /// its startup counted as this session's.
     pub(crate) fn another(&self) -> Result<Client> {
-        open_client(&self.config, &self.place, self.lock_timeout_ms)
+        let client = open_client(&self.config, &self.place, self.lock_timeout_ms)?;
+        self.round_trips.add(1);
+        Ok(client)
+    }
+
+    /// Counts a request's round trip on another session of this one's
+    /// ([`PgSession::another`]).
+    pub(crate) fn count_answered<T>(&self, outcome: &std::result::Result<T, postgres::Error>) {
+        self.round_trips.answered(outcome);
     }
 
     pub(crate) fn classify(&self, e: postgres::Error) -> Error {
@@ -84,29 +136,33 @@ impl PgSession {
         if let Some(stmt) = self.statements.get(sql) {
             return Ok(stmt.clone());
         }
-        self.round_trips += 1;
-        let stmt = self.client.prepare(sql).map_err(|e| self.fail(e))?;
+        let prepared = self.client.prepare(sql);
+        self.round_trips.answered(&prepared);
+        let stmt = prepared.map_err(|e| self.fail(e))?;
         self.statements.insert(sql.to_string(), stmt.clone());
         Ok(stmt)
     }
 
     pub(crate) fn query(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>> {
         let stmt = self.statement(sql)?;
-        self.round_trips += 1;
-        self.client.query(&stmt, params).map_err(|e| self.fail(e))
+        let rows = self.client.query(&stmt, params);
+        self.round_trips.answered(&rows);
+        rows.map_err(|e| self.fail(e))
     }
 
     pub(crate) fn execute(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
         let stmt = self.statement(sql)?;
-        self.round_trips += 1;
-        self.client.execute(&stmt, params).map_err(|e| self.fail(e))
+        let changed = self.client.execute(&stmt, params);
+        self.round_trips.answered(&changed);
+        changed.map_err(|e| self.fail(e))
     }
 
     /// Runs `text` (statements without application values) in one round
     /// trip and returns the first value of the last row it gives.
     pub(crate) fn simple_scalar(&mut self, text: &str) -> Result<Option<String>> {
-        self.round_trips += 1;
-        let messages = self.client.simple_query(text).map_err(|e| self.fail(e))?;
+        let messages = self.client.simple_query(text);
+        self.round_trips.answered(&messages);
+        let messages = messages.map_err(|e| self.fail(e))?;
         Ok(messages
             .into_iter()
             .filter_map(|m| match m {
@@ -118,22 +174,46 @@ impl PgSession {
 
     /// Runs `text` (statements without values: DDL) in one round trip.
     pub(crate) fn batch(&mut self, text: &str) -> Result<()> {
-        self.round_trips += 1;
-        self.client.batch_execute(text).map_err(|e| self.fail(e))
+        let done = self.client.batch_execute(text);
+        self.round_trips.answered(&done);
+        done.map_err(|e| self.fail(e))
     }
 
     /// Starts a transaction with `text` (its `BEGIN`, the locks it takes, a
-    /// read) in one round trip, reconnecting first if the server closed the
-    /// session; returns the first value of the last row it read.
+    /// read) in one round trip, on a new session if the server closed this
+    /// one; returns the first value of the last row it read.
+    ///
+    /// A session the server closed since its last request (a server restart,
+    /// an idle timeout, a dropped connection, `pg_terminate_backend`) may
+    /// show only when this request fails on it. Nothing of a transaction commits without its
+    /// `COMMIT`, so the start is tried once more on a new session: a sync
+    /// after a dropped connection then works instead of failing once.
     pub(crate) fn begin(&mut self, text: &str) -> Result<Option<String>> {
         if self.client.is_closed() {
-            self.client = open_client(&self.config, &self.place, self.lock_timeout_ms)?;
-            self.statements.clear();
-            self.round_trips += 1;
+            self.reconnect()?;
         }
+        match self.start(text) {
+            Err(e) if self.client.is_closed() || matches!(e, Error::RemoteUnavailable(_)) => {
+                self.in_transaction = false;
+                self.reconnect()?;
+                self.start(text)
+            }
+            started => started,
+        }
+    }
+
+    fn start(&mut self, text: &str) -> Result<Option<String>> {
         self.in_transaction = true;
         self.failed = false;
         self.simple_scalar(text)
+    }
+
+    /// A new session in place of the one the server closed.
+    fn reconnect(&mut self) -> Result<()> {
+        self.client = open_client(&self.config, &self.place, self.lock_timeout_ms)?;
+        self.statements.clear();
+        self.round_trips.add(1);
+        Ok(())
     }
 
     pub(crate) fn commit(&mut self) -> Result<()> {
@@ -145,17 +225,17 @@ impl PgSession {
                 "a statement of this transaction failed, so it was rolled back; retry the sync".into(),
             ));
         }
-        self.round_trips += 1;
-        let outcome = self.client.batch_execute("COMMIT").map_err(|e| self.classify(e));
+        let outcome = self.client.batch_execute("COMMIT");
+        self.round_trips.answered(&outcome);
         self.in_transaction = false;
-        outcome
+        outcome.map_err(|e| self.classify(e))
     }
 
     pub(crate) fn rollback(&mut self) {
         if self.in_transaction && !self.client.is_closed() {
-            self.round_trips += 1;
             // A failed rollback leaves the transaction to the session's end.
-            let _ = self.client.batch_execute("ROLLBACK");
+            let outcome = self.client.batch_execute("ROLLBACK");
+            self.round_trips.answered(&outcome);
         }
         self.in_transaction = false;
         self.failed = false;
@@ -224,6 +304,13 @@ fn classify(e: postgres::Error, place: &str) -> Error {
             || *code == SqlState::T_R_DEADLOCK_DETECTED
         {
             return Error::PgBusy { detail };
+        }
+        if *code == SqlState::ADMIN_SHUTDOWN
+            || *code == SqlState::CRASH_SHUTDOWN
+            || *code == SqlState::CANNOT_CONNECT_NOW
+        {
+            // The server ended the session (pg_terminate_backend, a restart).
+            return Error::RemoteUnavailable(format!("{place} ended the session: {detail}"));
         }
         if *code == SqlState::INSUFFICIENT_PRIVILEGE {
             return Error::PgPrivilege { detail };

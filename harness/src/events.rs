@@ -57,6 +57,9 @@ pub enum Event {
     RestartUnderCacheLock,
     /// The application minted an id for an outside insert and gave it up.
     MintedIdAbandoned,
+    /// The server closed a replica's sessions with a PostgreSQL remote just
+    /// before a sync (counted on PostgreSQL runs only).
+    RemoteSessionsCut,
 }
 
 impl Event {
@@ -93,6 +96,7 @@ impl Event {
             Event::NewerCacheRefused => "newer-cache-refused",
             Event::RestartUnderCacheLock => "restart-under-cache-lock",
             Event::MintedIdAbandoned => "minted-id-abandoned",
+            Event::RemoteSessionsCut => "remote-sessions-cut",
         }
     }
 

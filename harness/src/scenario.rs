@@ -108,6 +108,12 @@ pub enum Step {
     Sync {
         replica: usize,
         kind: SyncKind,
+        /// Just before the sync, the server closed the replica's sessions
+        /// with a PostgreSQL remote (a server restart, an idle timeout, a
+        /// dropped connection); the harness cuts them in its wire tap. On a
+        /// SQLite remote nothing happens.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        sessions_cut: bool,
     },
     /// A sync that crashes at `at`; the replica stays down until `Restart`.
     Crash {
@@ -471,8 +477,12 @@ fn step_strategy(replicas: usize, swarm: &Swarm) -> BoxedStrategy<Step> {
         (r.clone(), 0_usize..3, 0_usize..8)
             .prop_map(|(replica, table, row)| Step::Delete { replica, table, row })
             .boxed(),
-        (r.clone(), sync_kind())
-            .prop_map(|(replica, kind)| Step::Sync { replica, kind })
+        (r.clone(), sync_kind(), prop_oneof![7 => Just(false), 1 => Just(true)])
+            .prop_map(|(replica, kind, sessions_cut)| Step::Sync {
+                replica,
+                kind,
+                sessions_cut,
+            })
             .boxed(),
         (
             r.clone(),

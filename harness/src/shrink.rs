@@ -254,21 +254,35 @@ fn simplifications(step: &Step) -> Vec<Step> {
                 });
             }
         }
-        Step::Sync { replica, kind } => {
+        Step::Sync {
+            replica,
+            kind,
+            sessions_cut,
+        } => {
+            if *sessions_cut {
+                out.push(Step::Sync {
+                    replica: *replica,
+                    kind: *kind,
+                    sessions_cut: false,
+                });
+            }
             if *kind == SyncKind::Full {
                 out.push(Step::Sync {
                     replica: *replica,
                     kind: SyncKind::Push,
+                    sessions_cut: *sessions_cut,
                 });
                 out.push(Step::Sync {
                     replica: *replica,
                     kind: SyncKind::Pull,
+                    sessions_cut: *sessions_cut,
                 });
             }
             if *replica > 0 {
                 out.push(Step::Sync {
                     replica: 0,
                     kind: *kind,
+                    sessions_cut: *sessions_cut,
                 });
             }
         }
@@ -276,6 +290,7 @@ fn simplifications(step: &Step) -> Vec<Step> {
             out.push(Step::Sync {
                 replica: *replica,
                 kind: *kind,
+                sessions_cut: false,
             });
             if *kind == SyncKind::Full {
                 out.push(Step::Crash {

@@ -102,6 +102,10 @@ pub enum Response {
         /// of the clock the harness sets.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         waited_ms: Option<u64>,
+        /// Optionally, with a PostgreSQL remote: see
+        /// [`SyncReport::remote_round_trips`].
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        remote_round_trips: Option<u64>,
     },
     PendingOk {
         pending: u64,
@@ -411,6 +415,12 @@ pub struct SyncReport {
     pub pushed: u64,
     pub pulled: u64,
     pub conflicts: u64,
+    /// Optionally, with a PostgreSQL remote: the round trips this process
+    /// has made to the server since it started (each connection's startup,
+    /// each simple query, each extended-protocol exchange up to its `Sync`).
+    /// The harness counts them on the wire and fails a count that differs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_round_trips: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -498,6 +508,7 @@ mod tests {
                     pushed: 1,
                     pulled: 2,
                     conflicts: 0,
+                    remote_round_trips: None,
                 }),
             },
             r#"{"in_reply_to":5,"type":"sync_ok","pushed":1,"pulled":2,"conflicts":0}"#,
@@ -547,9 +558,10 @@ mod tests {
                     message: "remote busy after 3 attempts".into(),
                     attempts: Some(3),
                     waited_ms: Some(3),
+                    remote_round_trips: Some(41),
                 },
             },
-            r#"{"in_reply_to":7,"type":"sync_failed","class":"busy","message":"remote busy after 3 attempts","attempts":3,"waited_ms":3}"#,
+            r#"{"in_reply_to":7,"type":"sync_failed","class":"busy","message":"remote busy after 3 attempts","attempts":3,"waited_ms":3,"remote_round_trips":41}"#,
         );
         // Both are optional: an engine that says nothing of its tries.
         round_trip(
@@ -560,6 +572,7 @@ mod tests {
                     message: "busy".into(),
                     attempts: None,
                     waited_ms: None,
+                    remote_round_trips: None,
                 },
             },
             r#"{"in_reply_to":8,"type":"sync_failed","class":"busy","message":"busy"}"#,

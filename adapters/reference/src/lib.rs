@@ -18,8 +18,8 @@ use std::sync::Arc;
 pub use faults::{CrashMode, FaultSwitch, FaultyRemote, CRASH_EXIT_CODE, INJECTED};
 use syncgate_engine::rusqlite::types::Value as EValue;
 use syncgate_engine::{
-    id_space, Clock, ColumnDef, ColumnType, Config, Error, Mutant, PgRemote, Remote, Replica, Schema, SqliteRemote,
-    TableDef, WriteRefusal,
+    id_space, Clock, ColumnDef, ColumnType, Config, Error, Mutant, PgRemote, Remote, Replica, RoundTrips, Schema,
+    SqliteRemote, TableDef, WriteRefusal,
 };
 use syncgate_protocol::{
     Capabilities, ColumnKind, CrashPoint, DeletePolicy, ErrorCode, Init, InitOk, MergePolicy, NaturalKeyPolicy, Op,
@@ -147,6 +147,8 @@ pub struct ReferenceAdapter {
     clock: Arc<SetClock>,
     faults: FaultSwitch,
     options: Options,
+    /// Round trips to a PostgreSQL remote, reported with every sync.
+    round_trips: Option<RoundTrips>,
 }
 
 /// What the reference engine declares in its handshake.
@@ -228,7 +230,19 @@ pub fn open_remote(
     options: &Options,
     create: bool,
 ) -> Result<Box<dyn Remote + Send>, String> {
+    open_counted_remote(location, schema, options, create).map(|(remote, _)| remote)
+}
+
+/// [`open_remote`], with the counter of its round trips to a PostgreSQL
+/// server (none for a SQLite file).
+pub fn open_counted_remote(
+    location: &RemoteLocation,
+    schema: &Schema,
+    options: &Options,
+    create: bool,
+) -> Result<(Box<dyn Remote + Send>, Option<RoundTrips>), String> {
     let text = |e: Error| e.to_string();
+    let mut round_trips = None;
     let mut remote: Box<dyn Remote + Send> = match location {
         RemoteLocation::Sqlite { path } => {
             let path = Path::new(path);
@@ -251,6 +265,7 @@ pub fn open_remote(
             if let Some(m) = options.mutant {
                 remote.plant(m);
             }
+            round_trips = Some(remote.round_trip_counter());
             Box::new(remote)
         }
     };
@@ -259,7 +274,7 @@ pub fn open_remote(
         // minted id, differs from the reference spec's.
         remote.register_replica().map_err(text)?;
     }
-    Ok(remote)
+    Ok((remote, round_trips))
 }
 
 impl ReferenceAdapter {
@@ -273,7 +288,7 @@ impl ReferenceAdapter {
         }
         let schema = engine_schema(&init.schema)?;
         // Remote-side mutants live in the remote handle.
-        let remote = open_remote(&init.remote, &schema, options, init.create_remote)?;
+        let (remote, round_trips) = open_counted_remote(&init.remote, &schema, options, init.create_remote)?;
         let mut config = checked_config();
         apply_limits(&mut config, &init.limits);
         config.mutant = options.mutant;
@@ -289,6 +304,7 @@ impl ReferenceAdapter {
             clock,
             faults,
             options: options.clone(),
+            round_trips,
         })
     }
 
@@ -316,6 +332,7 @@ impl ReferenceAdapter {
                         } else {
                             r.conflicts
                         },
+                        remote_round_trips: self.remote_round_trips(),
                     }),
                     Err(Error::RemoteUnavailable(msg)) if msg.starts_with(INJECTED) => return Handled::Crashed,
                     Err(e) => {
@@ -325,7 +342,7 @@ impl ReferenceAdapter {
                             attempts: self.replica.busy_retries() - retries_before + 1,
                             waited_ms: self.clock.slept_ms() - slept_before,
                         };
-                        sync_failed(&e, tries)
+                        sync_failed(&e, tries, self.remote_round_trips())
                     }
                 }
             }
@@ -369,6 +386,10 @@ impl ReferenceAdapter {
             Request::Read { table } => self.read(table),
         };
         Handled::Reply(reply)
+    }
+
+    fn remote_round_trips(&self) -> Option<u64> {
+        self.round_trips.as_ref().map(RoundTrips::get)
     }
 
     fn write(&mut self, ops: &[Op]) -> Response {
@@ -530,11 +551,11 @@ struct BusyTries {
 }
 
 /// A sync's error in the protocol's words; a busy one tells its tries.
-fn sync_failed(e: &Error, tries: BusyTries) -> Response {
+fn sync_failed(e: &Error, tries: BusyTries, remote_round_trips: Option<u64>) -> Response {
     let class = match e {
         e if e.is_busy() => SyncFailureClass::Busy,
         Error::ClockDrift { .. } => SyncFailureClass::ClockDrift,
-        Error::RemoteUnavailable(_) => SyncFailureClass::Unavailable,
+        Error::RemoteUnavailable(_) | Error::PgUnreachable { .. } => SyncFailureClass::Unavailable,
         _ => SyncFailureClass::Other,
     };
     let busy = class == SyncFailureClass::Busy;
@@ -543,5 +564,6 @@ fn sync_failed(e: &Error, tries: BusyTries) -> Response {
         message: e.to_string(),
         attempts: busy.then_some(tries.attempts),
         waited_ms: busy.then_some(tries.waited_ms),
+        remote_round_trips,
     }
 }

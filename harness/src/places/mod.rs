@@ -7,6 +7,7 @@
 
 mod legacy_cache;
 mod remote;
+mod wire_tap;
 
 use std::path::{Path, PathBuf};
 
@@ -17,6 +18,7 @@ use rusqlite::Connection;
 use syncgate_model as model;
 use syncgate_protocol::RemoteLocation;
 use syncgate_protocol::{Op, Value};
+use wire_tap::WireTap;
 
 use crate::scenario::LockKind;
 use crate::schema::quote;
@@ -55,6 +57,9 @@ pub struct Places {
     remote: RemotePlace,
     cache_conns: Vec<Option<Connection>>,
     cache_locks: Vec<Option<Lock>>,
+    /// Each replica's wire tap to a PostgreSQL remote (`wire_tap.rs`),
+    /// started with its first process.
+    taps: Vec<Option<WireTap>>,
 }
 
 fn text(e: rusqlite::Error) -> String {
@@ -69,12 +74,55 @@ impl Places {
             remote: RemotePlace::new(remote, dir, schema),
             cache_conns: (0..replicas).map(|_| None).collect(),
             cache_locks: (0..replicas).map(|_| None).collect(),
+            taps: (0..replicas).map(|_| None).collect(),
         }
     }
 
-    /// Where the engine finds the remote.
-    pub fn remote_location(&self) -> RemoteLocation {
-        self.remote.location()
+    /// Where a new process of replica `r` finds the remote: a PostgreSQL
+    /// server through the replica's wire tap, whose round-trip count starts
+    /// again for this process. A connection string the tap cannot stand in
+    /// for (a Unix socket, several hosts) is given as it is, untapped.
+    pub fn engine_remote(&mut self, r: usize) -> Result<RemoteLocation, String> {
+        let location = self.remote.location();
+        let RemoteLocation::Postgres { url, schema } = &location else {
+            return Ok(location);
+        };
+        let Some(upstream) = wire_tap::upstream_of(url) else {
+            return Ok(location);
+        };
+        if self.taps[r].is_none() {
+            let tap = WireTap::start(upstream).map_err(|e| format!("starting replica {r}'s wire tap: {e}"))?;
+            self.taps[r] = Some(tap);
+        }
+        let Some(tap) = self.taps[r].as_ref() else {
+            unreachable!("started above")
+        };
+        tap.restart();
+        Ok(match wire_tap::tapped_url(url, tap.local()) {
+            Some(tapped) => RemoteLocation::Postgres {
+                url: tapped,
+                schema: schema.clone(),
+            },
+            None => location,
+        })
+    }
+
+    /// Round trips replica `r`'s current process made to a PostgreSQL
+    /// remote, as its wire tap counted them (`None`: no tap), or what went
+    /// wrong in the tap.
+    pub fn remote_round_trips(&self, r: usize) -> Option<Result<u64, String>> {
+        let tap = self.taps[r].as_ref()?;
+        Some(match tap.trouble() {
+            Some(trouble) => Err(trouble),
+            None => Ok(tap.round_trips()),
+        })
+    }
+
+    /// Closes replica `r`'s open sessions with a PostgreSQL remote, as a
+    /// server restart or a dropped connection would; how many were open
+    /// (`None`: no tap, so nothing to cut).
+    pub fn cut_remote_sessions(&self, r: usize) -> Option<usize> {
+        self.taps[r].as_ref().map(WireTap::cut)
     }
 
     pub fn cache_path(&self, r: usize) -> PathBuf {

@@ -257,7 +257,7 @@ impl<'a> Runner<'a> {
             replica: r,
             replicas: self.replicas.len(),
             cache: self.places.cache_path(r),
-            remote: self.places.remote_location(),
+            remote: self.places.engine_remote(r)?,
             create_remote,
             fresh,
             clock_ms: self.now(r),
@@ -317,7 +317,12 @@ impl<'a> Runner<'a> {
                     self.write(replica, &ops)
                 }
             }
-            Action::Sync { replica, kind, crash } => self.sync(replica, kind, crash),
+            Action::Sync {
+                replica,
+                kind,
+                crash,
+                sessions_cut,
+            } => self.sync(replica, kind, crash, sessions_cut),
             Action::Restart {
                 replica,
                 offset_ms,
@@ -707,7 +712,7 @@ impl<'a> Runner<'a> {
 
     // ------------------------------------------------------------------ syncs
 
-    fn sync(&mut self, r: usize, kind: SyncKind, crash: Option<CrashAt>) -> StepOutcome {
+    fn sync(&mut self, r: usize, kind: SyncKind, crash: Option<CrashAt>, sessions_cut: bool) -> StepOutcome {
         let point = crash.map(crash_point);
         let supported = point.is_some_and(|p| self.caps().crash_points.contains(&p));
         let crash = crash.filter(|_| supported);
@@ -738,6 +743,13 @@ impl<'a> Runner<'a> {
         if let Err(v) = self.set_clock(r) {
             return StepOutcome::new(format!("{title} -> error"), Err(v));
         }
+        let title = match sessions_cut.then(|| self.places.cut_remote_sessions(r)).flatten() {
+            Some(cut) => {
+                count(&mut self.events, Event::RemoteSessionsCut, 1);
+                format!("{title} after the server closed its {cut} session(s)")
+            }
+            None => title,
+        };
         let Some(replica) = self.replicas[r].as_mut() else {
             return StepOutcome::new(format!("{title} -> down"), Ok(()));
         };
@@ -754,6 +766,7 @@ impl<'a> Runner<'a> {
         }
         let answer = replica.sync(kind);
         let tries = replica.last_busy_tries();
+        let round_trips = replica.last_remote_round_trips();
         if let Some(attempts) = tries.and_then(|t| t.attempts) {
             count(&mut self.events, Event::BusyRetry, attempts.saturating_sub(1));
         }
@@ -807,8 +820,9 @@ impl<'a> Runner<'a> {
         let verdict = match (&expected, &self.model) {
             (Some(expected), Some(model)) => sync_agrees(r, kind, expected, &answer, &shown)
                 .and_then(|()| busy_tries_agree(r, kind, &model.config, &answer, tries)),
-            _ => sync_in_contract(r, kind, &answer, crash.is_some()),
+            _ => sync_in_contract(r, kind, &answer, crash.is_some(), sessions_cut),
         };
+        let verdict = verdict.and_then(|()| self.round_trips_agree(r, kind, round_trips));
         if verdict.is_err() {
             if self.model.as_ref().is_some_and(|m| !m.replicas[r].up) {
                 self.replicas[r] = None;
@@ -816,6 +830,28 @@ impl<'a> Runner<'a> {
             return StepOutcome::new(line, verdict);
         }
         StepOutcome::new(line, self.after_sync(r, kind, &answer))
+    }
+
+    /// Contract: the round trips an engine reports with a sync (optional,
+    /// PostgreSQL remotes) are the ones its process made, as the replica's
+    /// wire tap counted them.
+    fn round_trips_agree(&self, r: usize, kind: SyncKind, reported: Option<u64>) -> Verdict {
+        let (Some(reported), Some(counted)) = (reported, self.places.remote_round_trips(r)) else {
+            return Ok(());
+        };
+        let counted = counted.map_err(|trouble| Violation::new(Invariant::ProtocolViolated, trouble))?;
+        if reported == counted {
+            return Ok(());
+        }
+        Err(Violation::new(
+            Invariant::TruthfulStatus,
+            format!(
+                "r{r} {} reports {reported} round trips to the remote since its process started; \
+                 the harness counted {counted} on the wire (connections, simple queries, \
+                 extended-protocol syncs)",
+                kind_name(kind)
+            ),
+        ))
     }
 
     /// Records what the sync taught (happens-before), then observes.
@@ -1037,7 +1073,7 @@ impl<'a> Runner<'a> {
                 self.time_ms += STEP_MS;
                 self.step_no = line;
                 let before = self.model.as_ref().map(|m| m.events.clone());
-                let outcome = self.sync(r, SyncKind::Full, None);
+                let outcome = self.sync(r, SyncKind::Full, None, false);
                 if let Some(before) = before {
                     self.count_model_events(&before);
                 }
@@ -1307,11 +1343,19 @@ fn show_opt(v: Option<u64>) -> String {
 }
 
 /// Contract: a sync may fail busy (the harness holds locks), on clock drift,
-/// or at an armed crash point; any other failure is one.
-fn sync_in_contract(r: usize, kind: SyncKind, answer: &Answer<SyncReport>, crash_armed: bool) -> Verdict {
+/// at an armed crash point, or as unavailable right after the server closed
+/// its sessions; any other failure is one.
+fn sync_in_contract(
+    r: usize,
+    kind: SyncKind,
+    answer: &Answer<SyncReport>,
+    crash_armed: bool,
+    sessions_cut: bool,
+) -> Verdict {
     let what = format!("r{r} {}", kind_name(kind));
     match answer {
         Answer::Ok(_) | Answer::Failed(SyncFailureClass::Busy | SyncFailureClass::ClockDrift, _) => Ok(()),
+        Answer::Failed(SyncFailureClass::Unavailable, _) if sessions_cut => Ok(()),
         Answer::Crashed if crash_armed => Ok(()),
         Answer::Failed(_, msg) | Answer::Error(msg) if is_constraint_failure(msg) => Err(Violation::new(
             Invariant::Integrity,

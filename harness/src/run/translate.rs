@@ -49,6 +49,8 @@ pub enum Action {
         replica: usize,
         kind: SyncKind,
         crash: Option<CrashAt>,
+        /// The server closed the replica's remote sessions just before.
+        sessions_cut: bool,
     },
     Restart {
         replica: usize,
@@ -152,15 +154,21 @@ impl View<'_> {
                     abandoned_ids,
                 })
             }
-            Step::Sync { replica, kind } => Ok(Action::Sync {
+            Step::Sync {
+                replica,
+                kind,
+                sessions_cut,
+            } => Ok(Action::Sync {
                 replica: *replica,
                 kind: *kind,
                 crash: None,
+                sessions_cut: *sessions_cut,
             }),
             Step::Crash { replica, kind, at } => Ok(Action::Sync {
                 replica: *replica,
                 kind: *kind,
                 crash: Some(*at),
+                sessions_cut: false,
             }),
             Step::Restart {
                 replica,

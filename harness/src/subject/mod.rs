@@ -79,6 +79,16 @@ impl BusyTriesReported {
     }
 }
 
+/// The round trips to a PostgreSQL remote a sync's reply reports, if any
+/// (PROTOCOL.md, `remote_round_trips`).
+pub fn reported_round_trips(response: &syncgate_protocol::Response) -> Option<u64> {
+    match response {
+        syncgate_protocol::Response::SyncOk(report) => report.remote_round_trips,
+        syncgate_protocol::Response::SyncFailed { remote_round_trips, .. } => *remote_round_trips,
+        _ => None,
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct OpenSpec {
     pub replica: usize,
@@ -149,6 +159,11 @@ pub trait SubjectReplica {
     /// What the engine reported with its last sync's `busy` failure: how
     /// often it tried, how long it waited (PROTOCOL.md, `sync_failed`).
     fn last_busy_tries(&self) -> Option<BusyTriesReported> {
+        None
+    }
+    /// The round trips to a PostgreSQL remote the last sync's reply
+    /// reported (this process's, since it started).
+    fn last_remote_round_trips(&self) -> Option<u64> {
         None
     }
     /// The last lines the engine logged, shown with a failure.

@@ -17,7 +17,10 @@ use std::time::Duration;
 use syncgate_protocol::{Envelope, InitOk, Reply, Request, Response, VERSION};
 
 use super::reference::{expect, sync_request};
-use super::{Answer, BusyTriesReported, CrashPoint, Op, OpenSpec, ReadRow, Subject, SubjectReplica, SyncReport};
+use super::{
+    reported_round_trips, Answer, BusyTriesReported, CrashPoint, Op, OpenSpec, ReadRow, Subject, SubjectReplica,
+    SyncReport,
+};
 use crate::scenario::SyncKind;
 
 /// Lines of an engine's stderr kept for failure reports.
@@ -99,6 +102,8 @@ struct Process {
     broken: Option<String>,
     /// The tries the last reply reported, if it was a busy sync failure.
     last_busy: Option<BusyTriesReported>,
+    /// The round trips the last reply reported, if it was a sync's.
+    last_round_trips: Option<u64>,
 }
 
 impl Process {
@@ -149,6 +154,7 @@ impl Process {
             timeout,
             broken: None,
             last_busy: None,
+            last_round_trips: None,
         })
     }
 
@@ -215,6 +221,7 @@ impl Process {
             ));
         }
         self.last_busy = BusyTriesReported::of(&reply.body);
+        self.last_round_trips = reported_round_trips(&reply.body);
         match reply.body {
             Response::Error { code, message } => Answer::Error(format!("{code:?}: {message}")),
             Response::Refused { class, message } => Answer::Refused(class, message),
@@ -275,6 +282,10 @@ impl Drop for Process {
 impl SubjectReplica for Process {
     fn last_busy_tries(&self) -> Option<BusyTriesReported> {
         self.last_busy
+    }
+
+    fn last_remote_round_trips(&self) -> Option<u64> {
+        self.last_round_trips
     }
 
     fn write(&mut self, ops: &[Op]) -> Answer<Vec<i64>> {

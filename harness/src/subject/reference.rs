@@ -6,7 +6,10 @@ use syncgate_engine::Mutant;
 use syncgate_protocol::{InitOk, Request, Response};
 use syncgate_reference_adapter::{init_ok, CrashMode, Handled, Options, ReferenceAdapter};
 
-use super::{Answer, BusyTriesReported, CrashPoint, Op, OpenSpec, ReadRow, Subject, SubjectReplica, SyncReport};
+use super::{
+    reported_round_trips, Answer, BusyTriesReported, CrashPoint, Op, OpenSpec, ReadRow, Subject, SubjectReplica,
+    SyncReport,
+};
 use crate::scenario::SyncKind;
 
 /// The reference engine, optionally with one planted bug or an incidental
@@ -59,6 +62,7 @@ impl Subject for ReferenceEngine {
             Box::new(InProcess {
                 adapter,
                 last_busy: None,
+                last_round_trips: None,
             }),
             init_ok(&self.options),
         ))
@@ -69,14 +73,16 @@ struct InProcess {
     adapter: ReferenceAdapter,
     /// The tries the last reply reported, if it was a busy sync failure.
     last_busy: Option<BusyTriesReported>,
+    /// The round trips the last reply reported, if it was a sync's.
+    last_round_trips: Option<u64>,
 }
 
 impl InProcess {
     fn ask(&mut self, request: &Request) -> Answer<Response> {
         let handled = self.adapter.handle(request);
-        self.last_busy = match &handled {
-            Handled::Reply(response) => BusyTriesReported::of(response),
-            Handled::Crashed => None,
+        (self.last_busy, self.last_round_trips) = match &handled {
+            Handled::Reply(response) => (BusyTriesReported::of(response), reported_round_trips(response)),
+            Handled::Crashed => (None, None),
         };
         match handled {
             Handled::Crashed => Answer::Crashed,
@@ -155,6 +161,10 @@ impl SubjectReplica for InProcess {
 
     fn last_busy_tries(&self) -> Option<BusyTriesReported> {
         self.last_busy
+    }
+
+    fn last_remote_round_trips(&self) -> Option<u64> {
+        self.last_round_trips
     }
 }
 

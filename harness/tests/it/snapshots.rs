@@ -115,6 +115,7 @@ fn sync(replica: usize) -> Step {
     Step::Sync {
         replica,
         kind: SyncKind::Full,
+        sessions_cut: false,
     }
 }
 
@@ -467,6 +468,7 @@ fn a_busy_pull_leaves_no_transaction_open() {
                 Step::Sync {
                     replica: 0,
                     kind: SyncKind::Pull,
+                    sessions_cut: false,
                 },
                 host(0),
                 sync(0),

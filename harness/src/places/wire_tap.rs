@@ -1,0 +1,280 @@
+//! A wire tap between one replica's engine and the PostgreSQL server.
+//!
+//! The engine is given the tap's address instead of the server's; the tap
+//! forwards every byte both ways and reads the frontend's side of the
+//! protocol (PostgreSQL's v3 wire format: a startup packet, then messages of
+//! a type byte and a length) for two things:
+//!
+//! - **counting round trips**: a connection's startup, each simple `Query`
+//!   and each `Sync` that ends an extended-protocol exchange. An engine that
+//!   reports its round trips (`remote_round_trips`, PROTOCOL.md) is held to
+//!   this count. A message is counted before it is forwarded, so once the
+//!   engine has its answer, the count holds it;
+//! - **cutting sessions**: [`WireTap::cut`] closes every open connection
+//!   both ways, as a server restart, an idle timeout or a dropped network
+//!   would, between two steps.
+//!
+//! Counts belong to one engine process: [`WireTap::restart`] starts a new
+//! count for the connections accepted after it. The tap answers an SSL or
+//! GSS encryption request with "no", so the stream stays readable.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread;
+
+/// The startup codes a client may send before its real startup packet.
+const SSL_REQUEST: i32 = 80_877_103;
+const GSSENC_REQUEST: i32 = 80_877_104;
+const CANCEL_REQUEST: i32 = 80_877_102;
+/// A startup packet is small; a longer one is not PostgreSQL's protocol.
+const STARTUP_LEN_MAX: i32 = 10_000;
+
+/// One replica's tap, listening on 127.0.0.1.
+pub struct WireTap {
+    local: SocketAddr,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    upstream: SocketAddr,
+    stopping: AtomicBool,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    /// Round trips of the current engine process.
+    round_trips: Arc<AtomicU64>,
+    /// Every open connection, both ends, to cut them.
+    sessions: Vec<(TcpStream, TcpStream)>,
+    /// What went wrong in the tap itself (the server refused the tap's
+    /// connection, a frame that is not the protocol), for the report.
+    trouble: Option<String>,
+}
+
+impl WireTap {
+    /// Listens on a free port of 127.0.0.1 and forwards to `upstream`.
+    pub fn start(upstream: SocketAddr) -> io::Result<WireTap> {
+        let listener = TcpListener::bind(("127.0.0.1", 0))?;
+        let local = listener.local_addr()?;
+        let shared = Arc::new(Shared {
+            upstream,
+            stopping: AtomicBool::new(false),
+            state: Mutex::new(State::default()),
+        });
+        let accepting = Arc::clone(&shared);
+        thread::Builder::new()
+            .name("syncgate-wire-tap".into())
+            .spawn(move || accept_loop(&listener, &accepting))?;
+        Ok(WireTap { local, shared })
+    }
+
+    /// The address the engine connects to.
+    pub fn local(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// A new engine process starts: its round trips count from zero.
+    pub fn restart(&self) {
+        let mut state = self.shared.lock();
+        state.round_trips = Arc::new(AtomicU64::new(0));
+        state.sessions.clear();
+    }
+
+    /// Round trips of the current engine process so far.
+    pub fn round_trips(&self) -> u64 {
+        self.shared.lock().round_trips.load(Ordering::SeqCst)
+    }
+
+    /// What went wrong in the tap, if anything did.
+    pub fn trouble(&self) -> Option<String> {
+        self.shared.lock().trouble.clone()
+    }
+
+    /// Closes every open connection both ways; how many there were.
+    pub fn cut(&self) -> usize {
+        let sessions = std::mem::take(&mut self.shared.lock().sessions);
+        for (client, server) in &sessions {
+            // Either end may be closed already.
+            let _ = client.shutdown(Shutdown::Both);
+            let _ = server.shutdown(Shutdown::Both);
+        }
+        sessions.len()
+    }
+}
+
+impl Drop for WireTap {
+    fn drop(&mut self) {
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        self.cut();
+        // Wake the accepting thread so it sees `stopping`.
+        let _ = TcpStream::connect(self.local);
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panicking forwarder leaves the counts as they were.
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn note_trouble(&self, what: String) {
+        let mut state = self.lock();
+        if state.trouble.is_none() {
+            state.trouble = Some(what);
+        }
+    }
+}
+
+fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
+    for client in listener.incoming() {
+        if shared.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        let Ok(client) = client else { continue };
+        if let Err(e) = forward(client, shared) {
+            shared.note_trouble(format!("the wire tap could not reach {}: {e}", shared.upstream));
+        }
+    }
+}
+
+/// Connects the accepted engine connection to the server and starts its two
+/// forwarders.
+fn forward(client: TcpStream, shared: &Arc<Shared>) -> io::Result<()> {
+    let server = TcpStream::connect(shared.upstream)?;
+    client.set_nodelay(true)?;
+    server.set_nodelay(true)?;
+    let round_trips = {
+        let mut state = shared.lock();
+        state.sessions.push((client.try_clone()?, server.try_clone()?));
+        Arc::clone(&state.round_trips)
+    };
+    let (to_client, from_server) = (client.try_clone()?, server.try_clone()?);
+    thread::Builder::new()
+        .name("syncgate-wire-tap-down".into())
+        .spawn(move || {
+            let mut from_server = from_server;
+            let mut to_client = to_client;
+            let _ = io::copy(&mut from_server, &mut to_client);
+            let _ = to_client.shutdown(Shutdown::Write);
+        })?;
+    let counting = Arc::clone(shared);
+    thread::Builder::new()
+        .name("syncgate-wire-tap-up".into())
+        .spawn(move || {
+            if let Err(e) = pump_up(client, server, &round_trips) {
+                if e.kind() == io::ErrorKind::InvalidData {
+                    counting.note_trouble(e.to_string());
+                }
+            }
+        })?;
+    Ok(())
+}
+
+/// Forwards the engine's side, counting its round trips.
+fn pump_up(mut client: TcpStream, mut server: TcpStream, round_trips: &AtomicU64) -> io::Result<()> {
+    loop {
+        let mut head = [0_u8; 8];
+        client.read_exact(&mut head)?;
+        let len = i32::from_be_bytes([head[0], head[1], head[2], head[3]]);
+        let code = i32::from_be_bytes([head[4], head[5], head[6], head[7]]);
+        if !(8..=STARTUP_LEN_MAX).contains(&len) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("the engine sent a startup packet of length {len}, not PostgreSQL's protocol"),
+            ));
+        }
+        let mut body = vec![0_u8; (len - 8) as usize];
+        client.read_exact(&mut body)?;
+        if code == SSL_REQUEST || code == GSSENC_REQUEST {
+            client.write_all(b"N")?;
+            continue;
+        }
+        if code != CANCEL_REQUEST {
+            round_trips.fetch_add(1, Ordering::SeqCst);
+        }
+        server.write_all(&head)?;
+        server.write_all(&body)?;
+        break;
+    }
+    loop {
+        let mut head = [0_u8; 5];
+        match client.read_exact(&mut head) {
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break,
+            other => other?,
+        }
+        let len = i32::from_be_bytes([head[1], head[2], head[3], head[4]]);
+        if len < 4 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("the engine sent a message of length {len}, not PostgreSQL's protocol"),
+            ));
+        }
+        if matches!(head[0], b'Q' | b'S') {
+            round_trips.fetch_add(1, Ordering::SeqCst);
+        }
+        server.write_all(&head)?;
+        let body = u64::try_from(len - 4).unwrap_or(0);
+        let copied = io::copy(&mut (&client).take(body), &mut server)?;
+        if copied < body {
+            break;
+        }
+    }
+    let _ = server.shutdown(Shutdown::Write);
+    Ok(())
+}
+
+/// The server a `postgres://` or `postgresql://` URL names, when it names
+/// one TCP host (a Unix socket or several hosts cannot be tapped).
+pub fn upstream_of(url: &str) -> Option<SocketAddr> {
+    use std::net::ToSocketAddrs;
+    let config: syncgate_engine::postgres::Config = url.parse().ok()?;
+    let [syncgate_engine::postgres::config::Host::Tcp(host)] = config.get_hosts() else {
+        return None;
+    };
+    let port = match config.get_ports() {
+        [] => 5432,
+        [port] => *port,
+        _ => return None,
+    };
+    (host.as_str(), port).to_socket_addrs().ok()?.next()
+}
+
+/// `url` with its host and port replaced by `local`'s, or `None` for a
+/// connection string that is not a URL with one host.
+pub fn tapped_url(url: &str, local: SocketAddr) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let (userinfo, hostport) = match authority.rsplit_once('@') {
+        Some((userinfo, hostport)) => (Some(userinfo), hostport),
+        None => (None, authority),
+    };
+    if hostport.contains(',') {
+        return None;
+    }
+    let userinfo = userinfo.map_or_else(String::new, |u| format!("{u}@"));
+    Some(format!("{scheme}://{userinfo}{local}{tail}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_url_is_pointed_at_the_tap_with_everything_else_kept() {
+        let local: SocketAddr = "127.0.0.1:40001".parse().unwrap();
+        assert_eq!(
+            tapped_url("postgresql://root@127.0.0.1:5432/test?connect_timeout=3", local).as_deref(),
+            Some("postgresql://root@127.0.0.1:40001/test?connect_timeout=3")
+        );
+        assert_eq!(
+            tapped_url("postgres://u:p%40ss@db.example/app", local).as_deref(),
+            Some("postgres://u:p%40ss@127.0.0.1:40001/app")
+        );
+        assert_eq!(tapped_url("host=localhost dbname=test", local), None);
+        assert_eq!(tapped_url("postgresql://a:1,b:2/test", local), None);
+    }
+}
