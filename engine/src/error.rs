@@ -143,9 +143,20 @@ pub enum Error {
     #[error("the PostgreSQL remote is busy: {detail}")]
     PgBusy { detail: String },
 
+    /// Another error of the server or the driver, with the server's message
+    /// and SQLSTATE when it sent one (the driver's own text is only "db
+    /// error").
     #[cfg(feature = "postgres")]
-    #[error("postgres: {0}")]
+    #[error("postgres: {}", postgres_detail(.0))]
     Postgres(#[from] postgres::Error),
+}
+
+#[cfg(feature = "postgres")]
+fn postgres_detail(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{}: {} (SQLSTATE {})", db.severity(), db.message(), db.code().code()),
+        None => e.to_string(),
+    }
 }
 
 impl Error {

@@ -79,7 +79,7 @@ impl PgRemote {
     fn connect(url: &str, namespace: &str, schema: &Schema, lock_timeout_ms: u64) -> Result<PgRemote> {
         check_identifier(namespace)?;
         Ok(PgRemote {
-            session: PgSession::connect(url, lock_timeout_ms, &PgRemote::application_name(namespace))?,
+            session: PgSession::connect(url, lock_timeout_ms)?,
             namespace: namespace.to_string(),
             schema: schema.clone(),
             sql: PgSql::new(namespace, schema),
@@ -102,17 +102,6 @@ impl PgRemote {
         hash as i64
     }
 
-    /// The name the remote's sessions give the server (`application_name`
-    /// in `pg_stat_activity`), unless the connection string names one.
-    pub fn application_name(namespace: &str) -> String {
-        format!("syncgate:{namespace}")
-    }
-
-    /// The schema (namespace) the remote lives in.
-    pub fn namespace(&self) -> &str {
-        &self.namespace
-    }
-
     /// Round trips to the server so far: requests it answered (connections,
     /// statements prepared or executed, simple queries).
     pub fn round_trips(&self) -> u64 {
@@ -128,8 +117,7 @@ impl PgRemote {
     /// Drops the remote's namespace and everything in it.
     pub fn drop_namespace(url: &str, namespace: &str) -> Result<()> {
         check_identifier(namespace)?;
-        PgSession::connect(url, 0, &PgRemote::application_name(namespace))?
-            .batch(&format!("DROP SCHEMA IF EXISTS {} CASCADE", quote(namespace)))
+        PgSession::connect(url, 0)?.batch(&format!("DROP SCHEMA IF EXISTS {} CASCADE", quote(namespace)))
     }
 
     /// Plants `mutant` in this remote handle (the harness's mutant catalog).

@@ -67,19 +67,14 @@ impl RoundTrips {
 }
 
 impl PgSession {
-    /// Opens a session whose lock waits last at most `lock_timeout_ms`,
-    /// named `application_name` on the server (`pg_stat_activity`) unless
-    /// the connection string names it.
-    pub(crate) fn connect(url: &str, lock_timeout_ms: u64, application_name: &str) -> Result<PgSession> {
+    /// Opens a session whose lock waits last at most `lock_timeout_ms`.
+    pub(crate) fn connect(url: &str, lock_timeout_ms: u64) -> Result<PgSession> {
         let mut config: postgres::Config = url.parse().map_err(|e: postgres::Error| Error::PgUnreachable {
             url: "(unparsable connection string)".into(),
             detail: format!("{e}; expected e.g. postgresql://user@127.0.0.1:5432/dbname"),
         })?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT_DEFAULT);
-        }
-        if config.get_application_name().is_none() {
-            config.application_name(application_name);
         }
         let place = describe(&config);
         let client = open_client(&config, &place, lock_timeout_ms)?;
@@ -208,11 +203,16 @@ impl PgSession {
         self.simple_scalar(text)
     }
 
-    /// A new session in place of the one the server closed.
+    /// A new session in place of the one the server closed. A server that
+    /// answers the attempt with an error (starting up, a refused login)
+    /// made a round trip too.
     fn reconnect(&mut self) -> Result<()> {
-        self.client = open_client(&self.config, &self.place, self.lock_timeout_ms)?;
+        let opened = open_client(&self.config, &self.place, self.lock_timeout_ms);
+        if opened.is_ok() || matches!(opened, Err(Error::PgLoginRefused { .. } | Error::RemoteUnavailable(_))) {
+            self.round_trips.add(1);
+        }
+        self.client = opened?;
         self.statements.clear();
-        self.round_trips.add(1);
         Ok(())
     }
 

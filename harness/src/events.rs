@@ -60,6 +60,9 @@ pub enum Event {
     /// The server closed a replica's sessions with a PostgreSQL remote just
     /// before a sync (counted on PostgreSQL runs only).
     RemoteSessionsCut,
+    /// The server refused a replica's new session during a sync (starting
+    /// up, or a refused login), and the sync failed so.
+    ReconnectRefused,
 }
 
 impl Event {
@@ -97,6 +100,7 @@ impl Event {
             Event::RestartUnderCacheLock => "restart-under-cache-lock",
             Event::MintedIdAbandoned => "minted-id-abandoned",
             Event::RemoteSessionsCut => "remote-sessions-cut",
+            Event::ReconnectRefused => "reconnect-refused",
         }
     }
 

@@ -65,6 +65,36 @@ pub enum CrashAt {
     BeforeLocalCommit,
 }
 
+/// How the server answers a replica's new connections during the sync
+/// after it closed the replica's sessions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reconnect {
+    /// As always: the restart is over, or only the connection dropped.
+    Accepted,
+    /// SQLSTATE 57P03: the server is starting up (retry later).
+    StartingUp,
+    /// SQLSTATE 28000: the role no longer exists.
+    RoleMissing,
+    /// SQLSTATE 28P01: the password is refused.
+    PasswordRefused,
+    /// SQLSTATE 3D000: the database no longer exists.
+    DatabaseMissing,
+}
+
+impl Reconnect {
+    /// The SQLSTATE and message the server refuses a new connection with.
+    pub fn refusal(self) -> Option<(&'static str, &'static str)> {
+        match self {
+            Reconnect::Accepted => None,
+            Reconnect::StartingUp => Some(("57P03", "the database system is starting up")),
+            Reconnect::RoleMissing => Some(("28000", "role \"syncgate\" does not exist")),
+            Reconnect::PasswordRefused => Some(("28P01", "password authentication failed for user \"syncgate\"")),
+            Reconnect::DatabaseMissing => Some(("3D000", "database \"syncgate\" does not exist")),
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum LockKind {
     /// A read transaction: writers cannot commit.
@@ -110,10 +140,11 @@ pub enum Step {
         kind: SyncKind,
         /// Just before the sync, the server closed the replica's sessions
         /// with a PostgreSQL remote (a server restart, an idle timeout, a
-        /// dropped connection); the harness cuts them in its wire tap. On a
-        /// SQLite remote nothing happens.
-        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-        sessions_cut: bool,
+        /// dropped connection), and answers its new ones as this says; the
+        /// harness does both in its wire tap. On a SQLite remote nothing
+        /// happens.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sessions_cut: Option<Reconnect>,
     },
     /// A sync that crashes at `at`; the replica stays down until `Restart`.
     Crash {
@@ -477,7 +508,18 @@ fn step_strategy(replicas: usize, swarm: &Swarm) -> BoxedStrategy<Step> {
         (r.clone(), 0_usize..3, 0_usize..8)
             .prop_map(|(replica, table, row)| Step::Delete { replica, table, row })
             .boxed(),
-        (r.clone(), sync_kind(), prop_oneof![7 => Just(false), 1 => Just(true)])
+        (
+            r.clone(),
+            sync_kind(),
+            prop_oneof![
+                32 => Just(None),
+                4 => Just(Some(Reconnect::Accepted)),
+                1 => Just(Some(Reconnect::StartingUp)),
+                1 => Just(Some(Reconnect::RoleMissing)),
+                1 => Just(Some(Reconnect::PasswordRefused)),
+                1 => Just(Some(Reconnect::DatabaseMissing)),
+            ],
+        )
             .prop_map(|(replica, kind, sessions_cut)| Step::Sync {
                 replica,
                 kind,

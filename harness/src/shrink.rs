@@ -10,7 +10,7 @@ use std::path::Path;
 
 use crate::check::Invariant;
 use crate::run::{run_case, CaseResult};
-use crate::scenario::{IdChoice, Scenario, Step, SyncKind, Val};
+use crate::scenario::{IdChoice, Reconnect, Scenario, Step, SyncKind, Val};
 use crate::subject::Subject;
 use syncgate_protocol::Limits;
 
@@ -259,12 +259,19 @@ fn simplifications(step: &Step) -> Vec<Step> {
             kind,
             sessions_cut,
         } => {
-            if *sessions_cut {
+            if let Some(reconnect) = sessions_cut {
                 out.push(Step::Sync {
                     replica: *replica,
                     kind: *kind,
-                    sessions_cut: false,
+                    sessions_cut: None,
                 });
+                if *reconnect != Reconnect::Accepted {
+                    out.push(Step::Sync {
+                        replica: *replica,
+                        kind: *kind,
+                        sessions_cut: Some(Reconnect::Accepted),
+                    });
+                }
             }
             if *kind == SyncKind::Full {
                 out.push(Step::Sync {
@@ -290,7 +297,7 @@ fn simplifications(step: &Step) -> Vec<Step> {
             out.push(Step::Sync {
                 replica: *replica,
                 kind: *kind,
-                sessions_cut: false,
+                sessions_cut: None,
             });
             if *kind == SyncKind::Full {
                 out.push(Step::Crash {

@@ -120,6 +120,12 @@ pub enum SyncFailure {
     Crashed,
     /// A pulled stamp lies too far ahead of this replica's clock (rule O4).
     ClockDrift,
+    /// The server closed the replica's session and refuses its new one
+    /// while it starts up (rule L2). Nothing changed.
+    Unavailable,
+    /// The server closed the replica's session and refuses its new login:
+    /// the role, the password or the database (rule L2). Nothing changed.
+    LoginRefused,
 }
 
 /// A named crash point inside a sync (rule S5).
@@ -256,6 +262,9 @@ pub struct World {
     pub remote: RemoteState,
     pub replicas: Vec<ReplicaState>,
     pub events: Events,
+    /// During [`World::sync_refused`]: the server refuses the syncing
+    /// replica's new session with this failure (rule L2).
+    reconnect_refused: Option<SyncFailure>,
 }
 
 impl World {
@@ -272,7 +281,30 @@ impl World {
             remote,
             replicas,
             events: Events::default(),
+            reconnect_refused: None,
         }
+    }
+
+    /// Rule L2: a sync right after the server closed replica `r`'s session,
+    /// while the server refuses the new one with `refusal`
+    /// ([`SyncFailure::Unavailable`] or [`SyncFailure::LoginRefused`]). A sync
+    /// that reaches the remote fails so, after the cache's lock and before
+    /// the remote's; one that has nothing to do there succeeds.
+    pub fn sync_refused(
+        &mut self,
+        r: usize,
+        now_ms: i64,
+        kind: SyncKind,
+        refusal: SyncFailure,
+    ) -> Result<SyncReport, SyncFailure> {
+        assert!(
+            matches!(refusal, SyncFailure::Unavailable | SyncFailure::LoginRefused),
+            "a refused session is unavailable or a refused login, not {refusal:?}"
+        );
+        self.reconnect_refused = Some(refusal);
+        let outcome = self.sync(r, now_ms, kind, None);
+        self.reconnect_refused = None;
+        outcome
     }
 
     /// Runs one local transaction on replica `r`. Returns the ids written
@@ -365,6 +397,9 @@ impl World {
             if replica.cache_locked {
                 return Err(SyncFailure::Busy);
             }
+            if let Some(refused) = self.reconnect_refused {
+                return Err(refused);
+            }
             if matches!(self.remote.lock, Some(RemoteLock::Reserved | RemoteLock::Exclusive)) {
                 return Err(SyncFailure::Busy);
             }
@@ -414,7 +449,13 @@ impl World {
     /// local transaction with the new cursor.
     fn pull(&mut self, r: usize, now_ms: i64, crash: Option<CrashPoint>) -> Result<(u64, u64), SyncFailure> {
         let replica = &self.replicas[r];
-        if replica.cache_locked || self.remote.lock == Some(RemoteLock::Exclusive) {
+        if replica.cache_locked {
+            return Err(SyncFailure::Busy);
+        }
+        if let Some(refused) = self.reconnect_refused {
+            return Err(refused);
+        }
+        if self.remote.lock == Some(RemoteLock::Exclusive) {
             return Err(SyncFailure::Busy);
         }
         if crash == Some(CrashPoint::PullBeforeLocalCommit) {

@@ -442,7 +442,12 @@ pub enum RefusalClass {
 pub enum SyncFailureClass {
     Busy,
     ClockDrift,
+    /// The remote cannot be reached now (a server restarting, a dropped
+    /// connection): retrying later may work.
     Unavailable,
+    /// The server refused the engine's login (its role, password or
+    /// database): retrying will not help until the configuration is fixed.
+    LoginRefused,
     Other,
 }
 

@@ -556,6 +556,7 @@ fn sync_failed(e: &Error, tries: BusyTries, remote_round_trips: Option<u64>) -> 
         e if e.is_busy() => SyncFailureClass::Busy,
         Error::ClockDrift { .. } => SyncFailureClass::ClockDrift,
         Error::RemoteUnavailable(_) | Error::PgUnreachable { .. } => SyncFailureClass::Unavailable,
+        Error::PgLoginRefused { .. } => SyncFailureClass::LoginRefused,
         _ => SyncFailureClass::Other,
     };
     let busy = class == SyncFailureClass::Busy;

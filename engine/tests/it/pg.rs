@@ -344,7 +344,15 @@ fn a_server_restart_between_syncs_reconnects() {
     let w = World::new();
     let ns = Namespace::new(&url, "reconnect");
     ns.create(&w.schema);
-    let mut a = replica(&w, &ns, "a");
+    // The replica's sessions carry a name of their own, so the test can end
+    // them and no other test's.
+    let named = format!(
+        "{url}{}application_name={}",
+        if url.contains('?') { '&' } else { '?' },
+        ns.name
+    );
+    let remote = PgRemote::open(&named, &ns.name, &w.schema, 0).expect("open the PostgreSQL remote");
+    let mut a = w.open_with("a", ManualClock::at(T0), remote, w.config.clone());
     host(&mut a, "web1", "10.0.0.1");
     push(&mut a);
     // Stands in for a restart: the server ends this replica's session.
@@ -352,14 +360,14 @@ fn a_server_restart_between_syncs_reconnects() {
     admin
         .batch_execute(&format!(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '{}'",
-            PgRemote::application_name(&ns.name)
+            ns.name
         ))
         .expect("terminate");
     let ended = |admin: &mut Client| -> i64 {
         admin
             .query_one(
                 "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
-                &[&PgRemote::application_name(&ns.name)],
+                &[&ns.name],
             )
             .expect("count sessions")
             .get(0)

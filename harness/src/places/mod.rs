@@ -118,6 +118,14 @@ impl Places {
         })
     }
 
+    /// Answers replica `r`'s new connections to a PostgreSQL remote with a
+    /// FATAL error (SQLSTATE, message) until called again with `None`.
+    pub fn refuse_remote_logins(&self, r: usize, refusal: Option<(&'static str, &'static str)>) {
+        if let Some(tap) = self.taps[r].as_ref() {
+            tap.refuse_logins(refusal.map(|(sqlstate, message)| (sqlstate, message.to_string())));
+        }
+    }
+
     /// Closes replica `r`'s open sessions with a PostgreSQL remote, as a
     /// server restart or a dropped connection would; how many were open
     /// (`None`: no tap, so nothing to cut).

@@ -12,7 +12,9 @@
 //!   engine has its answer, the count holds it;
 //! - **cutting sessions**: [`WireTap::cut`] closes every open connection
 //!   both ways, as a server restart, an idle timeout or a dropped network
-//!   would, between two steps.
+//!   would, between two steps; [`WireTap::refuse_logins`] then answers new
+//!   connections as a server that is starting up, or that no longer knows
+//!   the role, the password or the database, would.
 //!
 //! Counts belong to one engine process: [`WireTap::restart`] starts a new
 //! count for the connections accepted after it. The tap answers an SSL or
@@ -52,6 +54,9 @@ struct State {
     /// What went wrong in the tap itself (the server refused the tap's
     /// connection, a frame that is not the protocol), for the report.
     trouble: Option<String>,
+    /// While set, every new connection's startup is answered with this
+    /// FATAL error (SQLSTATE, message) instead of reaching the server.
+    refusal: Option<(&'static str, String)>,
 }
 
 impl WireTap {
@@ -86,6 +91,13 @@ impl WireTap {
     /// Round trips of the current engine process so far.
     pub fn round_trips(&self) -> u64 {
         self.shared.lock().round_trips.load(Ordering::SeqCst)
+    }
+
+    /// Answers new connections with a FATAL error of SQLSTATE `code`
+    /// (`None`: lets them through again). A refused startup counts as a
+    /// round trip, as the server's own refusal would.
+    pub fn refuse_logins(&self, refusal: Option<(&'static str, String)>) {
+        self.shared.lock().refusal = refusal;
     }
 
     /// What went wrong in the tap, if anything did.
@@ -164,7 +176,7 @@ fn forward(client: TcpStream, shared: &Arc<Shared>) -> io::Result<()> {
     thread::Builder::new()
         .name("syncgate-wire-tap-up".into())
         .spawn(move || {
-            if let Err(e) = pump_up(client, server, &round_trips) {
+            if let Err(e) = pump_up(client, server, &round_trips, &counting) {
                 if e.kind() == io::ErrorKind::InvalidData {
                     counting.note_trouble(e.to_string());
                 }
@@ -174,7 +186,7 @@ fn forward(client: TcpStream, shared: &Arc<Shared>) -> io::Result<()> {
 }
 
 /// Forwards the engine's side, counting its round trips.
-fn pump_up(mut client: TcpStream, mut server: TcpStream, round_trips: &AtomicU64) -> io::Result<()> {
+fn pump_up(mut client: TcpStream, mut server: TcpStream, round_trips: &AtomicU64, shared: &Shared) -> io::Result<()> {
     loop {
         let mut head = [0_u8; 8];
         client.read_exact(&mut head)?;
@@ -194,6 +206,13 @@ fn pump_up(mut client: TcpStream, mut server: TcpStream, round_trips: &AtomicU64
         }
         if code != CANCEL_REQUEST {
             round_trips.fetch_add(1, Ordering::SeqCst);
+            let refusal = shared.lock().refusal.clone();
+            if let Some((sqlstate, message)) = refusal {
+                client.write_all(&fatal_error(sqlstate, &message))?;
+                let _ = client.shutdown(Shutdown::Both);
+                let _ = server.shutdown(Shutdown::Both);
+                return Ok(());
+            }
         }
         server.write_all(&head)?;
         server.write_all(&body)?;
@@ -224,6 +243,23 @@ fn pump_up(mut client: TcpStream, mut server: TcpStream, round_trips: &AtomicU64
     }
     let _ = server.shutdown(Shutdown::Write);
     Ok(())
+}
+
+/// A FATAL `ErrorResponse` message, as a server sends it in place of
+/// `AuthenticationOk`.
+fn fatal_error(sqlstate: &str, message: &str) -> Vec<u8> {
+    let mut fields = Vec::new();
+    for (tag, value) in [(b'S', "FATAL"), (b'V', "FATAL"), (b'C', sqlstate), (b'M', message)] {
+        fields.push(tag);
+        fields.extend_from_slice(value.as_bytes());
+        fields.push(0);
+    }
+    fields.push(0);
+    let len = i32::try_from(fields.len() + 4).unwrap_or(i32::MAX);
+    let mut out = vec![b'E'];
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(&fields);
+    out
 }
 
 /// The server a `postgres://` or `postgresql://` URL names, when it names

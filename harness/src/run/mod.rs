@@ -27,7 +27,7 @@ use crate::events::{count, Event, Events};
 use crate::history::{History, WriteKind, WriteRecord};
 use crate::places::{OutsideRefusal, Places};
 use crate::report;
-use crate::scenario::{CrashAt, LockKind, Scenario, Step, SyncKind};
+use crate::scenario::{CrashAt, LockKind, Reconnect, Scenario, Step, SyncKind};
 use crate::subject::{Answer, BusyTriesReported, OpenSpec, Subject, SubjectReplica, SyncReport};
 pub use translate::{descendants, Action, Cell, PlannedKind, PlannedOp};
 use translate::{describe, model_writes, protocol_ops, View};
@@ -712,7 +712,13 @@ impl<'a> Runner<'a> {
 
     // ------------------------------------------------------------------ syncs
 
-    fn sync(&mut self, r: usize, kind: SyncKind, crash: Option<CrashAt>, sessions_cut: bool) -> StepOutcome {
+    fn sync(
+        &mut self,
+        r: usize,
+        kind: SyncKind,
+        crash: Option<CrashAt>,
+        sessions_cut: Option<Reconnect>,
+    ) -> StepOutcome {
         let point = crash.map(crash_point);
         let supported = point.is_some_and(|p| self.caps().crash_points.contains(&p));
         let crash = crash.filter(|_| supported);
@@ -722,6 +728,24 @@ impl<'a> Runner<'a> {
             (None, Some(p)) => format!("r{r} {name} (crash point {p:?} not offered by the engine)"),
             (None, None) => format!("r{r} {name}"),
         };
+        // The server closes the replica's sessions (PostgreSQL remotes: the
+        // wire tap) and answers its new ones as drawn, for this sync only.
+        let cut = sessions_cut.and_then(|reconnect| self.places.cut_remote_sessions(r).map(|n| (reconnect, n)));
+        let refusal = cut.and_then(|(reconnect, _)| reconnect.refusal());
+        let title = match cut {
+            Some((reconnect, n)) => {
+                count(&mut self.events, Event::RemoteSessionsCut, 1);
+                format!(
+                    "{title} after the server closed its {n} session(s), {}",
+                    reconnect_name(reconnect)
+                )
+            }
+            None => title,
+        };
+        let model_refusal = refusal.map(|(sqlstate, _)| match sqlstate {
+            "57P03" => model::SyncFailure::Unavailable,
+            _ => model::SyncFailure::LoginRefused,
+        });
         let now = self.now(r);
         let expected = self.model.as_mut().map(|m| {
             let model_kind = match kind {
@@ -734,7 +758,10 @@ impl<'a> Runner<'a> {
                 CrashAt::AfterRemoteCommit => model::CrashPoint::PushAfterRemoteCommit,
                 CrashAt::BeforeLocalCommit => model::CrashPoint::PullBeforeLocalCommit,
             });
-            m.sync(r, now, model_kind, model_crash)
+            match model_refusal {
+                Some(refused) if model_crash.is_none() => m.sync_refused(r, now, model_kind, refused),
+                _ => m.sync(r, now, model_kind, model_crash),
+            }
         });
         if !self.up(r) {
             let verdict = down_agrees(expected.as_ref().map(|e| e == &Err(model::SyncFailure::Down)));
@@ -743,13 +770,6 @@ impl<'a> Runner<'a> {
         if let Err(v) = self.set_clock(r) {
             return StepOutcome::new(format!("{title} -> error"), Err(v));
         }
-        let title = match sessions_cut.then(|| self.places.cut_remote_sessions(r)).flatten() {
-            Some(cut) => {
-                count(&mut self.events, Event::RemoteSessionsCut, 1);
-                format!("{title} after the server closed its {cut} session(s)")
-            }
-            None => title,
-        };
         let Some(replica) = self.replicas[r].as_mut() else {
             return StepOutcome::new(format!("{title} -> down"), Ok(()));
         };
@@ -764,7 +784,9 @@ impl<'a> Runner<'a> {
                 }
             }
         }
+        self.places.refuse_remote_logins(r, refusal);
         let answer = replica.sync(kind);
+        self.places.refuse_remote_logins(r, None);
         let tries = replica.last_busy_tries();
         let round_trips = replica.last_remote_round_trips();
         if let Some(attempts) = tries.and_then(|t| t.attempts) {
@@ -812,6 +834,9 @@ impl<'a> Runner<'a> {
                 }
             }
             Answer::Failed(SyncFailureClass::ClockDrift, _) => count(&mut self.events, Event::DriftRefused, 1),
+            Answer::Failed(SyncFailureClass::Unavailable | SyncFailureClass::LoginRefused, _) if refusal.is_some() => {
+                count(&mut self.events, Event::ReconnectRefused, 1);
+            }
             _ => {}
         }
         if let Some(Ok(report)) = &expected {
@@ -820,7 +845,7 @@ impl<'a> Runner<'a> {
         let verdict = match (&expected, &self.model) {
             (Some(expected), Some(model)) => sync_agrees(r, kind, expected, &answer, &shown)
                 .and_then(|()| busy_tries_agree(r, kind, &model.config, &answer, tries)),
-            _ => sync_in_contract(r, kind, &answer, crash.is_some(), sessions_cut),
+            _ => sync_in_contract(r, kind, &answer, crash.is_some(), cut.map(|(reconnect, _)| reconnect)),
         };
         let verdict = verdict.and_then(|()| self.round_trips_agree(r, kind, round_trips));
         if verdict.is_err() {
@@ -1073,7 +1098,7 @@ impl<'a> Runner<'a> {
                 self.time_ms += STEP_MS;
                 self.step_no = line;
                 let before = self.model.as_ref().map(|m| m.events.clone());
-                let outcome = self.sync(r, SyncKind::Full, None, false);
+                let outcome = self.sync(r, SyncKind::Full, None, None);
                 if let Some(before) = before {
                     self.count_model_events(&before);
                 }
@@ -1290,6 +1315,8 @@ fn sync_agrees(
         (Ok(e), Answer::Ok(a)) => (e.pushed, e.pulled, e.conflicts) == (a.pushed, a.pulled, a.conflicts),
         (Err(model::SyncFailure::Busy), Answer::Failed(SyncFailureClass::Busy, _)) => true,
         (Err(model::SyncFailure::ClockDrift), Answer::Failed(SyncFailureClass::ClockDrift, _)) => true,
+        (Err(model::SyncFailure::Unavailable), Answer::Failed(SyncFailureClass::Unavailable, _)) => true,
+        (Err(model::SyncFailure::LoginRefused), Answer::Failed(SyncFailureClass::LoginRefused, _)) => true,
         (Err(model::SyncFailure::Crashed), Answer::Crashed) => true,
         _ => false,
     };
@@ -1343,19 +1370,25 @@ fn show_opt(v: Option<u64>) -> String {
 }
 
 /// Contract: a sync may fail busy (the harness holds locks), on clock drift,
-/// at an armed crash point, or as unavailable right after the server closed
-/// its sessions; any other failure is one.
+/// at an armed crash point, as unavailable right after the server closed its
+/// sessions, and as a refused login (or `other`) while the server refuses
+/// the login; any other failure is one.
 fn sync_in_contract(
     r: usize,
     kind: SyncKind,
     answer: &Answer<SyncReport>,
     crash_armed: bool,
-    sessions_cut: bool,
+    sessions_cut: Option<Reconnect>,
 ) -> Verdict {
     let what = format!("r{r} {}", kind_name(kind));
+    let login_refused = matches!(
+        sessions_cut,
+        Some(Reconnect::RoleMissing | Reconnect::PasswordRefused | Reconnect::DatabaseMissing)
+    );
     match answer {
         Answer::Ok(_) | Answer::Failed(SyncFailureClass::Busy | SyncFailureClass::ClockDrift, _) => Ok(()),
-        Answer::Failed(SyncFailureClass::Unavailable, _) if sessions_cut => Ok(()),
+        Answer::Failed(SyncFailureClass::Unavailable, _) if sessions_cut.is_some() => Ok(()),
+        Answer::Failed(SyncFailureClass::LoginRefused | SyncFailureClass::Other, _) if login_refused => Ok(()),
         Answer::Crashed if crash_armed => Ok(()),
         Answer::Failed(_, msg) | Answer::Error(msg) if is_constraint_failure(msg) => Err(Violation::new(
             Invariant::Integrity,
@@ -1383,6 +1416,16 @@ pub fn crash_name(at: CrashAt) -> &'static str {
         CrashAt::BeforeRemoteCommit => "before remote commit",
         CrashAt::AfterRemoteCommit => "after remote commit",
         CrashAt::BeforeLocalCommit => "mid-pull before local commit",
+    }
+}
+
+pub fn reconnect_name(reconnect: Reconnect) -> &'static str {
+    match reconnect {
+        Reconnect::Accepted => "which reconnects",
+        Reconnect::StartingUp => "refusing new ones while it starts up",
+        Reconnect::RoleMissing => "refusing new ones: role missing",
+        Reconnect::PasswordRefused => "refusing new ones: password refused",
+        Reconnect::DatabaseMissing => "refusing new ones: database missing",
     }
 }
 

@@ -9,7 +9,7 @@ use syncgate_model as model;
 use syncgate_protocol as protocol;
 
 use crate::check::show_value;
-use crate::scenario::{CrashAt, IdChoice, LockKind, Step, SyncKind, Val};
+use crate::scenario::{CrashAt, IdChoice, LockKind, Reconnect, Step, SyncKind, Val};
 
 /// A cell of a planned write: a value, or the id an earlier insert of the
 /// same transaction mints.
@@ -50,7 +50,7 @@ pub enum Action {
         kind: SyncKind,
         crash: Option<CrashAt>,
         /// The server closed the replica's remote sessions just before.
-        sessions_cut: bool,
+        sessions_cut: Option<Reconnect>,
     },
     Restart {
         replica: usize,
@@ -168,7 +168,7 @@ impl View<'_> {
                 replica: *replica,
                 kind: *kind,
                 crash: Some(*at),
-                sessions_cut: false,
+                sessions_cut: None,
             }),
             Step::Restart {
                 replica,

@@ -82,7 +82,7 @@ fn one_insert() -> Scenario {
             Step::Sync {
                 replica: 0,
                 kind: SyncKind::Full,
-                sessions_cut: false,
+                sessions_cut: None,
             },
         ],
     }

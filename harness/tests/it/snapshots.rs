@@ -115,7 +115,7 @@ fn sync(replica: usize) -> Step {
     Step::Sync {
         replica,
         kind: SyncKind::Full,
-        sessions_cut: false,
+        sessions_cut: None,
     }
 }
 
@@ -468,7 +468,7 @@ fn a_busy_pull_leaves_no_transaction_open() {
                 Step::Sync {
                     replica: 0,
                     kind: SyncKind::Pull,
-                    sessions_cut: false,
+                    sessions_cut: None,
                 },
                 host(0),
                 sync(0),
