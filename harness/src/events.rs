@@ -63,6 +63,9 @@ pub enum Event {
     /// The server refused a replica's new session during a sync (starting
     /// up, or a refused login), and the sync failed so.
     ReconnectRefused,
+    /// A replica refused to open a remote a newer application version had
+    /// given a column its schema does not declare.
+    RemoteDriftRefused,
 }
 
 impl Event {
@@ -101,6 +104,7 @@ impl Event {
             Event::MintedIdAbandoned => "minted-id-abandoned",
             Event::RemoteSessionsCut => "remote-sessions-cut",
             Event::ReconnectRefused => "reconnect-refused",
+            Event::RemoteDriftRefused => "remote-drift-refused",
         }
     }
 

@@ -180,6 +180,14 @@ pub enum Step {
         /// or the sync process cannot start while the application writes.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         app_holds_cache: bool,
+        /// While the replica was down, a newer version of the application
+        /// added a column to this table (by index) of the remote, which the
+        /// case's schema does not declare (reference-profile engines): the
+        /// engine must refuse to open the remote rather than sync against
+        /// tables it does not know; then the column goes again and the
+        /// restart goes on.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        remote_drifted: Option<usize>,
     },
     /// Another connection locks the remote for the next `hold` steps.
     LockRemote {
@@ -548,14 +556,16 @@ fn step_strategy(replicas: usize, swarm: &Swarm) -> BoxedStrategy<Step> {
                 1 => Just(Some(NEWER_CACHE_FORMAT))
             ],
             prop_oneof![Just(false), Just(true)],
+            prop_oneof![2 => Just(None), 1 => (0_usize..3).prop_map(Some)],
         )
             .prop_map(
-                |(replica, offset_ms, rebuilt, cache_format, app_holds_cache)| Step::Restart {
+                |(replica, offset_ms, rebuilt, cache_format, app_holds_cache, remote_drifted)| Step::Restart {
                     replica,
                     offset_ms,
                     rebuilt,
                     cache_format,
                     app_holds_cache,
+                    remote_drifted,
                 },
             )
             .boxed(),

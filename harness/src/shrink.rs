@@ -323,22 +323,27 @@ fn simplifications(step: &Step) -> Vec<Step> {
             rebuilt,
             cache_format,
             app_holds_cache,
+            remote_drifted,
         } => {
-            let restart = |rebuilt, cache_format, app_holds_cache| Step::Restart {
+            let restart = |rebuilt, cache_format, app_holds_cache, remote_drifted| Step::Restart {
                 replica: *replica,
                 offset_ms: *offset_ms,
                 rebuilt,
                 cache_format,
                 app_holds_cache,
+                remote_drifted,
             };
             if rebuilt.is_some() {
-                out.push(restart(None, *cache_format, *app_holds_cache));
+                out.push(restart(None, *cache_format, *app_holds_cache, *remote_drifted));
             }
             if cache_format.is_some() {
-                out.push(restart(*rebuilt, None, *app_holds_cache));
+                out.push(restart(*rebuilt, None, *app_holds_cache, *remote_drifted));
             }
             if *app_holds_cache {
-                out.push(restart(*rebuilt, *cache_format, false));
+                out.push(restart(*rebuilt, *cache_format, false, *remote_drifted));
+            }
+            if remote_drifted.is_some() {
+                out.push(restart(*rebuilt, *cache_format, *app_holds_cache, None));
             }
         }
         Step::Clock { replica, offset_ms } if *offset_ms % 1000 != 0 => out.push(Step::Clock {

@@ -35,6 +35,9 @@ pub struct Ledger {
     pub remote_acked: i64,
 }
 
+/// The column a newer application's migration adds to a remote table.
+const DRIFT_COLUMN: &str = "sg_added_by_a_newer_version";
+
 /// Why an outside write did not happen.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum OutsideRefusal {
@@ -224,6 +227,19 @@ impl Places {
             .as_mut()
             .ok_or_else(|| "no cache connection".to_string())?;
         legacy_cache::mark_newer(conn, format)
+    }
+
+    /// The remote's `table` gains a column the case's schema does not declare,
+    /// as a newer version of the application's migration would add it.
+    pub fn add_remote_column(&mut self, table: &str) -> Result<(), String> {
+        self.remote
+            .alter_table(table, &format!("ADD COLUMN {} TEXT", quote(DRIFT_COLUMN)))
+    }
+
+    /// The column [`Places::add_remote_column`] added is gone again.
+    pub fn drop_remote_column(&mut self, table: &str) -> Result<(), String> {
+        self.remote
+            .alter_table(table, &format!("DROP COLUMN {}", quote(DRIFT_COLUMN)))
     }
 
     /// The newer version is back: replica `r`'s cache gets `format` again.

@@ -253,6 +253,22 @@ impl RemotePlace {
         }
     }
 
+    /// A migration of a newer version of the application changes the
+    /// remote's `table` (`ADD COLUMN` a column the case's schema does not
+    /// declare, or `DROP COLUMN` it again), over a connection of its own.
+    pub fn alter_table(&mut self, table: &str, change: &str) -> Result<(), String> {
+        match &self.store {
+            Store::Sqlite { path, .. } => {
+                let conn = Connection::open(path).map_err(text)?;
+                conn.execute_batch(&format!("ALTER TABLE {} {change}", quote(table)))
+                    .map_err(text)
+            }
+            Store::Postgres { url, namespace, .. } => connect(url)?
+                .batch_execute(&format!("ALTER TABLE {}.{} {change}", quote(namespace), quote(table)))
+                .map_err(text),
+        }
+    }
+
     /// Another connection locks the remote for the next `hold` steps.
     pub fn lock(&mut self, kind: LockKind, hold: usize) -> Result<(), String> {
         match &mut self.store {

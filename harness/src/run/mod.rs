@@ -328,8 +328,16 @@ impl<'a> Runner<'a> {
                 offset_ms,
                 rebuilt,
                 cache_format,
+                remote_drifted,
                 app_holds_cache,
-            } => self.restart_step(replica, offset_ms, rebuilt, cache_format, app_holds_cache),
+            } => self.restart_step(
+                replica,
+                offset_ms,
+                rebuilt,
+                cache_format,
+                remote_drifted,
+                app_holds_cache,
+            ),
             Action::LockRemote { lock, hold } => self.lock_remote(lock, hold),
             Action::LockCache { replica, hold } => self.lock_cache(replica, hold),
             Action::Clock { replica, offset_ms } => {

@@ -20,6 +20,7 @@ impl Runner<'_> {
         offset_ms: Option<i64>,
         rebuilt: Option<usize>,
         cache_format: Option<u8>,
+        remote_drifted: Option<usize>,
         app_holds_cache: bool,
     ) -> StepOutcome {
         if let Some(offset_ms) = offset_ms.filter(|_| self.caps().clock && !self.up(replica)) {
@@ -37,6 +38,13 @@ impl Runner<'_> {
         };
         let newer = match cache_format.filter(|&f| f == NEWER_CACHE_FORMAT && !self.up(replica)) {
             Some(format) => match self.refuse_newer_while_down(replica, i64::from(format)) {
+                Ok(note) => note,
+                Err(out) => return out,
+            },
+            None => String::new(),
+        };
+        let drifted = match remote_drifted.filter(|_| self.profile() && !self.up(replica)) {
+            Some(table) => match self.refuse_drifted_remote_while_down(replica, table) {
                 Ok(note) => note,
                 Err(out) => return out,
             },
@@ -91,7 +99,7 @@ impl Runner<'_> {
             let again = self.restart(replica);
             out = StepOutcome::new(format!("{}, relaunched: {}", out.line, again.line), again.verdict);
         }
-        out.line.insert_str(0, &format!("{migrated}{newer}{upgraded}"));
+        out.line.insert_str(0, &format!("{migrated}{newer}{drifted}{upgraded}"));
         out
     }
 
@@ -179,6 +187,62 @@ impl Runner<'_> {
                 )),
             )),
         }
+    }
+
+    /// A newer version of the application added a column to the remote's
+    /// `table` while replica `r` was down. The engine must refuse to open a
+    /// remote whose tables differ from the schema it was given (the
+    /// reference: `SchemaMismatch`): syncing against tables it does not know
+    /// would write rows without the column's values, or fail later, half
+    /// way. Then the column goes again and the restart goes on. Returns the
+    /// note for the trace line.
+    fn refuse_drifted_remote_while_down(&mut self, r: usize, table: usize) -> Result<String, StepOutcome> {
+        if self.places.remote_locked() {
+            return Ok(String::new());
+        }
+        let name = self.schema.tables[table].name.clone();
+        let harness_error = |what: &str, e: String| {
+            StepOutcome::new(
+                format!("r{r} remote {name} changed by a newer version -> error"),
+                Err(Violation::new(
+                    Invariant::EngineFailed,
+                    format!("r{r}: the harness could not {what} a column of the remote's {name}: {e}"),
+                )),
+            )
+        };
+        self.places
+            .add_remote_column(&name)
+            .map_err(|e| harness_error("add", e))?;
+        let refusal = match self.open(r, false, false) {
+            Ok(opened) => {
+                drop(opened);
+                return Err(StepOutcome::new(
+                    format!(
+                        "r{r} restart over a remote whose {name} has a column the schema does not declare -> opened"
+                    ),
+                    Err(Violation::new(
+                        Invariant::OutcomeAgreement,
+                        format!(
+                            "r{r} opened a remote whose table {name} has a column its schema does not declare (a \
+                             newer version's migration added it): it must refuse such a remote (the reference: \
+                             SchemaMismatch) rather than sync against tables it does not know"
+                        ),
+                    )),
+                ));
+            }
+            Err(e) => e,
+        };
+        count(&mut self.events, Event::RemoteDriftRefused, 1);
+        self.places
+            .drop_remote_column(&name)
+            .map_err(|e| harness_error("drop", e))?;
+        // The case's folder is a fresh temporary one: the trace names it `<case>`.
+        let cache_path = self.places.cache_path(r);
+        let folder = cache_path.parent().map(|d| d.display().to_string()).unwrap_or_default();
+        let first_line = refusal.lines().next().unwrap_or_default().replace(&folder, "<case>");
+        Ok(format!(
+            "a remote whose {name} a newer version gave a column refused ({first_line}), the column gone again: "
+        ))
     }
 
     /// The app went back a version: a newer version of the engine wrote

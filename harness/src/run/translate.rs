@@ -59,6 +59,8 @@ pub enum Action {
         rebuilt: Option<usize>,
         /// The older cache format the engine's previous version left.
         cache_format: Option<u8>,
+        /// The remote table a newer application gave a column while down.
+        remote_drifted: Option<usize>,
         /// The application holds the cache's write lock during the open.
         app_holds_cache: bool,
     },
@@ -176,11 +178,13 @@ impl View<'_> {
                 rebuilt,
                 cache_format,
                 app_holds_cache,
+                remote_drifted,
             } => Ok(Action::Restart {
                 replica: *replica,
                 offset_ms: *offset_ms,
                 rebuilt: *rebuilt,
                 cache_format: *cache_format,
+                remote_drifted: *remote_drifted,
                 app_holds_cache: *app_holds_cache,
             }),
             Step::LockRemote { lock, hold } => Ok(Action::LockRemote {

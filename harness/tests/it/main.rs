@@ -3,6 +3,7 @@
 mod contract;
 mod engines;
 mod pg_cursor;
+mod pg_sessions;
 mod property;
 mod regressions;
 mod snapshots;

@@ -95,6 +95,7 @@ fn restart_with(replica: usize, cache_format: Option<u8>, app_holds_cache: bool)
         rebuilt: None,
         cache_format,
         app_holds_cache,
+        remote_drifted: None,
     }
 }
 
@@ -214,6 +215,30 @@ fn a_cache_from_a_newer_version_is_refused_and_loses_nothing() {
                 sync(0),
                 sync(1),
             ],
+        ),
+    );
+}
+
+#[test]
+fn a_replica_refuses_a_remote_a_newer_version_gave_a_column() {
+    // While the replica is down, a newer version of the application adds a
+    // column to the remote's dns_records. Syncing against a table it does
+    // not know would write rows without that column's values: the engine
+    // refuses to open the remote (SchemaMismatch) and starts once the
+    // column is gone; the pending write is pushed.
+    let drifted = Step::Restart {
+        replica: 0,
+        offset_ms: None,
+        rebuilt: None,
+        cache_format: None,
+        app_holds_cache: false,
+        remote_drifted: Some(2),
+    };
+    regression(
+        "remote-drift-refused",
+        scenario(
+            2,
+            vec![host(0), push_crashing_before_commit(0), drifted, sync(0), sync(1)],
         ),
     );
 }
