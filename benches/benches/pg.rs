@@ -3,7 +3,7 @@
 //! rows sent with one multi-row `INSERT … ON CONFLICT` per batch (arrays
 //! bound as parameters), and read back with one `SELECT` into a plain local
 //! table. Round trips per push batch and per pull page are counted by the
-//! engine's `PgRemote::round_trips` and written to
+//! engine's `PgRemote::round_trip_counter` and written to
 //! `<target>/syncgate-pg-round-trips.json` for `bench_report`.
 //!
 //! Every push iteration starts on a fresh schema (made untimed); pulls read
@@ -159,13 +159,13 @@ fn round_trips(url: &str, pending: &Template, cfg: &Config, n: u64) -> (u64, u64
     let ns = Ns::create(url, "trips");
     let dir = pending.instantiate().expect("instantiate");
     let mut a = replica(dir.path(), "a.db", &ns, cfg);
-    let before = a.remote().round_trips();
+    let before = a.remote().round_trip_counter().get();
     assert_eq!(a.push().expect("push").pushed, n);
-    let push = a.remote().round_trips() - before;
+    let push = a.remote().round_trip_counter().get() - before;
     let mut b = replica(dir.path(), "b.db", &ns, cfg);
-    let before = b.remote().round_trips();
+    let before = b.remote().round_trip_counter().get();
     assert_eq!(b.pull().expect("pull").pulled, n);
-    let pull = b.remote().round_trips() - before;
+    let pull = b.remote().round_trip_counter().get() - before;
     let batches = n.div_ceil(cfg.push_batch_max as u64);
     let pages = n.div_ceil(cfg.pull_page_rows as u64);
     (push, batches, pull, pages)

@@ -102,14 +102,10 @@ impl PgRemote {
         hash as i64
     }
 
-    /// Round trips to the server so far: requests it answered (connections,
-    /// statements prepared or executed, simple queries).
-    pub fn round_trips(&self) -> u64 {
-        self.session.round_trips().get()
-    }
-
-    /// A handle on this remote's round-trip count that outlives borrows of
-    /// the remote (the reference adapter reports it with every sync).
+    /// This remote's round trips to the server (requests it answered:
+    /// connections, statements prepared or executed, simple queries), as a
+    /// handle that outlives borrows of the remote: the reference adapter
+    /// reports the count with every sync, benches and tests read it.
     pub fn round_trip_counter(&self) -> RoundTrips {
         self.session.round_trips().clone()
     }

@@ -149,12 +149,12 @@ fn a_push_costs_the_same_round_trips_for_100_and_2000_rows() {
             Ok(())
         })
         .expect("write a batch");
-        let before = a.remote().round_trips();
+        let before = a.remote().round_trip_counter().get();
         assert_eq!(push(&mut a).0, 2 * n as u64 + 1);
-        let pushed = a.remote().round_trips() - before;
-        let before = b.remote().round_trips();
+        let pushed = a.remote().round_trip_counter().get() - before;
+        let before = b.remote().round_trip_counter().get();
         assert_eq!(pull(&mut b).1, 2 * n as u64 + 1);
-        let pulled = b.remote().round_trips() - before;
+        let pulled = b.remote().round_trip_counter().get() - before;
         costs.push((n, pushed, pulled));
     }
     let (small, large) = (costs[0], costs[1]);
@@ -377,12 +377,12 @@ fn a_server_restart_between_syncs_reconnects() {
     }
     host(&mut a, "web2", "10.0.0.2");
     // The push finds the session ended and starts again on a new one.
-    let before = a.remote().round_trips();
+    let before = a.remote().round_trip_counter().get();
     assert_eq!(push(&mut a).0, 1, "the push after the session ended works");
     assert_eq!(pending(&a), 0);
     // The request the ended session answered with its error, the new
     // connection and the push's own round trips: counted, none twice.
-    assert!(a.remote().round_trips() > before + 2);
+    assert!(a.remote().round_trip_counter().get() > before + 2);
 }
 
 #[test]
