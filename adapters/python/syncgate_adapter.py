@@ -119,7 +119,7 @@ REFUSAL_CLASSES = (
     "busy",
     "other",
 )
-SYNC_FAILURE_CLASSES = ("busy", "clock_drift", "unavailable", "other")
+SYNC_FAILURE_CLASSES = ("busy", "clock_drift", "unavailable", "login_refused", "other")
 
 # Exit code of a process stopped at a crash point (the protocol accepts any).
 CRASH_EXIT_CODE = 3
