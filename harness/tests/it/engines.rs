@@ -2,6 +2,7 @@
 //! engine with other incidental choices passes the contract, and bad
 //! engines get clear answers (never a hang or a false pass).
 
+use crate::support::{Misreport, Misreporting};
 use syncgate::check::Invariant;
 use syncgate::events::Event;
 use syncgate::gate::{check, default_base_dir, probe, CheckOptions};
@@ -10,9 +11,6 @@ use syncgate::run::run_case;
 use syncgate::scenario::{GenConfig, IdChoice, Scenario, Step, Swarm, SyncKind, Val};
 use syncgate::subject::process::ProcessEngine;
 use syncgate::subject::reference::ReferenceEngine;
-use syncgate::subject::{
-    Answer, BusyTriesReported, CrashPoint, InitOk, Op, OpenSpec, ReadRow, Subject, SubjectReplica, SyncReport,
-};
 use syncgate::{subject_by_name, OracleChoice};
 
 fn options(cases: u64, seed: &str) -> CheckOptions {
@@ -130,53 +128,6 @@ fn setup_problems_are_setup_errors() {
     assert!(err.contains("not found") || err.contains("No such file"), "{err}");
 }
 
-/// The reference engine, but every busy failure claims one try and no wait:
-/// an engine that gives up at once where the reference retries (rule L1).
-struct ClaimsOneTry(ReferenceEngine);
-
-struct ClaimsOneTryReplica(Box<dyn SubjectReplica>);
-
-impl Subject for ClaimsOneTry {
-    fn name(&self) -> String {
-        "reference+claims-one-try".into()
-    }
-
-    fn open_replica(&self, spec: &OpenSpec) -> Result<(Box<dyn SubjectReplica>, InitOk), String> {
-        let (replica, init_ok) = self.0.open_replica(spec)?;
-        Ok((Box::new(ClaimsOneTryReplica(replica)), init_ok))
-    }
-}
-
-impl SubjectReplica for ClaimsOneTryReplica {
-    fn write(&mut self, ops: &[Op]) -> Answer<Vec<i64>> {
-        self.0.write(ops)
-    }
-    fn sync(&mut self, kind: SyncKind) -> Answer<SyncReport> {
-        self.0.sync(kind)
-    }
-    fn pending(&mut self) -> Answer<u64> {
-        self.0.pending()
-    }
-    fn set_clock(&mut self, ms: i64) -> Answer<()> {
-        self.0.set_clock(ms)
-    }
-    fn arm_crash(&mut self, point: CrashPoint) -> Answer<()> {
-        self.0.arm_crash(point)
-    }
-    fn mint_id(&mut self, table: &str) -> Answer<i64> {
-        self.0.mint_id(table)
-    }
-    fn read(&mut self, table: &str) -> Answer<Vec<ReadRow>> {
-        self.0.read(table)
-    }
-    fn last_busy_tries(&self) -> Option<BusyTriesReported> {
-        self.0.last_busy_tries().map(|_| BusyTriesReported {
-            attempts: Some(1),
-            waited_ms: Some(0),
-        })
-    }
-}
-
 #[test]
 fn a_busy_sync_that_did_not_retry_as_the_profile_says_is_caught() {
     // The unmodified reference reports its tries, and they agree (L1).
@@ -188,7 +139,14 @@ fn a_busy_sync_that_did_not_retry_as_the_profile_says_is_caught() {
         summary.events
     );
     // One that claims it gave up at once is caught, naming the rule.
-    let summary = check(&ClaimsOneTry(ReferenceEngine::new()), &options(60, "busy-tries")).expect("check runs");
+    let summary = check(
+        &Misreporting(Misreport {
+            one_busy_try: true,
+            ..Misreport::default()
+        }),
+        &options(60, "busy-tries"),
+    )
+    .expect("check runs");
     let failure = summary.failures.first().expect("caught");
     assert_eq!(failure.invariant, Invariant::OutcomeAgreement, "{}", failure.detail);
     assert!(failure.detail.contains("rule L1"), "{}", failure.detail);

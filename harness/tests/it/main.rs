@@ -7,3 +7,4 @@ mod pg_sessions;
 mod property;
 mod regressions;
 mod snapshots;
+mod support;

@@ -15,24 +15,12 @@ use std::sync::Arc;
 use syncgate_engine::rusqlite::types::Value;
 use syncgate_engine::{Config, PgRemote, Replica, Schema, SystemClock};
 
+use crate::support::pg_url;
+
 const PUSHERS: usize = 3;
 const PULLERS: usize = 2;
 const ROUNDS: usize = 12;
 const ROWS_PER_ROUND: usize = 40;
-
-fn pg_url(test: &str) -> Option<String> {
-    match std::env::var("SYNCGATE_PG_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED {test}: SYNCGATE_PG_URL is not set. Run it with \
-                 SYNCGATE_PG_URL=postgresql://root@127.0.0.1:5432/test cargo test --workspace"
-            );
-            None
-        }
-    }
-}
 
 /// A schema of one test run, dropped when it ends (also on failure).
 struct Namespace {

@@ -4,30 +4,18 @@
 //! Needs `SYNCGATE_PG_URL`; without it each test says on the terminal that
 //! it was skipped.
 
-use std::io::Write;
-
 use syncgate::check::Invariant;
 use syncgate::gate::default_base_dir;
 use syncgate::places::RemoteTarget;
 use syncgate::run::run_case;
 use syncgate::scenario::{IdChoice, Reconnect, Scenario, Step, Swarm, SyncKind, Val};
 use syncgate::subject::reference::ReferenceEngine;
-use syncgate::subject::{
-    Answer, CrashPoint, InitOk, OnRemote, Op, OpenSpec, ReadRow, Subject, SubjectReplica, SyncReport,
-};
+use syncgate::subject::OnRemote;
+
+use crate::support::{pg_url, Misreport, Misreporting};
 
 fn pg_target(test: &str) -> Option<RemoteTarget> {
-    match std::env::var("SYNCGATE_PG_URL") {
-        Ok(url) if !url.is_empty() => Some(RemoteTarget::Postgres { url }),
-        _ => {
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED {test}: SYNCGATE_PG_URL is not set. Run it with \
-                 SYNCGATE_PG_URL=postgresql://root@127.0.0.1:5432/test cargo test --workspace"
-            );
-            None
-        }
-    }
+    pg_url(test).map(|url| RemoteTarget::Postgres { url })
 }
 
 fn host(replica: usize, name: &str) -> Step {
@@ -95,49 +83,6 @@ fn a_sync_after_the_server_ended_the_session_reconnects_or_fails_and_loses_nothi
     }
 }
 
-/// The reference engine, reporting one round trip more than it made.
-struct OverCounting;
-
-struct OverCountingReplica(Box<dyn SubjectReplica>);
-
-impl Subject for OverCounting {
-    fn name(&self) -> String {
-        "reference+over-counting-round-trips".into()
-    }
-
-    fn open_replica(&self, spec: &OpenSpec) -> Result<(Box<dyn SubjectReplica>, InitOk), String> {
-        let (replica, init_ok) = ReferenceEngine::new().open_replica(spec)?;
-        Ok((Box::new(OverCountingReplica(replica)), init_ok))
-    }
-}
-
-impl SubjectReplica for OverCountingReplica {
-    fn write(&mut self, ops: &[Op]) -> Answer<Vec<i64>> {
-        self.0.write(ops)
-    }
-    fn sync(&mut self, kind: SyncKind) -> Answer<SyncReport> {
-        self.0.sync(kind)
-    }
-    fn pending(&mut self) -> Answer<u64> {
-        self.0.pending()
-    }
-    fn set_clock(&mut self, ms: i64) -> Answer<()> {
-        self.0.set_clock(ms)
-    }
-    fn arm_crash(&mut self, point: CrashPoint) -> Answer<()> {
-        self.0.arm_crash(point)
-    }
-    fn mint_id(&mut self, table: &str) -> Answer<i64> {
-        self.0.mint_id(table)
-    }
-    fn read(&mut self, table: &str) -> Answer<Vec<ReadRow>> {
-        self.0.read(table)
-    }
-    fn last_remote_round_trips(&self) -> Option<u64> {
-        self.0.last_remote_round_trips().map(|n| n + 1)
-    }
-}
-
 #[test]
 fn a_round_trip_count_that_differs_from_the_wire_is_caught() {
     let Some(remote) = pg_target("a_round_trip_count_that_differs_from_the_wire_is_caught") else {
@@ -151,7 +96,10 @@ fn a_round_trip_count_that_differs_from_the_wire_is_caught() {
     let result = run_case(&honest, &scenario(steps.clone()), &default_base_dir());
     assert!(result.failure.is_none(), "{:?}", result.failure);
     let lying = OnRemote {
-        subject: Box::new(OverCounting),
+        subject: Box::new(Misreporting(Misreport {
+            extra_round_trips: 1,
+            ..Misreport::default()
+        })),
         remote,
     };
     let result = run_case(&lying, &scenario(steps), &default_base_dir());
