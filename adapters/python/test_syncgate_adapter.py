@@ -1,4 +1,5 @@
-"""Tests of syncgate_adapter: the toy adapter driven over pipes, as the harness drives it.
+"""Tests of syncgate_adapter (and its fork server, syncgate_fork_server): the toy adapter
+driven over pipes, as the harness drives it.
 
     python3 -m unittest adapters/python/test_syncgate_adapter.py -v
 
@@ -6,7 +7,9 @@ Stdlib only. Each test makes its own temporary folder (cache, remote, fork-serve
 and stops the fork servers it started.
 """
 
+import ast
 import contextlib
+import importlib.util
 import io
 import json
 import os
@@ -24,8 +27,11 @@ import unittest
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import syncgate_adapter as sg  # noqa: E402
+import syncgate_fork_server as fs  # noqa: E402
 
 TOY = os.path.join(HERE, "toy_adapter.py")
+# What an adapter's folder needs beside the adapter: the helper's two files.
+HELPER_FILES = ("syncgate_adapter.py", "syncgate_fork_server.py")
 DDL = [
     'CREATE TABLE IF NOT EXISTS "domains" ("id" INTEGER PRIMARY KEY, "name" TEXT UNIQUE, "registrar" TEXT, '
     '"updated" INTEGER)',
@@ -348,29 +354,45 @@ class ForkServer(Case):
     def test_environment_and_edits_choose_the_server(self):
         folder = os.path.join(self.folder, "copy")
         os.mkdir(folder)
-        for name in ("toy_adapter.py", "syncgate_adapter.py"):
+        for name in ("toy_adapter.py", *HELPER_FILES):
             shutil.copy(os.path.join(HERE, name), folder)
         script = os.path.join(folder, "toy_adapter.py")
         lines = []
-        for tag, touch in (("a", False), ("b", False), ("a", True)):
+        for tag, touch in (("a", None), ("b", None), ("a", "toy_adapter.py"), *(("a", n) for n in HELPER_FILES)):
             if touch:
-                stat = os.stat(script)
-                os.utime(script, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+                path = os.path.join(folder, touch)
+                stat = os.stat(path)
+                os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
             a = self.start(env=dict(self.env, TOY_TAG=tag), script=script)
             a.init()
             a.close()
             lines.append(a.toy_line())
         self.assertEqual(
-            [line["tag"] for line in lines], ["a", "b", "a"], "the child has its client's environment"
+            [line["tag"] for line in lines], ["a", "b", "a", "a", "a"], "the child has its client's environment"
         )
         self.assertEqual(
-            len({line["imported_in"] for line in lines}), 3, "a server per environment and per edit"
+            len({line["imported_in"] for line in lines}), 5, "a server per environment and per edit of any file"
         )
+
+    def test_the_server_writes_the_helpers_bytecode(self):
+        # Under PYTHONDONTWRITEBYTECODE only the server writes it, once, so that thin clients
+        # need not compile the helper's files at every start.
+        folder = os.path.join(self.folder, "copy")
+        os.mkdir(folder)
+        for name in ("toy_adapter.py", *HELPER_FILES):
+            shutil.copy(os.path.join(HERE, name), folder)
+        a = self.start(env=dict(self.env, PYTHONDONTWRITEBYTECODE="1"), script=os.path.join(folder, "toy_adapter.py"))
+        self.assertEqual(a.init()["type"], "init_ok")
+        self.assertEqual(a.close(), 0)
+        self.assertNotEqual(a.toy_line()["pid"], a.toy_line()["imported_in"], "served by a forked child")
+        for name in HELPER_FILES:
+            pyc = importlib.util.cache_from_source(os.path.join(folder, name))
+            self.assertTrue(os.path.exists(pyc), f"{name}'s bytecode")
 
     def test_a_changed_module_replaces_the_server(self):
         folder = os.path.join(self.folder, "copy")
         os.mkdir(folder)
-        for name in ("toy_adapter.py", "syncgate_adapter.py"):
+        for name in ("toy_adapter.py", *HELPER_FILES):
             shutil.copy(os.path.join(HERE, name), folder)
         extra = os.path.join(folder, "toy_extra.py")
         with open(extra, "w") as f:
@@ -439,6 +461,56 @@ class ForkServer(Case):
         a.close()
         self.assertEqual(a.toy_line()["pid"], str(a.proc.pid))
         self.assertFalse(os.path.exists(self.fs_dir))
+
+
+class Modules(unittest.TestCase):
+    """The helper is two files with one job each: syncgate_adapter (the protocol, and the API
+    every adapter uses) and syncgate_fork_server (process management)."""
+
+    # syncgate_adapter's public names from when it was one file: adapters use them.
+    PUBLIC = (
+        "Adapter",
+        "CRASH_EXIT_CODE",
+        "CRASH_POINTS",
+        "HANDOFF_ATTEMPTS_MAX",
+        "HANDOFF_S_MAX",
+        "Malformed",
+        "PROTOCOL",
+        "REFUSAL_CLASSES",
+        "REQUEST_BYTES_MAX",
+        "Refused",
+        "SERVER_IDLE_S_DEFAULT",
+        "SERVER_START_S_MAX",
+        "SHUTDOWN_GRACE_S",
+        "SYNC_FAILURE_CLASSES",
+        "SyncFailed",
+        "Unsupported",
+        "fork_server",
+        "log",
+        "resolve_refs",
+        "run",
+        "serve",
+    )
+
+    def test_public_names_stay_on_syncgate_adapter(self):
+        self.assertEqual([n for n in self.PUBLIC if not hasattr(sg, n)], [])
+        limits = ("HANDOFF_ATTEMPTS_MAX", "HANDOFF_S_MAX", "SERVER_IDLE_S_DEFAULT", "SERVER_START_S_MAX", "SHUTDOWN_GRACE_S")
+        for name in limits:
+            self.assertIs(getattr(sg, name), getattr(fs, name), name)
+
+    def test_the_fork_server_does_not_import_the_protocol(self):
+        # The dependency runs one way: syncgate_adapter hands the server a preload and a serve.
+        with open(fs.__file__, encoding="utf-8") as f:
+            tree = ast.parse(f.read())
+        imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+        imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+        self.assertNotIn("syncgate_adapter", imported)
+
+    def test_a_server_watches_both_helper_files(self):
+        # What the server compares before each fork: an edit of either file stops it forking.
+        sources = fs._loaded_sources()
+        for module in (sg, fs):
+            self.assertIn(module.__file__, sources)
 
 
 class InProcess(unittest.TestCase):
