@@ -36,7 +36,7 @@ fn fresh<S>(iters: u64, mut setup: impl FnMut() -> S, mut run: impl FnMut(&mut S
 }
 
 fn replica(dir: &Path, name: &str, config: &Config) -> EngineReplica {
-    // Later than every template stamp, well within max_drift_ms.
+    // Later than every template stamp, well within drift_ms_max.
     open_replica(dir, name, BenchClock::new(EPOCH_MS + 10_000), config.clone()).expect("open replica")
 }
 

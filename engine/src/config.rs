@@ -8,12 +8,12 @@ pub(crate) const STATEMENT_CACHE_CAPACITY: usize = 256;
 /// instead of recursing without bound.
 pub const CASCADE_DEPTH_MAX: usize = 64;
 
-/// Tuning and limits. Outcomes depend on `max_drift_ms` and `push_batch_max`
+/// Tuning and limits. Outcomes depend on `drift_ms_max` and `push_batch_max`
 /// only; the rest is about waiting and memory.
 #[derive(Clone, Debug)]
 pub struct Config {
     /// Pulled stamps further ahead of this replica's clock are refused.
-    pub max_drift_ms: i64,
+    pub drift_ms_max: i64,
     /// A push batch (one remote transaction) holds whole local transactions
     /// and stops growing once the next one would take it past this.
     pub push_batch_max: usize,
@@ -52,7 +52,7 @@ impl Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            max_drift_ms: 60_000,
+            drift_ms_max: 60_000,
             push_batch_max: 10_000,
             pull_page_rows: 1_000,
             busy_timeout_ms: 5_000,

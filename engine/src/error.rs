@@ -71,14 +71,14 @@ pub enum Error {
 
     #[error(
         "refused a pulled stamp from replica {replica} on {table}/{id}: it is {ahead_ms} ms ahead of this \
-         replica's clock (max drift {max_drift_ms} ms); nothing was applied: fix the clock of replica {replica} or of this machine"
+         replica's clock (max drift {drift_ms_max} ms); nothing was applied: fix the clock of replica {replica} or of this machine"
     )]
     ClockDrift {
         table: String,
         id: i64,
         replica: u32,
         ahead_ms: i64,
-        max_drift_ms: i64,
+        drift_ms_max: i64,
     },
 
     #[error(

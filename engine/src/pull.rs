@@ -175,13 +175,13 @@ fn defer_foreign_keys(tx: &Transaction<'_>) -> Result<()> {
 fn refuse_drift(schema: &Schema, config: &Config, change: &Change, stamps: &[Stamp], now_ms: i64) -> Result<()> {
     for s in stamps {
         let ahead_ms = s.ms() - now_ms;
-        if ahead_ms > config.max_drift_ms {
+        if ahead_ms > config.drift_ms_max {
             return Err(Error::ClockDrift {
                 table: schema.table(change.table).name.clone(),
                 id: change.id,
                 replica: s.replica,
                 ahead_ms,
-                max_drift_ms: config.max_drift_ms,
+                drift_ms_max: config.drift_ms_max,
             });
         }
     }

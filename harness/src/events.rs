@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Serialize, Serializer};
+use syncgate_model as model;
 
 /// Something interesting that happened in a case.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -166,5 +167,42 @@ pub type Events = BTreeMap<Event, u64>;
 pub fn count(events: &mut Events, event: Event, n: u64) {
     if n > 0 {
         *events.entry(event).or_insert(0) += n;
+    }
+}
+
+/// Counts what the model saw happen between `before` and `now` (profile
+/// runs: conflicts, merges, cascades, ... as the spec's rules decided them).
+pub fn count_model(events: &mut Events, before: &model::Events, now: &model::Events) {
+    let counts = [
+        (
+            Event::ConflictWonLocally,
+            now.conflicts_won_locally - before.conflicts_won_locally,
+        ),
+        (
+            Event::ConflictWonRemotely,
+            now.conflicts_won_remotely - before.conflicts_won_remotely,
+        ),
+        (
+            Event::NaturalKeyMerge,
+            now.natural_key_merges - before.natural_key_merges,
+        ),
+        (
+            Event::DeleteAbsorbedWrite,
+            now.tombstone_absorbed - before.tombstone_absorbed,
+        ),
+        (Event::CascadeDelete, now.cascade_deletes - before.cascade_deletes),
+        (
+            Event::DuplicatePushSkipped,
+            now.duplicate_pushes_skipped - before.duplicate_pushes_skipped,
+        ),
+        (Event::HlcTie, now.hlc_ties - before.hlc_ties),
+        (Event::BatchCut, now.batch_cuts - before.batch_cuts),
+        (
+            Event::PulledParentDeath,
+            now.pulled_deaths_with_local_children - before.pulled_deaths_with_local_children,
+        ),
+    ];
+    for (event, n) in counts {
+        count(events, event, n);
     }
 }

@@ -10,9 +10,10 @@ use serde::Serialize;
 
 use syncgate_protocol::{CrashPoint, InitOk, OutsideWrites, Profile};
 
-use crate::check::Invariant;
+use crate::check::{answers, Invariant};
+use crate::error::HarnessError;
 use crate::events::{Event, Events, REQUIRED_EVENTS};
-use crate::places::RemotePlace;
+use crate::places::{PlaceError, RemotePlace};
 use crate::run::{run_case, CaseResult, T0_MS};
 use crate::scenario::{GenConfig, Scenario};
 use crate::seed::{case_seed, generate};
@@ -132,19 +133,13 @@ pub fn run_seed(
     gen: &GenConfig,
     base: &Path,
     doublecheck: bool,
-) -> Result<(Scenario, CaseResult), String> {
+) -> Result<(Scenario, CaseResult), HarnessError> {
     let scenario = generate(seed, gen)?;
     let mut result = run_case(subject, &scenario, base);
-    if doublecheck && result.failure.is_none() {
+    if doublecheck && result.failure.is_none() && result.fault.is_none() {
         let again = run_case(subject, &scenario, base);
         if again.trace != result.trace || again.final_state != result.final_state {
-            result.failure = Some((
-                0,
-                crate::check::Violation::new(
-                    Invariant::OutcomeAgreement,
-                    "two runs of the same case differ (trace or final state): the run is not deterministic",
-                ),
-            ));
+            result.failure = Some((0, answers::runs_differ()));
         }
     }
     Ok((scenario, result))
@@ -161,13 +156,13 @@ fn now() -> std::time::Instant {
 /// Starts replica 0 of a throwaway case once, before any case runs: an
 /// engine that cannot start or refuses the handshake is a setup error (exit
 /// 2), not a counterexample. Returns its handshake.
-pub fn probe(subject: &dyn Subject, base: &Path) -> Result<InitOk, String> {
+pub fn probe(subject: &dyn Subject, base: &Path) -> Result<InitOk, HarnessError> {
     let target = subject.remote();
     target.probe()?;
     let dir = tempfile::Builder::new()
         .prefix("syncgate-probe-")
         .tempdir_in(base)
-        .map_err(|e| format!("cannot make a temporary folder in {}: {e}", base.display()))?;
+        .map_err(|e| PlaceError::Harness(format!("cannot make a temporary folder in {}: {e}", base.display())))?;
     // Dropped after the probe: a PostgreSQL probe's schema with it.
     let remote = RemotePlace::new(&target, dir.path(), &syncgate_model::test_schema());
     let spec = OpenSpec {
@@ -236,27 +231,76 @@ fn reachable(event: Event, init: &InitOk, profile: bool) -> bool {
     }
 }
 
-pub fn check(subject: &dyn Subject, opts: &CheckOptions) -> Result<Summary, String> {
+pub fn check(subject: &dyn Subject, opts: &CheckOptions) -> Result<Summary, HarnessError> {
     let declared = probe(subject, &opts.base_dir)?;
     let profile = declared.capabilities.profile == Some(Profile::Reference);
+    let started = now();
+    let Ran { events, failing, done } = run_cases(subject, opts)?;
+    let elapsed = started.elapsed().as_secs_f64();
+    let (failures, other_failing_seeds) = shrink_failures(subject, opts, failing);
+    let missing_events: Vec<Event> = if done >= REQUIRED_EVENTS_MIN_CASES && failures.is_empty() {
+        REQUIRED_EVENTS
+            .iter()
+            .copied()
+            .filter(|e| reachable(*e, &declared, profile))
+            .filter(|e| events.get(e).copied().unwrap_or(0) == 0)
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let oracles = if profile {
+        "contract and reference profile (lockstep with the model)".to_string()
+    } else {
+        "contract (the engine declares no reference profile)".to_string()
+    };
+    Ok(Summary {
+        engine: subject.name(),
+        remote: subject.remote().kind().to_string(),
+        notes: notes(&declared),
+        declared: Some(declared),
+        oracles,
+        seed: opts.seed.clone(),
+        cases: done,
+        passed: done - failures.len() as u64 - other_failing_seeds.len() as u64,
+        failures,
+        other_failing_seeds,
+        events,
+        missing_events,
+        elapsed_s: elapsed,
+        cases_per_s: if elapsed > 0.0 { done as f64 / elapsed } else { 0.0 },
+    })
+}
+
+/// What a run of many cases produced: the events they reached, the failing
+/// cases (not yet shrunk) and how many ran.
+struct Ran {
+    events: Events,
+    failing: Vec<(u64, Scenario, CaseResult)>,
+    done: u64,
+}
+
+/// Runs the cases on rayon, in batches when the run stops at the first
+/// failure. A case the harness itself failed stops the run with its error.
+fn run_cases(subject: &dyn Subject, opts: &CheckOptions) -> Result<Ran, HarnessError> {
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(opts.jobs.max(1))
         .build()
-        .map_err(|e| e.to_string())?;
-    let started = now();
+        .map_err(|e| HarnessError::Setup(format!("cannot start {} worker threads: {e}", opts.jobs.max(1))))?;
     let bar = progress_bar(opts);
     let batch = if opts.stop_at_first {
         (opts.jobs.max(1) * 8) as u64
     } else {
         opts.cases.max(1)
     };
-    let mut events = Events::new();
-    let mut failing: Vec<(u64, Scenario, CaseResult)> = Vec::new();
-    let mut done = 0_u64;
+    let mut ran = Ran {
+        events: Events::new(),
+        failing: Vec::new(),
+        done: 0,
+    };
     let mut start = 0_u64;
     while start < opts.cases {
         let end = (start + batch).min(opts.cases);
-        let results: Vec<Result<(u64, Scenario, CaseResult), String>> = pool.install(|| {
+        let results: Vec<Result<(u64, Scenario, CaseResult), HarnessError>> = pool.install(|| {
             (start..end)
                 .into_par_iter()
                 .map(|i| {
@@ -272,26 +316,70 @@ pub fn check(subject: &dyn Subject, opts: &CheckOptions) -> Result<Summary, Stri
         });
         for result in results {
             let (i, scenario, result) = result?;
-            done += 1;
+            if let Some((step, fault)) = result.fault {
+                return Err(harness_failed(subject, opts, i, &scenario, step, fault));
+            }
+            ran.done += 1;
             for (k, v) in &result.events {
-                *events.entry(*k).or_insert(0) += v;
+                *ran.events.entry(*k).or_insert(0) += v;
             }
             if result.failure.is_some() {
-                failing.push((i, scenario, result));
+                ran.failing.push((i, scenario, result));
             }
         }
         if bar.is_none() && opts.progress {
-            eprintln!("syncgate: {done}/{} cases, {} failing", opts.cases, failing.len());
+            eprintln!(
+                "syncgate: {}/{} cases, {} failing",
+                ran.done,
+                opts.cases,
+                ran.failing.len()
+            );
         }
         start = end;
-        if opts.stop_at_first && !failing.is_empty() {
+        if opts.stop_at_first && !ran.failing.is_empty() {
             break;
         }
     }
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    let elapsed = started.elapsed().as_secs_f64();
+    Ok(ran)
+}
+
+/// The harness failed, not the engine, at `step` of case `i`: no verdict,
+/// no shrinking, and the command that runs the case again.
+fn harness_failed(
+    subject: &dyn Subject,
+    opts: &CheckOptions,
+    i: u64,
+    scenario: &Scenario,
+    step: usize,
+    fault: crate::error::HarnessFault,
+) -> HarnessError {
+    let seed = case_seed(&opts.seed, i);
+    let gen = opts.gen_for(i);
+    let replay = crate::show::replay_command(
+        &subject.name(),
+        subject.remote().kind(),
+        &seed,
+        gen.replicas.unwrap_or(scenario.replicas),
+        gen.steps,
+    );
+    HarnessError::Case {
+        seed,
+        step,
+        fault,
+        replay,
+    }
+}
+
+/// Shrinks the first failure (with `each_property`, the first of every
+/// property that failed); the other failing cases are reported by seed.
+fn shrink_failures(
+    subject: &dyn Subject,
+    opts: &CheckOptions,
+    failing: Vec<(u64, Scenario, CaseResult)>,
+) -> (Vec<CaseFailure>, Vec<String>) {
     let mut failures = Vec::new();
     let mut other_failing_seeds = Vec::new();
     let mut shrunk_invariants = std::collections::BTreeSet::new();
@@ -337,37 +425,7 @@ pub fn check(subject: &dyn Subject, opts: &CheckOptions) -> Result<Summary, Stri
         }
         failures.push(failure);
     }
-    let missing_events: Vec<Event> = if done >= REQUIRED_EVENTS_MIN_CASES && failures.is_empty() {
-        REQUIRED_EVENTS
-            .iter()
-            .copied()
-            .filter(|e| reachable(*e, &declared, profile))
-            .filter(|e| events.get(e).copied().unwrap_or(0) == 0)
-            .collect()
-    } else {
-        Vec::new()
-    };
-    let oracles = if profile {
-        "contract and reference profile (lockstep with the model)".to_string()
-    } else {
-        "contract (the engine declares no reference profile)".to_string()
-    };
-    Ok(Summary {
-        engine: subject.name(),
-        remote: subject.remote().kind().to_string(),
-        notes: notes(&declared),
-        declared: Some(declared),
-        oracles,
-        seed: opts.seed.clone(),
-        cases: done,
-        passed: done - failures.len() as u64 - other_failing_seeds.len() as u64,
-        failures,
-        other_failing_seeds,
-        events,
-        missing_events,
-        elapsed_s: elapsed,
-        cases_per_s: if elapsed > 0.0 { done as f64 / elapsed } else { 0.0 },
-    })
+    (failures, other_failing_seeds)
 }
 
 fn progress_bar(opts: &CheckOptions) -> Option<indicatif::ProgressBar> {
@@ -395,9 +453,9 @@ pub struct TraceFile {
     pub scenario: Scenario,
 }
 
-fn save_trace(dir: &Path, subject: &dyn Subject, failure: &CaseFailure) -> Result<PathBuf, String> {
+fn save_trace(dir: &Path, subject: &dyn Subject, failure: &CaseFailure) -> std::io::Result<PathBuf> {
     let engine = &subject.name();
-    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(dir)?;
     let safe: String = format!("{engine}-{}", failure.seed)
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
@@ -410,12 +468,14 @@ fn save_trace(dir: &Path, subject: &dyn Subject, failure: &CaseFailure) -> Resul
         invariant: failure.invariant,
         scenario: failure.scenario.clone(),
     };
-    let text = serde_json::to_string_pretty(&file).map_err(|e| e.to_string())?;
-    std::fs::write(&path, text).map_err(|e| e.to_string())?;
+    let text = serde_json::to_string_pretty(&file)?;
+    std::fs::write(&path, text)?;
     Ok(path)
 }
 
-pub fn load_trace(path: &Path) -> Result<TraceFile, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read trace file {}: {e}", path.display()))?;
-    serde_json::from_str(&text).map_err(|e| format!("{} is not a syncgate trace file: {e}", path.display()))
+pub fn load_trace(path: &Path) -> Result<TraceFile, HarnessError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| HarnessError::Setup(format!("cannot read trace file {}: {e}", path.display())))?;
+    serde_json::from_str(&text)
+        .map_err(|e| HarnessError::Setup(format!("{} is not a syncgate trace file: {e}", path.display())))
 }

@@ -7,6 +7,7 @@
 //! the engine and the model.
 
 pub mod check;
+pub mod error;
 pub mod events;
 pub mod gate;
 pub mod history;
@@ -17,10 +18,12 @@ pub mod run;
 pub mod scenario;
 pub mod schema;
 pub mod seed;
+pub mod show;
 pub mod shrink;
 pub mod stress;
 pub mod subject;
 
+use error::HarnessError;
 use places::RemoteTarget;
 use subject::process::{ProcessEngine, REQUEST_TIMEOUT_MS_DEFAULT};
 use subject::reference::ReferenceEngine;
@@ -60,7 +63,7 @@ pub fn subject_by_name(
     oracle: OracleChoice,
     timeout_ms: Option<u64>,
     remote: &RemoteTarget,
-) -> Result<Box<dyn Subject>, String> {
+) -> Result<Box<dyn Subject>, HarnessError> {
     let subject: Box<dyn Subject> = match name {
         "reference" => Box::new(ReferenceEngine::new()),
         "reference+shifted-ids" => Box::new(ReferenceEngine::with(Options {
@@ -74,7 +77,9 @@ pub fn subject_by_name(
         other if other.starts_with("exec:") => {
             let command = other["exec:".len()..].trim();
             if command.is_empty() {
-                return Err("--engine exec: needs a command, e.g. --engine 'exec:python3 my_adapter.py'".into());
+                return Err(HarnessError::Setup(
+                    "--engine exec: needs a command, e.g. --engine 'exec:python3 my_adapter.py'".into(),
+                ));
             }
             Box::new(ProcessEngine::new(
                 command,
@@ -84,16 +89,16 @@ pub fn subject_by_name(
         other if other.starts_with("mutant:") => syncgate_engine::Mutant::by_name(&other["mutant:".len()..])
             .map(|m| Box::new(ReferenceEngine::mutant(m)) as Box<dyn Subject>)
             .ok_or_else(|| {
-                format!(
+                HarnessError::Setup(format!(
                     "unknown mutant {other:?}; known engines: {}, or exec:COMMAND",
                     subject_names().join(", ")
-                )
+                ))
             })?,
         other => {
-            return Err(format!(
+            return Err(HarnessError::Setup(format!(
                 "unknown engine {other:?}; known engines: {}, or exec:COMMAND",
                 subject_names().join(", ")
-            ))
+            )))
         }
     };
     Ok(on_remote(

@@ -1,7 +1,8 @@
 //! `syncgate`: the CI correctness gate for sync layers.
 //!
 //! Exit codes: 0 all cases pass, 1 a counterexample was found (or a
-//! required event never happened), 2 a usage or setup error.
+//! required event never happened), 2 a usage or setup error, or a failure
+//! of the harness itself (never the engine's).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -27,99 +28,111 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run N random cases; shrink and print the first failure.
-    Check {
-        #[command(flatten)]
-        scenario: ScenarioArgs,
-        /// Number of cases.
-        #[arg(long, default_value_t = 500)]
-        cases: u64,
-        /// Worker threads (default: one per core).
-        #[arg(long)]
-        jobs: Option<usize>,
-        /// Run each case twice and fail if the runs differ.
-        #[arg(long)]
-        doublecheck: bool,
-        /// Print one JSON summary instead of text.
-        #[arg(long)]
-        json: bool,
-        /// Where to save shrunk counterexamples as trace files.
-        #[arg(long, default_value = "syncgate-failures")]
-        failures_dir: PathBuf,
-        /// Shrink and report the first failure of every property that
-        /// failed (what a sync layer gets wrong, not only its first bug).
-        #[arg(long)]
-        each_property: bool,
-        /// Stop at the first failing case (the cases still running finish);
-        /// for a yes/no answer, as cargo-mutants' test wants.
-        #[arg(long)]
-        fail_fast: bool,
-        /// Bound on the runs shrinking one failure may take.
-        #[arg(long, default_value_t = 3_000)]
-        shrink_runs_max: usize,
-        /// Mix lengths: every N-th case has --long-replicas x --long-steps
-        /// (some bugs need long scenarios to show; 0 = off).
-        #[arg(long, default_value_t = 0)]
-        long_every: u64,
-        /// Replicas of a long case.
-        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(1..=4))]
-        long_replicas: u8,
-        /// Steps of a long case.
-        #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u16).range(1..=2000))]
-        long_steps: u16,
-    },
+    Check(CheckArgs),
     /// Run the reference engine and every mutant; each mutant must be caught.
-    Mutants {
-        /// Case budget per mutant (and cases the reference must pass).
-        #[arg(long, default_value_t = syncgate::mutants::CASES_TO_CATCH_MAX)]
-        cases: u64,
-        #[arg(long, default_value = "mutants")]
-        seed: String,
-        #[arg(long)]
-        jobs: Option<usize>,
-        #[arg(long)]
-        json: bool,
-        /// Print each mutant's shrunk counterexample too.
-        #[arg(long)]
-        traces: bool,
-        /// Run every engine over the protocol through this adapter binary
-        /// (syncgate-reference-adapter), as `exec:ADAPTER --mutant NAME`.
-        #[arg(long)]
-        exec_adapter: Option<String>,
-        /// sqlite, postgres (SYNCGATE_PG_URL) or a postgresql:// URL.
-        #[arg(long, default_value = "sqlite")]
-        remote: String,
-        /// Bound on the runs shrinking one mutant's counterexample may take.
-        #[arg(long, default_value_t = 2_000)]
-        shrink_runs_max: usize,
-        /// Hunt with the profile only: skip the contract-alone column.
-        #[arg(long)]
-        profile_only: bool,
-    },
+    Mutants(MutantsArgs),
     /// Real threads: replicas write and sync concurrently against one remote
     /// file; then quiescence, convergence, no-loss and zero-UNIQUE checks.
-    Stress {
-        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(1..=64))]
-        replicas: u8,
-        #[arg(long, default_value_t = 1000)]
-        writes: usize,
-        #[arg(long, default_value_t = 5)]
-        sync_every: usize,
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        #[arg(long)]
-        json: bool,
-        /// sqlite, postgres (SYNCGATE_PG_URL) or a postgresql:// URL.
-        #[arg(long, default_value = "sqlite")]
-        remote: String,
-    },
+    Stress(StressArgs),
     /// Rerun one case (by seed, or from a trace file) and print its trace.
-    Replay {
-        #[command(flatten)]
-        scenario: ScenarioArgs,
-        /// A saved trace file (overrides --seed and the scenario options).
-        #[arg(long)]
-        trace: Option<PathBuf>,
-    },
+    Replay(ReplayArgs),
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    #[command(flatten)]
+    scenario: ScenarioArgs,
+    /// Number of cases.
+    #[arg(long, default_value_t = 500)]
+    cases: u64,
+    /// Worker threads (default: one per core).
+    #[arg(long)]
+    jobs: Option<usize>,
+    /// Run each case twice and fail if the runs differ.
+    #[arg(long)]
+    doublecheck: bool,
+    /// Print one JSON summary instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Where to save shrunk counterexamples as trace files.
+    #[arg(long, default_value = "syncgate-failures")]
+    failures_dir: PathBuf,
+    /// Shrink and report the first failure of every property that
+    /// failed (what a sync layer gets wrong, not only its first bug).
+    #[arg(long)]
+    each_property: bool,
+    /// Stop at the first failing case (the cases still running finish);
+    /// for a yes/no answer, as cargo-mutants' test wants.
+    #[arg(long)]
+    fail_fast: bool,
+    /// Bound on the runs shrinking one failure may take.
+    #[arg(long, default_value_t = 3_000)]
+    shrink_runs_max: usize,
+    /// Mix lengths: every N-th case has --long-replicas x --long-steps
+    /// (some bugs need long scenarios to show; 0 = off).
+    #[arg(long, default_value_t = 0)]
+    long_every: u64,
+    /// Replicas of a long case.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(1..=4))]
+    long_replicas: u8,
+    /// Steps of a long case.
+    #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u16).range(1..=2000))]
+    long_steps: u16,
+}
+
+#[derive(Args)]
+struct MutantsArgs {
+    /// Case budget per mutant (and cases the reference must pass).
+    #[arg(long, default_value_t = syncgate::mutants::CASES_TO_CATCH_MAX)]
+    cases: u64,
+    #[arg(long, default_value = "mutants")]
+    seed: String,
+    #[arg(long)]
+    jobs: Option<usize>,
+    #[arg(long)]
+    json: bool,
+    /// Print each mutant's shrunk counterexample too.
+    #[arg(long)]
+    traces: bool,
+    /// Run every engine over the protocol through this adapter binary
+    /// (syncgate-reference-adapter), as `exec:ADAPTER --mutant NAME`.
+    #[arg(long)]
+    exec_adapter: Option<String>,
+    /// sqlite, postgres (SYNCGATE_PG_URL) or a postgresql:// URL.
+    #[arg(long, default_value = "sqlite")]
+    remote: String,
+    /// Bound on the runs shrinking one mutant's counterexample may take.
+    #[arg(long, default_value_t = 2_000)]
+    shrink_runs_max: usize,
+    /// Hunt with the profile only: skip the contract-alone column.
+    #[arg(long)]
+    profile_only: bool,
+}
+
+#[derive(Args)]
+struct StressArgs {
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(1..=64))]
+    replicas: u8,
+    #[arg(long, default_value_t = 1000)]
+    writes: usize,
+    #[arg(long, default_value_t = 5)]
+    sync_every: usize,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    #[arg(long)]
+    json: bool,
+    /// sqlite, postgres (SYNCGATE_PG_URL) or a postgresql:// URL.
+    #[arg(long, default_value = "sqlite")]
+    remote: String,
+}
+
+#[derive(Args)]
+struct ReplayArgs {
+    #[command(flatten)]
+    scenario: ScenarioArgs,
+    /// A saved trace file (overrides --seed and the scenario options).
+    #[arg(long)]
+    trace: Option<PathBuf>,
 }
 
 #[derive(Args, Clone)]
@@ -151,11 +164,19 @@ struct ScenarioArgs {
     /// the remote it names.
     #[arg(long)]
     remote: Option<String>,
+    /// Where each case's folder is made (default: /dev/shm, a RAM folder,
+    /// when the machine has one, else the system's temporary folder).
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
 }
 
 impl ScenarioArgs {
-    fn remote(&self) -> Result<RemoteTarget, String> {
-        RemoteTarget::from_arg(self.remote.as_deref().unwrap_or("sqlite"))
+    fn remote(&self) -> anyhow::Result<RemoteTarget> {
+        Ok(RemoteTarget::from_arg(self.remote.as_deref().unwrap_or("sqlite"))?)
+    }
+
+    fn work_dir(&self) -> PathBuf {
+        self.work_dir.clone().unwrap_or_else(default_base_dir)
     }
 
     fn gen(&self) -> GenConfig {
@@ -171,201 +192,165 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
-        Err(msg) => {
-            eprintln!("syncgate: error: {msg}");
+        Err(e) => {
+            eprintln!("syncgate: error: {e:#}");
             ExitCode::from(2)
         }
     }
 }
 
-fn run(cli: Cli) -> Result<ExitCode, String> {
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Check {
-            scenario,
-            cases,
-            jobs,
-            doublecheck,
-            json,
-            failures_dir,
-            long_every,
-            long_replicas,
-            long_steps,
-            shrink_runs_max,
-            each_property,
-            fail_fast,
-        } => {
-            let remote = scenario.remote()?;
-            let subject = subject_by_name(&scenario.engine, scenario.oracle, scenario.request_timeout_ms, &remote)?;
-            let long = (long_every > 0).then(|| LongCases {
-                every: long_every,
-                gen: GenConfig {
-                    replicas: Some(usize::from(long_replicas)),
-                    steps: usize::from(long_steps),
-                    ..GenConfig::default()
-                },
-            });
-            let opts = CheckOptions {
-                cases,
-                seed: scenario.seed.clone(),
-                jobs: jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
-                gen: scenario.gen(),
-                long,
-                doublecheck,
-                base_dir: default_base_dir(),
-                failures_dir: Some(failures_dir),
-                shrink_runs_max,
-                stop_at_first: fail_fast,
-                each_property,
-                progress: !json,
-            };
-            let summary = check(subject.as_ref(), &opts)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&summary).map_err(|e| e.to_string())?);
-            } else {
-                print!("{}", syncgate::report::summary(&summary, &opts));
-            }
-            Ok(if summary.ok() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            })
+        Command::Check(args) => check_command(args),
+        Command::Mutants(args) => mutants_command(args),
+        Command::Stress(args) => stress_command(args),
+        Command::Replay(args) => replay_command(args),
+    }
+}
+
+/// Exit code 0 when `ok`, else 1 (a counterexample, a missed mutant).
+fn verdict(ok: bool) -> ExitCode {
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+fn jobs_or_cores(jobs: Option<usize>) -> usize {
+    jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+fn check_command(args: CheckArgs) -> anyhow::Result<ExitCode> {
+    let scenario = &args.scenario;
+    let remote = scenario.remote()?;
+    let subject = subject_by_name(&scenario.engine, scenario.oracle, scenario.request_timeout_ms, &remote)?;
+    let long = (args.long_every > 0).then(|| LongCases {
+        every: args.long_every,
+        gen: GenConfig {
+            replicas: Some(usize::from(args.long_replicas)),
+            steps: usize::from(args.long_steps),
+            ..GenConfig::default()
+        },
+    });
+    let opts = CheckOptions {
+        cases: args.cases,
+        seed: scenario.seed.clone(),
+        jobs: jobs_or_cores(args.jobs),
+        gen: scenario.gen(),
+        long,
+        doublecheck: args.doublecheck,
+        base_dir: scenario.work_dir(),
+        failures_dir: Some(args.failures_dir.clone()),
+        shrink_runs_max: args.shrink_runs_max,
+        stop_at_first: args.fail_fast,
+        each_property: args.each_property,
+        progress: !args.json,
+    };
+    let summary = check(subject.as_ref(), &opts)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        print!("{}", syncgate::report::summary(&summary, &opts));
+    }
+    Ok(verdict(summary.ok()))
+}
+
+fn mutants_command(args: MutantsArgs) -> anyhow::Result<ExitCode> {
+    let remote = RemoteTarget::from_arg(&args.remote)?;
+    let opts = CheckOptions {
+        shrink_runs_max: args.shrink_runs_max,
+        ..syncgate::mutants::hunt_options(args.cases, &args.seed, jobs_or_cores(args.jobs))
+    };
+    let report = syncgate::mutants::run_mutants(&opts, args.exec_adapter.as_deref(), &remote, !args.profile_only)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(verdict(report.ok()));
+    }
+    print!("{}", syncgate::mutants::table(&report));
+    if args.traces {
+        print!("{}", syncgate::mutants::traces(&report));
+    }
+    println!(
+        "{}",
+        if report.ok() {
+            "PASS: every mutant caught"
+        } else {
+            "FAIL"
         }
-        Command::Mutants {
-            cases,
-            seed,
-            jobs,
-            json,
-            traces,
-            exec_adapter,
-            remote,
-            shrink_runs_max,
-            profile_only,
-        } => {
-            let remote = RemoteTarget::from_arg(&remote)?;
-            let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-            let opts = CheckOptions {
-                shrink_runs_max,
-                ..syncgate::mutants::hunt_options(cases, &seed, jobs)
-            };
-            let report = syncgate::mutants::run_mutants(&opts, exec_adapter.as_deref(), &remote, !profile_only)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);
-            } else {
-                print!("{}", syncgate::mutants::table(&report));
-                if traces {
-                    for row in &report.rows {
-                        let catches = [
-                            ("profile", Some(&row.profile)),
-                            ("contract alone", row.contract.as_ref()),
-                        ];
-                        for (oracle, catch) in catches.into_iter().filter_map(|(o, c)| c.map(|c| (o, c))) {
-                            if !catch.caught {
-                                continue;
-                            }
-                            println!();
-                            println!(
-                                "{} by {oracle} ({}): {}",
-                                row.engine,
-                                catch.seed.clone().unwrap_or_default(),
-                                catch.detail.clone().unwrap_or_default()
-                            );
-                            for line in &catch.trace {
-                                println!("  {line}");
-                            }
-                        }
-                    }
-                }
-                println!(
-                    "{}",
-                    if report.ok() {
-                        "PASS: every mutant caught"
-                    } else {
-                        "FAIL"
-                    }
-                );
-            }
-            Ok(if report.ok() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            })
+    );
+    Ok(verdict(report.ok()))
+}
+
+fn stress_command(args: StressArgs) -> anyhow::Result<ExitCode> {
+    let opts = syncgate::stress::StressOptions {
+        replicas: usize::from(args.replicas),
+        writes_per_replica: args.writes,
+        seed: args.seed,
+        sync_every: args.sync_every,
+        remote: RemoteTarget::from_arg(&args.remote)?,
+    };
+    let report = syncgate::stress::stress(&opts, &default_base_dir())?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "syncgate stress: {} replicas on {}, {} writes ({} refused), {} syncs, {} busy, quiet after {} rounds, {} hosts rows checked",
+            args.replicas, report.remote, report.writes, report.refused, report.syncs, report.busy, report.quiescence_rounds, report.hosts_checked
+        );
+        println!(
+            "held {:.0} writes/s and {:.0} syncs/s over {} ms (this machine, all replicas together)",
+            report.writes_per_s, report.syncs_per_s, report.elapsed_ms
+        );
+        for p in &report.problems {
+            println!("  {p}");
         }
-        Command::Stress {
-            replicas,
-            writes,
-            sync_every,
-            seed,
-            json,
-            remote,
-        } => {
-            let opts = syncgate::stress::StressOptions {
-                replicas: usize::from(replicas),
-                writes_per_replica: writes,
-                seed,
-                sync_every,
-                remote: RemoteTarget::from_arg(&remote)?,
-            };
-            let report = syncgate::stress::stress(&opts, &default_base_dir())?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);
-            } else {
-                println!(
-                    "syncgate stress: {replicas} replicas on {}, {} writes ({} refused), {} syncs, {} busy, quiet after {} rounds, {} hosts rows checked",
-                    report.remote, report.writes, report.refused, report.syncs, report.busy, report.quiescence_rounds, report.hosts_checked
-                );
-                println!(
-                    "held {:.0} writes/s and {:.0} syncs/s over {} ms (this machine, all replicas together)",
-                    report.writes_per_s, report.syncs_per_s, report.elapsed_ms
-                );
-                for p in &report.problems {
-                    println!("  {p}");
-                }
-                println!("{}", if report.problems.is_empty() { "PASS" } else { "FAIL" });
-            }
-            Ok(if report.problems.is_empty() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            })
+        println!("{}", if report.problems.is_empty() { "PASS" } else { "FAIL" });
+    }
+    Ok(verdict(report.problems.is_empty()))
+}
+
+fn replay_command(args: ReplayArgs) -> anyhow::Result<ExitCode> {
+    let scenario = &args.scenario;
+    let file = args.trace.as_ref().map(|path| load_trace(path)).transpose()?;
+    let remote = match (&scenario.remote, &file) {
+        (None, Some(file)) => file.remote.resolved()?,
+        _ => scenario.remote()?,
+    };
+    let subject = subject_by_name(&scenario.engine, scenario.oracle, scenario.request_timeout_ms, &remote)?;
+    let base = scenario.work_dir();
+    syncgate::gate::probe(subject.as_ref(), &base)?;
+    let (title, result) = match (&args.trace, &file) {
+        (Some(path), Some(file)) => {
+            let result = run_case(subject.as_ref(), &file.scenario, &base);
+            (format!("trace {} (seed {})", path.display(), file.seed), result)
         }
-        Command::Replay { scenario, trace } => {
-            let file = trace.as_ref().map(|path| load_trace(path)).transpose()?;
-            let remote = match (&scenario.remote, &file) {
-                (None, Some(file)) => file.remote.resolved()?,
-                _ => scenario.remote()?,
-            };
-            let subject = subject_by_name(&scenario.engine, scenario.oracle, scenario.request_timeout_ms, &remote)?;
-            let base = default_base_dir();
-            syncgate::gate::probe(subject.as_ref(), &base)?;
-            let (title, result) = match (&trace, &file) {
-                (Some(path), Some(file)) => {
-                    let result = run_case(subject.as_ref(), &file.scenario, &base);
-                    (format!("trace {} (seed {})", path.display(), file.seed), result)
-                }
-                _ => {
-                    let (_, result) = run_seed(subject.as_ref(), &scenario.seed, &scenario.gen(), &base, false)?;
-                    (format!("seed {}", scenario.seed), result)
-                }
-            };
-            println!(
-                "replay of {title} on engine {} (remote: {})",
-                subject.name(),
-                remote.kind()
-            );
-            for line in &result.trace {
-                println!("{line}");
-            }
-            println!("final state:\n{}", result.final_state);
-            match &result.failure {
-                None => {
-                    println!("all checks passed");
-                    Ok(ExitCode::SUCCESS)
-                }
-                Some((step, v)) => {
-                    println!("FAILED at step {step}: {} — {}", v.invariant, v.detail);
-                    Ok(ExitCode::from(1))
-                }
-            }
+        _ => {
+            let (_, result) = run_seed(subject.as_ref(), &scenario.seed, &scenario.gen(), &base, false)?;
+            (format!("seed {}", scenario.seed), result)
+        }
+    };
+    println!(
+        "replay of {title} on engine {} (remote: {})",
+        subject.name(),
+        remote.kind()
+    );
+    for line in &result.trace {
+        println!("{line}");
+    }
+    println!("final state:\n{}", result.final_state);
+    if let Some((step, fault)) = &result.fault {
+        println!("HARNESS FAILED at step {step}: {fault}");
+        anyhow::bail!("the harness failed at step {step} of the replay, not the engine: {fault}");
+    }
+    match &result.failure {
+        None => {
+            println!("all checks passed");
+            Ok(ExitCode::SUCCESS)
+        }
+        Some((step, v)) => {
+            println!("FAILED at step {step}: {} — {}", v.invariant, v.detail);
+            Ok(ExitCode::from(1))
         }
     }
 }

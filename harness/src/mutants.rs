@@ -8,6 +8,7 @@ use serde::Serialize;
 use syncgate_engine::Mutant;
 
 use crate::check::Invariant;
+use crate::error::HarnessError;
 use crate::gate::{check, CheckOptions};
 use crate::places::RemoteTarget;
 use crate::subject::process::{ProcessEngine, REQUEST_TIMEOUT_MS_DEFAULT};
@@ -107,7 +108,7 @@ pub fn run_mutants(
     adapter: Option<&str>,
     remote: &RemoteTarget,
     contract_column: bool,
-) -> Result<MutantsReport, String> {
+) -> Result<MutantsReport, HarnessError> {
     let engine = |mutant: Option<Mutant>| -> Box<dyn Subject> {
         let subject: Box<dyn Subject> = match (adapter, mutant) {
             (Some(path), Some(m)) => Box::new(ProcessEngine::new(
@@ -185,6 +186,33 @@ pub fn table(report: &MutantsReport) -> String {
             r.engine,
             cells(&r.profile, "NO")
         ));
+    }
+    out
+}
+
+/// Each caught mutant's shrunk counterexample, by oracle, as `--traces`
+/// prints them after the table.
+pub fn traces(report: &MutantsReport) -> String {
+    let mut out = String::new();
+    for row in &report.rows {
+        let catches = [
+            ("profile", Some(&row.profile)),
+            ("contract alone", row.contract.as_ref()),
+        ];
+        for (oracle, catch) in catches.into_iter().filter_map(|(o, c)| c.map(|c| (o, c))) {
+            if !catch.caught {
+                continue;
+            }
+            out.push_str(&format!(
+                "\n{} by {oracle} ({}): {}\n",
+                row.engine,
+                catch.seed.clone().unwrap_or_default(),
+                catch.detail.clone().unwrap_or_default()
+            ));
+            for line in &catch.trace {
+                out.push_str(&format!("  {line}\n"));
+            }
+        }
     }
     out
 }

@@ -4,6 +4,7 @@
 use proptest::strategy::{Strategy, ValueTree};
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 
+use crate::error::HarnessError;
 use crate::scenario::{scenario_strategy, GenConfig, Scenario};
 
 /// The name of case `case` of run `run_seed`.
@@ -32,10 +33,10 @@ pub fn rng_for(seed: &str) -> TestRng {
 }
 
 /// The scenario a case seed names.
-pub fn generate(seed: &str, gen: &GenConfig) -> Result<Scenario, String> {
+pub fn generate(seed: &str, gen: &GenConfig) -> Result<Scenario, HarnessError> {
     let mut runner = TestRunner::new_with_rng(Config::default(), rng_for(seed));
     scenario_strategy(gen)
         .new_tree(&mut runner)
         .map(|tree| tree.current())
-        .map_err(|reason| format!("cannot generate a scenario for seed {seed:?}: {reason}"))
+        .map_err(|reason| HarnessError::Setup(format!("cannot generate a scenario for seed {seed:?}: {reason}")))
 }

@@ -28,103 +28,149 @@ pub fn shrink(
     base: &Path,
     runs_max: usize,
 ) -> Shrunk {
-    let mut best = scenario.clone();
-    let mut best_result = run_case(subject, &best, base);
-    let mut runs = 1;
-    let try_candidate = |candidate: &Scenario, runs: &mut usize| -> Option<CaseResult> {
-        if *runs >= runs_max {
-            return None;
-        }
-        *runs += 1;
-        let result = run_case(subject, candidate, base);
-        match &result.failure {
-            Some((_, v)) if v.invariant == invariant => Some(result),
-            _ => None,
-        }
+    let mut shrinker = Shrinker {
+        subject,
+        invariant,
+        base,
+        runs_max,
+        best: scenario.clone(),
+        best_result: run_case(subject, scenario, base),
+        runs: 1,
     };
     loop {
+        // Each pass runs whatever it must; `|` keeps every pass in every round.
+        let progress = shrinker.remove_chunks()
+            | shrinker.simplify_steps()
+            | shrinker.reset_configuration()
+            | shrinker.drop_replicas();
+        if !progress || shrinker.runs >= runs_max {
+            break;
+        }
+    }
+    let Shrinker {
+        best,
+        best_result,
+        runs,
+        ..
+    } = shrinker;
+    // Shrinking only ever removes or simplifies.
+    assert!(
+        best.steps.len() <= scenario.steps.len() && best.replicas <= scenario.replicas,
+        "shrinking grew the case: {} steps x {} replicas from {} x {}",
+        best.steps.len(),
+        best.replicas,
+        scenario.steps.len(),
+        scenario.replicas
+    );
+    Shrunk {
+        scenario: best,
+        result: best_result,
+        runs,
+    }
+}
+
+/// The smallest failing scenario found so far, and the budget left.
+struct Shrinker<'a> {
+    subject: &'a dyn Subject,
+    invariant: Invariant,
+    base: &'a Path,
+    runs_max: usize,
+    best: Scenario,
+    best_result: CaseResult,
+    runs: usize,
+}
+
+impl Shrinker<'_> {
+    /// Runs `candidate`; keeps it when it fails with the same invariant.
+    fn attempt(&mut self, candidate: Scenario) -> bool {
+        if self.runs >= self.runs_max {
+            return false;
+        }
+        self.runs += 1;
+        let result = run_case(self.subject, &candidate, self.base);
+        match &result.failure {
+            Some((_, v)) if v.invariant == self.invariant => {
+                self.best = candidate;
+                self.best_result = result;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Pass 1: remove chunks of steps: halves, quarters, ... single steps.
+    fn remove_chunks(&mut self) -> bool {
         let mut progress = false;
-        // 1. Remove chunks of steps.
-        let mut chunk = (best.steps.len() / 2).max(1);
+        let mut chunk = (self.best.steps.len() / 2).max(1);
         loop {
             let mut i = 0;
-            while i < best.steps.len() && best.steps.len() > 1 {
-                let mut candidate = best.clone();
+            while i < self.best.steps.len() && self.best.steps.len() > 1 {
+                let mut candidate = self.best.clone();
                 let end = (i + chunk).min(candidate.steps.len());
                 candidate.steps.drain(i..end);
                 if candidate.steps.is_empty() {
                     i += chunk;
                     continue;
                 }
-                if let Some(result) = try_candidate(&candidate, &mut runs) {
-                    best = candidate;
-                    best_result = result;
+                if self.attempt(candidate) {
                     progress = true;
                 } else {
                     i += chunk;
                 }
             }
             if chunk == 1 {
-                break;
+                return progress;
             }
             chunk /= 2;
         }
-        // 2. Simplify each step.
-        for i in 0..best.steps.len() {
-            for simpler in simplifications(&best.steps[i]) {
-                let mut candidate = best.clone();
+    }
+
+    /// Pass 2: make each step simpler: the first simpler form that still fails.
+    fn simplify_steps(&mut self) -> bool {
+        let mut progress = false;
+        for i in 0..self.best.steps.len() {
+            for simpler in simplifications(&self.best.steps[i]) {
+                let mut candidate = self.best.clone();
                 candidate.steps[i] = simpler;
-                if let Some(result) = try_candidate(&candidate, &mut runs) {
-                    best = candidate;
-                    best_result = result;
+                if self.attempt(candidate) {
                     progress = true;
                     break;
                 }
             }
         }
-        // 3. Move each drawn limit back to the engine's default.
-        for knob in 0..LIMIT_KNOBS {
-            let mut candidate = best.clone();
-            if !reset_limit(&mut candidate.limits, knob) {
-                continue;
-            }
-            if let Some(result) = try_candidate(&candidate, &mut runs) {
-                best = candidate;
-                best_result = result;
-                progress = true;
-            }
-        }
-        // ... and the clock's pace back to a second per step.
-        if best.step_ms.is_some() {
-            let mut candidate = best.clone();
-            candidate.step_ms = None;
-            if let Some(result) = try_candidate(&candidate, &mut runs) {
-                best = candidate;
-                best_result = result;
-                progress = true;
-            }
-        }
-        // 4. Drop replicas no step uses, highest first.
-        while best.replicas > 1 && !best.steps.iter().any(|s| uses_replica(s, best.replicas - 1)) {
-            let mut candidate = best.clone();
-            candidate.replicas -= 1;
-            match try_candidate(&candidate, &mut runs) {
-                Some(result) => {
-                    best = candidate;
-                    best_result = result;
-                    progress = true;
-                }
-                None => break,
-            }
-        }
-        if !progress || runs >= runs_max {
-            break;
-        }
+        progress
     }
-    Shrunk {
-        scenario: best,
-        result: best_result,
-        runs,
+
+    /// Pass 3: move each drawn limit back to the engine's default, and the
+    /// clock's pace back to a second per step.
+    fn reset_configuration(&mut self) -> bool {
+        let mut progress = false;
+        for knob in 0..LIMIT_KNOBS {
+            let mut candidate = self.best.clone();
+            if reset_limit(&mut candidate.limits, knob) && self.attempt(candidate) {
+                progress = true;
+            }
+        }
+        if self.best.step_ms.is_some() {
+            let mut candidate = self.best.clone();
+            candidate.step_ms = None;
+            progress |= self.attempt(candidate);
+        }
+        progress
+    }
+
+    /// Pass 4: drop replicas no step uses, highest first.
+    fn drop_replicas(&mut self) -> bool {
+        let mut progress = false;
+        while self.best.replicas > 1 && !self.best.steps.iter().any(|s| uses_replica(s, self.best.replicas - 1)) {
+            let mut candidate = self.best.clone();
+            candidate.replicas -= 1;
+            if !self.attempt(candidate) {
+                break;
+            }
+            progress = true;
+        }
+        progress
     }
 }
 
@@ -142,7 +188,7 @@ fn reset_limit(limits: &mut Limits, knob: usize) -> bool {
         2 => reset(&mut limits.busy_retries_max),
         3 => reset(&mut limits.backoff_base_ms),
         4 => reset(&mut limits.backoff_max_ms),
-        5 => reset(&mut limits.max_drift_ms),
+        5 => reset(&mut limits.drift_ms_max),
         _ => reset(&mut limits.statement_cache),
     }
 }
@@ -153,45 +199,13 @@ fn uses_replica(step: &Step, r: usize) -> bool {
 
 /// Simpler variants of a step, simplest first.
 fn simplifications(step: &Step) -> Vec<Step> {
-    let mut out = Vec::new();
     match step {
         Step::Insert {
             replica,
             table,
             id,
             values,
-        } => {
-            if *id != IdChoice::Mint {
-                out.push(Step::Insert {
-                    replica: *replica,
-                    table: *table,
-                    id: IdChoice::Mint,
-                    values: values.clone(),
-                });
-            }
-            for (c, v) in values.iter().enumerate() {
-                if let Val::Parent(n) = v {
-                    if *n > 0 {
-                        let mut values = values.clone();
-                        values[c] = Val::Parent(0);
-                        out.push(Step::Insert {
-                            replica: *replica,
-                            table: *table,
-                            id: id.clone(),
-                            values,
-                        });
-                    }
-                }
-            }
-            if *replica > 0 {
-                out.push(Step::Insert {
-                    replica: 0,
-                    table: *table,
-                    id: id.clone(),
-                    values: values.clone(),
-                });
-            }
-        }
+        } => simpler_inserts(*replica, *table, id, values),
         Step::Update {
             replica,
             table,
@@ -199,159 +213,154 @@ fn simplifications(step: &Step) -> Vec<Step> {
             column,
             value,
         } => {
+            let update = |replica, row| Step::Update {
+                replica,
+                table: *table,
+                row,
+                column: *column,
+                value: value.clone(),
+            };
+            let mut out = Vec::new();
             if *row > 0 {
-                out.push(Step::Update {
-                    replica: *replica,
-                    table: *table,
-                    row: 0,
-                    column: *column,
-                    value: value.clone(),
-                });
+                out.push(update(*replica, 0));
             }
             if *replica > 0 {
-                out.push(Step::Update {
-                    replica: 0,
-                    table: *table,
-                    row: *row,
-                    column: *column,
-                    value: value.clone(),
-                });
+                out.push(update(0, *row));
             }
+            out
         }
         Step::Delete { replica, table, row } => {
+            let delete = |replica, row| Step::Delete {
+                replica,
+                table: *table,
+                row,
+            };
+            let mut out = Vec::new();
             if *row > 0 {
-                out.push(Step::Delete {
-                    replica: *replica,
-                    table: *table,
-                    row: 0,
-                });
+                out.push(delete(*replica, 0));
             }
             if *replica > 0 {
-                out.push(Step::Delete {
-                    replica: 0,
-                    table: *table,
-                    row: *row,
-                });
+                out.push(delete(0, *row));
             }
+            out
         }
         Step::InsertFamily {
             replica,
             domain,
             records,
         } => {
+            let family = |replica, records: &[Vec<Val>]| Step::InsertFamily {
+                replica,
+                domain: domain.clone(),
+                records: records.to_vec(),
+            };
+            let mut out = Vec::new();
             if records.len() > 1 {
-                out.push(Step::InsertFamily {
-                    replica: *replica,
-                    domain: domain.clone(),
-                    records: records[..1].to_vec(),
-                });
+                out.push(family(*replica, &records[..1]));
             }
             if *replica > 0 {
-                out.push(Step::InsertFamily {
-                    replica: 0,
-                    domain: domain.clone(),
-                    records: records.clone(),
-                });
+                out.push(family(0, records));
             }
+            out
         }
         Step::Sync {
             replica,
             kind,
             sessions_cut,
-        } => {
-            if let Some(reconnect) = sessions_cut {
-                out.push(Step::Sync {
-                    replica: *replica,
-                    kind: *kind,
-                    sessions_cut: None,
-                });
-                if *reconnect != Reconnect::Accepted {
-                    out.push(Step::Sync {
-                        replica: *replica,
-                        kind: *kind,
-                        sessions_cut: Some(Reconnect::Accepted),
-                    });
-                }
-            }
-            if *kind == SyncKind::Full {
-                out.push(Step::Sync {
-                    replica: *replica,
-                    kind: SyncKind::Push,
-                    sessions_cut: *sessions_cut,
-                });
-                out.push(Step::Sync {
-                    replica: *replica,
-                    kind: SyncKind::Pull,
-                    sessions_cut: *sessions_cut,
-                });
-            }
-            if *replica > 0 {
-                out.push(Step::Sync {
-                    replica: 0,
-                    kind: *kind,
-                    sessions_cut: *sessions_cut,
-                });
-            }
-        }
+        } => simpler_syncs(*replica, *kind, *sessions_cut),
         Step::Crash { replica, kind, at } => {
-            out.push(Step::Sync {
+            let mut out = vec![Step::Sync {
                 replica: *replica,
                 kind: *kind,
                 sessions_cut: None,
-            });
+            }];
             if *kind == SyncKind::Full {
-                out.push(Step::Crash {
-                    replica: *replica,
-                    kind: SyncKind::Push,
-                    at: *at,
-                });
-                out.push(Step::Crash {
-                    replica: *replica,
-                    kind: SyncKind::Pull,
-                    at: *at,
-                });
+                for kind in [SyncKind::Push, SyncKind::Pull] {
+                    out.push(Step::Crash {
+                        replica: *replica,
+                        kind,
+                        at: *at,
+                    });
+                }
             }
+            out
         }
-        Step::LockRemote { lock, hold } if *hold > 1 => out.push(Step::LockRemote { lock: *lock, hold: 1 }),
-        Step::LockCache { replica, hold } if *hold > 1 => out.push(Step::LockCache {
+        Step::LockRemote { lock, hold } if *hold > 1 => vec![Step::LockRemote { lock: *lock, hold: 1 }],
+        Step::LockCache { replica, hold } if *hold > 1 => vec![Step::LockCache {
             replica: *replica,
             hold: 1,
-        }),
-        Step::Restart {
-            replica,
-            offset_ms,
-            rebuilt,
-            cache_format,
-            app_holds_cache,
-            remote_drifted,
-        } => {
-            let restart = |rebuilt, cache_format, app_holds_cache, remote_drifted| Step::Restart {
-                replica: *replica,
-                offset_ms: *offset_ms,
-                rebuilt,
-                cache_format,
-                app_holds_cache,
-                remote_drifted,
-            };
-            if rebuilt.is_some() {
-                out.push(restart(None, *cache_format, *app_holds_cache, *remote_drifted));
-            }
-            if cache_format.is_some() {
-                out.push(restart(*rebuilt, None, *app_holds_cache, *remote_drifted));
-            }
-            if *app_holds_cache {
-                out.push(restart(*rebuilt, *cache_format, false, *remote_drifted));
-            }
-            if remote_drifted.is_some() {
-                out.push(restart(*rebuilt, *cache_format, *app_holds_cache, None));
-            }
-        }
-        Step::Clock { replica, offset_ms } if *offset_ms % 1000 != 0 => out.push(Step::Clock {
+        }],
+        // One thing that befell the replica fewer, one at a time.
+        Step::Restart { replica, while_down } => (0..while_down.len())
+            .map(|i| {
+                let mut fewer = while_down.clone();
+                fewer.remove(i);
+                Step::Restart {
+                    replica: *replica,
+                    while_down: fewer,
+                }
+            })
+            .collect(),
+        Step::Clock { replica, offset_ms } if *offset_ms % 1000 != 0 => vec![Step::Clock {
             replica: *replica,
             offset_ms: offset_ms / 1000 * 1000,
-        }),
-        Step::Outside(inner) => out.extend(simplifications(inner).into_iter().map(|s| Step::Outside(Box::new(s)))),
-        _ => {}
+        }],
+        Step::Outside(inner) => simplifications(inner)
+            .into_iter()
+            .map(|s| Step::Outside(Box::new(s)))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// An insert with a minted id, then with its first parent, then on replica 0.
+fn simpler_inserts(replica: usize, table: usize, id: &IdChoice, values: &[Val]) -> Vec<Step> {
+    let insert = |replica, id: &IdChoice, values: Vec<Val>| Step::Insert {
+        replica,
+        table,
+        id: id.clone(),
+        values,
+    };
+    let mut out = Vec::new();
+    if *id != IdChoice::Mint {
+        out.push(insert(replica, &IdChoice::Mint, values.to_vec()));
+    }
+    for (c, v) in values.iter().enumerate() {
+        if let Val::Parent(n) = v {
+            if *n > 0 {
+                let mut values = values.to_vec();
+                values[c] = Val::Parent(0);
+                out.push(insert(replica, id, values));
+            }
+        }
+    }
+    if replica > 0 {
+        out.push(insert(0, id, values.to_vec()));
+    }
+    out
+}
+
+/// A sync with no sessions cut (or cut but accepted), then its halves, then
+/// on replica 0.
+fn simpler_syncs(replica: usize, kind: SyncKind, sessions_cut: Option<Reconnect>) -> Vec<Step> {
+    let sync = |replica, kind, sessions_cut| Step::Sync {
+        replica,
+        kind,
+        sessions_cut,
+    };
+    let mut out = Vec::new();
+    if let Some(reconnect) = sessions_cut {
+        out.push(sync(replica, kind, None));
+        if reconnect != Reconnect::Accepted {
+            out.push(sync(replica, kind, Some(Reconnect::Accepted)));
+        }
+    }
+    if kind == SyncKind::Full {
+        out.push(sync(replica, SyncKind::Push, sessions_cut));
+        out.push(sync(replica, SyncKind::Pull, sessions_cut));
+    }
+    if replica > 0 {
+        out.push(sync(0, kind, sessions_cut));
     }
     out
 }

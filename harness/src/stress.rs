@@ -21,8 +21,9 @@ use syncgate_model as model;
 use syncgate_reference_adapter::{open_remote, Options};
 
 use crate::check::contract::check_integrity;
-use crate::check::show_row;
+use crate::error::HarnessError;
 use crate::places::{read_tables, to_model, RemotePlace, RemoteTarget};
+use crate::show::show_row;
 
 /// A replica of any remote, movable to its thread.
 type AnyReplica = Replica<Box<dyn Remote + Send>>;
@@ -69,22 +70,28 @@ struct Captured {
 const QUIESCENCE_ROUNDS_MAX: usize = 10;
 
 /// What one worker thread hands back.
-type WorkerResult = Result<(AnyReplica, Vec<Captured>, StressReport), String>;
+type WorkerResult = Result<(AnyReplica, Vec<Captured>, StressReport), HarnessError>;
+
+/// Stress stops on an error of the engine or of its files (exit 2): a
+/// timing-dependent run has no counterexample to shrink.
+fn stopped(e: impl std::fmt::Display) -> HarnessError {
+    HarnessError::Setup(e.to_string())
+}
 
 /// Per hosts id: still live, and per column the latest value and its stamp.
 type Merged = BTreeMap<i64, (bool, Vec<(Value, (i64, u32))>)>;
 
-pub fn stress(opts: &StressOptions, base: &Path) -> Result<StressReport, String> {
+pub fn stress(opts: &StressOptions, base: &Path) -> Result<StressReport, HarnessError> {
     let dir = tempfile::Builder::new()
         .prefix("syncgate-stress-")
         .tempdir_in(base)
-        .map_err(|e| e.to_string())?;
+        .map_err(stopped)?;
     let schema = Schema::test_schema();
     opts.remote.probe()?;
     // Dropped at the end: a PostgreSQL schema with it.
     let mut place = RemotePlace::new(&opts.remote, dir.path(), &model::test_schema());
     let location = place.location();
-    drop(open_remote(&location, &schema, &Options::default(), true)?);
+    drop(open_remote(&location, &schema, &Options::default(), true).map_err(stopped)?);
     let config = Config {
         busy_timeout_ms: 2_000,
         busy_retries_max: 20,
@@ -95,7 +102,7 @@ pub fn stress(opts: &StressOptions, base: &Path) -> Result<StressReport, String>
     };
     let mut replicas = Vec::new();
     for r in 0..opts.replicas {
-        let remote = open_remote(&location, &schema, &Options::default(), false)?;
+        let remote = open_remote(&location, &schema, &Options::default(), false).map_err(stopped)?;
         let replica = Replica::open(
             &dir.path().join(format!("replica{r}.db")),
             &schema,
@@ -103,7 +110,7 @@ pub fn stress(opts: &StressOptions, base: &Path) -> Result<StressReport, String>
             Arc::new(SystemClock),
             config.clone(),
         )
-        .map_err(|e| e.to_string())?;
+        .map_err(stopped)?;
         replicas.push(replica);
     }
     let started = clock();
@@ -115,7 +122,7 @@ pub fn stress(opts: &StressOptions, base: &Path) -> Result<StressReport, String>
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err("a stress worker panicked".into())))
+            .map(|h| h.join().unwrap_or_else(|_| Err(stopped("a stress worker panicked"))))
             .collect()
     });
     let elapsed = started.elapsed();
@@ -137,49 +144,70 @@ pub fn stress(opts: &StressOptions, base: &Path) -> Result<StressReport, String>
         captured.append(&mut writes);
         replicas.push(replica);
     }
-    // Quiescence: sync every replica until a round moves nothing.
-    let mut quiet = false;
+    quiesce(&mut replicas, &mut report)?;
+    let seconds = elapsed.as_secs_f64().max(1e-9);
+    report.writes_per_s = report.writes as f64 / seconds;
+    report.syncs_per_s = report.syncs as f64 / seconds;
+    let remote = place.read_tables()?;
+    check_converged(&replicas, &remote, &mut report)?;
+    check_hosts_merge(&captured, &remote[1], &mut report);
+    Ok(report)
+}
+
+/// Syncs every replica until a round moves nothing (a problem if it never
+/// does within the bound).
+fn quiesce(replicas: &mut [AnyReplica], report: &mut StressReport) -> Result<(), HarnessError> {
     for round in 1..=QUIESCENCE_ROUNDS_MAX {
         report.quiescence_rounds = round;
         let mut moved = false;
         for (r, replica) in replicas.iter_mut().enumerate() {
-            let rep = replica.sync().map_err(|e| format!("r{r} quiescence sync: {e}"))?;
+            let rep = replica
+                .sync()
+                .map_err(|e| stopped(format!("r{r} quiescence sync: {e}")))?;
             moved |= rep.pushed + rep.pulled > 0;
         }
         if !moved {
-            quiet = true;
-            break;
+            return Ok(());
         }
     }
-    let seconds = elapsed.as_secs_f64().max(1e-9);
-    report.writes_per_s = report.writes as f64 / seconds;
-    report.syncs_per_s = report.syncs as f64 / seconds;
-    if !quiet {
-        report
-            .problems
-            .push(format!("StuckQueue: still moving after {QUIESCENCE_ROUNDS_MAX} rounds"));
-    }
-    let remote = place.read_tables()?;
+    report
+        .problems
+        .push(format!("StuckQueue: still moving after {QUIESCENCE_ROUNDS_MAX} rounds"));
+    Ok(())
+}
+
+/// No UNIQUE or foreign-key violation on the remote; every replica equals
+/// it and has nothing pending.
+fn check_converged(
+    replicas: &[AnyReplica],
+    remote: &model::Tables,
+    report: &mut StressReport,
+) -> Result<(), HarnessError> {
     let model_schema = model::test_schema();
-    if let Err(v) = check_integrity(&model_schema, "remote", &remote) {
+    if let Err(v) = check_integrity(&model_schema, "remote", remote) {
         report.problems.push(format!("{}: {}", v.invariant, v.detail));
     }
     for (r, replica) in replicas.iter().enumerate() {
-        let tables = read_tables(replica.connection(), &model::test_schema())?;
-        if tables != remote {
+        let tables = read_tables(replica.connection(), &model_schema)?;
+        if tables != *remote {
             report
                 .problems
                 .push(format!("ReplicasDiverged: r{r} differs from the remote"));
         }
-        if replica.pending().map_err(|e| e.to_string())? != 0 {
+        if replica.pending().map_err(stopped)? != 0 {
             report
                 .problems
                 .push(format!("StuckQueue: r{r} still has pending writes"));
         }
     }
-    // Every hosts row equals the stamp-order merge of its captured writes.
+    Ok(())
+}
+
+/// Every hosts row equals the stamp-order merge of its captured writes
+/// (delete wins; each column takes its latest-stamped write's value).
+fn check_hosts_merge(captured: &[Captured], hosts: &model::Rows, report: &mut StressReport) {
     let mut expected: Merged = BTreeMap::new();
-    for w in &captured {
+    for w in captured {
         let entry = expected
             .entry(w.id)
             .or_insert_with(|| (true, vec![(Value::Null, (i64::MIN, 0)); 2]));
@@ -193,7 +221,6 @@ pub fn stress(opts: &StressOptions, base: &Path) -> Result<StressReport, String>
             }
         }
     }
-    let hosts = &remote[1];
     for (id, (live, cols)) in &expected {
         report.hosts_checked += 1;
         let want: Vec<model::Value> = cols.iter().map(|(v, _)| to_model(v)).collect();
@@ -216,7 +243,6 @@ pub fn stress(opts: &StressOptions, base: &Path) -> Result<StressReport, String>
             .problems
             .push(format!("RowUnexpected: hosts/{id} was never written"));
     }
-    Ok(report)
 }
 
 #[allow(
@@ -244,7 +270,7 @@ fn worker(mut replica: AnyReplica, r: usize, opts: &StressOptions) -> WorkerResu
         let roll = next() % 100;
         let hosts: Vec<i64> = replica
             .rows("hosts")
-            .map_err(|e| e.to_string())?
+            .map_err(stopped)?
             .iter()
             .map(|row| row.id)
             .collect();
@@ -283,7 +309,7 @@ fn worker(mut replica: AnyReplica, r: usize, opts: &StressOptions) -> WorkerResu
             Ok(()) => report.writes += 1,
             Err(syncgate_engine::Error::Write(_)) => report.refused += 1,
             Err(e) if e.is_busy() => report.busy += 1,
-            Err(e) => return Err(format!("r{r} write: {e}")),
+            Err(e) => return Err(stopped(format!("r{r} write: {e}"))),
         }
         last_seq = read_captured(&replica, last_seq, &mut captured)?;
         if (i + 1) % opts.sync_every.max(1) == 0 {
@@ -299,10 +325,10 @@ fn worker(mut replica: AnyReplica, r: usize, opts: &StressOptions) -> WorkerResu
 }
 
 /// Appends the hosts writes captured after `after` and returns the new high seq.
-fn read_captured(replica: &AnyReplica, after: i64, out: &mut Vec<Captured>) -> Result<i64, String> {
+fn read_captured(replica: &AnyReplica, after: i64, out: &mut Vec<Captured>) -> Result<i64, HarnessError> {
     let schema = replica.schema();
     let hosts = schema.table_names().position(|name| name == "hosts");
-    let entries = outbox::read_entries(replica.connection(), schema, after).map_err(|e| e.to_string())?;
+    let entries = outbox::read_entries(replica.connection(), schema, after).map_err(stopped)?;
     for entry in entries.iter().filter(|entry| Some(entry.table) == hosts) {
         out.push(Captured {
             id: entry.id,

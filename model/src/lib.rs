@@ -10,12 +10,14 @@
 //! compares the two, and that comparison is only worth something because they
 //! were written independently against the same spec.
 
+mod outbox;
 mod remote;
 mod replica;
 mod schema;
 
+pub use outbox::{Entry, EntryKind};
 pub use remote::{RemoteRow, RemoteState};
-pub use replica::{Entry, EntryKind, ReplicaState};
+pub use replica::ReplicaState;
 pub use schema::{test_schema, Column, ColumnKind, Schema, Table, TableIdx};
 
 use std::collections::BTreeMap;
@@ -178,7 +180,7 @@ pub enum SyncKind {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
     /// Pulled stamps further than this ahead of the local clock are refused.
-    pub max_drift_ms: i64,
+    pub drift_ms_max: i64,
     /// A push batch holds whole local transactions and stops growing once the
     /// next transaction would take it past this many entries.
     pub push_batch_max: usize,
@@ -193,7 +195,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            max_drift_ms: 60_000,
+            drift_ms_max: 60_000,
             push_batch_max: 10_000,
             busy_retries_max: 2,
             backoff_base_ms: 1,
@@ -467,7 +469,7 @@ impl World {
             if let RemoteRow::Live { stamps, .. } = row {
                 if stamps
                     .iter()
-                    .any(|s| ms_of_hlc(s.hlc) > now_ms + self.config.max_drift_ms)
+                    .any(|s| ms_of_hlc(s.hlc) > now_ms + self.config.drift_ms_max)
                 {
                     return Err(SyncFailure::ClockDrift);
                 }

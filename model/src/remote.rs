@@ -3,7 +3,7 @@
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
-use crate::replica::{Entry, EntryKind};
+use crate::outbox::{Entry, EntryKind};
 use crate::schema::{Schema, TableIdx};
 use crate::{Events, RemoteLock, Stamp, Tables, Value};
 

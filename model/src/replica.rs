@@ -2,37 +2,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::outbox::{Entry, EntryKind};
 use crate::remote::RemoteRow;
 use crate::schema::{Schema, TableIdx};
 use crate::{hlc_of_ms, id_space, Events, Stamp, Tables, Value, Write, WriteRefusal};
 
 /// Bound on alias chains; the rules keep them at depth one (rule N2).
 const ALIAS_HOPS_MAX: usize = 8;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum EntryKind {
-    Insert,
-    Update,
-    Delete,
-}
-
-/// One captured write in the outbox (rule C1).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Entry {
-    /// Outbox sequence: increases by one per captured write, never reused.
-    pub seq: u64,
-    /// The local transaction that made the write (rule S2).
-    pub txn: u64,
-    pub table: TableIdx,
-    pub id: i64,
-    pub kind: EntryKind,
-    pub stamp: Stamp,
-    /// Columns this write set: every column for an insert, the changed ones
-    /// for an update, none for a delete.
-    pub columns: Vec<usize>,
-    /// The row's values after the write (empty for a delete).
-    pub values: Vec<Value>,
-}
 
 #[derive(Clone, Debug)]
 pub struct ReplicaState {

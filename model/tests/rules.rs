@@ -249,7 +249,7 @@ fn o4_stamp_too_far_ahead_is_refused_and_nothing_is_applied() {
     assert!(w.visible(1)[HOSTS].is_empty());
     assert_eq!(w.replicas[1].cursor, 0);
     assert_eq!(w.replicas[1].hlc, 0);
-    // Exactly max_drift_ms ahead is accepted.
+    // Exactly drift_ms_max ahead is accepted.
     assert_eq!(pull(&mut w, 1, 140_000), rep(0, 2, 0));
     let ids: Vec<i64> = w.visible(1)[HOSTS].keys().copied().collect();
     assert_eq!(ids, vec![a, b]);

@@ -164,7 +164,13 @@ pub struct Init {
 }
 
 /// Engine limits a case may set; `None` keeps the engine's own default.
+///
+/// On the wire the drift bound goes by two names: `drift_ms_max` (the name
+/// every limit's shape follows: the qualifier last) and `max_drift_ms`
+/// (protocol version 1's), both sent with the same value so an adapter
+/// written for either keeps working; either is read.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(from = "LimitsOnTheWire", into = "LimitsOnTheWire")]
 pub struct Limits {
     /// Rows per page of a pull.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -182,10 +188,61 @@ pub struct Limits {
     pub backoff_max_ms: Option<u64>,
     /// How far ahead of the local clock a pulled stamp may be.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_drift_ms: Option<i64>,
+    pub drift_ms_max: Option<i64>,
     /// Prepared statements kept per connection.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub statement_cache: Option<u64>,
+}
+
+/// [`Limits`] as JSON carries them: the drift bound under both its names.
+#[derive(Clone, Copy, Default, Serialize, Deserialize)]
+struct LimitsOnTheWire {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pull_page_rows: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    push_batch_max: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    busy_retries_max: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    backoff_base_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    backoff_max_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    drift_ms_max: Option<i64>,
+    /// Version 1's name of `drift_ms_max`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    max_drift_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    statement_cache: Option<u64>,
+}
+
+impl From<LimitsOnTheWire> for Limits {
+    fn from(w: LimitsOnTheWire) -> Limits {
+        Limits {
+            pull_page_rows: w.pull_page_rows,
+            push_batch_max: w.push_batch_max,
+            busy_retries_max: w.busy_retries_max,
+            backoff_base_ms: w.backoff_base_ms,
+            backoff_max_ms: w.backoff_max_ms,
+            drift_ms_max: w.drift_ms_max.or(w.max_drift_ms),
+            statement_cache: w.statement_cache,
+        }
+    }
+}
+
+impl From<Limits> for LimitsOnTheWire {
+    fn from(l: Limits) -> LimitsOnTheWire {
+        LimitsOnTheWire {
+            pull_page_rows: l.pull_page_rows,
+            push_batch_max: l.push_batch_max,
+            busy_retries_max: l.busy_retries_max,
+            backoff_base_ms: l.backoff_base_ms,
+            backoff_max_ms: l.backoff_max_ms,
+            drift_ms_max: l.drift_ms_max,
+            max_drift_ms: l.drift_ms_max,
+            statement_cache: l.statement_cache,
+        }
+    }
 }
 
 impl Limits {
@@ -207,7 +264,7 @@ impl std::fmt::Display for Limits {
         show("busy_retries_max", self.busy_retries_max.map(|v| v.to_string()));
         show("backoff_base_ms", self.backoff_base_ms.map(|v| v.to_string()));
         show("backoff_max_ms", self.backoff_max_ms.map(|v| v.to_string()));
-        show("max_drift_ms", self.max_drift_ms.map(|v| v.to_string()));
+        show("drift_ms_max", self.drift_ms_max.map(|v| v.to_string()));
         show("statement_cache", self.statement_cache.map(|v| v.to_string()));
         if parts.is_empty() {
             write!(f, "defaults")
@@ -597,6 +654,23 @@ mod tests {
         assert_eq!(ok.capabilities.outside_insert_ids, OutsideInsertIds::Sqlite);
         assert_eq!(ok.capabilities.profile, None);
         assert_eq!(ok.policies.merge, MergePolicy::Row);
+    }
+
+    #[test]
+    fn the_drift_bound_goes_by_both_its_names() {
+        // Sent under both names, so an adapter written for version 1 keeps
+        // reading it; read under either.
+        let limits = Limits {
+            drift_ms_max: Some(5_000),
+            ..Limits::default()
+        };
+        let text = serde_json::to_string(&limits).expect("encode");
+        assert_eq!(text, r#"{"drift_ms_max":5000,"max_drift_ms":5000}"#);
+        let old: Limits = serde_json::from_str(r#"{"max_drift_ms":15000}"#).expect("decode");
+        assert_eq!(old.drift_ms_max, Some(15_000));
+        let new: Limits = serde_json::from_str(r#"{"drift_ms_max":30000}"#).expect("decode");
+        assert_eq!(new.drift_ms_max, Some(30_000));
+        assert_eq!(serde_json::to_string(&Limits::default()).expect("encode"), "{}");
     }
 
     #[test]

@@ -8,14 +8,16 @@ use syncgate_engine::rusqlite::types::Value;
 use syncgate_engine::{Change, ChangeKind, Error, Remote, RemoteRow, RemoteWrites};
 use syncgate_protocol::CrashPoint;
 
-/// Marks the error an in-process crash returns, so it is told from real ones.
+/// The words of the error an in-process crash returns (for logs; the
+/// adapter tells a crash from a real failure by asking the [`FaultSwitch`]).
 pub const INJECTED: &str = "injected crash";
 
 /// What reaching an armed crash point does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CrashMode {
-    /// Return an error marked [`INJECTED`] (the harness runs the adapter in
-    /// its own process and drops the replica, as if it had died).
+    /// Return an error (the harness runs the adapter in its own process and
+    /// drops the replica, as if it had died); the switch records that it
+    /// fired.
     Error,
     /// Exit the process at once, as a crash would (the `exec:` adapter).
     Exit,
@@ -25,24 +27,38 @@ pub enum CrashMode {
 pub const CRASH_EXIT_CODE: i32 = 70;
 
 /// The crash point armed for the next sync, shared by the adapter and its
-/// remote wrapper.
+/// remote wrapper, and whether one fired during it.
 #[derive(Clone, Default)]
-pub struct FaultSwitch(Rc<Cell<Option<CrashPoint>>>);
+pub struct FaultSwitch {
+    armed: Rc<Cell<Option<CrashPoint>>>,
+    fired: Rc<Cell<Option<CrashPoint>>>,
+}
 
 impl FaultSwitch {
     pub fn arm(&self, point: CrashPoint) {
-        self.0.set(Some(point));
+        self.armed.set(Some(point));
+        self.fired.set(None);
     }
+    /// Disarms the switch (an armed crash lasts one sync request, reached or
+    /// not); returns the point that fired during it, if one did.
     pub fn disarm(&self) -> Option<CrashPoint> {
-        self.0.take()
+        self.armed.set(None);
+        self.fired.take()
+    }
+    fn armed(&self) -> Option<CrashPoint> {
+        self.armed.get()
     }
     fn fire_if(&self, point: CrashPoint) -> bool {
-        if self.0.get() == Some(point) {
-            self.0.set(None);
+        if self.armed.get() == Some(point) {
+            self.fire(point);
             true
         } else {
             false
         }
+    }
+    fn fire(&self, point: CrashPoint) {
+        self.armed.set(None);
+        self.fired.set(Some(point));
     }
 }
 
@@ -90,11 +106,11 @@ impl Remote for FaultyRemote {
             self.inner.rollback();
             return Err(self.crash("before the remote commit"));
         }
-        if self.writing && self.faults.0.get() == Some(CrashPoint::PushAfterRemoteCommit) {
+        if self.writing && self.faults.armed() == Some(CrashPoint::PushAfterRemoteCommit) {
             // Stays armed if the commit itself fails (busy): the crash is
             // after a commit that happened.
             self.inner.commit()?;
-            self.faults.disarm();
+            self.faults.fire(CrashPoint::PushAfterRemoteCommit);
             return Err(self.crash("after the remote commit"));
         }
         self.inner.commit()

@@ -68,7 +68,7 @@ impl Options {
 /// retries, and outcome knobs equal to the model's defaults.
 pub fn checked_config() -> Config {
     Config {
-        max_drift_ms: 60_000,
+        drift_ms_max: 60_000,
         push_batch_max: 10_000,
         pull_page_rows: 64,
         busy_timeout_ms: 0,
@@ -98,8 +98,8 @@ pub fn apply_limits(config: &mut Config, limits: &syncgate_protocol::Limits) {
     if let Some(v) = limits.backoff_max_ms {
         config.backoff_max_ms = v;
     }
-    if let Some(v) = limits.max_drift_ms {
-        config.max_drift_ms = v;
+    if let Some(v) = limits.drift_ms_max {
+        config.drift_ms_max = v;
     }
 }
 
@@ -321,8 +321,11 @@ impl ReferenceAdapter {
                     Request::Pull => self.replica.pull(),
                     _ => self.replica.sync(),
                 };
-                // An armed crash lasts for one sync request, reached or not.
-                self.faults.disarm();
+                // An armed crash lasts for one sync request, reached or not;
+                // the switch, not the error's words, says whether it fired.
+                if self.faults.disarm().is_some() {
+                    return Handled::Crashed;
+                }
                 match outcome {
                     Ok(r) => Response::SyncOk(SyncReport {
                         pushed: r.pushed,
@@ -334,7 +337,6 @@ impl ReferenceAdapter {
                         },
                         remote_round_trips: self.remote_round_trips(),
                     }),
-                    Err(Error::RemoteUnavailable(msg)) if msg.starts_with(INJECTED) => return Handled::Crashed,
                     Err(e) => {
                         // Its tries, from the replica's own counter and the
                         // clock's record of the waits between them.

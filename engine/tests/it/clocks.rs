@@ -7,12 +7,12 @@ use syncgate_engine::{Clock, Config, Error};
 #[test]
 fn skewed_clock_does_not_win() {
     // Failure: a replica whose clock is behind loses a write made after seeing the other's write.
-    for (behind_ms, max_drift_ms) in [(50_000, 60_000), (3_600_000, 86_400_000)] {
+    for (behind_ms, drift_ms_max) in [(50_000, 60_000), (3_600_000, 86_400_000)] {
         let w = World::new();
         let clock_a = ManualClock::at(T0);
         let clock_b = ManualClock::at(T0 - behind_ms);
         let config = Config {
-            max_drift_ms,
+            drift_ms_max,
             ..w.config.clone()
         };
         let mut a = w.open_with("a", clock_a.clone(), w.remote(), config.clone());
@@ -45,16 +45,16 @@ fn stamp_too_far_ahead_is_refused() {
     let mut b = w.replica("b", clock_b.clone());
     let h1 = host(&mut a, "h1", "10.0.0.1");
     sync(&mut a);
-    clock_a.advance(w.config.max_drift_ms + 60_000);
+    clock_a.advance(w.config.drift_ms_max + 60_000);
     let h2 = host(&mut a, "h2", "10.0.0.2");
     sync(&mut a);
     let head = w.remote_head();
 
     let err = b.sync().expect_err("the pull must refuse the stamp");
     assert!(
-        matches!(&err, Error::ClockDrift { table, id, replica, ahead_ms, max_drift_ms }
+        matches!(&err, Error::ClockDrift { table, id, replica, ahead_ms, drift_ms_max }
             if table == "hosts" && *id == h2 && *replica == a.replica_id()
-                && *ahead_ms > *max_drift_ms && *max_drift_ms == w.config.max_drift_ms),
+                && *ahead_ms > *drift_ms_max && *drift_ms_max == w.config.drift_ms_max),
         "{err:?}"
     );
     // Nothing applied: not even h1, which came before in the same pull.

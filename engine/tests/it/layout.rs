@@ -1,48 +1,70 @@
-//! The engine's modules form layers: no module imports, directly or through
-//! others, a module that imports it back (an import circle makes a reader
-//! hold every file of the circle in mind at once).
+//! The workspace's crates form layers: in no crate does a module import,
+//! directly or through others, a module that imports it back (an import
+//! circle makes a reader hold every file of the circle in mind at once).
+//! Checked for the engine, the model and the harness; a module is a file
+//! of `src` or a folder of it (`harness/src/run/` is the module `run`).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-/// Each module of `engine/src` and the modules of this crate it names.
-fn imports() -> BTreeMap<String, BTreeSet<String>> {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut files = BTreeMap::new();
-    for entry in std::fs::read_dir(&src).expect("engine/src") {
+/// The crates whose modules are checked, by folder from the workspace root.
+const CRATES: [&str; 4] = ["engine", "model", "harness", "adapters/reference"];
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Every `.rs` file under `dir`, with the top module it belongs to.
+fn sources(src: &Path, dir: &Path, out: &mut Vec<(String, String)>) {
+    for entry in std::fs::read_dir(dir).expect("a source folder") {
         let path = entry.expect("dir entry").path();
-        if path.extension().is_some_and(|e| e == "rs") {
-            let name = path.file_stem().expect("file name").to_string_lossy().to_string();
-            files.insert(name, std::fs::read_to_string(&path).expect("source"));
+        let rel = path.strip_prefix(src).expect("under src");
+        let top = rel
+            .components()
+            .next()
+            .expect("a component")
+            .as_os_str()
+            .to_string_lossy()
+            .trim_end_matches(".rs")
+            .to_string();
+        if path.is_dir() {
+            if top != "bin" {
+                sources(src, &path, out);
+            }
+        } else if path.extension().is_some_and(|e| e == "rs") && top != "lib" && top != "main" {
+            out.push((top, std::fs::read_to_string(&path).expect("source")));
         }
     }
-    let modules: BTreeSet<String> = files.keys().cloned().collect();
-    files
-        .iter()
-        .filter(|(name, _)| name.as_str() != "lib")
-        .map(|(name, text)| {
-            let mut named = BTreeSet::new();
-            for (at, _) in text.match_indices("crate::") {
-                let rest = &text[at + "crate::".len()..];
-                let heads: Vec<&str> = match rest.strip_prefix('{') {
-                    Some(group) => group[..group.find('}').unwrap_or(group.len())]
-                        .split(',')
-                        .map(|path| path.trim().split("::").next().unwrap_or(""))
-                        .collect(),
-                    None => vec![rest
-                        .split(|c: char| !(c.is_alphanumeric() || c == '_'))
-                        .next()
-                        .unwrap_or("")],
-                };
-                for head in heads {
-                    if modules.contains(head) && head != name {
-                        named.insert(head.to_string());
-                    }
+}
+
+/// Each top module of `crate_dir/src` and the modules of the same crate it names.
+fn imports(crate_dir: &str) -> BTreeMap<String, BTreeSet<String>> {
+    let src = workspace().join(crate_dir).join("src");
+    let mut files = Vec::new();
+    sources(&src, &src, &mut files);
+    let modules: BTreeSet<String> = files.iter().map(|(m, _)| m.clone()).collect();
+    let mut graph: BTreeMap<String, BTreeSet<String>> = modules.iter().map(|m| (m.clone(), BTreeSet::new())).collect();
+    for (name, text) in &files {
+        for (at, _) in text.match_indices("crate::") {
+            let rest = &text[at + "crate::".len()..];
+            let heads: Vec<&str> = match rest.strip_prefix('{') {
+                Some(group) => group[..group.find('}').unwrap_or(group.len())]
+                    .split(',')
+                    .map(|path| path.trim().split("::").next().unwrap_or(""))
+                    .collect(),
+                None => vec![rest
+                    .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+                    .next()
+                    .unwrap_or("")],
+            };
+            for head in heads {
+                if modules.contains(head) && head != name {
+                    graph.entry(name.clone()).or_default().insert(head.to_string());
                 }
             }
-            (name.clone(), named)
-        })
-        .collect()
+        }
+    }
+    graph
 }
 
 /// A circle through `from`, if there is one, as the modules along it.
@@ -64,14 +86,25 @@ fn circle(graph: &BTreeMap<String, BTreeSet<String>>, path: &mut Vec<String>) ->
 }
 
 #[test]
-fn the_engine_has_no_import_circle() {
-    let graph = imports();
-    assert!(graph.len() > 10, "read the engine's modules: {:?}", graph.keys());
-    for module in graph.keys() {
-        if let Some(found) = circle(&graph, &mut vec![module.clone()]) {
-            panic!("import circle: {}", found.join(" -> "));
+fn no_crate_has_an_import_circle() {
+    for krate in CRATES {
+        let graph = imports(krate);
+        assert!(graph.len() >= 2, "read {krate}'s modules: {:?}", graph.keys());
+        for module in graph.keys() {
+            if let Some(found) = circle(&graph, &mut vec![module.clone()]) {
+                panic!("import circle in {krate}: {}", found.join(" -> "));
+            }
         }
     }
+}
+
+#[test]
+fn the_module_reader_sees_folders_and_their_imports() {
+    // The harness's runner is a folder; it imports the checks, which must
+    // not import it back.
+    let graph = imports("harness");
+    assert!(graph["run"].contains("check"), "{graph:?}");
+    assert!(!graph["check"].contains("run"), "{graph:?}");
 }
 
 #[test]

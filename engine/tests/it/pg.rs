@@ -11,7 +11,7 @@ use syncgate_engine::postgres::{Client, NoTls};
 use syncgate_engine::{Error, PgRemote, Replica, Schema, TableDef};
 
 /// The server's connection string, or `None` after saying the test was skipped.
-pub fn pg_url(test: &str) -> Option<String> {
+pub(crate) fn pg_url(test: &str) -> Option<String> {
     match std::env::var("SYNCGATE_PG_URL") {
         Ok(url) if !url.is_empty() => Some(url),
         _ => {
@@ -27,13 +27,13 @@ pub fn pg_url(test: &str) -> Option<String> {
 }
 
 /// A namespace of one test, dropped when the test ends (also on failure).
-pub struct Namespace {
+pub(crate) struct Namespace {
     pub url: String,
     pub name: String,
 }
 
 impl Namespace {
-    pub fn new(url: &str, test: &str) -> Namespace {
+    pub(crate) fn new(url: &str, test: &str) -> Namespace {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let name = format!(
             "sg_t_{test}_{}_{}",
@@ -47,15 +47,15 @@ impl Namespace {
         }
     }
 
-    pub fn create(&self, schema: &Schema) -> PgRemote {
+    pub(crate) fn create(&self, schema: &Schema) -> PgRemote {
         PgRemote::create(&self.url, &self.name, schema, 0).expect("create the PostgreSQL remote")
     }
 
-    pub fn open(&self, schema: &Schema) -> PgRemote {
+    pub(crate) fn open(&self, schema: &Schema) -> PgRemote {
         PgRemote::open(&self.url, &self.name, schema, 0).expect("open the PostgreSQL remote")
     }
 
-    pub fn client(&self) -> Client {
+    pub(crate) fn client(&self) -> Client {
         Client::connect(&self.url, NoTls).expect("connect")
     }
 }

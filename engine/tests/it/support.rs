@@ -17,16 +17,16 @@ use syncgate_engine::{
 
 /// A clock the test sets by hand. Sleeping does not pass time.
 #[derive(Default)]
-pub struct ManualClock(AtomicI64);
+pub(crate) struct ManualClock(AtomicI64);
 
 impl ManualClock {
-    pub fn at(ms: i64) -> Arc<ManualClock> {
+    pub(crate) fn at(ms: i64) -> Arc<ManualClock> {
         Arc::new(ManualClock(AtomicI64::new(ms)))
     }
-    pub fn set(&self, ms: i64) {
+    pub(crate) fn set(&self, ms: i64) {
         self.0.store(ms, Ordering::SeqCst);
     }
-    pub fn advance(&self, ms: i64) {
+    pub(crate) fn advance(&self, ms: i64) {
         self.0.fetch_add(ms, Ordering::SeqCst);
     }
 }
@@ -38,15 +38,15 @@ impl Clock for ManualClock {
     fn sleep_ms(&self, _ms: u64) {}
 }
 
-pub const T0: i64 = 1_700_000_000_000;
+pub(crate) const T0: i64 = 1_700_000_000_000;
 
 /// One table's rows: `(id, values in declared order)`, by id.
-pub type Rows = Vec<(i64, Vec<Value>)>;
+pub(crate) type Rows = Vec<(i64, Vec<Value>)>;
 /// Every synced table's rows, by table name.
-pub type State = Vec<(String, Rows)>;
+pub(crate) type State = Vec<(String, Rows)>;
 
 /// Never waits on a lock; retries busy twice (on the manual clock).
-pub fn test_config() -> Config {
+pub(crate) fn test_config() -> Config {
     Config {
         busy_timeout_ms: 0,
         busy_retries_max: 2,
@@ -54,18 +54,18 @@ pub fn test_config() -> Config {
     }
 }
 
-pub struct World {
+pub(crate) struct World {
     pub dir: tempfile::TempDir,
     pub schema: Schema,
     pub config: Config,
 }
 
 impl World {
-    pub fn new() -> World {
+    pub(crate) fn new() -> World {
         World::with_schema(Schema::test_schema())
     }
 
-    pub fn with_schema(schema: Schema) -> World {
+    pub(crate) fn with_schema(schema: Schema) -> World {
         let dir = tempfile::tempdir().expect("temp dir");
         SqliteRemote::create(&dir.path().join("remote.db"), &schema, 0).expect("create remote");
         World {
@@ -75,45 +75,51 @@ impl World {
         }
     }
 
-    pub fn remote_path(&self) -> PathBuf {
+    pub(crate) fn remote_path(&self) -> PathBuf {
         self.dir.path().join("remote.db")
     }
 
-    pub fn cache_path(&self, name: &str) -> PathBuf {
+    pub(crate) fn cache_path(&self, name: &str) -> PathBuf {
         self.dir.path().join(format!("{name}.db"))
     }
 
-    pub fn remote(&self) -> SqliteRemote {
+    pub(crate) fn remote(&self) -> SqliteRemote {
         SqliteRemote::open(&self.remote_path(), &self.schema, 0).expect("open remote")
     }
 
     /// Opens (or reopens) replica `name` with `clock`.
-    pub fn replica(&self, name: &str, clock: Arc<ManualClock>) -> Replica<SqliteRemote> {
+    pub(crate) fn replica(&self, name: &str, clock: Arc<ManualClock>) -> Replica<SqliteRemote> {
         self.open_with(name, clock, self.remote(), self.config.clone())
     }
 
     /// Opens (or reopens) replica `name` over a remote that can fail at commit.
-    pub fn faulty(&self, name: &str, clock: Arc<ManualClock>) -> Replica<FaultyRemote> {
+    pub(crate) fn faulty(&self, name: &str, clock: Arc<ManualClock>) -> Replica<FaultyRemote> {
         self.open_with(name, clock, FaultyRemote::new(self.remote()), self.config.clone())
     }
 
-    pub fn open_with<R: Remote>(&self, name: &str, clock: Arc<ManualClock>, remote: R, config: Config) -> Replica<R> {
+    pub(crate) fn open_with<R: Remote>(
+        &self,
+        name: &str,
+        clock: Arc<ManualClock>,
+        remote: R,
+        config: Config,
+    ) -> Replica<R> {
         Replica::open(&self.cache_path(name), &self.schema, remote, clock, config).expect("open replica")
     }
 
     /// A plain connection to a file of this world, that never waits on a lock.
-    pub fn raw(&self, path: &std::path::Path) -> Connection {
+    pub(crate) fn raw(&self, path: &std::path::Path) -> Connection {
         let conn = Connection::open(path).expect("open raw connection");
         conn.busy_timeout(std::time::Duration::ZERO).expect("busy timeout");
         conn
     }
 
     /// The remote's rows of `table`, read with a plain connection.
-    pub fn remote_rows(&self, table: &str) -> Rows {
+    pub(crate) fn remote_rows(&self, table: &str) -> Rows {
         read_table(&self.raw(&self.remote_path()), &self.schema, table)
     }
 
-    pub fn remote_state(&self) -> State {
+    pub(crate) fn remote_state(&self) -> State {
         let conn = self.raw(&self.remote_path());
         self.schema
             .table_names()
@@ -122,7 +128,7 @@ impl World {
     }
 
     /// The remote's last change seq: it moves whenever the remote stores anything.
-    pub fn remote_head(&self) -> i64 {
+    pub(crate) fn remote_head(&self) -> i64 {
         self.raw(&self.remote_path())
             .query_row("SELECT seq FROM _sg_remote", [], |r| r.get(0))
             .expect("remote head")
@@ -144,15 +150,15 @@ fn read_table(conn: &Connection, schema: &Schema, table: &str) -> Rows {
     .expect("rows")
 }
 
-pub fn text(s: &str) -> Value {
+pub(crate) fn text(s: &str) -> Value {
     Value::Text(s.to_string())
 }
 
-pub fn int(i: i64) -> Value {
+pub(crate) fn int(i: i64) -> Value {
     Value::Integer(i)
 }
 
-pub fn rows<R: Remote>(r: &Replica<R>, table: &str) -> Rows {
+pub(crate) fn rows<R: Remote>(r: &Replica<R>, table: &str) -> Rows {
     r.rows(table)
         .expect("rows")
         .into_iter()
@@ -160,57 +166,57 @@ pub fn rows<R: Remote>(r: &Replica<R>, table: &str) -> Rows {
         .collect()
 }
 
-pub fn state<R: Remote>(r: &Replica<R>) -> State {
+pub(crate) fn state<R: Remote>(r: &Replica<R>) -> State {
     r.schema().table_names().map(|t| (t.to_string(), rows(r, t))).collect()
 }
 
-pub fn ids<R: Remote>(r: &Replica<R>, table: &str) -> Vec<i64> {
+pub(crate) fn ids<R: Remote>(r: &Replica<R>, table: &str) -> Vec<i64> {
     rows(r, table).into_iter().map(|(id, _)| id).collect()
 }
 
-pub fn ids_of(rows: &Rows) -> Vec<i64> {
+pub(crate) fn ids_of(rows: &Rows) -> Vec<i64> {
     rows.iter().map(|(id, _)| *id).collect()
 }
 
-pub fn pending<R: Remote>(r: &Replica<R>) -> u64 {
+pub(crate) fn pending<R: Remote>(r: &Replica<R>) -> u64 {
     r.pending().expect("pending")
 }
 
 /// The pull cursor stored in the cache.
-pub fn cursor<R: Remote>(r: &Replica<R>) -> i64 {
+pub(crate) fn cursor<R: Remote>(r: &Replica<R>) -> i64 {
     r.connection()
         .query_row("SELECT cursor FROM _sg_meta", [], |row| row.get(0))
         .expect("cursor")
 }
 
 /// `(pushed, pulled, conflicts)`.
-pub fn counts(report: SyncReport) -> (u64, u64, u64) {
+pub(crate) fn counts(report: SyncReport) -> (u64, u64, u64) {
     (report.pushed, report.pulled, report.conflicts)
 }
 
-pub fn sync<R: Remote>(r: &mut Replica<R>) -> (u64, u64, u64) {
+pub(crate) fn sync<R: Remote>(r: &mut Replica<R>) -> (u64, u64, u64) {
     counts(r.sync().expect("sync"))
 }
 
-pub fn push<R: Remote>(r: &mut Replica<R>) -> (u64, u64, u64) {
+pub(crate) fn push<R: Remote>(r: &mut Replica<R>) -> (u64, u64, u64) {
     counts(r.push().expect("push"))
 }
 
-pub fn pull<R: Remote>(r: &mut Replica<R>) -> (u64, u64, u64) {
+pub(crate) fn pull<R: Remote>(r: &mut Replica<R>) -> (u64, u64, u64) {
     counts(r.pull().expect("pull"))
 }
 
-pub fn host<R: Remote>(r: &mut Replica<R>, hostname: &str, ip: &str) -> i64 {
+pub(crate) fn host<R: Remote>(r: &mut Replica<R>, hostname: &str, ip: &str) -> i64 {
     r.insert("hosts", None, &[("hostname", text(hostname)), ("ip", text(ip))])
         .expect("insert host")
 }
 
-pub fn domain<R: Remote>(r: &mut Replica<R>, name: &str, registrar: &str) -> i64 {
+pub(crate) fn domain<R: Remote>(r: &mut Replica<R>, name: &str, registrar: &str) -> i64 {
     r.insert("domains", None, &[("name", text(name)), ("registrar", text(registrar))])
         .expect("insert domain")
 }
 
-pub fn record<R: Remote>(r: &mut Replica<R>, domain: i64, kind: &str, value: &str) -> i64 {
+pub(crate) fn record<R: Remote>(r: &mut Replica<R>, domain: i64, kind: &str, value: &str) -> i64 {
     r.insert(
         "dns_records",
         None,
@@ -220,7 +226,7 @@ pub fn record<R: Remote>(r: &mut Replica<R>, domain: i64, kind: &str, value: &st
 }
 
 /// The refusal inside a write's error; anything else fails the test.
-pub fn refusal<T: std::fmt::Debug>(outcome: Result<T>) -> WriteRefusal {
+pub(crate) fn refusal<T: std::fmt::Debug>(outcome: Result<T>) -> WriteRefusal {
     match outcome {
         Err(Error::Write(refusal)) => refusal,
         other => panic!("expected a write refusal, got {other:?}"),
@@ -228,7 +234,7 @@ pub fn refusal<T: std::fmt::Debug>(outcome: Result<T>) -> WriteRefusal {
 }
 
 /// Every replica holds exactly what the remote holds, and nothing is pending.
-pub fn assert_converged<R: Remote>(w: &World, replicas: &[&Replica<R>]) {
+pub(crate) fn assert_converged<R: Remote>(w: &World, replicas: &[&Replica<R>]) {
     let remote = w.remote_state();
     for r in replicas {
         assert_eq!(state(*r), remote, "replica {} differs from the remote", r.replica_id());
@@ -238,7 +244,7 @@ pub fn assert_converged<R: Remote>(w: &World, replicas: &[&Replica<R>]) {
 
 /// Where [`FaultyRemote`] fails the next commit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CommitFault {
+pub(crate) enum CommitFault {
     /// Roll back, then report the connection lost: the remote has nothing.
     BeforeCommit,
     /// Really commit, then report the connection lost: the remote has it all.
@@ -246,7 +252,7 @@ pub enum CommitFault {
 }
 
 /// A [`SqliteRemote`] that fails its next `commit()` when told to.
-pub struct FaultyRemote {
+pub(crate) struct FaultyRemote {
     pub inner: SqliteRemote,
     fault: Option<CommitFault>,
     /// Commits to let through before the fault.
@@ -254,7 +260,7 @@ pub struct FaultyRemote {
 }
 
 impl FaultyRemote {
-    pub fn new(inner: SqliteRemote) -> FaultyRemote {
+    pub(crate) fn new(inner: SqliteRemote) -> FaultyRemote {
         FaultyRemote {
             inner,
             fault: None,
@@ -262,12 +268,12 @@ impl FaultyRemote {
         }
     }
 
-    pub fn fail_next_commit(&mut self, fault: CommitFault) {
+    pub(crate) fn fail_next_commit(&mut self, fault: CommitFault) {
         self.fail_commit_after(0, fault);
     }
 
     /// Lets `skip` commits through, then fails the next one with `fault`.
-    pub fn fail_commit_after(&mut self, skip: u32, fault: CommitFault) {
+    pub(crate) fn fail_commit_after(&mut self, skip: u32, fault: CommitFault) {
         self.fault = Some(fault);
         self.skip = skip;
     }

@@ -1,18 +1,29 @@
-//! The invariants, each named once, and the functions that check them.
+//! The invariants, each named once, and every verdict of a case: the runner
+//! performs a step and reads the places (`run/observe.rs`); what it saw is
+//! judged here, and only here (a test fails on a `Violation::new` outside
+//! this folder).
 //!
 //! Two oracles: the **contract** ([`contract`]) holds for every correct sync
 //! layer whatever its incidental choices, and is checked for every engine;
 //! the **profile** ([`profile`]) is the lockstep comparison with the model,
-//! checked only for engines that declare the reference spec.
+//! checked only for engines that declare the reference spec. [`answers`]
+//! judges the engine's answer to one request; [`observed`] what the harness
+//! read after a step. Blame is a verdict too: [`blame`] decides whether a
+//! place the harness could not read stops the case as the engine's failure
+//! or as the harness's own.
 
+pub mod answers;
 pub mod contract;
+pub mod observed;
 pub mod profile;
 pub mod reads;
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
-use syncgate_model as model;
+
+use crate::error::HarnessFault;
+use crate::places::PlaceError;
 
 /// Which oracle an invariant belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -130,15 +141,48 @@ impl Violation {
     }
 }
 
-pub fn show_row(values: &[model::Value]) -> String {
-    let parts: Vec<String> = values.iter().map(show_value).collect();
-    format!("({})", parts.join(", "))
+/// Why a case stopped before its end: the engine broke a property, or the
+/// harness itself failed (then nothing is said about the engine).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Stop {
+    Violation(Violation),
+    Fault(HarnessFault),
 }
 
-pub fn show_value(v: &model::Value) -> String {
-    match v {
-        model::Value::Null => "NULL".into(),
-        model::Value::Int(i) => i.to_string(),
-        model::Value::Text(s) => format!("{s:?}"),
+impl From<Violation> for Stop {
+    fn from(v: Violation) -> Stop {
+        Stop::Violation(v)
     }
+}
+
+/// The verdict of a step's checks.
+pub type Verdict = Result<(), Stop>;
+
+/// Who is to blame when the harness could not read, lock or write a place:
+/// the harness for its own trouble (its folder, its server session, its own
+/// statements: it could not `doing`), else the engine, which holds the lock
+/// or made the place (`EngineFailed`: "`what`: the place's own words").
+pub fn blame(what: &str, doing: &str, e: PlaceError) -> Stop {
+    match e {
+        PlaceError::Harness(why) => Stop::Fault(HarnessFault::new(doing, why)),
+        engine_made => Stop::Violation(Violation::new(
+            Invariant::EngineFailed,
+            format!("{what}: {engine_made}"),
+        )),
+    }
+}
+
+/// [`blame`] for a place whose own words say what was being done (a lock
+/// step: "taking the remote Shared lock: ...").
+pub fn blame_place(doing: &str, e: PlaceError) -> Stop {
+    match e {
+        PlaceError::Harness(why) => Stop::Fault(HarnessFault::new(doing, why)),
+        engine_made => Stop::Violation(Violation::new(Invariant::EngineFailed, engine_made.to_string())),
+    }
+}
+
+/// A panic met while running a case: a programmer error of the model, the
+/// harness or an in-process engine, reported with its message.
+pub fn panicked(message: String) -> Violation {
+    Violation::new(Invariant::Panicked, message)
 }

@@ -5,8 +5,11 @@ use std::collections::BTreeSet;
 
 use syncgate_model as model;
 
-use super::{show_row, Invariant, Violation};
+use super::answers::engine_violation;
+use super::{Invariant, Violation};
 use crate::places::Ledger;
+use crate::show::show_row;
+use crate::subject::Answer;
 
 /// Compares what a place holds with what the model says it holds.
 /// `deleted` are the rows the model knows were deleted there.
@@ -84,4 +87,16 @@ pub fn check_ledger(place: &str, ledger: &Ledger) -> Result<(), Violation> {
         ));
     }
     Ok(())
+}
+
+/// The engine's pending count equals the model's outbox length.
+pub fn check_pending(place: &str, expected: u64, answer: &Answer<u64>) -> Result<(), Violation> {
+    match answer {
+        Answer::Ok(p) if *p == expected => Ok(()),
+        Answer::Ok(p) => Err(Violation::new(
+            Invariant::PendingAgreement,
+            format!("{place}: expected {expected} pending, engine says {p}"),
+        )),
+        other => Err(engine_violation(&format!("{place} pending"), other)),
+    }
 }

@@ -10,7 +10,8 @@ use std::collections::BTreeSet;
 use syncgate_model as model;
 use syncgate_protocol::{ReadRow, Value};
 
-use super::{show_value, Invariant, Violation};
+use super::{Invariant, Violation};
+use crate::show::show_value;
 
 /// Checks the rows the engine read from `table` against the cache's.
 pub fn check_reads_match_cache(

@@ -21,6 +21,7 @@
 use rusqlite::{Connection, TransactionBehavior};
 use syncgate_model as model;
 
+use super::PlaceError;
 use crate::schema::quote;
 
 /// The cache formats an older reference engine wrote.
@@ -95,44 +96,38 @@ const OP_DELETE: i64 = 3;
 
 /// Rewrites the cache behind `conn` into `to`, in one transaction. The
 /// engine must not have the file open.
-pub fn downgrade(conn: &mut Connection, schema: &model::Schema, to: LegacyFormat) -> Result<Downgrade, String> {
-    let text = |e: rusqlite::Error| e.to_string();
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(text)?;
+pub(super) fn downgrade(
+    conn: &mut Connection,
+    schema: &model::Schema,
+    to: LegacyFormat,
+) -> Result<Downgrade, PlaceError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     if !is_format_2(&tx)? {
         return Ok(Downgrade::NotReferenceFormat);
     }
-    let (replica, hlc, hlc_seq): (i64, i64, i64) = tx
-        .query_row("SELECT replica, hlc, hlc_seq FROM _sg_meta", [], |r| {
+    let (replica, hlc, hlc_seq): (i64, i64, i64) =
+        tx.query_row("SELECT replica, hlc, hlc_seq FROM _sg_meta", [], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-        })
-        .map_err(text)?;
-    let seq_max: i64 = tx
-        .query_row("SELECT coalesce(max(seq), 0) FROM _sg_outbox", [], |r| r.get(0))
-        .map_err(text)?;
-    let pending_before: i64 = tx
-        .query_row("SELECT count(*) FROM _sg_outbox WHERE op != ?1", [OP_FLOOR], |r| {
-            r.get(0)
-        })
-        .map_err(text)?;
+        })?;
+    let seq_max: i64 = tx.query_row("SELECT coalesce(max(seq), 0) FROM _sg_outbox", [], |r| r.get(0))?;
+    let pending_before: i64 = tx.query_row("SELECT count(*) FROM _sg_outbox WHERE op != ?1", [OP_FLOOR], |r| {
+        r.get(0)
+    })?;
     // Format 2's clock is `hlc` at seq `hlc_seq`, one tick per write since;
     // the older formats stored the clock's value itself.
     let clock_now = hlc + (seq_max - hlc_seq);
 
     let triggers: Vec<String> = {
-        let mut stmt = tx
-            .prepare("SELECT name FROM sqlite_master WHERE type = 'trigger' AND name LIKE '\\_sg\\_%' ESCAPE '\\'")
-            .map_err(text)?;
-        let names = stmt.query_map([], |r| r.get(0)).map_err(text)?;
-        names.collect::<rusqlite::Result<_>>().map_err(text)?
+        let mut stmt =
+            tx.prepare("SELECT name FROM sqlite_master WHERE type = 'trigger' AND name LIKE '\\_sg\\_%' ESCAPE '\\'")?;
+        let names = stmt.query_map([], |r| r.get(0))?;
+        names.collect::<rusqlite::Result<_>>()?
     };
     for name in &triggers {
-        tx.execute_batch(&format!("DROP TRIGGER {}", quote(name)))
-            .map_err(text)?;
+        tx.execute_batch(&format!("DROP TRIGGER {}", quote(name)))?;
     }
 
-    tx.execute_batch(OUTBOX_V0_DDL).map_err(text)?;
+    tx.execute_batch(OUTBOX_V0_DDL)?;
     for table in &schema.tables {
         let values: Vec<String> = (0..table.columns.len()).map(|i| format!("v{i}")).collect();
         tx.execute(
@@ -144,52 +139,47 @@ pub fn downgrade(conn: &mut Connection, schema: &model::Schema, to: LegacyFormat
                 values.join(", ")
             ),
             rusqlite::params![table.name, OP_DELETE, OP_FLOOR],
-        )
-        .map_err(text)?;
+        )?;
     }
     tx.execute_batch(
         "DROP TABLE _sg_outbox; \
          ALTER TABLE _sg_outbox_old RENAME TO _sg_outbox; \
          DELETE FROM sqlite_sequence WHERE name = '_sg_outbox';",
-    )
-    .map_err(text)?;
-    tx.execute_batch(OUTBOX_V0_INDEX).map_err(text)?;
+    )?;
+    tx.execute_batch(OUTBOX_V0_INDEX)?;
     if seq_max > 0 {
         // The AUTOINCREMENT counter keeps the highest seq ever handed out,
         // acknowledged ones included.
         tx.execute(
             "INSERT INTO sqlite_sequence (name, seq) VALUES ('_sg_outbox', ?1)",
             [seq_max],
-        )
-        .map_err(text)?;
+        )?;
     }
 
-    let replica = u32::try_from(replica).map_err(|_| format!("replica id {replica} is not a u32"))?;
+    let replica =
+        u32::try_from(replica).map_err(|_| PlaceError::Content(format!("replica id {replica} is not a u32")))?;
     if replica >= syncgate_engine::REPLICAS_MAX {
-        return Err(format!("replica id {replica} is not below REPLICAS_MAX"));
+        return Err(PlaceError::Content(format!(
+            "replica id {replica} is not below REPLICAS_MAX"
+        )));
     }
     let (id_lo, id_hi) = syncgate_engine::id_space(replica);
-    tx.execute_batch(META_V0_DDL).map_err(text)?;
+    tx.execute_batch(META_V0_DDL)?;
     tx.execute(
         "INSERT INTO _sg_meta_old (k, replica, id_lo, id_hi, next_id, hlc, txn, applying, cursor) \
          SELECT k, replica, ?1, ?2, next_id, ?3, txn, applying, cursor FROM _sg_meta",
         [id_lo, id_hi, clock_now],
-    )
-    .map_err(text)?;
-    tx.execute_batch("DROP TABLE _sg_meta; ALTER TABLE _sg_meta_old RENAME TO _sg_meta;")
-        .map_err(text)?;
+    )?;
+    tx.execute_batch("DROP TABLE _sg_meta; ALTER TABLE _sg_meta_old RENAME TO _sg_meta;")?;
     if to == LegacyFormat::V1 {
         tx.execute_batch(
             "ALTER TABLE _sg_meta ADD COLUMN format INTEGER NOT NULL DEFAULT 0; UPDATE _sg_meta SET format = 1;",
-        )
-        .map_err(text)?;
+        )?;
     }
 
-    let pending_after: i64 = tx
-        .query_row("SELECT count(*) FROM _sg_outbox", [], |r| r.get(0))
-        .map_err(text)?;
+    let pending_after: i64 = tx.query_row("SELECT count(*) FROM _sg_outbox", [], |r| r.get(0))?;
     assert_eq!(pending_after, pending_before, "the downgrade keeps every pending write");
-    tx.commit().map_err(text)?;
+    tx.commit()?;
     Ok(Downgrade::Done {
         pending: usize::try_from(pending_after).unwrap_or(0),
     })
@@ -200,37 +190,34 @@ pub fn downgrade(conn: &mut Connection, schema: &model::Schema, to: LegacyFormat
 /// newer version's other changes cannot be known here, and an engine must
 /// refuse the file before it reads anything else). Returns the format it
 /// had, or `None` when the file is not a format-2 reference cache.
-pub fn mark_newer(conn: &mut Connection, format: i64) -> Result<Option<i64>, String> {
-    let text = |e: rusqlite::Error| e.to_string();
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(text)?;
+pub(super) fn mark_newer(conn: &mut Connection, format: i64) -> Result<Option<i64>, PlaceError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     if !is_format_2(&tx)? {
         return Ok(None);
     }
     assert!(format > 2, "a newer version's format is above 2, not {format}");
-    tx.execute("UPDATE _sg_meta SET format = ?1", [format]).map_err(text)?;
-    tx.commit().map_err(text)?;
+    tx.execute("UPDATE _sg_meta SET format = ?1", [format])?;
+    tx.commit()?;
     Ok(Some(2))
 }
 
 /// Puts back the format `mark_newer` replaced (the newer version is back).
-pub fn restore_format(conn: &Connection, format: i64) -> Result<(), String> {
+pub(super) fn restore_format(conn: &Connection, format: i64) -> Result<(), PlaceError> {
     conn.execute("UPDATE _sg_meta SET format = ?1", [format])
         .map(|_| ())
-        .map_err(|e| e.to_string())
+        .map_err(PlaceError::from)
 }
 
 /// Whether the file holds a reference-engine cache in format 2 (its meta row
 /// records format 2, and its outbox stores stamps as offsets).
-fn is_format_2(conn: &Connection) -> Result<bool, String> {
-    let has_column = |table: &str, column: &str| -> Result<bool, String> {
+fn is_format_2(conn: &Connection) -> Result<bool, PlaceError> {
+    let has_column = |table: &str, column: &str| -> Result<bool, PlaceError> {
         conn.query_row(
             "SELECT count(*) > 0 FROM pragma_table_info(?1) WHERE name = ?2",
             [table, column],
             |r| r.get(0),
         )
-        .map_err(|e| e.to_string())
+        .map_err(PlaceError::from)
     };
     if !has_column("_sg_meta", "format")?
         || !has_column("_sg_meta", "hlc_seq")?
@@ -238,9 +225,7 @@ fn is_format_2(conn: &Connection) -> Result<bool, String> {
     {
         return Ok(false);
     }
-    let format: i64 = conn
-        .query_row("SELECT format FROM _sg_meta", [], |r| r.get(0))
-        .map_err(|e| e.to_string())?;
+    let format: i64 = conn.query_row("SELECT format FROM _sg_meta", [], |r| r.get(0))?;
     Ok(format == 2)
 }
 

@@ -5,14 +5,16 @@
 //! named number of steps; outside writes are the application writing
 //! around the engine's API.
 
+mod error;
 mod legacy_cache;
 mod remote;
 mod wire_tap;
 
 use std::path::{Path, PathBuf};
 
+pub use error::{pg_text, PlaceError};
 pub use legacy_cache::{Downgrade, LegacyFormat};
-pub use remote::{RemotePlace, RemoteTarget, PG_URL_VAR};
+pub use remote::{RemotePlace, RemoteTarget, UnknownRemote, PG_URL_VAR};
 use rusqlite::types::Value as SValue;
 use rusqlite::Connection;
 use syncgate_model as model;
@@ -45,7 +47,14 @@ pub enum OutsideRefusal {
     Busy,
     /// SQLite refused it (a constraint, a trigger's RAISE): its message.
     Refused(String),
+    /// The harness could not open the cache to write at all.
+    Unwritable(PlaceError),
 }
+
+/// What went wrong in a replica's wire tap (its forwarding threads met an
+/// error): the harness's own trouble, or a protocol it could not follow.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TapTrouble(pub String);
 
 struct Lock {
     #[expect(dead_code, reason = "held for its open transaction, which is the lock")]
@@ -65,10 +74,6 @@ pub struct Places {
     taps: Vec<Option<WireTap>>,
 }
 
-fn text(e: rusqlite::Error) -> String {
-    e.to_string()
-}
-
 impl Places {
     pub fn new(schema: &model::Schema, dir: &Path, replicas: usize, remote: &RemoteTarget) -> Places {
         Places {
@@ -85,7 +90,7 @@ impl Places {
     /// server through the replica's wire tap, whose round-trip count starts
     /// again for this process. A connection string the tap cannot stand in
     /// for (a Unix socket, several hosts) is given as it is, untapped.
-    pub fn engine_remote(&mut self, r: usize) -> Result<RemoteLocation, String> {
+    pub fn engine_remote(&mut self, r: usize) -> Result<RemoteLocation, PlaceError> {
         let location = self.remote.location();
         let RemoteLocation::Postgres { url, schema } = &location else {
             return Ok(location);
@@ -94,7 +99,8 @@ impl Places {
             return Ok(location);
         };
         if self.taps[r].is_none() {
-            let tap = WireTap::start(upstream).map_err(|e| format!("starting replica {r}'s wire tap: {e}"))?;
+            let tap = WireTap::start(upstream)
+                .map_err(|e| PlaceError::Harness(format!("starting replica {r}'s wire tap: {e}")))?;
             self.taps[r] = Some(tap);
         }
         let Some(tap) = self.taps[r].as_ref() else {
@@ -113,10 +119,10 @@ impl Places {
     /// Round trips replica `r`'s current process made to a PostgreSQL
     /// remote, as its wire tap counted them (`None`: no tap), or what went
     /// wrong in the tap.
-    pub fn remote_round_trips(&self, r: usize) -> Option<Result<u64, String>> {
+    pub fn remote_round_trips(&self, r: usize) -> Option<Result<u64, TapTrouble>> {
         let tap = self.taps[r].as_ref()?;
         Some(match tap.trouble() {
-            Some(trouble) => Err(trouble),
+            Some(trouble) => Err(TapTrouble(trouble)),
             None => Ok(tap.round_trips()),
         })
     }
@@ -140,18 +146,25 @@ impl Places {
         self.dir.join(format!("replica{r}.db"))
     }
 
-    fn cache(&mut self, r: usize) -> Result<&Connection, String> {
+    fn cache(&mut self, r: usize) -> Result<&mut Connection, PlaceError> {
         if self.cache_conns[r].is_none() {
-            let conn = Connection::open(self.cache_path(r)).map_err(text)?;
-            conn.pragma_update(None, "foreign_keys", "ON").map_err(text)?;
+            let conn = Connection::open(self.cache_path(r))?;
+            conn.pragma_update(None, "foreign_keys", "ON")?;
             // Deletes by REPLACE and by triggers fire triggers too, as an
             // application that follows the engine's README would set it.
-            conn.pragma_update(None, "recursive_triggers", "ON").map_err(text)?;
+            conn.pragma_update(None, "recursive_triggers", "ON")?;
             self.cache_conns[r] = Some(conn);
         }
-        self.cache_conns[r]
-            .as_ref()
-            .ok_or_else(|| "no cache connection".to_string())
+        match self.cache_conns[r].as_mut() {
+            Some(conn) => Ok(conn),
+            None => unreachable!("opened above"),
+        }
+    }
+
+    /// The engine declared the reference profile: its own tables (the
+    /// ledger, the locks its spec names) exist and may be read and locked.
+    pub fn declare_reference_profile(&mut self) {
+        self.remote.declare_reference_profile();
     }
 
     /// Whether the remote can be read now (no exclusive lock held on it).
@@ -160,25 +173,23 @@ impl Places {
     }
 
     /// Every synced table of the remote, as one snapshot.
-    pub fn read_remote(&mut self) -> Result<model::Tables, String> {
+    pub fn read_remote(&mut self) -> Result<model::Tables, PlaceError> {
         self.remote.read_tables()
     }
 
     /// Every synced table of replica `r`'s cache, as one snapshot.
-    pub fn read_cache(&mut self, r: usize) -> Result<model::Tables, String> {
+    pub fn read_cache(&mut self, r: usize) -> Result<model::Tables, PlaceError> {
         let schema = self.schema.clone();
         read_tables(self.cache(r)?, &schema)
     }
 
     /// The write ledger of a reference-profile replica: its outbox and the
     /// remote's record of what it applied.
-    pub fn ledger(&mut self, r: usize) -> Result<Ledger, String> {
+    pub fn ledger(&mut self, r: usize) -> Result<Ledger, PlaceError> {
         let cache = self.cache(r)?;
-        let replica: i64 = cache
-            .query_row("SELECT replica FROM _sg_meta", [], |row| row.get(0))
-            .map_err(text)?;
+        let replica: i64 = cache.query_row("SELECT replica FROM _sg_meta", [], |row| row.get(0))?;
         // The outbox's format is the engine's to know (outbox.rs).
-        let outbox = syncgate_engine::outbox::read_ledger(cache).map_err(|e| e.to_string())?;
+        let outbox = syncgate_engine::outbox::read_ledger(cache).map_err(|e| PlaceError::Content(e.to_string()))?;
         let remote_acked = self.remote.acked(replica)?;
         Ok(Ledger {
             captured_max: outbox.captured_max,
@@ -191,18 +202,15 @@ impl Places {
     /// its triggers (SQLite drops a table's triggers with the table): every
     /// trigger on it is dropped. Rows and columns stay as they were. Returns
     /// how many triggers there were.
-    pub fn drop_table_triggers(&mut self, r: usize, table: &str) -> Result<usize, String> {
+    pub fn drop_table_triggers(&mut self, r: usize, table: &str) -> Result<usize, PlaceError> {
         let conn = self.cache(r)?;
         let names: Vec<String> = {
-            let mut stmt = conn
-                .prepare("SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = ?1")
-                .map_err(text)?;
-            let rows = stmt.query_map([table], |row| row.get(0)).map_err(text)?;
-            rows.collect::<rusqlite::Result<_>>().map_err(text)?
+            let mut stmt = conn.prepare("SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = ?1")?;
+            let rows = stmt.query_map([table], |row| row.get(0))?;
+            rows.collect::<rusqlite::Result<_>>()?
         };
         for name in &names {
-            conn.execute_batch(&format!("DROP TRIGGER {}", quote(name)))
-                .map_err(text)?;
+            conn.execute_batch(&format!("DROP TRIGGER {}", quote(name)))?;
         }
         Ok(names.len())
     }
@@ -210,40 +218,33 @@ impl Places {
     /// What an application update finds when the reference engine's
     /// previous version wrote replica `r`'s cache: the cache rewritten into
     /// the older format `to`, with the same meaning (`legacy_cache.rs`).
-    pub fn downgrade_cache(&mut self, r: usize, to: LegacyFormat) -> Result<Downgrade, String> {
-        self.cache(r)?;
-        let conn = self.cache_conns[r]
-            .as_mut()
-            .ok_or_else(|| "no cache connection".to_string())?;
-        legacy_cache::downgrade(conn, &self.schema, to)
+    pub fn downgrade_cache(&mut self, r: usize, to: LegacyFormat) -> Result<Downgrade, PlaceError> {
+        let schema = self.schema.clone();
+        legacy_cache::downgrade(self.cache(r)?, &schema, to)
     }
 
     /// A newer version of the engine wrote replica `r`'s cache: its format
     /// is `format` (`legacy_cache::mark_newer`). Returns the format it had,
     /// `None` if it is not a reference-format cache (left alone).
-    pub fn mark_cache_newer(&mut self, r: usize, format: i64) -> Result<Option<i64>, String> {
-        self.cache(r)?;
-        let conn = self.cache_conns[r]
-            .as_mut()
-            .ok_or_else(|| "no cache connection".to_string())?;
-        legacy_cache::mark_newer(conn, format)
+    pub fn mark_cache_newer(&mut self, r: usize, format: i64) -> Result<Option<i64>, PlaceError> {
+        legacy_cache::mark_newer(self.cache(r)?, format)
     }
 
     /// The remote's `table` gains a column the case's schema does not declare,
     /// as a newer version of the application's migration would add it.
-    pub fn add_remote_column(&mut self, table: &str) -> Result<(), String> {
+    pub fn add_remote_column(&mut self, table: &str) -> Result<(), PlaceError> {
         self.remote
             .alter_table(table, &format!("ADD COLUMN {} TEXT", quote(DRIFT_COLUMN)))
     }
 
     /// The column [`Places::add_remote_column`] added is gone again.
-    pub fn drop_remote_column(&mut self, table: &str) -> Result<(), String> {
+    pub fn drop_remote_column(&mut self, table: &str) -> Result<(), PlaceError> {
         self.remote
             .alter_table(table, &format!("DROP COLUMN {}", quote(DRIFT_COLUMN)))
     }
 
     /// The newer version is back: replica `r`'s cache gets `format` again.
-    pub fn restore_cache_format(&mut self, r: usize, format: i64) -> Result<(), String> {
+    pub fn restore_cache_format(&mut self, r: usize, format: i64) -> Result<(), PlaceError> {
         legacy_cache::restore_format(self.cache(r)?, format)
     }
 
@@ -252,7 +253,7 @@ impl Places {
     /// an insert got.
     pub fn outside_write(&mut self, r: usize, op: &Op) -> Result<Option<i64>, OutsideRefusal> {
         let schema = self.schema.clone();
-        let conn = self.cache(r).map_err(OutsideRefusal::Refused)?;
+        let conn = self.cache(r).map_err(OutsideRefusal::Unwritable)?;
         let bind = |v: &Value| match v {
             Value::Null | Value::Ref { .. } => SValue::Null,
             Value::Int(i) => SValue::Integer(*i),
@@ -308,7 +309,7 @@ impl Places {
     }
 
     /// Another connection locks the remote for the next `hold` steps.
-    pub fn lock_remote(&mut self, lock: LockKind, hold: usize) -> Result<(), String> {
+    pub fn lock_remote(&mut self, lock: LockKind, hold: usize) -> Result<(), PlaceError> {
         self.remote.lock(lock, hold)
     }
 
@@ -317,10 +318,10 @@ impl Places {
     }
 
     /// Another connection takes replica `r`'s cache write lock for `hold` steps.
-    pub fn lock_cache(&mut self, r: usize, hold: usize) -> Result<(), String> {
-        let conn = Connection::open(self.cache_path(r)).map_err(text)?;
+    pub fn lock_cache(&mut self, r: usize, hold: usize) -> Result<(), PlaceError> {
+        let conn = Connection::open(self.cache_path(r))?;
         conn.execute_batch("BEGIN IMMEDIATE")
-            .map_err(|e| format!("taking r{r}'s cache lock: {e}"))?;
+            .map_err(|e| PlaceError::from(e).context(&format!("taking r{r}'s cache lock")))?;
         self.cache_locks[r] = Some(Lock { conn, steps_left: hold });
         Ok(())
     }
@@ -362,19 +363,17 @@ impl Places {
 }
 
 /// Every synced table in `conn`, read by column name in one read transaction.
-pub fn read_tables(conn: &Connection, schema: &model::Schema) -> Result<model::Tables, String> {
+pub fn read_tables(conn: &Connection, schema: &model::Schema) -> Result<model::Tables, PlaceError> {
     // Cached statements: a case reads after nearly every step.
-    conn.prepare_cached("BEGIN DEFERRED")
-        .and_then(|mut s| s.execute([]))
-        .map_err(text)?;
+    conn.prepare_cached("BEGIN DEFERRED").and_then(|mut s| s.execute([]))?;
     let tables = read_tables_in_transaction(conn, schema);
-    conn.prepare_cached("COMMIT")
-        .and_then(|mut s| s.execute([]))
-        .map_err(text)?;
-    tables
+    conn.prepare_cached("COMMIT").and_then(|mut s| s.execute([]))?;
+    let tables = tables?;
+    assert_eq!(tables.len(), schema.tables.len(), "one read per synced table");
+    Ok(tables)
 }
 
-fn read_tables_in_transaction(conn: &Connection, schema: &model::Schema) -> Result<model::Tables, String> {
+fn read_tables_in_transaction(conn: &Connection, schema: &model::Schema) -> rusqlite::Result<model::Tables> {
     let mut out = Vec::new();
     for t in &schema.tables {
         let cols: Vec<String> = t.columns.iter().map(|c| quote(&c.name)).collect();
@@ -383,7 +382,7 @@ fn read_tables_in_transaction(conn: &Connection, schema: &model::Schema) -> Resu
             cols.join(", "),
             quote(&t.name)
         );
-        let mut stmt = conn.prepare_cached(&sql).map_err(text)?;
+        let mut stmt = conn.prepare_cached(&sql)?;
         let n = cols.len();
         let rows = stmt
             .query_map([], |r| {
@@ -392,10 +391,8 @@ fn read_tables_in_transaction(conn: &Connection, schema: &model::Schema) -> Resu
                     .map(|i| r.get::<_, SValue>(i).map(|v| to_model(&v)))
                     .collect::<Result<Vec<_>, _>>()?;
                 Ok((id, values))
-            })
-            .map_err(text)?
-            .collect::<Result<model::Rows, _>>()
-            .map_err(text)?;
+            })?
+            .collect::<Result<model::Rows, _>>()?;
         out.push(rows);
     }
     Ok(out)

@@ -3,14 +3,22 @@
 //! harness reads its synced tables and the replicas' applied seqs, and holds
 //! locks on it, with connections of its own, never through the engine.
 //!
-//! Lock kinds stand for the same effect on both. `shared` lets pulls run
-//! and lets a push do its work but not commit (SQLite: a SHARED lock;
-//! PostgreSQL: `_sg_remote`'s row held `FOR SHARE`, which the head update
-//! at commit waits for). `reserved` lets pulls run and stops a push before
-//! it starts (SQLite: RESERVED; PostgreSQL: the remote's writer lock, the
-//! advisory lock every write transaction takes first). `exclusive` stops
-//! everything (SQLite: EXCLUSIVE; PostgreSQL: `ACCESS EXCLUSIVE` on
-//! `_sg_remote`).
+//! It reads and locks only what the protocol declares: the synced tables,
+//! and the reference engine's own tables only for engines that declare its
+//! profile (their write ledger, and the locks its spec names).
+//!
+//! Lock kinds stand for the same effect on both. `shared` lets readers go
+//! on and stops writers from committing (SQLite: a SHARED lock).
+//! `reserved` lets readers go on and stops a writer before it starts
+//! (SQLite: RESERVED). `exclusive` stops everything (SQLite: EXCLUSIVE). On
+//! PostgreSQL, for any engine, the synced tables are locked `IN SHARE MODE`
+//! (a write waits at its first row), `IN EXCLUSIVE MODE` (plain reads pass,
+//! every write or row lock waits) and `IN ACCESS EXCLUSIVE MODE`; for an
+//! engine that declares the reference profile, where the reference spec
+//! names its commit point and writer lock, the harness locks those instead:
+//! `_sg_remote`'s row `FOR SHARE` (its head update at commit waits), the
+//! advisory writer lock every write transaction takes first, and
+//! `_sg_remote` `IN ACCESS EXCLUSIVE MODE`.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,6 +29,7 @@ use syncgate_engine::PgRemote;
 use syncgate_model as model;
 use syncgate_protocol::RemoteLocation;
 
+use super::PlaceError;
 use crate::scenario::LockKind;
 use crate::schema::quote;
 
@@ -49,28 +58,28 @@ pub enum RemoteTarget {
 impl RemoteTarget {
     /// `sqlite`, `postgres` (the server `SYNCGATE_PG_URL` names) or a
     /// `postgresql://` connection string.
-    pub fn from_arg(arg: &str) -> Result<RemoteTarget, String> {
+    pub fn from_arg(arg: &str) -> Result<RemoteTarget, UnknownRemote> {
         match arg {
             "sqlite" => Ok(RemoteTarget::Sqlite),
             "postgres" | "postgresql" => match std::env::var(PG_URL_VAR) {
                 Ok(url) if !url.is_empty() => Ok(RemoteTarget::Postgres { url }),
-                _ => Err(format!(
+                _ => Err(UnknownRemote(format!(
                     "--remote postgres needs {PG_URL_VAR}, e.g. {PG_URL_VAR}=postgresql://root@127.0.0.1:5432/test \
                      (or pass the connection string itself: --remote postgresql://...)"
-                )),
+                ))),
             },
             url if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
                 Ok(RemoteTarget::Postgres { url: url.to_string() })
             }
-            other => Err(format!(
+            other => Err(UnknownRemote(format!(
                 "unknown remote {other:?}: use sqlite, postgres (with {PG_URL_VAR} set) or a postgresql:// URL"
-            )),
+            ))),
         }
     }
 
     /// The remote a trace file names, with the server from the environment
     /// (trace files never hold a connection string).
-    pub fn resolved(&self) -> Result<RemoteTarget, String> {
+    pub fn resolved(&self) -> Result<RemoteTarget, UnknownRemote> {
         match self {
             RemoteTarget::Postgres { url } if url.is_empty() => RemoteTarget::from_arg("postgres"),
             other => Ok(other.clone()),
@@ -86,24 +95,32 @@ impl RemoteTarget {
     }
 
     /// Connects once, so a wrong server is a setup error before any case.
-    pub fn probe(&self) -> Result<(), String> {
+    pub fn probe(&self) -> Result<(), PlaceError> {
         match self {
             RemoteTarget::Sqlite => Ok(()),
             RemoteTarget::Postgres { url } => connect(url)
                 .map(drop)
-                .map_err(|e| format!("{e}; start the server or fix {PG_URL_VAR}")),
+                .map_err(|e| PlaceError::Harness(format!("{e}; start the server or fix {PG_URL_VAR}"))),
         }
     }
 }
 
-fn connect(url: &str) -> Result<Client, String> {
-    let mut client = Client::connect(url, NoTls).map_err(|e| format!("cannot connect to PostgreSQL ({e})"))?;
-    client
-        .query(
-            "SELECT set_config('lock_timeout', $1, false)",
-            &[&PG_HARNESS_LOCK_TIMEOUT],
-        )
-        .map_err(|e| e.to_string())?;
+/// A `--remote` argument (or a trace file's remote) that names no remote
+/// the harness can reach.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct UnknownRemote(pub String);
+
+/// A session of the harness's own, which waits on a lock at most
+/// `PG_HARNESS_LOCK_TIMEOUT`. An unreachable server is the harness's
+/// trouble (a setup error), never the engine's.
+fn connect(url: &str) -> Result<Client, PlaceError> {
+    let mut client = Client::connect(url, NoTls)
+        .map_err(|e| PlaceError::Harness(format!("cannot connect to PostgreSQL ({})", super::pg_text(&e))))?;
+    client.query(
+        "SELECT set_config('lock_timeout', $1, false)",
+        &[&PG_HARNESS_LOCK_TIMEOUT],
+    )?;
     Ok(client)
 }
 
@@ -138,17 +155,18 @@ struct PgReader {
     /// `BEGIN` a read-only snapshot, `SELECT id, <columns>` of each synced
     /// table by id, `COMMIT`: statements without values.
     snapshot: String,
-    acked: Statement,
+    /// The reference profile's ledger query, prepared when first asked
+    /// (only reference-profile engines have the table it reads).
+    acked: Option<Statement>,
 }
 
 /// One case's remote.
 pub struct RemotePlace {
     store: Store,
     schema: model::Schema,
-}
-
-fn text(e: impl std::fmt::Display) -> String {
-    e.to_string()
+    /// Whether the engine declared the reference profile: only then do its
+    /// own tables exist to lock.
+    profile: bool,
 }
 
 impl RemotePlace {
@@ -175,7 +193,14 @@ impl RemotePlace {
         RemotePlace {
             store,
             schema: schema.clone(),
+            profile: false,
         }
+    }
+
+    /// The engine declared the reference profile: its own tables exist, and
+    /// the lock steps take the locks its spec names as well.
+    pub fn declare_reference_profile(&mut self) {
+        self.profile = true;
     }
 
     /// Where the engine finds the remote.
@@ -208,16 +233,10 @@ impl RemotePlace {
     }
 
     /// Every synced table, as one snapshot.
-    pub fn read_tables(&mut self) -> Result<model::Tables, String> {
+    pub fn read_tables(&mut self) -> Result<model::Tables, PlaceError> {
         let schema = &self.schema;
         match &mut self.store {
-            Store::Sqlite { path, reader, .. } => {
-                if reader.is_none() {
-                    *reader = Some(Connection::open(&*path).map_err(text)?);
-                }
-                let conn = reader.as_ref().ok_or("no remote connection")?;
-                super::read_tables(conn, schema)
-            }
+            Store::Sqlite { path, reader, .. } => super::read_tables(sqlite_reader(path, reader)?, schema),
             Store::Postgres {
                 url, namespace, reader, ..
             } => {
@@ -228,26 +247,31 @@ impl RemotePlace {
     }
 
     /// The highest outbox seq of `replica` the remote applied.
-    pub fn acked(&mut self, replica: i64) -> Result<i64, String> {
+    pub fn acked(&mut self, replica: i64) -> Result<i64, PlaceError> {
+        assert!(self.profile, "only a reference-profile remote has a ledger");
         match &mut self.store {
-            Store::Sqlite { path, reader, .. } => {
-                if reader.is_none() {
-                    *reader = Some(Connection::open(&*path).map_err(text)?);
-                }
-                let conn = reader.as_ref().ok_or("no remote connection")?;
-                Ok(conn
-                    .query_row("SELECT acked FROM _sg_replicas WHERE replica = ?1", [replica], |row| {
-                        row.get(0)
-                    })
-                    .optional()
-                    .map_err(text)?
-                    .unwrap_or(0))
-            }
+            Store::Sqlite { path, reader, .. } => Ok(sqlite_reader(path, reader)?
+                .query_row("SELECT acked FROM _sg_replicas WHERE replica = ?1", [replica], |row| {
+                    row.get(0)
+                })
+                .optional()?
+                .unwrap_or(0)),
             Store::Postgres {
                 url, namespace, reader, ..
             } => {
                 let reader = pg_reader(url, namespace, &self.schema, reader)?;
-                let rows = reader.client.query(&reader.acked, &[&replica]).map_err(text)?;
+                let acked = match &reader.acked {
+                    Some(statement) => statement.clone(),
+                    None => {
+                        let statement = reader.client.prepare(&format!(
+                            "SELECT acked FROM {}.\"_sg_replicas\" WHERE replica = $1",
+                            quote(namespace)
+                        ))?;
+                        reader.acked = Some(statement.clone());
+                        statement
+                    }
+                };
+                let rows = reader.client.query(&acked, &[&replica])?;
                 Ok(rows.first().map_or(0, |r| r.get(0)))
             }
         }
@@ -256,35 +280,38 @@ impl RemotePlace {
     /// A migration of a newer version of the application changes the
     /// remote's `table` (`ADD COLUMN` a column the case's schema does not
     /// declare, or `DROP COLUMN` it again), over a connection of its own.
-    pub fn alter_table(&mut self, table: &str, change: &str) -> Result<(), String> {
+    pub fn alter_table(&mut self, table: &str, change: &str) -> Result<(), PlaceError> {
         match &self.store {
             Store::Sqlite { path, .. } => {
-                let conn = Connection::open(path).map_err(text)?;
-                conn.execute_batch(&format!("ALTER TABLE {} {change}", quote(table)))
-                    .map_err(text)
+                let conn = Connection::open(path)?;
+                Ok(conn.execute_batch(&format!("ALTER TABLE {} {change}", quote(table)))?)
             }
-            Store::Postgres { url, namespace, .. } => connect(url)?
-                .batch_execute(&format!("ALTER TABLE {}.{} {change}", quote(namespace), quote(table)))
-                .map_err(text),
+            Store::Postgres { url, namespace, .. } => Ok(connect(url)?.batch_execute(&format!(
+                "ALTER TABLE {}.{} {change}",
+                quote(namespace),
+                quote(table)
+            ))?),
         }
     }
 
     /// Another connection locks the remote for the next `hold` steps.
-    pub fn lock(&mut self, kind: LockKind, hold: usize) -> Result<(), String> {
+    pub fn lock(&mut self, kind: LockKind, hold: usize) -> Result<(), PlaceError> {
+        let taking = format!("taking the remote {kind:?} lock");
+        let schema = &self.schema;
+        let profile = self.profile;
         match &mut self.store {
             Store::Sqlite { path, lock, .. } => {
-                let conn = Connection::open(&*path).map_err(text)?;
+                let conn = Connection::open(&*path)?;
                 let sql = match kind {
                     LockKind::Shared => "BEGIN DEFERRED",
                     LockKind::Reserved => "BEGIN IMMEDIATE",
                     LockKind::Exclusive => "BEGIN EXCLUSIVE",
                 };
                 conn.execute_batch(sql)
-                    .map_err(|e| format!("taking the remote {kind:?} lock: {e}"))?;
+                    .map_err(|e| PlaceError::from(e).context(&taking))?;
                 if kind == LockKind::Shared {
                     // A read transaction keeps its SHARED lock only once it has read.
-                    conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get::<_, i64>(0))
-                        .map_err(text)?;
+                    conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get::<_, i64>(0))?;
                 }
                 *lock = Some(Held {
                     conn,
@@ -303,23 +330,35 @@ impl RemotePlace {
                     Some(c) if !c.is_closed() => c,
                     _ => connect(url)?,
                 };
-                let remote = format!("{}.\"_sg_remote\"", quote(namespace));
-                let taken = match kind {
-                    LockKind::Shared => conn.batch_execute(&format!("BEGIN; SELECT 1 FROM {remote} FOR SHARE")),
-                    LockKind::Reserved => conn
-                        .batch_execute("BEGIN")
-                        .and_then(|()| {
-                            conn.query(
-                                "SELECT pg_advisory_xact_lock($1)",
-                                &[&PgRemote::writer_lock_key(namespace)],
-                            )
-                        })
-                        .map(drop),
-                    LockKind::Exclusive => {
-                        conn.batch_execute(&format!("BEGIN; LOCK TABLE {remote} IN ACCESS EXCLUSIVE MODE"))
+                let sql = if profile {
+                    // The locks the reference spec names: its commit point
+                    // (`_sg_remote`'s head, rule P6) and its writer lock.
+                    let remote = format!("{}.\"_sg_remote\"", quote(namespace));
+                    match kind {
+                        LockKind::Shared => format!("BEGIN; SELECT 1 FROM {remote} FOR SHARE"),
+                        LockKind::Reserved => format!(
+                            "BEGIN; SELECT pg_advisory_xact_lock({})",
+                            PgRemote::writer_lock_key(namespace)
+                        ),
+                        LockKind::Exclusive => format!("BEGIN; LOCK TABLE {remote} IN ACCESS EXCLUSIVE MODE"),
                     }
+                } else {
+                    // Any other engine's commit point is unknown: its writes
+                    // of the synced tables wait (and, exclusively, its reads).
+                    let synced: Vec<String> = schema
+                        .tables
+                        .iter()
+                        .map(|t| format!("{}.{}", quote(namespace), quote(&t.name)))
+                        .collect();
+                    let mode = match kind {
+                        LockKind::Shared => "SHARE",
+                        LockKind::Reserved => "EXCLUSIVE",
+                        LockKind::Exclusive => "ACCESS EXCLUSIVE",
+                    };
+                    format!("BEGIN; LOCK TABLE {} IN {mode} MODE", synced.join(", "))
                 };
-                taken.map_err(|e| format!("taking the remote {kind:?} lock: {e}"))?;
+                conn.batch_execute(&sql)
+                    .map_err(|e| PlaceError::from(e).context(&taking))?;
                 *lock = Some(Held {
                     conn,
                     kind,
@@ -388,9 +427,9 @@ fn pg_reader<'r>(
     namespace: &str,
     schema: &model::Schema,
     reader: &'r mut Option<PgReader>,
-) -> Result<&'r mut PgReader, String> {
+) -> Result<&'r mut PgReader, PlaceError> {
     if reader.as_ref().is_none_or(|r| r.client.is_closed()) {
-        let mut client = connect(url)?;
+        let client = connect(url)?;
         let mut snapshot = String::from("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;");
         for t in &schema.tables {
             let list: String = t.columns.iter().map(|c| format!(", {}", quote(&c.name))).collect();
@@ -401,29 +440,37 @@ fn pg_reader<'r>(
             ));
         }
         snapshot.push_str(" COMMIT");
-        let acked = client
-            .prepare(&format!(
-                "SELECT acked FROM {}.\"_sg_replicas\" WHERE replica = $1",
-                quote(namespace)
-            ))
-            .map_err(text)?;
         *reader = Some(PgReader {
             client,
             snapshot,
-            acked,
+            acked: None,
         });
     }
-    reader.as_mut().ok_or_else(|| "no remote connection".to_string())
+    match reader.as_mut() {
+        Some(reader) => Ok(reader),
+        None => unreachable!("connected above"),
+    }
+}
+
+/// The harness's reading connection to a SQLite remote, opened when first needed.
+fn sqlite_reader<'r>(path: &PathBuf, reader: &'r mut Option<Connection>) -> Result<&'r Connection, PlaceError> {
+    if reader.is_none() {
+        *reader = Some(Connection::open(path)?);
+    }
+    match reader.as_ref() {
+        Some(conn) => Ok(conn),
+        None => unreachable!("opened above"),
+    }
 }
 
 /// Every synced table of a PostgreSQL remote, by column name, in one
 /// snapshot and one round trip (a case reads after nearly every step).
-fn read_pg_tables(reader: &mut PgReader, schema: &model::Schema) -> Result<model::Tables, String> {
+fn read_pg_tables(reader: &mut PgReader, schema: &model::Schema) -> Result<model::Tables, PlaceError> {
     let messages = match reader.client.simple_query(&reader.snapshot) {
         Ok(messages) => messages,
         Err(e) => {
             let _ = reader.client.batch_execute("ROLLBACK");
-            return Err(text(e));
+            return Err(e.into());
         }
     };
     // BEGIN's completion, then one completion per table, then COMMIT's.
@@ -436,12 +483,12 @@ fn read_pg_tables(reader: &mut PgReader, schema: &model::Schema) -> Result<model
                 let t = completed
                     .checked_sub(1)
                     .filter(|&t| t < schema.tables.len())
-                    .ok_or("a row outside the table reads")?;
+                    .ok_or_else(|| PlaceError::Harness("a row outside the table reads".into()))?;
                 let def = &schema.tables[t];
-                let id: i64 = parse(row.try_get("id").map_err(text)?, "id")?;
+                let id: i64 = parse(row.try_get("id")?, "id")?;
                 let mut values = Vec::with_capacity(def.columns.len());
                 for col in &def.columns {
-                    let cell = row.try_get(col.name.as_str()).map_err(text)?;
+                    let cell = row.try_get(col.name.as_str())?;
                     values.push(match (cell, col.kind) {
                         (None, _) => model::Value::Null,
                         (Some(v), model::ColumnKind::Integer) => model::Value::Int(parse(Some(v), &col.name)?),
@@ -456,7 +503,7 @@ fn read_pg_tables(reader: &mut PgReader, schema: &model::Schema) -> Result<model
     Ok(out)
 }
 
-fn parse(cell: Option<&str>, column: &str) -> Result<i64, String> {
+fn parse(cell: Option<&str>, column: &str) -> Result<i64, PlaceError> {
     cell.and_then(|v| v.parse().ok())
-        .ok_or_else(|| format!("the remote's {column} holds {cell:?}, not an integer"))
+        .ok_or_else(|| PlaceError::Content(format!("the remote's {column} holds {cell:?}, not an integer")))
 }

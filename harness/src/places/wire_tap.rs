@@ -34,7 +34,7 @@ const CANCEL_REQUEST: i32 = 80_877_102;
 const STARTUP_LEN_MAX: i32 = 10_000;
 
 /// One replica's tap, listening on 127.0.0.1.
-pub struct WireTap {
+pub(super) struct WireTap {
     local: SocketAddr,
     shared: Arc<Shared>,
 }
@@ -61,7 +61,7 @@ struct State {
 
 impl WireTap {
     /// Listens on a free port of 127.0.0.1 and forwards to `upstream`.
-    pub fn start(upstream: SocketAddr) -> io::Result<WireTap> {
+    pub(super) fn start(upstream: SocketAddr) -> io::Result<WireTap> {
         let listener = TcpListener::bind(("127.0.0.1", 0))?;
         let local = listener.local_addr()?;
         let shared = Arc::new(Shared {
@@ -77,36 +77,36 @@ impl WireTap {
     }
 
     /// The address the engine connects to.
-    pub fn local(&self) -> SocketAddr {
+    pub(super) fn local(&self) -> SocketAddr {
         self.local
     }
 
     /// A new engine process starts: its round trips count from zero.
-    pub fn restart(&self) {
+    pub(super) fn restart(&self) {
         let mut state = self.shared.lock();
         state.round_trips = Arc::new(AtomicU64::new(0));
         state.sessions.clear();
     }
 
     /// Round trips of the current engine process so far.
-    pub fn round_trips(&self) -> u64 {
+    pub(super) fn round_trips(&self) -> u64 {
         self.shared.lock().round_trips.load(Ordering::SeqCst)
     }
 
     /// Answers new connections with a FATAL error of SQLSTATE `code`
     /// (`None`: lets them through again). A refused startup counts as a
     /// round trip, as the server's own refusal would.
-    pub fn refuse_logins(&self, refusal: Option<(&'static str, String)>) {
+    pub(super) fn refuse_logins(&self, refusal: Option<(&'static str, String)>) {
         self.shared.lock().refusal = refusal;
     }
 
     /// What went wrong in the tap, if anything did.
-    pub fn trouble(&self) -> Option<String> {
+    pub(super) fn trouble(&self) -> Option<String> {
         self.shared.lock().trouble.clone()
     }
 
     /// Closes every open connection both ways; how many there were.
-    pub fn cut(&self) -> usize {
+    pub(super) fn cut(&self) -> usize {
         let sessions = std::mem::take(&mut self.shared.lock().sessions);
         for (client, server) in &sessions {
             // Either end may be closed already.
@@ -264,7 +264,7 @@ fn fatal_error(sqlstate: &str, message: &str) -> Vec<u8> {
 
 /// The server a `postgres://` or `postgresql://` URL names, when it names
 /// one TCP host (a Unix socket or several hosts cannot be tapped).
-pub fn upstream_of(url: &str) -> Option<SocketAddr> {
+pub(super) fn upstream_of(url: &str) -> Option<SocketAddr> {
     use std::net::ToSocketAddrs;
     let config: syncgate_engine::postgres::Config = url.parse().ok()?;
     let [syncgate_engine::postgres::config::Host::Tcp(host)] = config.get_hosts() else {
@@ -280,7 +280,7 @@ pub fn upstream_of(url: &str) -> Option<SocketAddr> {
 
 /// `url` with its host and port replaced by `local`'s, or `None` for a
 /// connection string that is not a URL with one host.
-pub fn tapped_url(url: &str, local: SocketAddr) -> Option<String> {
+pub(super) fn tapped_url(url: &str, local: SocketAddr) -> Option<String> {
     let (scheme, rest) = url.split_once("://")?;
     let end = rest.find(['/', '?']).unwrap_or(rest.len());
     let (authority, tail) = rest.split_at(end);

@@ -1,35 +1,47 @@
 //! Runs one scenario on a subject, step by step: translate the step against
 //! what the harness last read, perform it through the seam, observe the
-//! places it touched by reading the files, and check. After the steps,
-//! quiescence, then the final checks.
+//! places it touched by reading the files (`observe.rs`), and hand what it
+//! saw to `crate::check` for the verdict. After the steps, quiescence, then
+//! the final checks.
+//!
+//! One file per kind of step: `write.rs` (application and outside writes),
+//! `sync.rs`, `restart.rs` (and what befalls a replica while down),
+//! `locks.rs` and `clock.rs`; `template.rs` makes a case's starting files
+//! once per process.
 //!
 //! Architecture Invariant: a run is deterministic. One thread runs the
 //! steps in order; time comes from the scenario (step number plus each
 //! replica's offset); locks are held by connections the harness owns and
 //! releases at named steps. Same scenario, same trace, byte for byte. The
 //! runner reaches engines only through `crate::subject`, and files only
-//! through `crate::places`.
+//! through `crate::places`; it judges nothing itself.
 
+mod clock;
+mod locks;
+mod observe;
 mod restart;
 mod sync;
+mod template;
 mod translate;
+mod write;
 
 use std::collections::BTreeSet;
 use std::path::Path;
 
 use syncgate_model as model;
-use syncgate_protocol::{InitOk, OutsideInsertIds, Profile, RefusalClass, RemoteLocation, SyncFailureClass};
+use syncgate_protocol::{InitOk, Profile};
 
-use crate::check::contract::{self, Expect};
-use crate::check::{profile, reads, Invariant, Violation};
-use crate::events::{count, Event, Events};
-use crate::history::{History, WriteKind, WriteRecord};
-use crate::places::{OutsideRefusal, Places};
-use crate::report;
-use crate::scenario::{CrashAt, LockKind, Reconnect, Scenario, Step, SyncKind};
+use crate::check::observed::Expectation;
+use crate::check::{answers, contract, Stop, Verdict, Violation};
+use crate::error::HarnessFault;
+use crate::events::{self, Events};
+use crate::history::History;
+use crate::places::Places;
+use crate::scenario::{Scenario, Step, SyncKind};
+use crate::show;
 use crate::subject::{Answer, OpenSpec, Subject, SubjectReplica};
 pub use translate::{descendants, Action, Cell, PlannedKind, PlannedOp};
-use translate::{describe, model_writes, protocol_ops, View};
+use translate::{Skip, View};
 
 /// Wall-clock start of every case, in ms since the epoch.
 pub const T0_MS: i64 = 1_700_000_000_000;
@@ -46,6 +58,9 @@ pub struct CaseResult {
     /// The first violation and the step (1-based; beyond the steps means
     /// quiescence) where it happened.
     pub failure: Option<(usize, Violation)>,
+    /// The harness's own failure and the step where it stopped the case:
+    /// the case says nothing about the engine.
+    pub fault: Option<(usize, HarnessFault)>,
     pub events: Events,
     /// Every place's final rows as a table, for reports and the double-run
     /// check.
@@ -54,6 +69,24 @@ pub struct CaseResult {
     pub profile_checked: bool,
     /// What the engine declared in its handshake, when it started at all.
     pub engine: Option<InitOk>,
+}
+
+impl CaseResult {
+    fn stopped(trace: Vec<String>, at: usize, stop: Stop) -> CaseResult {
+        let (failure, fault) = match stop {
+            Stop::Violation(v) => (Some((at, v)), None),
+            Stop::Fault(f) => (None, Some((at, f))),
+        };
+        CaseResult {
+            trace,
+            failure,
+            fault,
+            events: Events::new(),
+            final_state: String::new(),
+            profile_checked: false,
+            engine: None,
+        }
+    }
 }
 
 /// Runs `scenario` on `subject` in a fresh folder under `base`. A panic (an
@@ -69,14 +102,7 @@ pub fn run_case(subject: &dyn Subject, scenario: &Scenario, base: &Path) -> Case
             .cloned()
             .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
             .unwrap_or_else(|| "a panic without a message".into());
-        CaseResult {
-            trace: Vec::new(),
-            failure: Some((0, Violation::new(Invariant::Panicked, message))),
-            events: Events::new(),
-            final_state: String::new(),
-            profile_checked: false,
-            engine: None,
-        }
+        CaseResult::stopped(Vec::new(), 0, crate::check::panicked(message).into())
     })
 }
 
@@ -85,65 +111,53 @@ fn run_case_unguarded(subject: &dyn Subject, scenario: &Scenario, base: &Path) -
     let dir = match tempfile::Builder::new().prefix("syncgate-case-").tempdir_in(base) {
         Ok(dir) => dir,
         Err(e) => {
-            return setup_failure(
-                trace,
-                format!("cannot make a temporary folder in {}: {e}", base.display()),
-            )
+            let fault = HarnessFault::new(format!("make a case folder in {}", base.display()), e);
+            return CaseResult::stopped(trace, 0, Stop::Fault(fault));
         }
     };
     let mut runner = match Runner::new(subject, scenario, dir.path()) {
         Ok(r) => r,
-        Err(msg) => return setup_failure(trace, msg),
+        Err(stop) => return CaseResult::stopped(trace, 0, stop),
     };
-    let mut failure = None;
+    let mut stopped = None;
     for (i, step) in scenario.steps.iter().enumerate() {
         runner.time_ms = T0_MS + (i as i64 + 1) * scenario.step_ms.unwrap_or(STEP_MS);
         runner.step_no = i + 1;
         let outcome = runner.step(step);
         trace.push(format!("{:>3}. {}", i + 1, outcome.line));
-        if let Err(v) = outcome.verdict {
-            failure = Some((i + 1, v));
+        if let Err(stop) = outcome.verdict {
+            stopped = Some((i + 1, stop));
             break;
         }
         runner.tick_locks();
     }
-    if failure.is_none() {
+    if stopped.is_none() {
         let n = scenario.steps.len();
-        if let Err((at, v)) = runner.quiesce(&mut trace, n) {
-            failure = Some((at, v));
+        if let Err((at, stop)) = runner.quiesce(&mut trace, n) {
+            stopped = Some((at, stop));
         }
     }
     runner.release_locks();
-    if let Some((_, v)) = &mut failure {
-        let tails = runner.log_tails();
-        if !tails.is_empty() {
-            v.detail.push_str(&tails);
+    let (mut failure, mut fault) = (None, None);
+    match stopped {
+        Some((at, Stop::Violation(mut v))) => {
+            v.detail.push_str(&runner.log_tails());
+            failure = Some((at, v));
         }
+        Some((at, Stop::Fault(f))) => fault = Some((at, f)),
+        None => {}
     }
     let final_state = runner.final_state();
     CaseResult {
         trace,
         failure,
+        fault,
         events: runner.events,
         final_state,
         profile_checked: runner.model.is_some(),
         engine: runner.engine,
     }
 }
-
-fn setup_failure(trace: Vec<String>, msg: String) -> CaseResult {
-    CaseResult {
-        trace,
-        failure: Some((0, Violation::new(Invariant::EngineFailed, msg))),
-        events: Events::new(),
-        final_state: String::new(),
-        profile_checked: false,
-        engine: None,
-    }
-}
-
-/// The verdict of one step's checks.
-type Verdict = Result<(), Violation>;
 
 /// What one step did: its line in the trace, and the verdict of the checks
 /// that followed it.
@@ -157,6 +171,18 @@ impl StepOutcome {
     fn new(line: String, verdict: Verdict) -> StepOutcome {
         StepOutcome { line, verdict }
     }
+
+    /// A step whose only check is `checked`.
+    fn checked(line: String, checked: Result<(), Violation>) -> StepOutcome {
+        StepOutcome::new(line, checked.map_err(Stop::from))
+    }
+}
+
+/// A replica process the runner asked for: up, or refused by the engine
+/// (its words).
+enum Started {
+    Up(Box<dyn SubjectReplica>),
+    Refused(String),
 }
 
 struct Runner<'a> {
@@ -188,7 +214,7 @@ struct Runner<'a> {
 }
 
 impl<'a> Runner<'a> {
-    fn new(subject: &'a dyn Subject, scenario: &Scenario, dir: &Path) -> Result<Runner<'a>, String> {
+    fn new(subject: &'a dyn Subject, scenario: &Scenario, dir: &Path) -> Result<Runner<'a>, Stop> {
         let n = scenario.replicas;
         let schema = model::test_schema();
         let empty: model::Tables = vec![model::Rows::new(); schema.tables.len()];
@@ -212,28 +238,20 @@ impl<'a> Runner<'a> {
             push_was_busy: vec![false; n],
             schema,
         };
-        let copied = subject.files_are_copyable() && copy_template(subject, n, dir)?;
+        let copied = subject.files_are_copyable() && template::copy(subject, n, dir)?;
         for r in 0..n {
-            let replica = runner.open(r, !copied && r == 0, !copied)?;
-            runner.replicas[r] = Some(replica);
+            match runner.start(r, !copied && r == 0, !copied)? {
+                Started::Up(replica) => runner.replicas[r] = Some(replica),
+                Started::Refused(why) => return Err(answers::start_refused(&why).into()),
+            }
         }
         if runner.profile() {
-            // The model knows the two limits that change outcomes: how far a
-            // stamp may drift (O4) and where a push batch is cut (S2, S5).
-            let defaults = model::Config::default();
-            // It is also told the busy retries and their backoff, which
-            // decide how a busy step ends (L1).
-            let limits = &scenario.limits;
-            let config = model::Config {
-                max_drift_ms: limits.max_drift_ms.unwrap_or(defaults.max_drift_ms),
-                push_batch_max: limits.push_batch_max.map_or(defaults.push_batch_max, |v| {
-                    usize::try_from(v).unwrap_or(usize::MAX).max(1)
-                }),
-                busy_retries_max: limits.busy_retries_max.unwrap_or(defaults.busy_retries_max),
-                backoff_base_ms: limits.backoff_base_ms.unwrap_or(defaults.backoff_base_ms),
-                backoff_max_ms: limits.backoff_max_ms.unwrap_or(defaults.backoff_max_ms),
-            };
-            runner.model = Some(model::World::new(runner.schema.clone(), config, n));
+            runner.places.declare_reference_profile();
+            runner.model = Some(model::World::new(
+                runner.schema.clone(),
+                model_config(&scenario.limits),
+                n,
+            ));
         }
         Ok(runner)
     }
@@ -251,28 +269,52 @@ impl<'a> Runner<'a> {
         }
     }
 
-    fn open(&mut self, r: usize, create_remote: bool, fresh: bool) -> Result<Box<dyn SubjectReplica>, String> {
+    fn policies(&self) -> &syncgate_protocol::Policies {
+        match &self.engine {
+            Some(e) => &e.policies,
+            None => unreachable!("a runner exists only after a handshake"),
+        }
+    }
+
+    /// What the checks hold this step's observations to.
+    fn expectation(&self) -> Expectation<'_> {
+        Expectation {
+            schema: &self.schema,
+            policies: self.policies(),
+            history: &self.history,
+            model: self.model.as_ref(),
+        }
+    }
+
+    /// Starts replica `r`'s process; its handshake must declare what
+    /// replica 0's did. The engine may refuse (its words); the harness's own
+    /// trouble stops the case as a fault.
+    fn start(&mut self, r: usize, create_remote: bool, fresh: bool) -> Result<Started, Stop> {
+        let remote = self
+            .places
+            .engine_remote(r)
+            .map_err(|e| crate::check::blame(&format!("r{r} wire tap"), &format!("start r{r}'s wire tap"), e))?;
         let spec = OpenSpec {
             replica: r,
             replicas: self.replicas.len(),
             cache: self.places.cache_path(r),
-            remote: self.places.engine_remote(r)?,
+            remote,
             create_remote,
             fresh,
             clock_ms: self.now(r),
             limits: self.limits,
         };
-        let (replica, init_ok) = self.subject.open_replica(&spec)?;
-        match &self.engine {
-            None => self.engine = Some(init_ok),
-            Some(first) if *first != init_ok => {
-                return Err(format!(
-                    "replica {r} declared other capabilities or policies than replica 0: {init_ok:?} vs {first:?}"
-                ))
+        match self.subject.open_replica(&spec) {
+            Ok((replica, init_ok)) => {
+                match &self.engine {
+                    None => self.engine = Some(init_ok),
+                    Some(first) => answers::same_declaration(r, &init_ok, first)?,
+                }
+                Ok(Started::Up(replica))
             }
-            Some(_) => {}
+            Err(e) if e.is_harness() => Err(Stop::Fault(HarnessFault::new(format!("start r{r}'s engine"), e))),
+            Err(e) => Ok(Started::Refused(e.to_string())),
         }
-        Ok(replica)
     }
 
     fn now(&self, r: usize) -> i64 {
@@ -293,11 +335,11 @@ impl<'a> Runner<'a> {
             seen: &self.seen,
             deleted: &deleted,
             next_write: self.history.next_write_number(),
-            explicit_ids: self.engine.as_ref().is_some_and(|e| e.policies.explicit_ids),
+            explicit_ids: self.policies().explicit_ids,
         };
         let action = match view.translate(step) {
             Ok(action) => action,
-            Err(why) => {
+            Err(Skip(why)) => {
                 let who = step.replica().map(|r| format!("r{r} ")).unwrap_or_default();
                 return StepOutcome::new(format!("{who}{why} (skipped)"), Ok(()));
             }
@@ -307,568 +349,37 @@ impl<'a> Runner<'a> {
             Action::Write {
                 replica,
                 ops,
-                outside,
+                tag,
+                outside: false,
+                ..
+            } => self.write(replica, &ops, tag),
+            Action::Write {
+                replica,
+                ops,
+                tag,
+                outside: true,
                 abandoned_ids,
-            } => {
-                if outside {
-                    self.outside_write(replica, &ops, abandoned_ids)
-                } else {
-                    self.write(replica, &ops)
-                }
-            }
+            } => self.outside_write(replica, &ops, tag, abandoned_ids),
             Action::Sync {
                 replica,
                 kind,
                 crash,
                 sessions_cut,
             } => self.sync(replica, kind, crash, sessions_cut),
-            Action::Restart {
-                replica,
-                offset_ms,
-                rebuilt,
-                cache_format,
-                remote_drifted,
-                app_holds_cache,
-            } => self.restart_step(
-                replica,
-                offset_ms,
-                rebuilt,
-                cache_format,
-                remote_drifted,
-                app_holds_cache,
-            ),
+            Action::Restart { replica, while_down } => self.restart_step(replica, &while_down),
             Action::LockRemote { lock, hold } => self.lock_remote(lock, hold),
             Action::LockCache { replica, hold } => self.lock_cache(replica, hold),
-            Action::Clock { replica, offset_ms } => {
-                if self.caps().clock {
-                    self.offsets[replica] = offset_ms;
-                    self.offsets_ahead_max = self.offsets_ahead_max.max(offset_ms);
-                    count(&mut self.events, Event::ClockSkew, u64::from(offset_ms != 0));
-                    StepOutcome::new(format!("r{replica} clock offset {offset_ms:+} ms"), Ok(()))
-                } else {
-                    StepOutcome::new(
-                        format!("r{replica} clock offset (skipped: the engine takes no injected clock)"),
-                        Ok(()),
-                    )
-                }
-            }
+            Action::Clock { replica, offset_ms } => self.clock_step(replica, offset_ms),
         };
-        if let Some(before) = before {
-            self.count_model_events(&before);
-        }
+        self.count_model_events(before);
         out
     }
 
-    fn count_model_events(&mut self, before: &model::Events) {
-        let Some(m) = &self.model else { return };
-        let now = m.events.clone();
-        let e = &mut self.events;
-        count(
-            e,
-            Event::ConflictWonLocally,
-            now.conflicts_won_locally - before.conflicts_won_locally,
-        );
-        count(
-            e,
-            Event::ConflictWonRemotely,
-            now.conflicts_won_remotely - before.conflicts_won_remotely,
-        );
-        count(
-            e,
-            Event::NaturalKeyMerge,
-            now.natural_key_merges - before.natural_key_merges,
-        );
-        count(
-            e,
-            Event::DeleteAbsorbedWrite,
-            now.tombstone_absorbed - before.tombstone_absorbed,
-        );
-        count(e, Event::CascadeDelete, now.cascade_deletes - before.cascade_deletes);
-        count(
-            e,
-            Event::DuplicatePushSkipped,
-            now.duplicate_pushes_skipped - before.duplicate_pushes_skipped,
-        );
-        count(e, Event::HlcTie, now.hlc_ties - before.hlc_ties);
-        count(e, Event::BatchCut, now.batch_cuts - before.batch_cuts);
-        count(
-            e,
-            Event::PulledParentDeath,
-            now.pulled_deaths_with_local_children - before.pulled_deaths_with_local_children,
-        );
-    }
-
-    /// Tells the engine the replica's time, where it takes an injected clock.
-    fn set_clock(&mut self, r: usize) -> Verdict {
-        if !self.caps().clock {
-            return Ok(());
+    /// Counts what the model saw happen since `before` (profile runs).
+    fn count_model_events(&mut self, before: Option<model::Events>) {
+        if let (Some(before), Some(m)) = (before, &self.model) {
+            events::count_model(&mut self.events, &before, &m.events);
         }
-        let now = self.now(r);
-        let Some(replica) = self.replicas[r].as_mut() else {
-            return Ok(());
-        };
-        match replica.set_clock(now) {
-            Answer::Ok(()) => Ok(()),
-            other => Err(engine_violation(&format!("r{r} set_clock"), &other)),
-        }
-    }
-
-    // ----------------------------------------------------------------- writes
-
-    fn write(&mut self, r: usize, ops: &[PlannedOp]) -> StepOutcome {
-        let desc = describe(&self.schema, ops);
-        let now = self.now(r);
-        let expected = self.model.as_mut().map(|m| {
-            let writes = model_writes(ops, m.replicas[r].next_id);
-            m.write(r, now, &writes)
-        });
-        if !self.up(r) {
-            let verdict = down_agrees(expected.as_ref().map(|e| e == &Err(model::WriteRefusal::Down)));
-            return StepOutcome::new(format!("r{r} {desc} -> down"), verdict);
-        }
-        if let Err(v) = self.set_clock(r) {
-            return StepOutcome::new(format!("r{r} {desc} -> error"), Err(v));
-        }
-        let answer = match self.replicas[r].as_mut() {
-            Some(replica) => replica.write(&protocol_ops(&self.schema, ops)),
-            None => Answer::Error("replica vanished".into()),
-        };
-        let shown = match &answer {
-            Answer::Ok(ids) => format!("ok {ids:?}"),
-            other => show_failure(other),
-        };
-        let line = format!("r{r} {desc} -> {shown}");
-        self.count_write_answer(&answer, ops.len());
-        let mut verdict = match (&answer, &expected) {
-            (_, Some(expected)) => write_agrees(r, expected, &answer, &shown),
-            (Answer::Ok(_) | Answer::Refused(..), None) => Ok(()),
-            (other, None) => Err(engine_violation(&format!("r{r} write"), other)),
-        };
-        if verdict.is_ok() {
-            verdict = self.after_write(r, ops, &answer, false);
-        }
-        StepOutcome::new(line, verdict)
-    }
-
-    fn outside_write(&mut self, r: usize, ops: &[PlannedOp], abandoned_ids: u8) -> StepOutcome {
-        let mut ops = ops.to_vec();
-        let desc = describe(&self.schema, &ops);
-        let mut gave_up = Vec::new();
-        let line =
-            |gave_up: &[i64], answer: &str| format!("r{r} outside the engine: {}{desc} -> {answer}", given_up(gave_up));
-        if self.caps().outside_writes == syncgate_protocol::OutsideWrites::NotCaptured {
-            return StepOutcome::new(
-                line(
-                    &[],
-                    "skipped: the engine declares it does not capture writes made outside its API",
-                ),
-                Ok(()),
-            );
-        }
-        if !self.up(r) {
-            return StepOutcome::new(line(&[], "skipped: the application is down"), Ok(()));
-        }
-        // An insert takes an id the engine mints, where it asks for that;
-        // ids minted and given up on first stay reserved.
-        let table = ops[0].table;
-        if let PlannedKind::Insert { id } = &mut ops[0].kind {
-            if self.caps().outside_insert_ids == OutsideInsertIds::Engine {
-                for _ in 0..abandoned_ids {
-                    match self.mint_outside(r, table) {
-                        Ok(Some(minted)) => gave_up.push(minted),
-                        Ok(None) => return StepOutcome::new(line(&gave_up, "mint_id refused busy"), Ok(())),
-                        Err((shown, v)) => return StepOutcome::new(line(&gave_up, &shown), Err(v)),
-                    }
-                }
-                count(&mut self.events, Event::MintedIdAbandoned, gave_up.len() as u64);
-                match self.mint_outside(r, table) {
-                    Ok(Some(minted)) => *id = Some(minted),
-                    Ok(None) => return StepOutcome::new(line(&gave_up, "mint_id refused busy"), Ok(())),
-                    Err((shown, v)) => return StepOutcome::new(line(&gave_up, &shown), Err(v)),
-                }
-            }
-        }
-        let desc_now = describe(&self.schema, &ops);
-        let expected = self.model.as_mut().map(|m| {
-            let writes = model_writes(&ops, m.replicas[r].next_id);
-            m.write_outside(r, &writes)
-        });
-        let op = &protocol_ops(&self.schema, &ops)[0];
-        let outcome = self.places.outside_write(r, op);
-        let answer = match &outcome {
-            Ok(id) => Answer::Ok(id.map(|id| vec![id]).unwrap_or_default()),
-            Err(OutsideRefusal::Busy) => Answer::Refused(RefusalClass::Busy, "the cache is locked".into()),
-            Err(OutsideRefusal::Refused(msg)) => Answer::Refused(RefusalClass::Other, msg.clone()),
-        };
-        let shown = match &answer {
-            Answer::Ok(ids) => format!("ok {ids:?}"),
-            other => show_failure(other),
-        };
-        let line = format!("r{r} outside the engine: {}{desc_now} -> {shown}", given_up(&gave_up));
-        count(
-            &mut self.events,
-            Event::OutsideWrite,
-            u64::from(matches!(answer, Answer::Ok(_))),
-        );
-        if matches!(answer, Answer::Refused(RefusalClass::Busy, _)) {
-            count(&mut self.events, Event::Busy, 1);
-        }
-        // Raw SQL refuses with its own words: only ok against refused counts.
-        let verdict = match &expected {
-            Some(Ok(ids)) if matches!(&answer, Answer::Ok(a) if a == ids) => Ok(()),
-            Some(Err(model::WriteRefusal::Busy)) if matches!(answer, Answer::Refused(RefusalClass::Busy, _)) => Ok(()),
-            Some(Err(_)) if matches!(answer, Answer::Refused(..)) => Ok(()),
-            Some(expected) => Err(Violation::new(
-                Invariant::OutcomeAgreement,
-                format!("r{r} outside write: model says {expected:?}, SQLite says {shown}"),
-            )),
-            None => Ok(()),
-        };
-        let verdict = verdict.and_then(|()| self.after_write(r, &ops, &answer, true));
-        StepOutcome::new(line, verdict)
-    }
-
-    /// The application asks replica `r` to mint an id of `table`: the id,
-    /// `None` when refused busy (as the model says), or the violation with
-    /// what the engine said.
-    fn mint_outside(&mut self, r: usize, table: usize) -> Result<Option<i64>, (String, Violation)> {
-        let expected = self.model.as_mut().map(|m| m.mint_id(r));
-        let answer = match self.replicas[r].as_mut() {
-            Some(replica) => replica.mint_id(&self.schema.tables[table].name),
-            None => Answer::Error("replica vanished".into()),
-        };
-        if let Answer::Ok(minted) = answer {
-            if !self.minted.insert(minted) {
-                // Contract: a minted id is reserved, used or given up.
-                return Err((
-                    format!("minted {minted}"),
-                    Violation::new(
-                        Invariant::NoClobber,
-                        format!("r{r} mint_id handed out {minted} again: an id once minted is reserved, used or not"),
-                    ),
-                ));
-            }
-        }
-        match (answer, expected) {
-            (Answer::Ok(minted), None) => Ok(Some(minted)),
-            (Answer::Ok(minted), Some(Ok(model_id))) if minted == model_id => Ok(Some(minted)),
-            (Answer::Refused(RefusalClass::Busy, _), None | Some(Err(model::WriteRefusal::Busy))) => {
-                count(&mut self.events, Event::Busy, 1);
-                Ok(None)
-            }
-            (answer, expected) => {
-                let shown = match &answer {
-                    Answer::Ok(id) => format!("minted {id}"),
-                    other => show_failure(other),
-                };
-                let v = match expected {
-                    Some(expected) => Violation::new(
-                        Invariant::OutcomeAgreement,
-                        format!("r{r} mint_id: model says {expected:?}, engine says {shown}"),
-                    ),
-                    None => engine_violation(&format!("r{r} mint_id"), &answer),
-                };
-                Err((shown, v))
-            }
-        }
-    }
-
-    fn count_write_answer(&mut self, answer: &Answer<Vec<i64>>, ops: usize) {
-        match answer {
-            Answer::Ok(_) if ops > 1 => count(&mut self.events, Event::MultiWriteTransaction, 1),
-            Answer::Refused(RefusalClass::IdTaken | RefusalClass::IdDeleted | RefusalClass::IdOutsideReplica, _) => {
-                count(&mut self.events, Event::IdCollisionRefused, 1)
-            }
-            Answer::Refused(RefusalClass::Busy, _) | Answer::Failed(SyncFailureClass::Busy, _) => {
-                count(&mut self.events, Event::Busy, 1)
-            }
-            _ => {}
-        }
-    }
-
-    /// Records a committed write, then observes and checks the replica.
-    fn after_write(&mut self, r: usize, ops: &[PlannedOp], answer: &Answer<Vec<i64>>, outside: bool) -> Verdict {
-        let Answer::Ok(ids) = answer else {
-            return self.observe_replica(r, false);
-        };
-        let inserts = ops
-            .iter()
-            .filter(|op| matches!(op.kind, PlannedKind::Insert { .. }))
-            .count();
-        if ids.len() != inserts {
-            return Err(Violation::new(
-                Invariant::ProtocolViolated,
-                format!("r{r} answered {} ids to a write of {inserts} inserts", ids.len()),
-            ));
-        }
-        let before = self.caches[r].clone();
-        let mut minted: Vec<Option<i64>> = Vec::new();
-        let mut next_id = ids.iter();
-        let mut expect = Vec::new();
-        let mut records = Vec::new();
-        for op in ops {
-            let t = op.table;
-            let key_col = self.schema.tables[t].natural_key;
-            let set: Vec<(usize, model::Value)> = op
-                .values
-                .iter()
-                .map(|(c, cell)| {
-                    let v = match cell {
-                        Cell::Value(v) => v.clone(),
-                        Cell::Ref(k) => minted
-                            .get(*k)
-                            .copied()
-                            .flatten()
-                            .map_or(model::Value::Null, model::Value::Int),
-                    };
-                    (*c, v)
-                })
-                .collect();
-            let (id, kind) = match op.kind {
-                PlannedKind::Insert { .. } => (*next_id.next().unwrap_or(&0), WriteKind::Insert),
-                PlannedKind::Update { id } => (id, WriteKind::Update),
-                PlannedKind::Delete { id } => (id, WriteKind::Delete),
-            };
-            minted.push((kind == WriteKind::Insert).then_some(id));
-            let key = key_col.and_then(|k| match kind {
-                WriteKind::Insert => set.iter().find(|(c, _)| *c == k).map(|(_, v)| v.clone()),
-                _ => before[t].get(&id).map(|row| row[k].clone()),
-            });
-            let cascade = if kind == WriteKind::Delete {
-                descendants(&self.schema, &before, t, id)
-            } else {
-                Vec::new()
-            };
-            match kind {
-                WriteKind::Delete => {
-                    expect.push(Expect::Gone { table: t, id });
-                    expect.extend(cascade.iter().map(|&(table, id)| Expect::Gone { table, id }));
-                }
-                _ => expect.push(Expect::Row {
-                    table: t,
-                    id,
-                    values: set.clone(),
-                }),
-            }
-            records.push(WriteRecord {
-                n: 0,
-                replica: r,
-                step: self.step_no,
-                seq: 0,
-                table: t,
-                id,
-                kind,
-                set,
-                key,
-                cascade,
-                knew: Vec::new(),
-                outside,
-                image: None,
-            });
-        }
-        let null_transitions = records
-            .iter()
-            .filter(|w| w.kind == WriteKind::Update)
-            .filter(|w| {
-                before[w.table].get(&w.id).is_some_and(|row| {
-                    w.set
-                        .iter()
-                        .any(|(c, v)| (row[*c] == model::Value::Null) != (*v == model::Value::Null))
-                })
-            })
-            .count();
-        count(&mut self.events, Event::NullTransition, null_transitions as u64);
-        // An update to the values a row already holds changes nothing, and
-        // nothing need be pushed for it.
-        let changes = records.iter().any(|w| match w.kind {
-            WriteKind::Update => before[w.table]
-                .get(&w.id)
-                .is_none_or(|row| w.set.iter().any(|(c, v)| row[*c] != *v)),
-            _ => true,
-        });
-        let first = self.history.next_write_number();
-        let what = if records.len() == 1 {
-            format!("w{first}")
-        } else {
-            format!("w{first}..w{}", first + records.len() - 1)
-        };
-        self.observe_replica(r, false)?;
-        for mut record in records {
-            record.image = self.caches[r][record.table].get(&record.id).cloned();
-            self.history.record(record);
-        }
-        contract::check_read_your_writes(&self.schema, &format!("r{r}"), &what, &expect, &self.caches[r])?;
-        // A committed write is pending until a push applies it.
-        if let Some(replica) = self.replicas[r].as_mut().filter(|_| changes) {
-            match replica.pending() {
-                Answer::Ok(0) => {
-                    return Err(Violation::new(
-                        Invariant::TruthfulStatus,
-                        format!(
-                            "r{r} committed {what}{} but reports 0 pending: it will never be pushed",
-                            if outside { " (made outside its API)" } else { "" }
-                        ),
-                    ))
-                }
-                Answer::Ok(_) => {}
-                other => return Err(engine_violation(&format!("r{r} pending"), &other)),
-            }
-        }
-        Ok(())
-    }
-
-    // ----------------------------------------------------------------- locks
-
-    fn lock_remote(&mut self, lock: LockKind, hold: usize) -> StepOutcome {
-        if self.places.remote_locked() {
-            return StepOutcome::new("remote lock (already locked)".to_string(), Ok(()));
-        }
-        match self.places.lock_remote(lock, hold) {
-            Ok(()) => {
-                if let Some(m) = &mut self.model {
-                    m.lock_remote(Some(match lock {
-                        LockKind::Shared => model::RemoteLock::Shared,
-                        LockKind::Reserved => model::RemoteLock::Reserved,
-                        LockKind::Exclusive => model::RemoteLock::Exclusive,
-                    }));
-                }
-                StepOutcome::new(format!("remote {} lock for {hold} steps", lock_name(lock)), Ok(()))
-            }
-            Err(e) => StepOutcome::new(
-                "remote lock -> error".to_string(),
-                Err(Violation::new(Invariant::EngineFailed, e)),
-            ),
-        }
-    }
-
-    fn lock_cache(&mut self, r: usize, hold: usize) -> StepOutcome {
-        if self.places.cache_locked(r) {
-            return StepOutcome::new(format!("r{r} cache lock (already locked)"), Ok(()));
-        }
-        match self.places.lock_cache(r, hold) {
-            Ok(()) => {
-                if let Some(m) = &mut self.model {
-                    m.lock_cache(r, true);
-                }
-                StepOutcome::new(format!("r{r} cache write lock for {hold} steps"), Ok(()))
-            }
-            Err(e) => StepOutcome::new(
-                format!("r{r} cache lock -> error"),
-                Err(Violation::new(Invariant::EngineFailed, e)),
-            ),
-        }
-    }
-
-    fn tick_locks(&mut self) {
-        let (remote, caches) = self.places.tick_locks();
-        if let Some(m) = &mut self.model {
-            if remote {
-                m.lock_remote(None);
-            }
-            for r in caches {
-                m.lock_cache(r, false);
-            }
-        }
-    }
-
-    fn release_locks(&mut self) {
-        self.places.release_locks();
-        if let Some(m) = &mut self.model {
-            m.lock_remote(None);
-            for r in 0..m.replicas.len() {
-                m.lock_cache(r, false);
-            }
-        }
-    }
-
-    // ---------------------------------------------------------- observation
-
-    /// Reads replica `r`'s cache and checks it: integrity and resurrection
-    /// (contract); rows, pending and, after syncs, the ledger (profile).
-    fn observe_replica(&mut self, r: usize, with_ledger: bool) -> Verdict {
-        let place = format!("r{r}");
-        let tables = self
-            .places
-            .read_cache(r)
-            .map_err(|e| Violation::new(Invariant::EngineFailed, format!("{place} read: {e}")))?;
-        for (t, rows) in tables.iter().enumerate() {
-            self.seen[r][t].extend(rows.keys().copied());
-        }
-        self.caches[r] = tables;
-        self.check_reads(r)?;
-        let tables = &self.caches[r];
-        contract::check_integrity(&self.schema, &place, tables)?;
-        let policies = self.engine.as_ref().map(|e| e.policies);
-        if let Some(policies) = &policies {
-            contract::check_not_resurrected(&self.schema, &place, &self.history, r, tables, policies)?;
-        }
-        let Some(m) = &self.model else { return Ok(()) };
-        let state = &m.replicas[r];
-        profile::compare_tables(&self.schema, &place, &state.tables, tables, &state.tombstones)?;
-        let expected_pending = state.outbox.len() as u64;
-        let Some(replica) = self.replicas[r].as_mut() else {
-            return Ok(());
-        };
-        match replica.pending() {
-            Answer::Ok(p) if p == expected_pending => {}
-            Answer::Ok(p) => {
-                return Err(Violation::new(
-                    Invariant::PendingAgreement,
-                    format!("{place}: expected {expected_pending} pending, engine says {p}"),
-                ))
-            }
-            other => return Err(engine_violation(&format!("{place} pending"), &other)),
-        }
-        if with_ledger && self.places.remote_readable() {
-            let ledger = self
-                .places
-                .ledger(r)
-                .map_err(|e| Violation::new(Invariant::EngineFailed, format!("{place} ledger: {e}")))?;
-            profile::check_ledger(&place, &ledger)?;
-        }
-        Ok(())
-    }
-
-    /// For an engine that declares `reads`: what its read API returns for
-    /// every table of replica `r` is what the harness just read from the
-    /// cache (`ReadsTruthful`).
-    fn check_reads(&mut self, r: usize) -> Verdict {
-        if !self.caps().reads {
-            return Ok(());
-        }
-        let Some(replica) = self.replicas[r].as_mut() else {
-            return Ok(());
-        };
-        for (t, table) in self.schema.tables.iter().enumerate() {
-            match replica.read(&table.name) {
-                Answer::Ok(rows) => {
-                    reads::check_reads_match_cache(&self.schema, &format!("r{r}"), t, &rows, &self.caches[r][t])?
-                }
-                other => return Err(engine_violation(&format!("r{r} read {}", table.name), &other)),
-            }
-        }
-        Ok(())
-    }
-
-    /// Reads the remote (unless it is locked exclusively) and checks it.
-    fn observe_remote(&mut self) -> Verdict {
-        if !self.places.remote_readable() {
-            return Ok(());
-        }
-        self.remote = self
-            .places
-            .read_remote()
-            .map_err(|e| Violation::new(Invariant::EngineFailed, format!("remote read: {e}")))?;
-        contract::check_integrity(&self.schema, "remote", &self.remote)?;
-        let Some(m) = &self.model else { return Ok(()) };
-        let dead: BTreeSet<(usize, i64)> = m
-            .remote
-            .rows
-            .iter()
-            .filter(|(_, (row, _))| !matches!(row, model::RemoteRow::Live { .. }))
-            .map(|(key, _)| *key)
-            .collect();
-        profile::compare_tables(&self.schema, "remote", &m.remote_visible(), &self.remote, &dead)
     }
 
     // ------------------------------------------------------------ quiescence
@@ -876,7 +387,7 @@ impl<'a> Runner<'a> {
     /// Releases every lock, restarts every crashed replica, then syncs all
     /// replicas round by round until a round changes nothing anyone can see
     /// and nothing is pending; then the final checks.
-    fn quiesce(&mut self, trace: &mut Vec<String>, steps: usize) -> Result<(), (usize, Violation)> {
+    fn quiesce(&mut self, trace: &mut Vec<String>, steps: usize) -> Result<(), (usize, Stop)> {
         self.release_locks();
         // Every clock is set right, and time moves past the furthest stamp
         // any skewed clock made, so no stamp is refused as drift (O4).
@@ -891,10 +402,10 @@ impl<'a> Runner<'a> {
                 self.step_no = line;
                 let outcome = self.restart(r);
                 trace.push(format!("{line:>3}. {} (quiescence)", outcome.line));
-                outcome.verdict.map_err(|v| (line, v))?;
+                outcome.verdict.map_err(|stop| (line, stop))?;
             }
         }
-        let mut last = self.fingerprint().map_err(|v| (line, v))?;
+        let mut last = self.fingerprint().map_err(|v| (line, v.into()))?;
         for round in 1..=QUIESCENCE_ROUNDS_MAX {
             for r in 0..self.replicas.len() {
                 line += 1;
@@ -902,29 +413,19 @@ impl<'a> Runner<'a> {
                 self.step_no = line;
                 let before = self.model.as_ref().map(|m| m.events.clone());
                 let outcome = self.sync(r, SyncKind::Full, None, None);
-                if let Some(before) = before {
-                    self.count_model_events(&before);
-                }
+                self.count_model_events(before);
                 trace.push(format!("{line:>3}. {} (quiescence round {round})", outcome.line));
-                outcome.verdict.map_err(|v| (line, v))?;
+                outcome.verdict.map_err(|stop| (line, stop))?;
             }
-            let now = self.fingerprint().map_err(|v| (line, v))?;
+            let now = self.fingerprint().map_err(|v| (line, v.into()))?;
             let settled = now == last && now.1.iter().all(|p| *p == 0);
             last = now;
             if settled {
-                return self.check_final().map_err(|v| (line + 1, v));
+                return self.check_final().map_err(|stop| (line + 1, stop));
             }
         }
         let (_, pending) = last;
-        Err((
-            line + 1,
-            Violation::new(
-                Invariant::Liveness,
-                format!(
-                    "after {QUIESCENCE_ROUNDS_MAX} rounds of syncing every replica the state still changes or writes stay pending; pending per replica {pending:?}"
-                ),
-            ),
-        ))
+        contract::check_settled(false, QUIESCENCE_ROUNDS_MAX, &pending).map_err(|v| (line + 1, v.into()))
     }
 
     /// What everyone sees, and what each replica says is pending.
@@ -932,8 +433,7 @@ impl<'a> Runner<'a> {
         let mut pending = Vec::new();
         for r in 0..self.replicas.len() {
             let p = match self.replicas[r].as_mut().map(|x| x.pending()) {
-                Some(Answer::Ok(p)) => p,
-                Some(other) => return Err(engine_violation(&format!("r{r} pending"), &other)),
+                Some(answer) => answers::answered(&format!("r{r} pending"), &answer)?,
                 None => u64::MAX,
             };
             pending.push(p);
@@ -946,11 +446,8 @@ impl<'a> Runner<'a> {
     fn check_final(&mut self) -> Verdict {
         self.observe_remote()?;
         contract::check_converged(&self.schema, &self.caches, &self.remote)?;
-        let policies = match &self.engine {
-            Some(e) => e.policies,
-            None => return Ok(()),
-        };
-        contract::check_final(&self.schema, &self.history, &policies, &self.remote)
+        contract::check_final(&self.schema, &self.history, self.policies(), &self.remote)?;
+        Ok(())
     }
 
     // ------------------------------------------------------------- reporting
@@ -974,160 +471,32 @@ impl<'a> Runner<'a> {
         let caches: Vec<Option<model::Tables>> = (0..self.replicas.len())
             .map(|r| self.places.read_cache(r).ok())
             .collect();
-        report::final_state(&self.schema, remote.as_ref(), &caches)
+        show::final_state(&self.schema, remote.as_ref(), &caches)
     }
 }
 
-/// Fresh starting files per (engine, replica count), made once per process.
-static TEMPLATES: std::sync::Mutex<std::collections::BTreeMap<(String, usize), tempfile::TempDir>> =
-    std::sync::Mutex::new(std::collections::BTreeMap::new());
-
-/// Copies the fresh starting files of `n` replicas into `dir`, making them
-/// first if needed.
-fn copy_template(subject: &dyn Subject, n: usize, dir: &Path) -> Result<bool, String> {
-    let mut templates = TEMPLATES
-        .lock()
-        .map_err(|_| "a template builder panicked".to_string())?;
-    let key = (subject.name(), n);
-    if !templates.contains_key(&key) {
-        let template = tempfile::Builder::new()
-            .prefix("syncgate-template-")
-            .tempdir_in(dir.parent().unwrap_or(dir))
-            .map_err(|e| e.to_string())?;
-        for r in 0..n {
-            let spec = OpenSpec {
-                replica: r,
-                replicas: n,
-                cache: template.path().join(format!("replica{r}.db")),
-                remote: RemoteLocation::Sqlite {
-                    path: template.path().join("remote.db").display().to_string(),
-                },
-                create_remote: r == 0,
-                fresh: true,
-                clock_ms: T0_MS,
-                limits: Default::default(),
-            };
-            drop(subject.open_replica(&spec)?);
-        }
-        templates.insert(key.clone(), template);
-    }
-    let template = &templates[&key];
-    for entry in std::fs::read_dir(template.path()).map_err(|e| e.to_string())? {
-        let entry = entry.map_err(|e| e.to_string())?;
-        std::fs::copy(entry.path(), dir.join(entry.file_name())).map_err(|e| e.to_string())?;
-    }
-    Ok(true)
-}
-
-/// How a trace line tells the ids an outside insert minted and gave up.
-fn given_up(ids: &[i64]) -> String {
-    if ids.is_empty() {
-        String::new()
-    } else {
-        format!("minted {ids:?} and gave them up, then ")
+/// The model's configuration for a case's drawn limits: the two that change
+/// outcomes, how far a stamp may drift (O4) and where a push batch is cut
+/// (S2, S5), and the busy retries and their backoff, which decide how a
+/// busy step ends (L1).
+fn model_config(limits: &syncgate_protocol::Limits) -> model::Config {
+    let defaults = model::Config::default();
+    model::Config {
+        drift_ms_max: limits.drift_ms_max.unwrap_or(defaults.drift_ms_max),
+        push_batch_max: limits.push_batch_max.map_or(defaults.push_batch_max, |v| {
+            usize::try_from(v).unwrap_or(usize::MAX).max(1)
+        }),
+        busy_retries_max: limits.busy_retries_max.unwrap_or(defaults.busy_retries_max),
+        backoff_base_ms: limits.backoff_base_ms.unwrap_or(defaults.backoff_base_ms),
+        backoff_max_ms: limits.backoff_max_ms.unwrap_or(defaults.backoff_max_ms),
     }
 }
 
-/// A step on a down replica: under the profile the model must say so too.
-fn down_agrees(model_says_down: Option<bool>) -> Verdict {
-    match model_says_down {
-        Some(false) => Err(Violation::new(
-            Invariant::OutcomeAgreement,
-            "the replica is down, but the model says it is up",
-        )),
-        _ => Ok(()),
-    }
-}
-
-/// An answer outside the vocabulary, as the contract names it.
-fn engine_violation<T: std::fmt::Debug>(what: &str, answer: &Answer<T>) -> Violation {
+/// The line an answer gets in the trace: `ok [ids]` for a write, else the
+/// answer in one line.
+fn shown_ids(answer: &Answer<Vec<i64>>) -> String {
     match answer {
-        Answer::Broken(why) => Violation::new(Invariant::ProtocolViolated, format!("{what}: {why}")),
-        Answer::Crashed => Violation::new(
-            Invariant::ProtocolViolated,
-            format!("{what}: the engine stopped without a crash point armed"),
-        ),
-        other => Violation::new(Invariant::EngineFailed, format!("{what}: {}", show_failure(other))),
-    }
-}
-
-fn show_failure<T: std::fmt::Debug>(answer: &Answer<T>) -> String {
-    match answer {
-        Answer::Ok(t) => format!("ok {t:?}"),
-        Answer::Refused(class, msg) => format!("refused {class:?}: {msg}"),
-        Answer::Failed(class, msg) => format!("failed {class:?}: {msg}"),
-        Answer::Crashed => "crashed".into(),
-        Answer::Error(e) => format!("error {e}"),
-        Answer::Broken(e) => format!("broke the protocol: {e}"),
-    }
-}
-
-fn refusal_class(r: model::WriteRefusal) -> Option<RefusalClass> {
-    Some(match r {
-        model::WriteRefusal::Down => return None,
-        model::WriteRefusal::Busy => RefusalClass::Busy,
-        model::WriteRefusal::IdOutsideReplica => RefusalClass::IdOutsideReplica,
-        model::WriteRefusal::IdTaken => RefusalClass::IdTaken,
-        model::WriteRefusal::IdDeleted => RefusalClass::IdDeleted,
-        model::WriteRefusal::NaturalKeyTaken => RefusalClass::NaturalKeyTaken,
-        model::WriteRefusal::ParentMissing => RefusalClass::ParentMissing,
-        model::WriteRefusal::RowNotFound => RefusalClass::RowNotFound,
-        model::WriteRefusal::KeyImmutable => RefusalClass::KeyImmutable,
-    })
-}
-
-/// Profile: the write's answer equals the model's.
-fn write_agrees(
-    r: usize,
-    expected: &Result<Vec<i64>, model::WriteRefusal>,
-    answer: &Answer<Vec<i64>>,
-    shown: &str,
-) -> Verdict {
-    let agrees = match (expected, answer) {
-        (Ok(e), Answer::Ok(a)) => e == a,
-        (Err(e), Answer::Refused(class, _)) => refusal_class(*e) == Some(*class),
-        _ => false,
-    };
-    if agrees {
-        Ok(())
-    } else {
-        Err(Violation::new(
-            Invariant::OutcomeAgreement,
-            format!("r{r} write: model says {expected:?}, engine says {shown}"),
-        ))
-    }
-}
-
-pub fn kind_name(kind: SyncKind) -> &'static str {
-    match kind {
-        SyncKind::Push => "push",
-        SyncKind::Pull => "pull",
-        SyncKind::Full => "sync",
-    }
-}
-
-pub fn crash_name(at: CrashAt) -> &'static str {
-    match at {
-        CrashAt::BeforeRemoteCommit => "before remote commit",
-        CrashAt::AfterRemoteCommit => "after remote commit",
-        CrashAt::BeforeLocalCommit => "mid-pull before local commit",
-    }
-}
-
-pub fn reconnect_name(reconnect: Reconnect) -> &'static str {
-    match reconnect {
-        Reconnect::Accepted => "which reconnects",
-        Reconnect::StartingUp => "refusing new ones while it starts up",
-        Reconnect::RoleMissing => "refusing new ones: role missing",
-        Reconnect::PasswordRefused => "refusing new ones: password refused",
-        Reconnect::DatabaseMissing => "refusing new ones: database missing",
-    }
-}
-
-pub fn lock_name(lock: LockKind) -> &'static str {
-    match lock {
-        LockKind::Shared => "read",
-        LockKind::Reserved => "write",
-        LockKind::Exclusive => "exclusive",
+        Answer::Ok(ids) => format!("ok {ids:?}"),
+        other => show::show_answer(other),
     }
 }

@@ -1,89 +1,88 @@
-//! The restart step, and what happens to a replica's cache while its
-//! process is down: a clock that moved, a migration that rebuilt a table,
-//! an update to the engine's next version (a cache in an older format), or
-//! a step back to an older version (a cache a newer version wrote).
+//! The restart step, and what befalls a replica while its process is down
+//! (`WhileDown`): a clock that moved, a migration that rebuilt a table, an
+//! update to the engine's next version (a cache in an older format), a step
+//! back from a newer version (a cache it wrote), a remote a newer
+//! application changed, the application holding the cache's lock.
 
-use crate::check::{Invariant, Violation};
+use super::observe::Look;
+use super::{Runner, Started, StepOutcome};
+use crate::check::{answers, blame};
 use crate::events::{count, Event};
 use crate::places::{Downgrade, LegacyFormat};
-use crate::scenario::NEWER_CACHE_FORMAT;
+use crate::scenario::{WhileDown, NEWER_CACHE_FORMAT};
 
-use super::{engine_violation, Runner, StepOutcome};
-use crate::subject::Answer;
+/// When a restart meets each thing that befell the replica: the clock and
+/// the files first, then the opens that must be refused (a newer version's
+/// cache, a remote a newer application changed) before the cache is
+/// upgraded, then the upgrade; the application's lock is held over the
+/// open itself.
+fn moment(item: &WhileDown) -> u8 {
+    match item {
+        WhileDown::ClockMoved { .. } => 0,
+        WhileDown::TableRebuilt { .. } => 1,
+        WhileDown::CacheFromNewerVersion => 2,
+        WhileDown::RemoteDrifted { .. } => 3,
+        WhileDown::CacheFromOlderVersion { .. } => 4,
+        WhileDown::AppHoldsCache => 5,
+    }
+}
 
 impl Runner<'_> {
-    /// A `Restart` step of replica `replica` (a no-op but for its line when
-    /// the replica is up).
-    pub(super) fn restart_step(
-        &mut self,
-        replica: usize,
-        offset_ms: Option<i64>,
-        rebuilt: Option<usize>,
-        cache_format: Option<u8>,
-        remote_drifted: Option<usize>,
-        app_holds_cache: bool,
-    ) -> StepOutcome {
-        if let Some(offset_ms) = offset_ms.filter(|_| self.caps().clock && !self.up(replica)) {
-            // The process comes back to a clock that moved (backwards).
-            self.offsets[replica] = offset_ms;
-            self.offsets_ahead_max = self.offsets_ahead_max.max(offset_ms);
-            count(&mut self.events, Event::ClockSkew, 1);
+    /// A `Restart` step of replica `r` (a no-op but for its line when the
+    /// replica is up: nothing befalls a running replica).
+    pub(super) fn restart_step(&mut self, r: usize, while_down: &[WhileDown]) -> StepOutcome {
+        let down = !self.up(r);
+        let mut items: Vec<WhileDown> = if down { while_down.to_vec() } else { Vec::new() };
+        items.sort_by_key(moment);
+        let mut notes = String::new();
+        let mut upgraded = false;
+        for item in &items {
+            let note = match *item {
+                WhileDown::ClockMoved { offset_ms } => {
+                    // The process comes back to a clock that moved (backwards).
+                    if self.caps().clock {
+                        self.offsets[r] = offset_ms;
+                        self.offsets_ahead_max = self.offsets_ahead_max.max(offset_ms);
+                        count(&mut self.events, Event::ClockSkew, 1);
+                    }
+                    Ok(String::new())
+                }
+                WhileDown::TableRebuilt { table } => self.rebuild_while_down(r, table),
+                WhileDown::CacheFromNewerVersion => self.refuse_newer_while_down(r, i64::from(NEWER_CACHE_FORMAT)),
+                WhileDown::RemoteDrifted { table } if self.profile() => self.refuse_drifted_remote_while_down(r, table),
+                WhileDown::CacheFromOlderVersion { format } => match LegacyFormat::from_number(format) {
+                    Some(format) => self
+                        .downgrade_while_down(r, format)
+                        .inspect(|note| upgraded |= !note.is_empty()),
+                    None => Ok(String::new()),
+                },
+                WhileDown::RemoteDrifted { .. } | WhileDown::AppHoldsCache => Ok(String::new()),
+            };
+            match note {
+                Ok(note) => notes.push_str(&note),
+                Err(out) => return out,
+            }
         }
-        let migrated = match rebuilt.filter(|_| !self.up(replica)) {
-            Some(table) => match self.rebuild_while_down(replica, table) {
-                Ok(note) => note,
-                Err(out) => return out,
-            },
-            None => String::new(),
-        };
-        let newer = match cache_format.filter(|&f| f == NEWER_CACHE_FORMAT && !self.up(replica)) {
-            Some(format) => match self.refuse_newer_while_down(replica, i64::from(format)) {
-                Ok(note) => note,
-                Err(out) => return out,
-            },
-            None => String::new(),
-        };
-        let drifted = match remote_drifted.filter(|_| self.profile() && !self.up(replica)) {
-            Some(table) => match self.refuse_drifted_remote_while_down(replica, table) {
-                Ok(note) => note,
-                Err(out) => return out,
-            },
-            None => String::new(),
-        };
-        let upgraded = match cache_format
-            .and_then(LegacyFormat::from_number)
-            .filter(|_| !self.up(replica))
-        {
-            Some(format) => match self.downgrade_while_down(replica, format) {
-                Ok(note) => note,
-                Err(out) => return out,
-            },
-            None => String::new(),
-        };
         // The application's write lock, only over an open that should
         // change nothing (reference profile: no table rebuilt, no other
         // format) and that no lock step already covers.
-        let held = app_holds_cache
+        let held = items.contains(&WhileDown::AppHoldsCache)
             && self.profile()
-            && !self.up(replica)
-            && rebuilt.is_none()
-            && cache_format.is_none()
-            && !self.places.cache_locked(replica);
+            && !items
+                .iter()
+                .any(|w| matches!(w, WhileDown::TableRebuilt { .. }) || w.is_other_cache_version())
+            && !self.places.cache_locked(r);
         if held {
-            if let Err(e) = self.places.lock_cache(replica, 0) {
-                return StepOutcome::new(
-                    format!("r{replica} restart"),
-                    Err(Violation::new(
-                        Invariant::EngineFailed,
-                        format!("r{replica}: the harness could not take the cache's write lock: {e}"),
-                    )),
-                );
+            if let Err(e) = self.places.lock_cache(r, 0) {
+                let what = format!("r{r}: the harness could not take the cache's write lock");
+                let doing = format!("take r{r}'s cache write lock for the application");
+                return StepOutcome::new(format!("r{r} restart"), Err(blame(&what, &doing, e)));
             }
         }
-        let under_lock = !self.up(replica) && self.places.cache_locked(replica) && self.profile();
-        let mut out = self.restart(replica);
+        let under_lock = down && self.places.cache_locked(r) && self.profile();
+        let mut out = self.restart(r);
         if held {
-            self.places.release_cache_lock(replica);
+            self.places.release_cache_lock(r);
             out.line
                 .insert_str(0, "(the application holds the cache's write lock) ");
         }
@@ -92,14 +91,14 @@ impl Runner<'_> {
             Event::RestartUnderCacheLock,
             u64::from(under_lock && out.verdict.is_ok()),
         );
-        if !upgraded.is_empty() && out.verdict.is_ok() && self.up(replica) {
+        if upgraded && out.verdict.is_ok() && self.up(r) {
             // The new version's second launch: an upgrade must have
             // recorded that it is done, and open the cache again as is.
-            self.replicas[replica] = None;
-            let again = self.restart(replica);
+            self.replicas[r] = None;
+            let again = self.restart(r);
             out = StepOutcome::new(format!("{}, relaunched: {}", out.line, again.line), again.verdict);
         }
-        out.line.insert_str(0, &format!("{migrated}{newer}{drifted}{upgraded}"));
+        out.line.insert_str(0, &notes);
         out
     }
 
@@ -110,29 +109,28 @@ impl Runner<'_> {
         if let Some(m) = &mut self.model {
             m.restart(r);
         }
-        match self.open(r, false, false) {
-            Ok(replica) => self.replicas[r] = Some(replica),
-            Err(e) => {
-                return StepOutcome::new(
-                    format!("r{r} restart -> error"),
-                    Err(Violation::new(Invariant::EngineFailed, format!("r{r} restart: {e}"))),
-                )
+        match self.start(r, false, false) {
+            Ok(Started::Up(replica)) => self.replicas[r] = Some(replica),
+            Ok(Started::Refused(why)) => {
+                return StepOutcome::checked(format!("r{r} restart -> error"), Err(answers::restart_failed(r, &why)))
             }
+            Err(stop) => return StepOutcome::new(format!("r{r} restart -> error"), Err(stop)),
         }
-        let pending = match self.replicas[r].as_mut().map(|x| x.pending()) {
-            Some(Answer::Ok(p)) => p,
-            Some(other) => {
-                return StepOutcome::new(
-                    format!("r{r} restart"),
-                    Err(engine_violation(&format!("r{r} pending"), &other)),
-                )
-            }
-            None => 0,
+        let seen = self.observe_cache(
+            r,
+            Look {
+                pending: true,
+                ledger: true,
+            },
+        );
+        let pending = match answers::answered(&format!("r{r} pending"), Self::pending_of(&seen)) {
+            Ok(pending) => pending,
+            Err(v) => return StepOutcome::checked(format!("r{r} restart"), Err(v)),
         };
         count(&mut self.events, Event::RestartWithPending, u64::from(pending > 0));
         StepOutcome::new(
             format!("r{r} restart with {pending} pending"),
-            self.observe_replica(r, true),
+            self.check_and_keep(seen),
         )
     }
 
@@ -151,9 +149,10 @@ impl Runner<'_> {
             }
             Err(e) => Err(StepOutcome::new(
                 format!("r{r} rebuild {name} -> error"),
-                Err(Violation::new(
-                    Invariant::EngineFailed,
-                    format!("r{r}: the harness could not rebuild {name} in the cache: {e}"),
+                Err(blame(
+                    &format!("r{r}: the harness could not rebuild {name} in the cache"),
+                    &format!("rebuild {name} in r{r}'s cache"),
+                    e,
                 )),
             )),
         }
@@ -178,12 +177,13 @@ impl Runner<'_> {
             Ok(Downgrade::NotReferenceFormat) => Ok(String::new()),
             Err(e) => Err(StepOutcome::new(
                 format!("r{r} cache from an older version -> error"),
-                Err(Violation::new(
-                    Invariant::EngineFailed,
-                    format!(
-                        "r{r}: the harness could not write the cache in format {}: {e}",
+                Err(blame(
+                    &format!(
+                        "r{r}: the harness could not write the cache in format {}",
                         format.number()
                     ),
+                    &format!("write r{r}'s cache in format {}", format.number()),
+                    e,
                 )),
             )),
         }
@@ -201,45 +201,37 @@ impl Runner<'_> {
             return Ok(String::new());
         }
         let name = self.schema.tables[table].name.clone();
-        let harness_error = |what: &str, e: String| {
+        let harness_error = |what: &str, e| {
             StepOutcome::new(
                 format!("r{r} remote {name} changed by a newer version -> error"),
-                Err(Violation::new(
-                    Invariant::EngineFailed,
-                    format!("r{r}: the harness could not {what} a column of the remote's {name}: {e}"),
+                Err(blame(
+                    &format!("r{r}: the harness could not {what} a column of the remote's {name}"),
+                    &format!("{what} a column of the remote's {name}"),
+                    e,
                 )),
             )
         };
         self.places
             .add_remote_column(&name)
             .map_err(|e| harness_error("add", e))?;
-        let refusal = match self.open(r, false, false) {
-            Ok(opened) => {
+        let refusal = match self.start(r, false, false) {
+            Ok(Started::Up(opened)) => {
                 drop(opened);
-                return Err(StepOutcome::new(
+                return Err(StepOutcome::checked(
                     format!(
                         "r{r} restart over a remote whose {name} has a column the schema does not declare -> opened"
                     ),
-                    Err(Violation::new(
-                        Invariant::OutcomeAgreement,
-                        format!(
-                            "r{r} opened a remote whose table {name} has a column its schema does not declare (a \
-                             newer version's migration added it): it must refuse such a remote (the reference: \
-                             SchemaMismatch) rather than sync against tables it does not know"
-                        ),
-                    )),
+                    Err(answers::opened_a_drifted_remote(r, &name)),
                 ));
             }
-            Err(e) => e,
+            Ok(Started::Refused(why)) => why,
+            Err(stop) => return Err(StepOutcome::new(format!("r{r} restart -> error"), Err(stop))),
         };
         count(&mut self.events, Event::RemoteDriftRefused, 1);
         self.places
             .drop_remote_column(&name)
             .map_err(|e| harness_error("drop", e))?;
-        // The case's folder is a fresh temporary one: the trace names it `<case>`.
-        let cache_path = self.places.cache_path(r);
-        let folder = cache_path.parent().map(|d| d.display().to_string()).unwrap_or_default();
-        let first_line = refusal.lines().next().unwrap_or_default().replace(&folder, "<case>");
+        let first_line = self.first_line_in_case(r, &refusal);
         Ok(format!(
             "a remote whose {name} a newer version gave a column refused ({first_line}), the column gone again: "
         ))
@@ -255,12 +247,13 @@ impl Runner<'_> {
         if self.places.cache_locked(r) {
             return Ok(String::new());
         }
-        let harness_error = |e: String| {
+        let harness_error = |e| {
             StepOutcome::new(
                 format!("r{r} cache from a newer version -> error"),
-                Err(Violation::new(
-                    Invariant::EngineFailed,
-                    format!("r{r}: the harness could not mark the cache as format {format}: {e}"),
+                Err(blame(
+                    &format!("r{r}: the harness could not mark the cache as format {format}"),
+                    &format!("mark r{r}'s cache as format {format}"),
+                    e,
                 )),
             )
         };
@@ -269,31 +262,49 @@ impl Runner<'_> {
             Ok(None) => return Ok(String::new()),
             Err(e) => return Err(harness_error(e)),
         };
-        let refusal = match self.open(r, false, false) {
-            Ok(opened) => {
+        let refusal = match self.start(r, false, false) {
+            Ok(Started::Up(opened)) => {
                 drop(opened);
-                return Err(StepOutcome::new(
+                return Err(StepOutcome::checked(
                     format!("r{r} restart over a newer version's cache (format {format}) -> opened"),
-                    Err(Violation::new(
-                        Invariant::OutcomeAgreement,
-                        format!(
-                            "r{r} opened a cache a newer version of the engine wrote (format {format}, above the \
-                             {had} it writes): it cannot know what that version changed, so it must refuse the \
-                             file (the reference: CacheFormatTooNew) and leave it as it is"
-                        ),
-                    )),
+                    Err(answers::opened_a_newer_cache(r, format, had)),
                 ));
             }
-            Err(e) => e,
+            Ok(Started::Refused(why)) => why,
+            Err(stop) => return Err(StepOutcome::new(format!("r{r} restart -> error"), Err(stop))),
         };
         count(&mut self.events, Event::NewerCacheRefused, 1);
         self.places.restore_cache_format(r, had).map_err(harness_error)?;
-        // The case's folder is a fresh temporary one: the trace names it `<case>`.
-        let cache_path = self.places.cache_path(r);
-        let folder = cache_path.parent().map(|d| d.display().to_string()).unwrap_or_default();
-        let first_line = refusal.lines().next().unwrap_or_default().replace(&folder, "<case>");
+        let first_line = self.first_line_in_case(r, &refusal);
         Ok(format!(
             "a newer version's cache (format {format}) refused ({first_line}), the newer version back: "
         ))
+    }
+
+    /// The first line of an engine's message, with the case's folder (a
+    /// fresh temporary one) named `<case>`, so traces replay alike.
+    fn first_line_in_case(&self, r: usize, message: &str) -> String {
+        let cache_path = self.places.cache_path(r);
+        let folder = cache_path.parent().map(|d| d.display().to_string()).unwrap_or_default();
+        message.lines().next().unwrap_or_default().replace(&folder, "<case>")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_of_while_down_has_its_own_moment() {
+        let all = [
+            WhileDown::ClockMoved { offset_ms: 0 },
+            WhileDown::TableRebuilt { table: 0 },
+            WhileDown::CacheFromNewerVersion,
+            WhileDown::RemoteDrifted { table: 0 },
+            WhileDown::CacheFromOlderVersion { format: 0 },
+            WhileDown::AppHoldsCache,
+        ];
+        let moments: Vec<u8> = all.iter().map(moment).collect();
+        assert_eq!(moments, vec![0, 1, 2, 3, 4, 5]);
     }
 }

@@ -8,8 +8,19 @@ use std::collections::{BTreeMap, BTreeSet};
 use syncgate_model as model;
 use syncgate_protocol as protocol;
 
-use crate::check::show_value;
-use crate::scenario::{CrashAt, IdChoice, LockKind, Reconnect, Step, SyncKind, Val};
+use crate::scenario::{CrashAt, IdChoice, LockKind, Reconnect, Step, SyncKind, Val, WhileDown};
+use crate::show::show_value;
+
+/// Why a step cannot run against what the harness last read (no row of the
+/// kind it names, say): it is skipped, and the trace says why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Skip(pub String);
+
+impl From<&str> for Skip {
+    fn from(why: &str) -> Skip {
+        Skip(why.to_string())
+    }
+}
 
 /// A cell of a planned write: a value, or the id an earlier insert of the
 /// same transaction mints.
@@ -35,12 +46,36 @@ pub struct PlannedOp {
     pub values: Vec<(usize, Cell)>,
 }
 
+impl PlannedOp {
+    /// The op's values, each reference to an earlier insert of the same
+    /// transaction resolved to the id `minted` says it got (NULL if none).
+    pub fn resolved(&self, minted: &[Option<i64>]) -> Vec<(usize, model::Value)> {
+        self.values
+            .iter()
+            .map(|(c, cell)| {
+                let v = match cell {
+                    Cell::Value(v) => v.clone(),
+                    Cell::Ref(k) => minted
+                        .get(*k)
+                        .copied()
+                        .flatten()
+                        .map_or(model::Value::Null, model::Value::Int),
+                };
+                (*c, v)
+            })
+            .collect()
+    }
+}
+
 /// What a step does, concretely.
 #[derive(Clone, Debug)]
 pub enum Action {
     Write {
         replica: usize,
         ops: Vec<PlannedOp>,
+        /// The number the transaction's first write will get in the
+        /// history, which its text values carry as their tag (`.wN`).
+        tag: usize,
         outside: bool,
         /// Outside inserts: ids the application mints and gives up on first.
         abandoned_ids: u8,
@@ -54,15 +89,7 @@ pub enum Action {
     },
     Restart {
         replica: usize,
-        offset_ms: Option<i64>,
-        /// The table a migration rebuilt while the replica was down.
-        rebuilt: Option<usize>,
-        /// The older cache format the engine's previous version left.
-        cache_format: Option<u8>,
-        /// The remote table a newer application gave a column while down.
-        remote_drifted: Option<usize>,
-        /// The application holds the cache's write lock during the open.
-        app_holds_cache: bool,
+        while_down: Vec<WhileDown>,
     },
     LockRemote {
         lock: LockKind,
@@ -79,7 +106,7 @@ pub enum Action {
 }
 
 /// What translation reads: the last rows seen in each place.
-pub struct View<'a> {
+pub(super) struct View<'a> {
     pub schema: &'a model::Schema,
     /// Each replica's cache as last read.
     pub caches: &'a [model::Tables],
@@ -94,9 +121,9 @@ pub struct View<'a> {
     pub explicit_ids: bool,
 }
 
-fn pick(ids: Vec<i64>, n: usize, what: &str) -> Result<i64, String> {
+fn pick(ids: Vec<i64>, n: usize, what: &str) -> Result<i64, Skip> {
     if ids.is_empty() {
-        Err(format!("no {what}"))
+        Err(Skip(format!("no {what}")))
     } else {
         Ok(ids[n % ids.len()])
     }
@@ -107,7 +134,7 @@ impl View<'_> {
         self.caches[r][t].keys().copied().collect()
     }
 
-    fn value(&self, r: usize, t: usize, c: usize, v: &Val, tag: usize) -> Result<Cell, String> {
+    fn value(&self, r: usize, t: usize, c: usize, v: &Val, tag: usize) -> Result<Cell, Skip> {
         let table = &self.schema.tables[t];
         Ok(Cell::Value(match v {
             Val::Null => model::Value::Null,
@@ -124,14 +151,16 @@ impl View<'_> {
     }
 
     /// The action `step` names, or why it cannot run here (skipped).
-    pub fn translate(&self, step: &Step) -> Result<Action, String> {
+    pub(super) fn translate(&self, step: &Step) -> Result<Action, Skip> {
         match step {
             Step::Insert { .. } | Step::Update { .. } | Step::Delete { .. } | Step::InsertFamily { .. } => {
                 let replica = step.replica().unwrap_or(0);
                 let ops = self.plan(step, false)?;
+                assert!(!ops.is_empty(), "a write step plans at least one write: {step:?}");
                 Ok(Action::Write {
                     replica,
                     ops,
+                    tag: self.next_write,
                     outside: false,
                     abandoned_ids: 0,
                 })
@@ -142,6 +171,7 @@ impl View<'_> {
                     return Err("outside writes are single inserts, updates or deletes".into());
                 }
                 let ops = self.plan(inner, true)?;
+                assert_eq!(ops.len(), 1, "an outside write is one write: {inner:?}");
                 let abandoned_ids = match **inner {
                     Step::Insert {
                         id: IdChoice::MintAbandoning(n),
@@ -152,6 +182,7 @@ impl View<'_> {
                 Ok(Action::Write {
                     replica,
                     ops,
+                    tag: self.next_write,
                     outside: true,
                     abandoned_ids,
                 })
@@ -172,20 +203,9 @@ impl View<'_> {
                 crash: Some(*at),
                 sessions_cut: None,
             }),
-            Step::Restart {
-                replica,
-                offset_ms,
-                rebuilt,
-                cache_format,
-                app_holds_cache,
-                remote_drifted,
-            } => Ok(Action::Restart {
+            Step::Restart { replica, while_down } => Ok(Action::Restart {
                 replica: *replica,
-                offset_ms: *offset_ms,
-                rebuilt: *rebuilt,
-                cache_format: *cache_format,
-                remote_drifted: *remote_drifted,
-                app_holds_cache: *app_holds_cache,
+                while_down: while_down.clone(),
             }),
             Step::LockRemote { lock, hold } => Ok(Action::LockRemote {
                 lock: *lock,
@@ -202,147 +222,177 @@ impl View<'_> {
         }
     }
 
-    fn plan(&self, step: &Step, outside: bool) -> Result<Vec<PlannedOp>, String> {
-        let tag = self.next_write;
+    fn plan(&self, step: &Step, outside: bool) -> Result<Vec<PlannedOp>, Skip> {
         match step {
             Step::Insert {
                 replica,
                 table,
                 id,
                 values,
-            } => {
-                let (r, t) = (*replica, *table);
-                let name = &self.schema.tables[t].name;
-                let id = if outside { &IdChoice::Mint } else { id };
-                let explicit = match id {
-                    IdChoice::Mint | IdChoice::MintAbandoning(_) => None,
-                    _ if !self.explicit_ids => return Err("the engine mints every id".into()),
-                    IdChoice::Foreign(n) => {
-                        let own: BTreeSet<i64> = self.held(r, t).into_iter().collect();
-                        let mut elsewhere: BTreeSet<i64> = self.remote[t].keys().copied().collect();
-                        for (o, cache) in self.caches.iter().enumerate() {
-                            if o != r {
-                                elsewhere.extend(cache[t].keys().copied());
-                            }
-                        }
-                        let ids = elsewhere.difference(&own).copied().collect();
-                        Some(pick(ids, *n, &format!("{name} row made elsewhere to collide with"))?)
-                    }
-                    IdChoice::Taken(n) => Some(pick(self.held(r, t), *n, &format!("own {name} row to collide with"))?),
-                    IdChoice::Deleted(n) | IdChoice::MergedAway(n) => {
-                        // Ids this replica held and no longer does: deleted,
-                        // or merged away by a pull. With none of the kind
-                        // asked for, any gone id is still a collision to try.
-                        let held: BTreeSet<i64> = self.held(r, t).into_iter().collect();
-                        let gone: Vec<i64> = self.seen[r][t]
-                            .iter()
-                            .filter(|id| !held.contains(id))
-                            .copied()
-                            .collect();
-                        let want_deleted = matches!(id, IdChoice::Deleted(_));
-                        let of_kind: Vec<i64> = gone
-                            .iter()
-                            .filter(|id| self.deleted.contains(&(t, **id)) == want_deleted)
-                            .copied()
-                            .collect();
-                        let pool = if of_kind.is_empty() { gone } else { of_kind };
-                        Some(pick(pool, *n, &format!("{name} row gone from here to reuse"))?)
-                    }
-                };
-                let mut cells = Vec::new();
-                for (c, v) in values.iter().enumerate() {
-                    cells.push((c, self.value(r, t, c, v, tag)?));
-                }
-                if outside {
-                    // A raw insert whose natural key this replica holds fails
-                    // on the cache's UNIQUE constraint, not in the sync layer.
-                    if let Some(k) = self.schema.tables[t].natural_key {
-                        if let Cell::Value(key) = &cells[k].1 {
-                            if self.caches[r][t].values().any(|row| row[k] == *key) {
-                                return Err(format!("{name} key {} held here", show_value(key)));
-                            }
-                        }
-                    }
-                }
-                Ok(vec![PlannedOp {
-                    table: t,
-                    kind: PlannedKind::Insert { id: explicit },
-                    values: cells,
-                }])
-            }
+            } => self.plan_insert(*replica, *table, id, values, outside),
             Step::Update {
                 replica,
                 table,
                 row,
                 column,
                 value,
-            } => {
-                let (r, t) = (*replica, *table);
-                let name = &self.schema.tables[t].name;
-                let id = pick(self.held(r, t), *row, &format!("{name} row to update"))?;
-                Ok(vec![PlannedOp {
-                    table: t,
-                    kind: PlannedKind::Update { id },
-                    values: vec![(*column, self.value(r, t, *column, value, tag)?)],
-                }])
-            }
-            Step::Delete { replica, table, row } => {
-                let (r, t) = (*replica, *table);
-                let name = &self.schema.tables[t].name;
-                let id = pick(self.held(r, t), *row, &format!("{name} row to delete"))?;
-                Ok(vec![PlannedOp {
-                    table: t,
-                    kind: PlannedKind::Delete { id },
-                    values: Vec::new(),
-                }])
-            }
+            } => self.plan_update(*replica, *table, *row, *column, value),
+            Step::Delete { replica, table, row } => self.plan_delete(*replica, *table, *row),
             Step::InsertFamily {
                 replica,
                 domain,
                 records,
-            } => {
-                // A domain and its records in one transaction; each record
-                // refers to the domain by the id op 0 mints.
-                let r = *replica;
-                let (parent, child) = (0, 2);
-                let mut ops = Vec::new();
-                let mut cells = Vec::new();
-                for (c, v) in domain.iter().enumerate() {
-                    cells.push((c, self.value(r, parent, c, v, tag)?));
-                }
-                ops.push(PlannedOp {
-                    table: parent,
-                    kind: PlannedKind::Insert { id: None },
-                    values: cells,
-                });
-                for (k, record) in records.iter().enumerate() {
-                    let mut own = record.iter();
-                    let mut cells = Vec::new();
-                    for (c, col) in self.schema.tables[child].columns.iter().enumerate() {
-                        let cell = match col.references {
-                            Some(p) if p == parent => Cell::Ref(0),
-                            _ => match own.next() {
-                                Some(v) => self.value(r, child, c, v, tag + 1 + k)?,
-                                None => Cell::Value(model::Value::Null),
-                            },
-                        };
-                        cells.push((c, cell));
-                    }
-                    ops.push(PlannedOp {
-                        table: child,
-                        kind: PlannedKind::Insert { id: None },
-                        values: cells,
-                    });
-                }
-                Ok(ops)
-            }
+            } => self.plan_family(*replica, domain, records),
             _ => Err("not a write".into()),
         }
+    }
+
+    fn plan_insert(
+        &self,
+        replica: usize,
+        table: usize,
+        id: &IdChoice,
+        values: &[Val],
+        outside: bool,
+    ) -> Result<Vec<PlannedOp>, Skip> {
+        let tag = self.next_write;
+        let (r, t) = (replica, table);
+        let name = &self.schema.tables[t].name;
+        let id = if outside { &IdChoice::Mint } else { id };
+        let explicit = self.explicit_id(r, t, id)?;
+        let mut cells = Vec::new();
+        for (c, v) in values.iter().enumerate() {
+            cells.push((c, self.value(r, t, c, v, tag)?));
+        }
+        if outside {
+            // A raw insert whose natural key this replica holds fails
+            // on the cache's UNIQUE constraint, not in the sync layer.
+            if let Some(k) = self.schema.tables[t].natural_key {
+                if let Cell::Value(key) = &cells[k].1 {
+                    if self.caches[r][t].values().any(|row| row[k] == *key) {
+                        return Err(Skip(format!("{name} key {} held here", show_value(key))));
+                    }
+                }
+            }
+        }
+        Ok(vec![PlannedOp {
+            table: t,
+            kind: PlannedKind::Insert { id: explicit },
+            values: cells,
+        }])
+    }
+
+    /// The explicit id an insert asks for (`None`: the engine mints one).
+    fn explicit_id(&self, r: usize, t: usize, id: &IdChoice) -> Result<Option<i64>, Skip> {
+        let name = &self.schema.tables[t].name;
+        Ok(match id {
+            IdChoice::Mint | IdChoice::MintAbandoning(_) => None,
+            _ if !self.explicit_ids => return Err("the engine mints every id".into()),
+            IdChoice::Foreign(n) => {
+                let own: BTreeSet<i64> = self.held(r, t).into_iter().collect();
+                let mut elsewhere: BTreeSet<i64> = self.remote[t].keys().copied().collect();
+                for (o, cache) in self.caches.iter().enumerate() {
+                    if o != r {
+                        elsewhere.extend(cache[t].keys().copied());
+                    }
+                }
+                let ids = elsewhere.difference(&own).copied().collect();
+                Some(pick(ids, *n, &format!("{name} row made elsewhere to collide with"))?)
+            }
+            IdChoice::Taken(n) => Some(pick(self.held(r, t), *n, &format!("own {name} row to collide with"))?),
+            IdChoice::Deleted(n) | IdChoice::MergedAway(n) => {
+                // Ids this replica held and no longer does: deleted,
+                // or merged away by a pull. With none of the kind
+                // asked for, any gone id is still a collision to try.
+                let held: BTreeSet<i64> = self.held(r, t).into_iter().collect();
+                let gone: Vec<i64> = self.seen[r][t]
+                    .iter()
+                    .filter(|id| !held.contains(id))
+                    .copied()
+                    .collect();
+                let want_deleted = matches!(id, IdChoice::Deleted(_));
+                let of_kind: Vec<i64> = gone
+                    .iter()
+                    .filter(|id| self.deleted.contains(&(t, **id)) == want_deleted)
+                    .copied()
+                    .collect();
+                let pool = if of_kind.is_empty() { gone } else { of_kind };
+                Some(pick(pool, *n, &format!("{name} row gone from here to reuse"))?)
+            }
+        })
+    }
+
+    fn plan_update(
+        &self,
+        replica: usize,
+        table: usize,
+        row: usize,
+        column: usize,
+        value: &Val,
+    ) -> Result<Vec<PlannedOp>, Skip> {
+        let tag = self.next_write;
+        let (r, t) = (replica, table);
+        let name = &self.schema.tables[t].name;
+        let id = pick(self.held(r, t), row, &format!("{name} row to update"))?;
+        Ok(vec![PlannedOp {
+            table: t,
+            kind: PlannedKind::Update { id },
+            values: vec![(column, self.value(r, t, column, value, tag)?)],
+        }])
+    }
+
+    fn plan_delete(&self, replica: usize, table: usize, row: usize) -> Result<Vec<PlannedOp>, Skip> {
+        let (r, t) = (replica, table);
+        let name = &self.schema.tables[t].name;
+        let id = pick(self.held(r, t), row, &format!("{name} row to delete"))?;
+        Ok(vec![PlannedOp {
+            table: t,
+            kind: PlannedKind::Delete { id },
+            values: Vec::new(),
+        }])
+    }
+
+    /// A domain and its records in one transaction; each record refers to
+    /// the domain by the id op 0 mints.
+    fn plan_family(&self, replica: usize, domain: &[Val], records: &[Vec<Val>]) -> Result<Vec<PlannedOp>, Skip> {
+        let tag = self.next_write;
+        let r = replica;
+        let (parent, child) = (0, 2);
+        let mut ops = Vec::new();
+        let mut cells = Vec::new();
+        for (c, v) in domain.iter().enumerate() {
+            cells.push((c, self.value(r, parent, c, v, tag)?));
+        }
+        ops.push(PlannedOp {
+            table: parent,
+            kind: PlannedKind::Insert { id: None },
+            values: cells,
+        });
+        for (k, record) in records.iter().enumerate() {
+            let mut own = record.iter();
+            let mut cells = Vec::new();
+            for (c, col) in self.schema.tables[child].columns.iter().enumerate() {
+                let cell = match col.references {
+                    Some(p) if p == parent => Cell::Ref(0),
+                    _ => match own.next() {
+                        Some(v) => self.value(r, child, c, v, tag + 1 + k)?,
+                        None => Cell::Value(model::Value::Null),
+                    },
+                };
+                cells.push((c, cell));
+            }
+            ops.push(PlannedOp {
+                table: child,
+                kind: PlannedKind::Insert { id: None },
+                values: cells,
+            });
+        }
+        Ok(ops)
     }
 }
 
 /// The protocol's form of planned ops (table and column names).
-pub fn protocol_ops(schema: &model::Schema, ops: &[PlannedOp]) -> Vec<protocol::Op> {
+pub(super) fn protocol_ops(schema: &model::Schema, ops: &[PlannedOp]) -> Vec<protocol::Op> {
     ops.iter()
         .map(|op| {
             let table = &schema.tables[op.table];
@@ -380,26 +430,12 @@ pub fn protocol_ops(schema: &model::Schema, ops: &[PlannedOp]) -> Vec<protocol::
 /// The model's form of planned ops. A reference to an id minted earlier in
 /// the transaction becomes the id the model will mint for it, counted from
 /// the replica's `next_id` as the model mints (rule I1).
-pub fn model_writes(ops: &[PlannedOp], next_id: i64) -> Vec<model::Write> {
+pub(super) fn model_writes(ops: &[PlannedOp], next_id: i64) -> Vec<model::Write> {
     let mut next = next_id;
     let mut minted: Vec<Option<i64>> = Vec::new();
     let mut out = Vec::new();
     for op in ops {
-        let values: Vec<(usize, model::Value)> = op
-            .values
-            .iter()
-            .map(|(c, cell)| {
-                let v = match cell {
-                    Cell::Value(v) => v.clone(),
-                    Cell::Ref(k) => minted
-                        .get(*k)
-                        .copied()
-                        .flatten()
-                        .map_or(model::Value::Null, model::Value::Int),
-                };
-                (*c, v)
-            })
-            .collect();
+        let values = op.resolved(&minted);
         match op.kind {
             PlannedKind::Insert { id } => {
                 let id_now = match id {
@@ -437,7 +473,7 @@ pub fn model_writes(ops: &[PlannedOp], next_id: i64) -> Vec<model::Write> {
 }
 
 /// The trace's description of a planned transaction.
-pub fn describe(schema: &model::Schema, ops: &[PlannedOp]) -> String {
+pub(super) fn describe(schema: &model::Schema, ops: &[PlannedOp]) -> String {
     let parts: Vec<String> = ops
         .iter()
         .map(|op| {

@@ -18,8 +18,42 @@ pub use syncgate_protocol::{
     SyncReport, Value,
 };
 
-use crate::places::RemoteTarget;
+use crate::places::{PlaceError, RemoteTarget};
 use crate::scenario::SyncKind;
+
+/// Why a replica could not be started, sorted by who is to blame.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum OpenError {
+    /// The engine's process could not be started at all (the command, the
+    /// machine): a setup error, never the engine's failure in a case.
+    #[error("{0}")]
+    Start(String),
+    /// The engine answered the handshake with something other than
+    /// `init_ok`, or not at all, or with a version this harness does not
+    /// speak.
+    #[error("{0}")]
+    Handshake(String),
+    /// The engine refused to open its files (its own error): a cache a
+    /// newer version wrote, a remote whose tables differ from the schema.
+    /// Some restarts expect exactly that.
+    #[error("{0}")]
+    Refused(String),
+    /// The harness could not prepare what the replica needs (its wire tap
+    /// to the server).
+    #[error(transparent)]
+    Place(#[from] PlaceError),
+}
+
+impl OpenError {
+    /// Whether the harness, not the engine, is to blame.
+    pub fn is_harness(&self) -> bool {
+        match self {
+            OpenError::Start(_) => true,
+            OpenError::Place(e) => e.is_harness(),
+            OpenError::Handshake(_) | OpenError::Refused(_) => false,
+        }
+    }
+}
 
 /// How an engine answered a request.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -53,7 +87,6 @@ impl<T> Answer<T> {
     }
 }
 
-/// What the runner needs to start one replica.
 /// The optional tries an engine reports with a `busy` sync failure.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BusyTriesReported {
@@ -89,6 +122,7 @@ pub fn reported_round_trips(response: &syncgate_protocol::Response) -> Option<u6
     }
 }
 
+/// What the runner needs to start one replica.
 #[derive(Clone, Debug)]
 pub struct OpenSpec {
     pub replica: usize,
@@ -140,7 +174,7 @@ pub trait Subject: Sync {
     }
     /// Starts one replica (new, or restarted from its files) and returns it
     /// with its handshake answer.
-    fn open_replica(&self, spec: &OpenSpec) -> Result<(Box<dyn SubjectReplica>, InitOk), String>;
+    fn open_replica(&self, spec: &OpenSpec) -> Result<(Box<dyn SubjectReplica>, InitOk), OpenError>;
 }
 
 /// One running replica of a subject.
@@ -155,7 +189,6 @@ pub trait SubjectReplica {
     /// The rows of `table` through the engine's read API (only asked of
     /// engines that declare `reads`).
     fn read(&mut self, table: &str) -> Answer<Vec<ReadRow>>;
-    /// Busy retries so far, where the engine can tell (an event).
     /// What the engine reported with its last sync's `busy` failure: how
     /// often it tried, how long it waited (PROTOCOL.md, `sync_failed`).
     fn last_busy_tries(&self) -> Option<BusyTriesReported> {
@@ -190,7 +223,7 @@ impl Subject for ContractOnly {
         self.0.remote()
     }
 
-    fn open_replica(&self, spec: &OpenSpec) -> Result<(Box<dyn SubjectReplica>, InitOk), String> {
+    fn open_replica(&self, spec: &OpenSpec) -> Result<(Box<dyn SubjectReplica>, InitOk), OpenError> {
         let (replica, mut init_ok) = self.0.open_replica(spec)?;
         init_ok.capabilities.profile = None;
         Ok((replica, init_ok))
@@ -214,7 +247,7 @@ impl Subject for OnRemote {
         self.remote.clone()
     }
 
-    fn open_replica(&self, spec: &OpenSpec) -> Result<(Box<dyn SubjectReplica>, InitOk), String> {
+    fn open_replica(&self, spec: &OpenSpec) -> Result<(Box<dyn SubjectReplica>, InitOk), OpenError> {
         self.subject.open_replica(spec)
     }
 }

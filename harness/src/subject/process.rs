@@ -18,8 +18,8 @@ use syncgate_protocol::{Envelope, InitOk, Reply, Request, Response, VERSION};
 
 use super::reference::{expect, sync_request};
 use super::{
-    reported_round_trips, Answer, BusyTriesReported, CrashPoint, Op, OpenSpec, ReadRow, Subject, SubjectReplica,
-    SyncReport,
+    reported_round_trips, Answer, BusyTriesReported, CrashPoint, Op, OpenError, OpenSpec, ReadRow, Subject,
+    SubjectReplica, SyncReport,
 };
 use crate::scenario::SyncKind;
 
@@ -50,7 +50,7 @@ impl Subject for ProcessEngine {
         format!("exec:{}", self.command)
     }
 
-    fn open_replica(&self, spec: &OpenSpec) -> Result<(Box<dyn SubjectReplica>, InitOk), String> {
+    fn open_replica(&self, spec: &OpenSpec) -> Result<(Box<dyn SubjectReplica>, InitOk), OpenError> {
         let mut process = Process::spawn(&self.command, self.timeout)?;
         let init = spec.init(&self.schema);
         let answer = process.request(Request::Init(Box::new(init)));
@@ -60,19 +60,19 @@ impl Subject for ProcessEngine {
         }) {
             Answer::Ok(ok) => ok,
             other => {
-                return Err(format!(
+                return Err(OpenError::Handshake(format!(
                     "the handshake with `{}` failed: {}{}",
                     self.command,
                     describe(&other),
                     process.log_tail_block()
-                ))
+                )))
             }
         };
         if ok.protocol != VERSION {
-            return Err(format!(
+            return Err(OpenError::Handshake(format!(
                 "`{}` speaks protocol version {}, this syncgate speaks {VERSION}: update the adapter or syncgate",
                 self.command, ok.protocol
-            ));
+            )));
         }
         Ok((Box::new(process), ok))
     }
@@ -107,7 +107,7 @@ struct Process {
 }
 
 impl Process {
-    fn spawn(command: &str, timeout: Duration) -> Result<Process, String> {
+    fn spawn(command: &str, timeout: Duration) -> Result<Process, OpenError> {
         let mut child = Command::new("/bin/sh")
             .arg("-c")
             .arg(format!("exec {command}"))
@@ -115,9 +115,10 @@ impl Process {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| format!("cannot start `{command}` with /bin/sh: {e}"))?;
-        let stdout = child.stdout.take().ok_or("no stdout pipe")?;
-        let stderr = child.stderr.take().ok_or("no stderr pipe")?;
+            .map_err(|e| OpenError::Start(format!("cannot start `{command}` with /bin/sh: {e}")))?;
+        let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+            unreachable!("both pipes were asked for")
+        };
         let (tx, lines) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {

@@ -7,8 +7,8 @@ use syncgate_protocol::{InitOk, Request, Response};
 use syncgate_reference_adapter::{init_ok, CrashMode, Handled, Options, ReferenceAdapter};
 
 use super::{
-    reported_round_trips, Answer, BusyTriesReported, CrashPoint, Op, OpenSpec, ReadRow, Subject, SubjectReplica,
-    SyncReport,
+    reported_round_trips, Answer, BusyTriesReported, CrashPoint, Op, OpenError, OpenSpec, ReadRow, Subject,
+    SubjectReplica, SyncReport,
 };
 use crate::scenario::SyncKind;
 
@@ -55,9 +55,9 @@ impl Subject for ReferenceEngine {
         true
     }
 
-    fn open_replica(&self, spec: &OpenSpec) -> Result<(Box<dyn SubjectReplica>, InitOk), String> {
+    fn open_replica(&self, spec: &OpenSpec) -> Result<(Box<dyn SubjectReplica>, InitOk), OpenError> {
         let init = spec.init(&self.schema);
-        let adapter = ReferenceAdapter::open(&init, &self.options, CrashMode::Error)?;
+        let adapter = ReferenceAdapter::open(&init, &self.options, CrashMode::Error).map_err(OpenError::Refused)?;
         Ok((
             Box::new(InProcess {
                 adapter,

@@ -2,7 +2,10 @@
 
 mod contract;
 mod engines;
+mod harness_faults;
+mod layout;
 mod pg_cursor;
+mod pg_places;
 mod pg_sessions;
 mod property;
 mod regressions;

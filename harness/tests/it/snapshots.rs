@@ -7,7 +7,7 @@
 use syncgate::gate::{check, default_base_dir};
 use syncgate::mutants::hunt_options;
 use syncgate::run::run_case;
-use syncgate::scenario::{CrashAt, IdChoice, LockKind, Scenario, Step, Swarm, SyncKind, Val, NEWER_CACHE_FORMAT};
+use syncgate::scenario::{CrashAt, IdChoice, LockKind, Scenario, Step, Swarm, SyncKind, Val, WhileDown};
 use syncgate::subject::reference::ReferenceEngine;
 use syncgate::subject::ContractOnly;
 use syncgate_engine::Mutant;
@@ -83,19 +83,14 @@ fn push_crashing_before_commit(replica: usize) -> Step {
 
 /// A plain restart of `replica` (nothing happened to its cache while down).
 fn restart(replica: usize) -> Step {
-    restart_with(replica, None, false)
+    restart_with(replica, &[])
 }
 
-/// A restart of `replica` over a cache in `cache_format`, or while the
-/// application holds the cache's write lock.
-fn restart_with(replica: usize, cache_format: Option<u8>, app_holds_cache: bool) -> Step {
+/// A restart of `replica` after what befell it while down.
+fn restart_with(replica: usize, while_down: &[WhileDown]) -> Step {
     Step::Restart {
         replica,
-        offset_ms: None,
-        rebuilt: None,
-        cache_format,
-        app_holds_cache,
-        remote_drifted: None,
+        while_down: while_down.to_vec(),
     }
 }
 
@@ -190,7 +185,7 @@ fn pending_writes_survive_an_upgrade_from_an_older_cache_format() {
                 sync(0),
                 host(0),
                 push_crashing_before_commit(0),
-                restart_with(0, Some(0), false),
+                restart_with(0, &[WhileDown::CacheFromOlderVersion { format: 0 }]),
                 host(0),
                 sync(0),
                 sync(1),
@@ -211,7 +206,7 @@ fn a_cache_from_a_newer_version_is_refused_and_loses_nothing() {
             vec![
                 host(0),
                 push_crashing_before_commit(0),
-                restart_with(0, Some(NEWER_CACHE_FORMAT), false),
+                restart_with(0, &[WhileDown::CacheFromNewerVersion]),
                 sync(0),
                 sync(1),
             ],
@@ -226,14 +221,7 @@ fn a_replica_refuses_a_remote_a_newer_version_gave_a_column() {
     // not know would write rows without that column's values: the engine
     // refuses to open the remote (SchemaMismatch) and starts once the
     // column is gone; the pending write is pushed.
-    let drifted = Step::Restart {
-        replica: 0,
-        offset_ms: None,
-        rebuilt: None,
-        cache_format: None,
-        app_holds_cache: false,
-        remote_drifted: Some(2),
-    };
+    let drifted = restart_with(0, &[WhileDown::RemoteDrifted { table: 2 }]);
     regression(
         "remote-drift-refused",
         scenario(
@@ -256,7 +244,7 @@ fn a_replica_starts_while_the_application_holds_its_cache_lock() {
             vec![
                 host(0),
                 push_crashing_before_commit(0),
-                restart_with(0, None, true),
+                restart_with(0, &[WhileDown::AppHoldsCache]),
                 sync(0),
                 sync(1),
             ],

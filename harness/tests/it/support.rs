@@ -6,12 +6,13 @@ use std::io::Write;
 use syncgate::scenario::SyncKind;
 use syncgate::subject::reference::ReferenceEngine;
 use syncgate::subject::{
-    Answer, BusyTriesReported, CrashPoint, InitOk, Op, OpenSpec, ReadRow, Subject, SubjectReplica, SyncReport,
+    Answer, BusyTriesReported, CrashPoint, InitOk, Op, OpenError, OpenSpec, ReadRow, Subject, SubjectReplica,
+    SyncReport,
 };
 
 /// The server's connection string (`SYNCGATE_PG_URL`), or `None` after
 /// saying on the terminal that `test` was skipped.
-pub fn pg_url(test: &str) -> Option<String> {
+pub(crate) fn pg_url(test: &str) -> Option<String> {
     match std::env::var("SYNCGATE_PG_URL") {
         Ok(url) if !url.is_empty() => Some(url),
         _ => {
@@ -27,7 +28,7 @@ pub fn pg_url(test: &str) -> Option<String> {
 
 /// What a [`Misreporting`] engine gets wrong in its sync replies.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct Misreport {
+pub(crate) struct Misreport {
     /// Every busy failure claims one try and no wait (rule L1 says more).
     pub one_busy_try: bool,
     /// Added to every round-trip count it reports.
@@ -35,7 +36,7 @@ pub struct Misreport {
 }
 
 /// The reference engine, answering as it does but misreporting as told.
-pub struct Misreporting(pub Misreport);
+pub(crate) struct Misreporting(pub Misreport);
 
 struct MisreportingReplica(Box<dyn SubjectReplica>, Misreport);
 
@@ -44,7 +45,7 @@ impl Subject for Misreporting {
         format!("reference+misreporting({:?})", self.0)
     }
 
-    fn open_replica(&self, spec: &OpenSpec) -> Result<(Box<dyn SubjectReplica>, InitOk), String> {
+    fn open_replica(&self, spec: &OpenSpec) -> Result<(Box<dyn SubjectReplica>, InitOk), OpenError> {
         let (replica, init_ok) = ReferenceEngine::new().open_replica(spec)?;
         Ok((Box::new(MisreportingReplica(replica, self.0)), init_ok))
     }

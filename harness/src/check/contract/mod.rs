@@ -1,0 +1,262 @@
+//! The contract: properties every correct sync layer has, whatever its
+//! incidental choices (ids, report counts, bookkeeping). Checked from the
+//! history the runner recorded and the rows the harness read itself, for
+//! every engine, against the policies the engine declared: here the checks
+//! after each step, in `settled.rs` those after quiescence.
+
+mod settled;
+
+pub use settled::{check_converged, check_final, check_settled};
+
+use syncgate_model as model;
+use syncgate_protocol::{DeletePolicy, Policies};
+
+use super::answers::engine_violation;
+use super::{Invariant, Violation};
+use crate::history::{History, WriteKind, WriteRecord};
+use crate::scenario::SyncKind;
+use crate::show::{kind_name, show_row, show_value};
+use crate::subject::Answer;
+
+/// What a replica's cache must show right after a write it answered `write_ok`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Expect {
+    /// The row holds at least these column values.
+    Row {
+        table: usize,
+        id: i64,
+        values: Vec<(usize, model::Value)>,
+    },
+    /// The row is gone.
+    Gone { table: usize, id: i64 },
+}
+
+/// Read-your-writes: the cache shows each write of a transaction it
+/// answered `write_ok`. `what` names the writes for the report.
+pub fn check_read_your_writes(
+    schema: &model::Schema,
+    place: &str,
+    what: &str,
+    expect: &[Expect],
+    tables: &model::Tables,
+) -> Result<(), Violation> {
+    for e in expect {
+        match e {
+            Expect::Row { table, id, values } => {
+                let name = &schema.tables[*table].name;
+                let Some(row) = tables[*table].get(id) else {
+                    return Err(Violation::new(
+                        Invariant::ReadYourWrites,
+                        format!("{place}: {what} answered ok, but {name}/{id} is not in the cache right after"),
+                    ));
+                };
+                for (c, v) in values {
+                    if row[*c] != *v {
+                        return Err(Violation::new(
+                            Invariant::ReadYourWrites,
+                            format!(
+                                "{place}: {what} answered ok, but {name}/{id}.{} is {} right after, not {}",
+                                schema.tables[*table].columns[*c].name,
+                                show_value(&row[*c]),
+                                show_value(v)
+                            ),
+                        ));
+                    }
+                }
+            }
+            Expect::Gone { table, id } => {
+                if let Some(row) = tables[*table].get(id) {
+                    return Err(Violation::new(
+                        Invariant::ReadYourWrites,
+                        format!(
+                            "{place}: {what} deleted {}/{id}, but the cache still holds {} right after",
+                            schema.tables[*table].name,
+                            show_row(row)
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A write committed and answered ok that changed anything is pending until
+/// a push applies it: an engine that says 0 pending will never push it.
+/// `pending` is the engine's answer right after; `what` names the writes.
+pub fn check_committed_is_pending(r: usize, what: &str, outside: bool, pending: &Answer<u64>) -> Result<(), Violation> {
+    match pending {
+        Answer::Ok(0) => Err(Violation::new(
+            Invariant::TruthfulStatus,
+            format!(
+                "r{r} committed {what}{} but reports 0 pending: it will never be pushed",
+                if outside { " (made outside its API)" } else { "" }
+            ),
+        )),
+        Answer::Ok(_) => Ok(()),
+        other => Err(engine_violation(&format!("r{r} pending"), other)),
+    }
+}
+
+/// A push (or sync) that answers ok has pushed everything pending.
+pub fn check_push_left_nothing_pending(r: usize, kind: SyncKind, pending: &Answer<u64>) -> Result<(), Violation> {
+    match pending {
+        Answer::Ok(0) => Ok(()),
+        Answer::Ok(p) => Err(Violation::new(
+            Invariant::TruthfulStatus,
+            format!("r{r} {} answered ok, but {p} writes are still pending", kind_name(kind)),
+        )),
+        other => Err(engine_violation(&format!("r{r} pending"), other)),
+    }
+}
+
+/// A row a replica deleted itself is never in its cache again.
+pub fn check_not_resurrected(
+    schema: &model::Schema,
+    place: &str,
+    history: &History,
+    replica: usize,
+    tables: &model::Tables,
+    policies: &Policies,
+) -> Result<(), Violation> {
+    if policies.delete != DeletePolicy::DeleteWins {
+        return Ok(());
+    }
+    for (t, id) in history.deleted_by(replica) {
+        if let Some(row) = tables[t].get(&id) {
+            let by = deleter(history, t, id);
+            return Err(Violation::new(
+                Invariant::NoResurrection,
+                format!(
+                    "{place}: {}/{id} = {} is back, but {by} deleted it",
+                    schema.tables[t].name,
+                    show_row(row)
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn deleter(history: &History, t: usize, id: i64) -> String {
+    history
+        .writes
+        .iter()
+        .find(|w| w.kind == WriteKind::Delete && ((w.table, w.id) == (t, id) || w.cascade.contains(&(t, id))))
+        .map(|w| {
+            let how = if (w.table, w.id) == (t, id) {
+                ""
+            } else {
+                " (by cascade)"
+            };
+            format!("w{} on r{} at step {}{how}", w.n, w.replica, w.step)
+        })
+        .unwrap_or_else(|| "a delete".into())
+}
+
+/// A pull never replaces a cell's value with the value of a write that the
+/// replaced value's write causally follows (a newer local value lost to an
+/// older remote one, even for a moment). For column-level engines: a
+/// row-level engine may take a concurrent row whose other cells are older.
+pub fn check_pull_kept_newer(
+    schema: &model::Schema,
+    place: &str,
+    history: &History,
+    before: &model::Tables,
+    after: &model::Tables,
+) -> Result<(), Violation> {
+    let writer = |t: usize, c: usize, v: &model::Value| -> Option<&WriteRecord> {
+        let mut found = history
+            .writes
+            .iter()
+            .filter(|w| w.table == t && w.set.iter().any(|(wc, wv)| *wc == c && wv == v));
+        let first = found.next();
+        // A value two writes wrote identifies neither (untagged integers).
+        if found.next().is_some() {
+            None
+        } else {
+            first
+        }
+    };
+    for (t, rows) in after.iter().enumerate() {
+        let columns = tagged_columns(schema, t);
+        for (id, now) in rows {
+            let Some(was) = before[t].get(id) else { continue };
+            for &c in &columns {
+                if was[c] == now[c] {
+                    continue;
+                }
+                let (Some(old), Some(new)) = (writer(t, c, &was[c]), writer(t, c, &now[c])) else {
+                    continue;
+                };
+                if old.n != new.n && history.follows(new, old) {
+                    return Err(Violation::new(
+                        Invariant::NoLostWrite,
+                        format!(
+                            "{place}: a pull replaced {}/{id}.{} = {} (w{}) with the older {} (w{}), but {}",
+                            schema.tables[t].name,
+                            schema.tables[t].columns[c].name,
+                            show_value(&was[c]),
+                            old.n,
+                            show_value(&now[c]),
+                            new.n,
+                            history.explain(new, old)
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Columns whose values identify their write: not references (a merge may
+/// re-point them) and not natural keys (they collide on purpose).
+pub(super) fn tagged_columns(schema: &model::Schema, t: usize) -> Vec<usize> {
+    let table = &schema.tables[t];
+    (0..table.columns.len())
+        .filter(|&c| table.columns[c].references.is_none() && table.natural_key != Some(c))
+        .collect()
+}
+
+/// No natural key held twice, no reference to a missing parent.
+pub fn check_integrity(schema: &model::Schema, place: &str, tables: &model::Tables) -> Result<(), Violation> {
+    for (t, table) in schema.tables.iter().enumerate() {
+        if let Some(k) = table.natural_key {
+            let mut seen = std::collections::BTreeMap::new();
+            for (id, row) in &tables[t] {
+                if row[k] != model::Value::Null {
+                    if let Some(other) = seen.insert(row[k].clone(), *id) {
+                        return Err(Violation::new(
+                            Invariant::Integrity,
+                            format!(
+                                "{place}: {}.{} = {} held by rows {other} and {id}",
+                                table.name,
+                                table.columns[k].name,
+                                show_value(&row[k])
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        for (c, col) in table.columns.iter().enumerate() {
+            if let Some(p) = col.references {
+                for (id, row) in &tables[t] {
+                    if let model::Value::Int(parent) = row[c] {
+                        if !tables[p].contains_key(&parent) {
+                            return Err(Violation::new(
+                                Invariant::Integrity,
+                                format!(
+                                    "{place}: {}/{id}.{} references missing {}/{parent}",
+                                    table.name, col.name, schema.tables[p].name
+                                ),
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}

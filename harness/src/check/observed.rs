@@ -1,0 +1,105 @@
+//! What the harness read after a step, judged: a replica's cache (and what
+//! the engine said about it when asked), and the remote. The runner makes
+//! the observation (`run/observe.rs`); the checks here are the same after
+//! every kind of step, in one order: the engine's reads, integrity,
+//! resurrection (contract), then the model's rows, pending count and write
+//! ledger (profile).
+
+use std::collections::BTreeSet;
+
+use syncgate_model as model;
+use syncgate_protocol::{Policies, ReadRow};
+
+use super::answers::engine_violation;
+use super::{blame, contract, profile, reads, Verdict};
+use crate::history::History;
+use crate::places::{Ledger, PlaceError};
+use crate::subject::Answer;
+
+/// One replica's cache as the harness read it after a step, and what the
+/// engine answered when asked about it.
+#[derive(Clone, Debug)]
+pub struct CacheObservation {
+    pub replica: usize,
+    /// The synced tables, read from the file by the harness's own
+    /// connection, or why they could not be.
+    pub tables: Result<model::Tables, PlaceError>,
+    /// What the engine's read API returned for each table, in the schema's
+    /// order (engines that declare `reads`, while up).
+    pub reads: Vec<Answer<Vec<ReadRow>>>,
+    /// The engine's pending count, when it was asked (up, and the step or
+    /// the profile needs it).
+    pub pending: Option<Answer<u64>>,
+    /// The write ledger (reference profile, after syncs and restarts, the
+    /// remote readable, the replica up).
+    pub ledger: Option<Result<Ledger, PlaceError>>,
+}
+
+/// What an observation is held to: the schema, the policies the engine
+/// declared, the history so far, and, under the reference profile, the
+/// model after the same step.
+#[derive(Clone, Copy)]
+pub struct Expectation<'a> {
+    pub schema: &'a model::Schema,
+    pub policies: &'a Policies,
+    pub history: &'a History,
+    pub model: Option<&'a model::World>,
+}
+
+/// The checks every observation of a cache gets.
+pub fn cache(seen: &CacheObservation, expect: &Expectation<'_>) -> Verdict {
+    let r = seen.replica;
+    let place = format!("r{r}");
+    let schema = expect.schema;
+    let tables = match &seen.tables {
+        Ok(tables) => tables,
+        Err(e) => {
+            return Err(blame(
+                &format!("{place} read"),
+                &format!("read {place}'s cache"),
+                e.clone(),
+            ))
+        }
+    };
+    for (t, answer) in seen.reads.iter().enumerate() {
+        match answer {
+            Answer::Ok(rows) => reads::check_reads_match_cache(schema, &place, t, rows, &tables[t])?,
+            other => return Err(engine_violation(&format!("r{r} read {}", schema.tables[t].name), other).into()),
+        }
+    }
+    contract::check_integrity(schema, &place, tables)?;
+    contract::check_not_resurrected(schema, &place, expect.history, r, tables, expect.policies)?;
+    let Some(m) = expect.model else { return Ok(()) };
+    let state = &m.replicas[r];
+    profile::compare_tables(schema, &place, &state.tables, tables, &state.tombstones)?;
+    if let Some(pending) = &seen.pending {
+        profile::check_pending(&place, state.outbox.len() as u64, pending)?;
+    }
+    match &seen.ledger {
+        Some(Ok(ledger)) => profile::check_ledger(&place, ledger)?,
+        Some(Err(e)) => {
+            return Err(blame(
+                &format!("{place} ledger"),
+                &format!("read {place}'s write ledger"),
+                e.clone(),
+            ))
+        }
+        None => {}
+    }
+    Ok(())
+}
+
+/// The checks every observation of the remote gets.
+pub fn remote(tables: &model::Tables, expect: &Expectation<'_>) -> Verdict {
+    contract::check_integrity(expect.schema, "remote", tables)?;
+    let Some(m) = expect.model else { return Ok(()) };
+    let dead: BTreeSet<(usize, i64)> = m
+        .remote
+        .rows
+        .iter()
+        .filter(|(_, (row, _))| !matches!(row, model::RemoteRow::Live { .. }))
+        .map(|(key, _)| *key)
+        .collect();
+    profile::compare_tables(expect.schema, "remote", &m.remote_visible(), tables, &dead)?;
+    Ok(())
+}

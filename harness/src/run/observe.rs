@@ -1,0 +1,105 @@
+//! Observation: after a step the harness reads the places the step touched
+//! with its own connections, and asks the engine only what the checks need
+//! (its read API, its pending count). Nothing here judges; the verdicts are
+//! `crate::check::observed`'s.
+
+use super::Runner;
+use crate::check::observed::{self, CacheObservation};
+use crate::check::{blame, Verdict};
+use crate::subject::Answer;
+
+/// What to ask besides the cache's rows.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Look {
+    /// The engine's pending count, whatever the profile (the step's own
+    /// checks need it). Under the reference profile it is always asked.
+    pub pending: bool,
+    /// The write ledger (after syncs and restarts; reference profile only).
+    pub ledger: bool,
+}
+
+impl Runner<'_> {
+    /// Reads replica `r`'s cache and asks its engine what `look` and the
+    /// profile need. Asked first, the pending count describes the state the
+    /// step left, before anything else is sent to the engine.
+    pub(super) fn observe_cache(&mut self, r: usize, look: Look) -> CacheObservation {
+        let profile = self.model.is_some();
+        let wants_reads = self.caps().reads;
+        let pending = self.replicas[r]
+            .as_mut()
+            .filter(|_| look.pending || profile)
+            .map(|replica| replica.pending());
+        let tables = self.places.read_cache(r);
+        let mut reads = Vec::new();
+        let mut ledger = None;
+        if let Ok(tables) = &tables {
+            for (t, rows) in tables.iter().enumerate() {
+                self.seen[r][t].extend(rows.keys().copied());
+            }
+            if let Some(replica) = self.replicas[r].as_mut().filter(|_| wants_reads) {
+                reads = self
+                    .schema
+                    .tables
+                    .iter()
+                    .map(|table| replica.read(&table.name))
+                    .collect();
+            }
+            let up = self.replicas[r].is_some();
+            if profile && look.ledger && up && self.places.remote_readable() {
+                ledger = Some(self.places.ledger(r));
+            }
+        }
+        CacheObservation {
+            replica: r,
+            tables,
+            reads,
+            pending,
+            ledger,
+        }
+    }
+
+    /// Observes replica `r`'s cache, checks it, and keeps it as the view the
+    /// next steps are translated against.
+    pub(super) fn observe_and_check_cache(&mut self, r: usize, look: Look) -> Verdict {
+        let seen = self.observe_cache(r, look);
+        self.check_and_keep(seen)
+    }
+
+    /// Checks an observation of a cache and keeps its rows as the replica's
+    /// view.
+    pub(super) fn check_and_keep(&mut self, seen: CacheObservation) -> Verdict {
+        observed::cache(&seen, &self.expectation())?;
+        self.keep(seen);
+        Ok(())
+    }
+
+    /// Keeps an observation's rows as the replica's view (it passed).
+    pub(super) fn keep(&mut self, seen: CacheObservation) {
+        if let Ok(tables) = seen.tables {
+            self.caches[seen.replica] = tables;
+        }
+    }
+
+    /// Reads the remote (unless it is locked exclusively) and checks it.
+    pub(super) fn observe_remote(&mut self) -> Verdict {
+        if !self.places.remote_readable() {
+            return Ok(());
+        }
+        let tables = self
+            .places
+            .read_remote()
+            .map_err(|e| blame("remote read", "read the remote", e))?;
+        observed::remote(&tables, &self.expectation())?;
+        self.remote = tables;
+        Ok(())
+    }
+
+    /// The pending count an observation carries (asked because the step
+    /// needed it, with the replica up).
+    pub(super) fn pending_of(seen: &CacheObservation) -> &Answer<u64> {
+        match &seen.pending {
+            Some(answer) => answer,
+            None => unreachable!("asked when the step needs it, of a replica that is up"),
+        }
+    }
+}

@@ -1,0 +1,327 @@
+//! The write steps: one local transaction through the engine's API, or one
+//! write made straight into the cache file over the harness's own
+//! connection (outside the engine's API, as another part of the
+//! application would, with an id the engine mints where it asks for that).
+//! Then the history records what was committed, and the cache is observed.
+
+use syncgate_model as model;
+use syncgate_protocol::{OutsideInsertIds, OutsideWrites, RefusalClass, SyncFailureClass};
+
+use super::observe::Look;
+use super::translate::{describe, model_writes, protocol_ops};
+use super::{shown_ids, Runner, StepOutcome};
+use crate::check::contract::{self, Expect};
+use crate::check::{answers, blame, Stop, Verdict};
+use crate::events::{count, Event};
+use crate::history::{WriteKind, WriteRecord};
+use crate::places::OutsideRefusal;
+use crate::run::{descendants, PlannedKind, PlannedOp};
+use crate::show::{given_up, show_answer};
+use crate::subject::Answer;
+
+/// A committed transaction, as the history and the checks need it.
+struct Committed {
+    records: Vec<WriteRecord>,
+    /// What the writer's cache must show right after (read-your-writes).
+    expect: Vec<Expect>,
+    /// Whether anything changed (an update to the values a row already
+    /// holds changes nothing, and nothing need be pushed for it).
+    changes: bool,
+    /// The writes' names for reports: `w7` or `w7..w9`.
+    what: String,
+}
+
+impl Runner<'_> {
+    pub(super) fn write(&mut self, r: usize, ops: &[PlannedOp], tag: usize) -> StepOutcome {
+        let desc = describe(&self.schema, ops);
+        let now = self.now(r);
+        let expected = self.model.as_mut().map(|m| {
+            let writes = model_writes(ops, m.replicas[r].next_id);
+            m.write(r, now, &writes)
+        });
+        if !self.up(r) {
+            let verdict = answers::down_agrees(expected.as_ref().map(|e| e == &Err(model::WriteRefusal::Down)));
+            return StepOutcome::checked(format!("r{r} {desc} -> down"), verdict);
+        }
+        if let Err(stop) = self.set_clock(r) {
+            return StepOutcome::new(format!("r{r} {desc} -> error"), Err(stop));
+        }
+        let Some(replica) = self.replicas[r].as_mut() else {
+            unreachable!("r{r} is up")
+        };
+        let answer = replica.write(&protocol_ops(&self.schema, ops));
+        let shown = shown_ids(&answer);
+        let line = format!("r{r} {desc} -> {shown}");
+        self.count_write_answer(&answer, ops.len());
+        let verdict = answers::write_answer(r, expected.as_ref(), &answer, &shown)
+            .map_err(Stop::from)
+            .and_then(|()| self.after_write(r, ops, tag, &answer, false));
+        StepOutcome::new(line, verdict)
+    }
+
+    pub(super) fn outside_write(&mut self, r: usize, ops: &[PlannedOp], tag: usize, abandoned_ids: u8) -> StepOutcome {
+        let mut ops = ops.to_vec();
+        let desc = describe(&self.schema, &ops);
+        let mut gave_up = Vec::new();
+        let line =
+            |gave_up: &[i64], answer: &str| format!("r{r} outside the engine: {}{desc} -> {answer}", given_up(gave_up));
+        if self.caps().outside_writes == OutsideWrites::NotCaptured {
+            return StepOutcome::new(
+                line(
+                    &[],
+                    "skipped: the engine declares it does not capture writes made outside its API",
+                ),
+                Ok(()),
+            );
+        }
+        if !self.up(r) {
+            return StepOutcome::new(line(&[], "skipped: the application is down"), Ok(()));
+        }
+        // An insert takes an id the engine mints, where it asks for that;
+        // ids minted and given up on first stay reserved.
+        let table = ops[0].table;
+        if let PlannedKind::Insert { id } = &mut ops[0].kind {
+            if self.caps().outside_insert_ids == OutsideInsertIds::Engine {
+                for _ in 0..abandoned_ids {
+                    match self.mint_outside(r, table) {
+                        Ok(Some(minted)) => gave_up.push(minted),
+                        Ok(None) => return StepOutcome::new(line(&gave_up, "mint_id refused busy"), Ok(())),
+                        Err((shown, stop)) => return StepOutcome::new(line(&gave_up, &shown), Err(stop)),
+                    }
+                }
+                count(&mut self.events, Event::MintedIdAbandoned, gave_up.len() as u64);
+                match self.mint_outside(r, table) {
+                    Ok(Some(minted)) => *id = Some(minted),
+                    Ok(None) => return StepOutcome::new(line(&gave_up, "mint_id refused busy"), Ok(())),
+                    Err((shown, stop)) => return StepOutcome::new(line(&gave_up, &shown), Err(stop)),
+                }
+            }
+        }
+        let desc_now = describe(&self.schema, &ops);
+        let expected = self.model.as_mut().map(|m| {
+            let writes = model_writes(&ops, m.replicas[r].next_id);
+            m.write_outside(r, &writes)
+        });
+        let op = &protocol_ops(&self.schema, &ops)[0];
+        let answer = match self.places.outside_write(r, op) {
+            Ok(id) => Answer::Ok(id.map(|id| vec![id]).unwrap_or_default()),
+            Err(OutsideRefusal::Busy) => Answer::Refused(RefusalClass::Busy, "the cache is locked".into()),
+            Err(OutsideRefusal::Refused(msg)) => Answer::Refused(RefusalClass::Other, msg),
+            Err(OutsideRefusal::Unwritable(e)) => {
+                let line = format!("r{r} outside the engine: {}{desc_now} -> error", given_up(&gave_up));
+                return StepOutcome::new(
+                    line,
+                    Err(blame(
+                        &format!("r{r} outside write"),
+                        &format!("open r{r}'s cache to write"),
+                        e,
+                    )),
+                );
+            }
+        };
+        let shown = shown_ids(&answer);
+        let line = format!("r{r} outside the engine: {}{desc_now} -> {shown}", given_up(&gave_up));
+        count(
+            &mut self.events,
+            Event::OutsideWrite,
+            u64::from(matches!(answer, Answer::Ok(_))),
+        );
+        if matches!(answer, Answer::Refused(RefusalClass::Busy, _)) {
+            count(&mut self.events, Event::Busy, 1);
+        }
+        let verdict = answers::outside_write_outcome(r, expected.as_ref(), &answer, &shown)
+            .map_err(Stop::from)
+            .and_then(|()| self.after_write(r, &ops, tag, &answer, true));
+        StepOutcome::new(line, verdict)
+    }
+
+    /// The application asks replica `r` to mint an id of `table`: the id,
+    /// `None` when refused busy, or what the engine said and the verdict.
+    fn mint_outside(&mut self, r: usize, table: usize) -> Result<Option<i64>, (String, Stop)> {
+        let expected = self.model.as_mut().map(|m| m.mint_id(r));
+        let Some(replica) = self.replicas[r].as_mut() else {
+            unreachable!("outside writes wait for r{r} to be up")
+        };
+        let answer = replica.mint_id(&self.schema.tables[table].name);
+        let fresh = match answer {
+            Answer::Ok(id) => self.minted.insert(id),
+            _ => true,
+        };
+        let shown = match &answer {
+            Answer::Ok(id) => format!("minted {id}"),
+            other => show_answer(other),
+        };
+        match answers::minted(r, &answer, fresh, expected.as_ref(), &shown) {
+            Ok(None) => {
+                count(&mut self.events, Event::Busy, 1);
+                Ok(None)
+            }
+            Ok(minted) => Ok(minted),
+            Err(v) => Err((shown, v.into())),
+        }
+    }
+
+    fn count_write_answer(&mut self, answer: &Answer<Vec<i64>>, ops: usize) {
+        match answer {
+            Answer::Ok(_) if ops > 1 => count(&mut self.events, Event::MultiWriteTransaction, 1),
+            Answer::Refused(RefusalClass::IdTaken | RefusalClass::IdDeleted | RefusalClass::IdOutsideReplica, _) => {
+                count(&mut self.events, Event::IdCollisionRefused, 1)
+            }
+            Answer::Refused(RefusalClass::Busy, _) | Answer::Failed(SyncFailureClass::Busy, _) => {
+                count(&mut self.events, Event::Busy, 1)
+            }
+            _ => {}
+        }
+    }
+
+    /// Records a committed write, then observes and checks the replica:
+    /// everything any observation gets, then read-your-writes and that the
+    /// write is pending.
+    fn after_write(
+        &mut self,
+        r: usize,
+        ops: &[PlannedOp],
+        tag: usize,
+        answer: &Answer<Vec<i64>>,
+        outside: bool,
+    ) -> Verdict {
+        let Answer::Ok(ids) = answer else {
+            return self.observe_and_check_cache(r, Look::default());
+        };
+        let inserts = ops
+            .iter()
+            .filter(|op| matches!(op.kind, PlannedKind::Insert { .. }))
+            .count();
+        answers::one_id_per_insert(r, ids, inserts)?;
+        // Both sides of the boundary: the values were tagged with the
+        // number the history now gives the transaction's first write.
+        assert_eq!(
+            self.history.next_write_number(),
+            tag,
+            "r{r}'s write was tagged .w{tag} when translated, but the history numbers it otherwise"
+        );
+        let committed = self.committed(r, ops, ids, outside);
+        let seen = self.observe_cache(
+            r,
+            Look {
+                pending: committed.changes,
+                ledger: false,
+            },
+        );
+        crate::check::observed::cache(&seen, &self.expectation())?;
+        let Ok(tables) = &seen.tables else {
+            unreachable!("checked above")
+        };
+        for mut record in committed.records {
+            record.image = tables[record.table].get(&record.id).cloned();
+            self.history.record(record);
+        }
+        contract::check_read_your_writes(
+            &self.schema,
+            &format!("r{r}"),
+            &committed.what,
+            &committed.expect,
+            tables,
+        )?;
+        if committed.changes {
+            contract::check_committed_is_pending(r, &committed.what, outside, Self::pending_of(&seen))?;
+        }
+        self.keep(seen);
+        Ok(())
+    }
+
+    /// What a transaction answered ok committed, against replica `r`'s
+    /// cache as last read (the state it was written against).
+    fn committed(&mut self, r: usize, ops: &[PlannedOp], ids: &[i64], outside: bool) -> Committed {
+        let before = &self.caches[r];
+        let mut minted: Vec<Option<i64>> = Vec::new();
+        let mut next_id = ids.iter();
+        let mut expect = Vec::new();
+        let mut records = Vec::new();
+        for op in ops {
+            let t = op.table;
+            let key_col = self.schema.tables[t].natural_key;
+            let set = op.resolved(&minted);
+            let (id, kind) = match op.kind {
+                PlannedKind::Insert { .. } => (*next_id.next().unwrap_or(&0), WriteKind::Insert),
+                PlannedKind::Update { id } => (id, WriteKind::Update),
+                PlannedKind::Delete { id } => (id, WriteKind::Delete),
+            };
+            minted.push((kind == WriteKind::Insert).then_some(id));
+            let key = key_col.and_then(|k| match kind {
+                WriteKind::Insert => set.iter().find(|(c, _)| *c == k).map(|(_, v)| v.clone()),
+                _ => before[t].get(&id).map(|row| row[k].clone()),
+            });
+            let cascade = if kind == WriteKind::Delete {
+                descendants(&self.schema, before, t, id)
+            } else {
+                Vec::new()
+            };
+            match kind {
+                WriteKind::Delete => {
+                    expect.push(Expect::Gone { table: t, id });
+                    expect.extend(cascade.iter().map(|&(table, id)| Expect::Gone { table, id }));
+                }
+                _ => expect.push(Expect::Row {
+                    table: t,
+                    id,
+                    values: set.clone(),
+                }),
+            }
+            records.push(WriteRecord {
+                n: 0,
+                replica: r,
+                step: self.step_no,
+                seq: 0,
+                table: t,
+                id,
+                kind,
+                set,
+                key,
+                cascade,
+                knew: Vec::new(),
+                outside,
+                image: None,
+            });
+        }
+        let (changes, null_transitions) = what_changed(before, &records);
+        count(&mut self.events, Event::NullTransition, null_transitions);
+        let first = self.history.next_write_number();
+        let what = if records.len() == 1 {
+            format!("w{first}")
+        } else {
+            format!("w{first}..w{}", first + records.len() - 1)
+        };
+        Committed {
+            records,
+            expect,
+            changes,
+            what,
+        }
+    }
+}
+
+/// Whether committing `records` against `before` changed anything (an
+/// update to the values a row already holds changes nothing, and nothing
+/// need be pushed for it), and how many updates set a NULL to a value or a
+/// value to NULL.
+fn what_changed(before: &model::Tables, records: &[WriteRecord]) -> (bool, u64) {
+    let null_transitions = records
+        .iter()
+        .filter(|w| w.kind == WriteKind::Update)
+        .filter(|w| {
+            before[w.table].get(&w.id).is_some_and(|row| {
+                w.set
+                    .iter()
+                    .any(|(c, v)| (row[*c] == model::Value::Null) != (*v == model::Value::Null))
+            })
+        })
+        .count();
+    let changes = records.iter().any(|w| match w.kind {
+        WriteKind::Update => before[w.table]
+            .get(&w.id)
+            .is_none_or(|row| w.set.iter().any(|(c, v)| row[*c] != *v)),
+        _ => true,
+    });
+    (changes, null_transitions as u64)
+}
