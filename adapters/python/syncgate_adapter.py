@@ -1,4 +1,4 @@
-"""Framing helper for syncgate engine adapters written in Python (protocol version 1).
+"""Framing helper for syncgate engine adapters written in Python (protocol versions 1 and 2).
 
 An adapter runs one replica of your sync layer and answers the harness's requests (see
 PROTOCOL.md). This module owns the protocol; you write the part that talks to your layer::
@@ -48,6 +48,14 @@ What the helper does for you:
 - keeps ``self.clock_ms`` (from ``init``, then ``set_clock``) for layers with an injected
   clock; :func:`resolve_refs` substitutes ``{"ref": k}`` values.
 
+Protocol version 2
+------------------
+An adapter that declares any version 2 field (``VERSION_2_CAPABILITIES``,
+``VERSION_2_POLICIES``) is answered ``"protocol": 2`` at ``init``; one that declares none is
+answered ``"protocol": 1``, exactly as before. With ``capabilities["aborts"] = True`` the
+harness may send ``write`` with ``"abort": true``: the helper calls :meth:`Adapter.write_aborted`
+(run the ops in your layer's transaction, then roll it back) and answers ``write_aborted``.
+
 Fork server
 -----------
 ``fork_server(__file__)``, called at the top of the adapter before the heavy imports, makes
@@ -69,6 +77,23 @@ from syncgate_fork_server import (  # noqa: F401 (this module's names since befo
 )
 
 PROTOCOL = 1
+# The versions this helper speaks. It answers 2 only to an adapter that declares something of
+# version 2 (below), so that an adapter written for version 1 is answered exactly as before.
+PROTOCOLS = (1, 2)
+
+# Version 2's declarations, each optional, with the values it knows (PROTOCOL.md, "Version 2").
+# ``replicas_max`` is an int >= 1 or None, checked apart. ``ids: "renumbered"`` is left out: its
+# replies carry ``renumbered``, which this helper cannot send yet.
+VERSION_2_CAPABILITIES = {
+    "push_pull": ("separate", "together"),
+    "replicas_max": None,
+    "aborts": (True, False),
+}
+VERSION_2_POLICIES = {
+    "push": ("explicit", "on_commit"),
+    "pending_after_sync": ("zero", "resolutions"),
+    "ids": ("stable", "remote_map"),
+}
 
 CRASH_POINTS = ("push_before_remote_commit", "push_after_remote_commit", "pull_before_local_commit")
 REFUSAL_CLASSES = (
@@ -165,7 +190,11 @@ class Adapter:
     ``{"kind": "sqlite"}``), ``create_remote``, ``fresh``, ``schema``, ``tables`` (name ->
     table dict), ``ddl``, ``clock_ms`` and ``limits`` (a dict, often empty: knobs the harness
     sets for this case, such as ``push_batch_max``; ignore those your layer does not have)
-    from the request.
+    from the request, and ``protocols``, the versions the harness speaks (``[1]`` from a
+    harness that does not say).
+
+    Declaring any field of ``VERSION_2_CAPABILITIES`` or ``VERSION_2_POLICIES`` makes the
+    helper answer protocol version 2 (see the module doc).
     """
 
     engine = "unnamed-engine"
@@ -188,6 +217,15 @@ class Adapter:
         """Applies ``ops`` in one local transaction; returns the ids of the inserted rows in
         the order of the insert ops. Raise :class:`Refused` to refuse the whole write."""
         raise Unsupported("write is not implemented")
+
+    def write_aborted(self, ops):
+        """Version 2, only with ``capabilities["aborts"] = True``: runs ``ops`` through your
+        write API inside one local transaction, as :meth:`write` does, and then rolls that
+        transaction back, as an application does when it raises after a flush; whatever your
+        layer's hooks saw of those writes must go with it. Returns ``None``, or the ids the
+        inserts had before the rollback (shown in reports only). Raise :class:`Refused` when
+        the ops did not run (the cache is locked, say)."""
+        raise Unsupported("write_aborted is not implemented")
 
     def push(self):
         """Returns ``(pushed, pulled, conflicts)``; raise :class:`SyncFailed` on failure."""

@@ -67,6 +67,15 @@ pub enum Event {
     /// A replica refused to open a remote a newer application version had
     /// given a column its schema does not declare.
     RemoteDriftRefused,
+    /// The application rolled back a transaction after its writes ran
+    /// (engines that declare `aborts`).
+    ApplicationAbort,
+    /// A write-through engine reported a committed write as already pushed
+    /// (pending 0), and the remote held it.
+    PushedOnCommit,
+    /// A write-through engine kept a committed write pending (its push
+    /// inside the commit could not finish).
+    KeptPendingOnCommit,
 }
 
 impl Event {
@@ -106,6 +115,9 @@ impl Event {
             Event::RemoteSessionsCut => "remote-sessions-cut",
             Event::ReconnectRefused => "reconnect-refused",
             Event::RemoteDriftRefused => "remote-drift-refused",
+            Event::ApplicationAbort => "application-abort",
+            Event::PushedOnCommit => "pushed-on-commit",
+            Event::KeptPendingOnCommit => "kept-pending-on-commit",
         }
     }
 

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use serde::Serialize;
 
-use syncgate_protocol::{CrashPoint, InitOk, OutsideWrites, Profile};
+use syncgate_protocol::{CrashPoint, IdPolicy, InitOk, OutsideWrites, PendingAfterSync, Profile, PushPolicy, PushPull};
 
 use crate::check::{answers, Invariant};
 use crate::error::HarnessError;
@@ -180,10 +180,74 @@ pub fn probe(subject: &dyn Subject, base: &Path) -> Result<InitOk, HarnessError>
     Ok(init_ok)
 }
 
+/// Refuses, before any case, what an engine declares that this harness
+/// cannot check yet, or that contradicts the reference profile it also
+/// declares: checking something else instead would pass or fail falsely.
+pub fn check_declared(init: &InitOk) -> Result<(), HarnessError> {
+    let policies = &init.policies;
+    if policies.ids != IdPolicy::Stable {
+        return Err(HarnessError::Setup(format!(
+            "the engine declares ids: {}, which this syncgate does not check yet (PROTOCOL.md, version 2, \
+             \"Designed, not yet checked\"); declare ids: stable if a row's id never changes and names it on \
+             every place",
+            serde_json::to_string(&policies.ids).unwrap_or_default()
+        )));
+    }
+    if init.capabilities.replicas_max == Some(0) {
+        return Err(HarnessError::Setup(
+            "the engine declares replicas_max 0: a case has at least one replica".into(),
+        ));
+    }
+    let profile = init.capabilities.profile == Some(Profile::Reference);
+    if profile && (policies.push != PushPolicy::Explicit || policies.pending_after_sync != PendingAfterSync::Zero) {
+        return Err(HarnessError::Setup(
+            "the engine declares the reference profile and a push or pending rule of its own: the reference spec \
+             pushes only on push and sync and leaves nothing pending after a sync (SEMANTICS.md); drop one of the two"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The run's shape for an engine that declared `init`: no case has more
+/// replicas than it supports, and rollbacks are drawn where it takes them.
+pub fn fit(gen: &GenConfig, init: &InitOk) -> GenConfig {
+    let mut gen = gen.clone();
+    if let Some(max) = init.capabilities.replicas_max {
+        let max = usize::try_from(max).unwrap_or(usize::MAX).max(1);
+        gen.replicas = gen.replicas.map(|n| n.min(max));
+        gen.replicas_max = gen.replicas_max.min(max);
+    }
+    gen.aborts = init.capabilities.aborts;
+    gen
+}
+
 /// What a run on an engine that declared `init` leaves unchecked, in words.
 pub fn notes(init: &InitOk) -> Vec<String> {
     let caps = &init.capabilities;
     let mut notes = Vec::new();
+    if caps.push_pull == PushPull::Together {
+        notes.push("the engine syncs only whole (push_pull: together): push and pull steps were sent as sync".into());
+    }
+    if let Some(max) = caps.replicas_max {
+        notes.push(format!(
+            "the engine declares replicas_max {max}: no case had more replicas"
+        ));
+    }
+    if init.policies.push == PushPolicy::OnCommit {
+        notes.push(
+            "the engine pushes inside the commit (push: on_commit): a write it reported as not pending was \
+             checked on the remote"
+                .into(),
+        );
+    }
+    if init.policies.pending_after_sync == PendingAfterSync::Resolutions {
+        notes.push(
+            "the engine may leave writes of its own pending after a sync (pending_after_sync: resolutions): \
+             only a push must leave nothing pending"
+                .into(),
+        );
+    }
     if caps.outside_writes == OutsideWrites::NotCaptured {
         notes.push(
             "the engine declares that writes bypassing its API are not synced: no outside writes were made".into(),
@@ -233,7 +297,16 @@ fn reachable(event: Event, init: &InitOk, profile: bool) -> bool {
 
 pub fn check(subject: &dyn Subject, opts: &CheckOptions) -> Result<Summary, HarnessError> {
     let declared = probe(subject, &opts.base_dir)?;
+    check_declared(&declared)?;
     let profile = declared.capabilities.profile == Some(Profile::Reference);
+    let opts = &CheckOptions {
+        gen: fit(&opts.gen, &declared),
+        long: opts.long.as_ref().map(|long| LongCases {
+            every: long.every,
+            gen: fit(&long.gen, &declared),
+        }),
+        ..opts.clone()
+    };
     let started = now();
     let Ran { events, failing, done } = run_cases(subject, opts)?;
     let elapsed = started.elapsed().as_secs_f64();
@@ -256,7 +329,17 @@ pub fn check(subject: &dyn Subject, opts: &CheckOptions) -> Result<Summary, Harn
     Ok(Summary {
         engine: subject.name(),
         remote: subject.remote().kind().to_string(),
-        notes: notes(&declared),
+        notes: {
+            let mut notes = notes(&declared);
+            let ignored = subject.ignored_declarations();
+            if !ignored.is_empty() {
+                notes.push(format!(
+                    "ignored declarations (unknown to this syncgate): {}",
+                    ignored.join(", ")
+                ));
+            }
+            notes
+        },
         declared: Some(declared),
         oracles,
         seed: opts.seed.clone(),

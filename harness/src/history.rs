@@ -22,6 +22,14 @@ pub enum WriteKind {
 /// Per table, the natural keys of rows some write deleted.
 pub type DeletedKeys = BTreeMap<usize, BTreeSet<model::Value>>;
 
+/// The number of the write a value names by its tag (`alpha.w12` names
+/// w12), if it carries one.
+pub fn tag_of(value: &model::Value) -> Option<usize> {
+    let model::Value::Text(text) = value else { return None };
+    let (_, number) = text.rsplit_once(".w")?;
+    number.parse().ok()
+}
+
 /// One committed write (one op of a write transaction).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WriteRecord {
@@ -66,9 +74,23 @@ struct Pull {
     knew: Vec<usize>,
 }
 
+/// A write the application made and then rolled back with its whole
+/// transaction (engines that declare `aborts`): never committed, so no node
+/// of happens-before; its values' tags must never be seen anywhere.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AbortedWrite {
+    /// The write's number (`w12`), which its values carry as their tag.
+    pub n: usize,
+    pub replica: usize,
+    pub step: usize,
+    pub table: usize,
+}
+
 #[derive(Clone, Debug)]
 pub struct History {
     pub writes: Vec<WriteRecord>,
+    /// Writes rolled back by the application, by number.
+    pub aborted: BTreeMap<usize, AbortedWrite>,
     known: Vec<Vec<usize>>,
     remote: Vec<usize>,
     pushes: Vec<Push>,
@@ -79,6 +101,7 @@ impl History {
     pub fn new(replicas: usize) -> History {
         History {
             writes: Vec::new(),
+            aborted: BTreeMap::new(),
             known: vec![vec![0; replicas]; replicas],
             remote: vec![0; replicas],
             pushes: Vec::new(),
@@ -86,20 +109,46 @@ impl History {
         }
     }
 
-    /// The number the next write gets (its value tag).
+    /// The number the next write gets (its value tag): committed and
+    /// aborted writes share one numbering, so no two writes share a tag.
     pub fn next_write_number(&self) -> usize {
-        self.writes.len() + 1
+        self.writes.len() + self.aborted.len() + 1
+    }
+
+    /// Records a write of a transaction the application rolled back.
+    pub fn record_aborted(&mut self, replica: usize, step: usize, table: usize) -> usize {
+        let n = self.next_write_number();
+        self.aborted.insert(
+            n,
+            AbortedWrite {
+                n,
+                replica,
+                step,
+                table,
+            },
+        );
+        n
     }
 
     /// Records a committed write; fills in its number, sequence and knowledge.
     pub fn record(&mut self, mut write: WriteRecord) -> usize {
         let r = write.replica;
-        write.n = self.writes.len() + 1;
+        write.n = self.next_write_number();
         write.seq = self.known[r][r];
         write.knew = self.known[r].clone();
         self.known[r][r] += 1;
+        let n = write.n;
         self.writes.push(write);
-        self.writes.len()
+        n
+    }
+
+    /// The writes of `r` not yet known to be on the remote, oldest first.
+    pub fn unpushed(&self, r: usize) -> Vec<WriteRecord> {
+        self.writes
+            .iter()
+            .filter(|w| w.replica == r && w.seq >= self.remote[r])
+            .cloned()
+            .collect()
     }
 
     /// A push by `r` at `step` that left nothing pending: every write `r`
@@ -237,6 +286,24 @@ mod tests {
             h.explain(w1, w3),
             "w3 on r1 causally follows w1 on r0 (r0 pushed at step 3, r1 pulled at step 4)"
         );
+    }
+
+    #[test]
+    fn a_tag_names_its_write() {
+        assert_eq!(tag_of(&model::Value::Text("alpha.w12".into())), Some(12));
+        assert_eq!(tag_of(&model::Value::Text("ñandú-日本.w3".into())), Some(3));
+        assert_eq!(tag_of(&model::Value::Text("shared".into())), None);
+        assert_eq!(tag_of(&model::Value::Text("a.example".into())), None);
+        assert_eq!(tag_of(&model::Value::Int(12)), None);
+    }
+
+    #[test]
+    fn aborted_writes_take_numbers_no_committed_write_gets() {
+        let mut h = History::new(1);
+        h.record(write(0, 1, 5));
+        assert_eq!(h.record_aborted(0, 2, 1), 2);
+        assert_eq!(h.record(write(0, 3, 5)), 3);
+        assert_eq!(h.next_write_number(), 4);
     }
 
     #[test]

@@ -36,6 +36,8 @@ pub fn subject_names() -> Vec<String> {
         "reference".to_string(),
         "reference+shifted-ids".to_string(),
         "reference+no-conflict-counts".to_string(),
+        "reference+aborts".to_string(),
+        "reference+write-through".to_string(),
     ];
     names.extend(
         syncgate_engine::Mutant::ALL
@@ -55,7 +57,9 @@ pub enum OracleChoice {
 }
 
 /// The engine `--engine` names: `reference`, `mutant:NAME`,
-/// `reference+shifted-ids`, `reference+no-conflict-counts`, or
+/// `reference+shifted-ids`, `reference+no-conflict-counts`,
+/// `reference+aborts` (protocol version 2, application rollbacks),
+/// `reference+write-through` (protocol version 2, `push: on_commit`), or
 /// `exec:COMMAND` for any engine behind the protocol; its cases run on
 /// `remote`.
 pub fn subject_by_name(
@@ -68,6 +72,14 @@ pub fn subject_by_name(
         "reference" => Box::new(ReferenceEngine::new()),
         "reference+shifted-ids" => Box::new(ReferenceEngine::with(Options {
             shifted_ids: true,
+            ..Options::default()
+        })),
+        "reference+aborts" => Box::new(ReferenceEngine::with(Options {
+            aborts: true,
+            ..Options::default()
+        })),
+        "reference+write-through" => Box::new(ReferenceEngine::with(Options {
+            write_through: true,
             ..Options::default()
         })),
         "reference+no-conflict-counts" => Box::new(ReferenceEngine::with(Options {

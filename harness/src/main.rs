@@ -319,14 +319,16 @@ fn replay_command(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     };
     let subject = subject_by_name(&scenario.engine, scenario.oracle, scenario.request_timeout_ms, &remote)?;
     let base = scenario.work_dir();
-    syncgate::gate::probe(subject.as_ref(), &base)?;
+    let declared = syncgate::gate::probe(subject.as_ref(), &base)?;
+    syncgate::gate::check_declared(&declared)?;
     let (title, result) = match (&args.trace, &file) {
         (Some(path), Some(file)) => {
             let result = run_case(subject.as_ref(), &file.scenario, &base);
             (format!("trace {} (seed {})", path.display(), file.seed), result)
         }
         _ => {
-            let (_, result) = run_seed(subject.as_ref(), &scenario.seed, &scenario.gen(), &base, false)?;
+            let gen = syncgate::gate::fit(&scenario.gen(), &declared);
+            let (_, result) = run_seed(subject.as_ref(), &scenario.seed, &gen, &base, false)?;
             (format!("seed {}", scenario.seed), result)
         }
     };

@@ -185,6 +185,10 @@ pub enum Step {
     /// file over another connection, as another part of the application
     /// would (inserts always take a fresh id).
     Outside(Box<Step>),
+    /// An application write (an insert, update, delete or family) whose
+    /// transaction the application rolls back after its ops ran (engines
+    /// that declare `aborts`): nothing of it may ever be seen anywhere.
+    Abort(Box<Step>),
 }
 
 impl Step {
@@ -200,7 +204,7 @@ impl Step {
             | Step::Restart { replica, .. }
             | Step::LockCache { replica, .. }
             | Step::Clock { replica, .. } => Some(*replica),
-            Step::Outside(inner) => inner.replica(),
+            Step::Outside(inner) | Step::Abort(inner) => inner.replica(),
             Step::LockRemote { .. } => None,
         }
     }
@@ -288,8 +292,9 @@ fn restart_fields<'de, D: Deserializer<'de>>(deserializer: D) -> Result<(usize, 
     Ok((file.replica, while_down))
 }
 
-/// Kinds of step, for swarm weights.
-pub const STEP_KINDS: [&str; 10] = [
+/// Kinds of step, for swarm weights. The last, `abort`, is drawn only for
+/// engines that declare `aborts` (its weight is absent otherwise).
+pub const STEP_KINDS: [&str; 11] = [
     "insert",
     "update",
     "delete",
@@ -300,6 +305,7 @@ pub const STEP_KINDS: [&str; 10] = [
     "lock-cache",
     "clock",
     "outside",
+    "abort",
 ];
 
 /// Per-case weights of each step kind (swarm testing): a zero leaves that

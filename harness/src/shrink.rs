@@ -309,6 +309,12 @@ fn simplifications(step: &Step) -> Vec<Step> {
             .into_iter()
             .map(|s| Step::Outside(Box::new(s)))
             .collect(),
+        // A rolled-back write: the same write committed is not simpler (it
+        // shows other things), a simpler rolled-back write is.
+        Step::Abort(inner) => simplifications(inner)
+            .into_iter()
+            .map(|s| Step::Abort(Box::new(s)))
+            .collect(),
         _ => Vec::new(),
     }
 }

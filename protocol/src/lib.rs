@@ -1,18 +1,32 @@
-//! The syncgate engine protocol, version 1: the messages between the harness
-//! and an engine adapter, one JSON object per line (see `PROTOCOL.md` at the
-//! root of the workspace, which is the normative text; these types follow it
-//! field by field).
+//! The syncgate engine protocol, versions 1 and 2: the messages between the
+//! harness and an engine adapter, one JSON object per line (see `PROTOCOL.md`
+//! at the root of the workspace, which is the normative text; these types
+//! follow it field by field).
 //!
 //! A Rust adapter reads [`Envelope<Request>`] lines from stdin and writes
 //! [`Reply<Response>`] lines to stdout. Unknown fields are ignored on both
 //! sides; an unknown request type is answered with [`Response::Error`].
+//! Version 2 adds optional fields only, each defaulting to what version 1
+//! means, and left out when it has that default, so a version 1 exchange
+//! serializes the same whichever version's types write it.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-/// The protocol version this crate speaks.
+/// The version an `init` names: the oldest this crate speaks, so that an
+/// adapter written for it answers; `init.protocols` lists every version.
 pub const VERSION: u32 = 1;
+
+/// Every protocol version this crate speaks, oldest first.
+pub const VERSIONS: [u32; 2] = [1, 2];
+
+/// The newest version this crate speaks.
+pub const LATEST: u32 = 2;
+
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
+}
 
 /// A request with its number.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -36,9 +50,12 @@ pub struct Reply<T> {
 pub enum Request {
     /// The handshake: always the first request of a process.
     Init(Box<Init>),
-    /// One local transaction.
+    /// One local transaction; with `abort` (version 2, engines that declare
+    /// `aborts`), the application rolls it back after its ops ran.
     Write {
         ops: Vec<Op>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        abort: bool,
     },
     Push,
     Pull,
@@ -87,6 +104,13 @@ pub enum Response {
     WriteOk {
         ids: Vec<i64>,
     },
+    /// Version 2: the ops of a write sent with `abort` ran, and the
+    /// application rolled the transaction back. `ids` (optional) are what
+    /// its inserts had before the rollback, for reports only.
+    WriteAborted {
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        ids: Vec<i64>,
+    },
     Refused {
         class: RefusalClass,
         message: String,
@@ -130,6 +154,7 @@ impl Response {
         match self {
             Response::InitOk(_) => "init_ok",
             Response::WriteOk { .. } => "write_ok",
+            Response::WriteAborted { .. } => "write_aborted",
             Response::Refused { .. } => "refused",
             Response::SyncOk(_) => "sync_ok",
             Response::SyncFailed { .. } => "sync_failed",
@@ -145,7 +170,12 @@ impl Response {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Init {
+    /// [`VERSION`]: what an adapter of any version reads.
     pub protocol: u32,
+    /// Every version the harness speaks; the engine answers the highest it
+    /// knows (1 when this is absent).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub protocols: Vec<u32>,
     pub replica: usize,
     pub replicas: usize,
     pub cache: String,
@@ -349,6 +379,26 @@ pub struct Capabilities {
     /// them to the application.
     #[serde(default)]
     pub reads: bool,
+    /// Version 2: `together` when the layer has one combined sync only.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub push_pull: PushPull,
+    /// Version 2: the most replicas one remote may have (`None`: no bound).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas_max: Option<u32>,
+    /// Version 2: `write` may carry `abort` (the application rolls back).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub aborts: bool,
+}
+
+/// Whether the layer syncs in two halves or only whole.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PushPull {
+    /// `push`, `pull` and `sync` (version 1).
+    #[default]
+    Separate,
+    /// `sync` only: push and pull steps are sent as `sync`.
+    Together,
 }
 
 /// One row as an engine's read API returns it: its id and its declared
@@ -392,6 +442,120 @@ pub struct Policies {
     pub delete: DeletePolicy,
     pub natural_keys: NaturalKeyPolicy,
     pub explicit_ids: bool,
+    /// Version 2: when a write is pushed.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub push: PushPolicy,
+    /// Version 2: whether pending may stay above 0 after a sync.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub pending_after_sync: PendingAfterSync,
+    /// Version 2: how row ids relate across places and time.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub ids: IdPolicy,
+}
+
+/// When a committed write is pushed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PushPolicy {
+    /// By `push` or `sync` (version 1).
+    #[default]
+    Explicit,
+    /// Inside the write request, before it answers (write-through).
+    OnCommit,
+}
+
+/// What pending may be right after a successful `sync`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PendingAfterSync {
+    /// 0 (version 1).
+    #[default]
+    Zero,
+    /// Above 0 when the pull made writes of the engine's own (conflict
+    /// resolutions) that a later push sends.
+    Resolutions,
+}
+
+/// How row ids relate across places and time.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IdPolicy {
+    /// An id names its row on every place, forever (version 1).
+    #[default]
+    Stable,
+    /// A cache's ids never change; the remote's may differ.
+    RemoteMap,
+    /// A cache's ids may change, and replies say so.
+    Renumbered,
+}
+
+/// The fields of `init_ok`, `capabilities` and `policies` this crate knows,
+/// by the object they sit in: any other is a declaration of a newer
+/// version, ignored and listed.
+pub const KNOWN_FIELDS: [(&str, &[&str]); 3] = [
+    (
+        "init_ok",
+        &["type", "in_reply_to", "protocol", "engine", "capabilities", "policies"],
+    ),
+    (
+        "capabilities",
+        &[
+            "clock",
+            "crash_points",
+            "outside_writes",
+            "outside_insert_ids",
+            "profile",
+            "reads",
+            "push_pull",
+            "replicas_max",
+            "aborts",
+        ],
+    ),
+    (
+        "policies",
+        &[
+            "merge",
+            "delete",
+            "natural_keys",
+            "explicit_ids",
+            "push",
+            "pending_after_sync",
+            "ids",
+        ],
+    ),
+];
+
+/// Declarations of version 2's design that this crate knows by name but
+/// the harness does not check yet (PROTOCOL.md, "Designed, not yet
+/// checked"), as `object.field`.
+pub const DESIGNED_NOT_CHECKED: [&str; 9] = [
+    "capabilities.topologies",
+    "capabilities.outside_connection",
+    "capabilities.value_domain",
+    "policies.references",
+    "policies.constraints",
+    "policies.consistency",
+    "policies.transactions",
+    "capabilities.pause_points",
+    "init_ok.renumbered",
+];
+
+/// The fields of an `init_ok` line this crate does not know, as
+/// `object.field` (a newer version's declarations, or a misspelling).
+pub fn unknown_declarations(init_ok: &serde_json::Value) -> Vec<String> {
+    let mut unknown = Vec::new();
+    for (object, known) in KNOWN_FIELDS {
+        let fields = match object {
+            "init_ok" => init_ok.as_object(),
+            nested => init_ok.get(nested).and_then(serde_json::Value::as_object),
+        };
+        for name in fields.into_iter().flat_map(|map| map.keys()) {
+            if !known.contains(&name.as_str()) {
+                unknown.push(format!("{object}.{name}"));
+            }
+        }
+    }
+    unknown
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -553,6 +717,7 @@ mod tests {
                         id: 3,
                     },
                 ],
+                abort: false,
             },
         };
         round_trip(
@@ -654,6 +819,92 @@ mod tests {
         assert_eq!(ok.capabilities.outside_insert_ids, OutsideInsertIds::Sqlite);
         assert_eq!(ok.capabilities.profile, None);
         assert_eq!(ok.policies.merge, MergePolicy::Row);
+    }
+
+    #[test]
+    fn version_2_as_protocol_md_shows_it() {
+        // A write the application rolls back, and its answer.
+        round_trip(
+            &Envelope {
+                msg_id: 5,
+                body: Request::Write {
+                    ops: vec![Op::Delete {
+                        table: "hosts".into(),
+                        id: 1,
+                    }],
+                    abort: true,
+                },
+            },
+            r#"{"msg_id":5,"type":"write","ops":[{"op":"delete","table":"hosts","id":1}],"abort":true}"#,
+        );
+        round_trip(
+            &Reply {
+                in_reply_to: 5,
+                body: Response::WriteAborted { ids: Vec::new() },
+            },
+            r#"{"in_reply_to":5,"type":"write_aborted"}"#,
+        );
+        // A version 2 handshake answer with every new declaration.
+        let text = r#"{"type":"init_ok","in_reply_to":0,"protocol":2,"engine":"wt-sync 0.1","capabilities":{"clock":false,"crash_points":[],"outside_writes":"not_captured","outside_insert_ids":"sqlite","aborts":true,"push_pull":"together","replicas_max":1},"policies":{"merge":"row","delete":"delete_wins","natural_keys":"refuse","explicit_ids":false,"push":"on_commit","pending_after_sync":"resolutions"}}"#;
+        let reply: Reply<Response> = serde_json::from_str(text).expect("decode");
+        let Response::InitOk(ok) = reply.body else {
+            panic!("an init_ok")
+        };
+        assert_eq!(ok.protocol, 2);
+        assert_eq!(ok.capabilities.push_pull, PushPull::Together);
+        assert_eq!(ok.capabilities.replicas_max, Some(1));
+        assert!(ok.capabilities.aborts);
+        assert_eq!(ok.policies.push, PushPolicy::OnCommit);
+        assert_eq!(ok.policies.pending_after_sync, PendingAfterSync::Resolutions);
+        assert_eq!(ok.policies.ids, IdPolicy::Stable);
+    }
+
+    #[test]
+    fn defaults_serialize_as_version_1_did() {
+        // A version 2 type with every new field at its default writes what
+        // version 1 wrote: a version 1 adapter sees nothing new.
+        let caps = Capabilities {
+            clock: true,
+            crash_points: Vec::new(),
+            outside_writes: OutsideWrites::Captured,
+            outside_insert_ids: OutsideInsertIds::Engine,
+            profile: None,
+            reads: false,
+            push_pull: PushPull::Separate,
+            replicas_max: None,
+            aborts: false,
+        };
+        assert_eq!(
+            serde_json::to_string(&caps).expect("encode"),
+            r#"{"clock":true,"crash_points":[],"outside_writes":"captured","outside_insert_ids":"engine","profile":null,"reads":false}"#
+        );
+        let policies = Policies {
+            merge: MergePolicy::Column,
+            delete: DeletePolicy::DeleteWins,
+            natural_keys: NaturalKeyPolicy::Merge,
+            explicit_ids: true,
+            push: PushPolicy::Explicit,
+            pending_after_sync: PendingAfterSync::Zero,
+            ids: IdPolicy::Stable,
+        };
+        assert_eq!(
+            serde_json::to_string(&policies).expect("encode"),
+            r#"{"merge":"column","delete":"delete_wins","natural_keys":"merge","explicit_ids":true}"#
+        );
+    }
+
+    #[test]
+    fn declarations_of_a_newer_version_are_named() {
+        let raw: serde_json::Value = serde_json::from_str(
+            r#"{"type":"init_ok","in_reply_to":0,"protocol":2,"engine":"x","future":1,
+                "capabilities":{"clock":false,"outside_writes":"captured","topologies":["peer"]},
+                "policies":{"merge":"row","delete":"delete_wins","natural_keys":"merge","explicit_ids":false,"transactions":"atomic"}}"#,
+        )
+        .expect("json");
+        assert_eq!(
+            unknown_declarations(&raw),
+            vec!["init_ok.future", "capabilities.topologies", "policies.transactions"]
+        );
     }
 
     #[test]

@@ -22,9 +22,9 @@ use syncgate_engine::{
     SqliteRemote, TableDef, WriteRefusal,
 };
 use syncgate_protocol::{
-    Capabilities, ColumnKind, CrashPoint, DeletePolicy, ErrorCode, Init, InitOk, MergePolicy, NaturalKeyPolicy, Op,
-    OutsideInsertIds, OutsideWrites, Policies, Profile, ReadRow, RefusalClass, RemoteLocation, Request, Response,
-    SyncFailureClass, SyncReport, Value, VERSION,
+    Capabilities, ColumnKind, CrashPoint, DeletePolicy, ErrorCode, IdPolicy, Init, InitOk, MergePolicy,
+    NaturalKeyPolicy, Op, OutsideInsertIds, OutsideWrites, PendingAfterSync, Policies, Profile, PushPolicy, PushPull,
+    ReadRow, RefusalClass, RemoteLocation, Request, Response, SyncFailureClass, SyncReport, Value, LATEST, VERSION,
 };
 
 /// How this adapter runs the reference engine.
@@ -39,12 +39,32 @@ pub struct Options {
     /// A correct engine that differs only in incidental choices: sync
     /// reports always say 0 conflicts.
     pub no_conflict_counts: bool,
+    /// Speaks protocol version 2 and takes application rollbacks (`write`
+    /// with `abort`): the transaction's writes run through the engine's
+    /// writer and are rolled back with everything they captured.
+    pub aborts: bool,
+    /// Speaks protocol version 2 as a write-through layer (`push:
+    /// on_commit`): every committed write is pushed before the write
+    /// answers; a push that fails leaves it pending for the next one. A
+    /// correct engine whose pending counts are not the reference spec's (it
+    /// then declares no profile).
+    pub write_through: bool,
 }
 
 impl Options {
     /// Whether the engine still implements the reference spec exactly.
     pub fn is_reference_profile(&self) -> bool {
-        !self.shifted_ids && !self.no_conflict_counts
+        !self.shifted_ids && !self.no_conflict_counts && !self.write_through
+    }
+
+    /// The protocol version the engine answers: 2 when it declares
+    /// anything of version 2.
+    pub fn protocol(&self) -> u32 {
+        if self.aborts || self.write_through {
+            LATEST
+        } else {
+            VERSION
+        }
     }
 
     /// The name reports use.
@@ -58,6 +78,12 @@ impl Options {
         }
         if self.no_conflict_counts {
             name.push_str("+no-conflict-counts");
+        }
+        if self.aborts {
+            name.push_str("+aborts");
+        }
+        if self.write_through {
+            name.push_str("+write-through");
         }
         name
     }
@@ -154,7 +180,7 @@ pub struct ReferenceAdapter {
 /// What the reference engine declares in its handshake.
 pub fn init_ok(options: &Options) -> InitOk {
     InitOk {
-        protocol: VERSION,
+        protocol: options.protocol(),
         engine: format!(
             "syncgate-engine {} ({})",
             env!("CARGO_PKG_VERSION"),
@@ -167,12 +193,22 @@ pub fn init_ok(options: &Options) -> InitOk {
             outside_insert_ids: OutsideInsertIds::Engine,
             profile: options.is_reference_profile().then_some(Profile::Reference),
             reads: true,
+            push_pull: PushPull::Separate,
+            replicas_max: None,
+            aborts: options.aborts,
         },
         policies: Policies {
             merge: MergePolicy::Column,
             delete: DeletePolicy::DeleteWins,
             natural_keys: NaturalKeyPolicy::Merge,
             explicit_ids: true,
+            push: if options.write_through {
+                PushPolicy::OnCommit
+            } else {
+                PushPolicy::Explicit
+            },
+            pending_after_sync: PendingAfterSync::Zero,
+            ids: IdPolicy::Stable,
         },
     }
 }
@@ -312,7 +348,21 @@ impl ReferenceAdapter {
     pub fn handle(&mut self, request: &Request) -> Handled {
         let reply = match request {
             Request::Init(_) => error(ErrorCode::Malformed, "init may only be the first request"),
-            Request::Write { ops } => self.write(ops),
+            Request::Write { ops, abort: false } if self.options.write_through => {
+                let answer = self.write(ops);
+                if let Response::WriteOk { .. } = answer {
+                    // Pushed before answering; a failed push (the remote
+                    // locked, say) leaves the write pending, as it must.
+                    let _ = self.replica.push();
+                }
+                answer
+            }
+            Request::Write { ops, abort: false } => self.write(ops),
+            Request::Write { ops, abort: true } if self.options.aborts => self.write_rolled_back(ops),
+            Request::Write { abort: true, .. } => error(
+                ErrorCode::Unsupported,
+                "this engine declares no `aborts`: a write is never sent with `abort`",
+            ),
             Request::Push | Request::Pull | Request::Sync => {
                 let retries_before = self.replica.busy_retries();
                 let slept_before = self.clock.slept_ms();
@@ -398,37 +448,28 @@ impl ReferenceAdapter {
         if let [op] = ops {
             return self.write_one(op);
         }
-        let outcome = self.replica.write(|w| {
-            let mut minted: Vec<Option<i64>> = Vec::with_capacity(ops.len());
-            let mut ids = Vec::new();
-            for op in ops {
-                match op {
-                    Op::Insert { table, id, values } => {
-                        let named = named_values(values, &minted)?;
-                        let borrowed: Vec<(&str, EValue)> =
-                            named.iter().map(|(c, v)| (c.as_str(), v.clone())).collect();
-                        let new_id = w.insert(table, *id, &borrowed)?;
-                        minted.push(Some(new_id));
-                        ids.push(new_id);
-                    }
-                    Op::Update { table, id, set } => {
-                        let named = named_values(set, &minted)?;
-                        let borrowed: Vec<(&str, EValue)> =
-                            named.iter().map(|(c, v)| (c.as_str(), v.clone())).collect();
-                        w.update(table, *id, &borrowed)?;
-                        minted.push(None);
-                    }
-                    Op::Delete { table, id } => {
-                        w.delete(table, *id)?;
-                        minted.push(None);
-                    }
-                }
-            }
-            Ok(ids)
-        });
-        match outcome {
+        match self.replica.write(|w| apply_ops(w, ops)) {
             Ok(ids) => Response::WriteOk { ids },
             Err(e) => refused(&e),
+        }
+    }
+
+    /// The ops run in one transaction through the engine's writer, as an
+    /// application's would, and the application then rolls it back: the
+    /// writes go, and with them everything the capture triggers made of
+    /// them (they run in the same transaction).
+    fn write_rolled_back(&mut self, ops: &[Op]) -> Response {
+        let ran = std::cell::Cell::new(None);
+        let outcome = self.replica.write(|w| {
+            ran.set(Some(apply_ops(w, ops)?));
+            // Any error rolls the transaction back; this one never leaves
+            // the adapter (`ran` tells it from a real one).
+            Err::<(), _>(Error::InvalidSchema("rolled back by the application".into()))
+        });
+        match (ran.take(), outcome) {
+            (Some(ids), Err(_)) => Response::WriteAborted { ids },
+            (None, Err(e)) => refused(&e),
+            (_, Ok(())) => unreachable!("the write always rolls back"),
         }
     }
 
@@ -525,6 +566,35 @@ fn error(code: ErrorCode, message: &str) -> Response {
 }
 
 /// A write's error in the protocol's words.
+/// Applies a write request's ops in order inside one writer transaction;
+/// the ids of its inserts.
+fn apply_ops(w: &mut syncgate_engine::Writer<'_>, ops: &[Op]) -> syncgate_engine::Result<Vec<i64>> {
+    let mut minted: Vec<Option<i64>> = Vec::with_capacity(ops.len());
+    let mut ids = Vec::new();
+    for op in ops {
+        match op {
+            Op::Insert { table, id, values } => {
+                let named = named_values(values, &minted)?;
+                let borrowed: Vec<(&str, EValue)> = named.iter().map(|(c, v)| (c.as_str(), v.clone())).collect();
+                let new_id = w.insert(table, *id, &borrowed)?;
+                minted.push(Some(new_id));
+                ids.push(new_id);
+            }
+            Op::Update { table, id, set } => {
+                let named = named_values(set, &minted)?;
+                let borrowed: Vec<(&str, EValue)> = named.iter().map(|(c, v)| (c.as_str(), v.clone())).collect();
+                w.update(table, *id, &borrowed)?;
+                minted.push(None);
+            }
+            Op::Delete { table, id } => {
+                w.delete(table, *id)?;
+                minted.push(None);
+            }
+        }
+    }
+    Ok(ids)
+}
+
 fn refused(e: &Error) -> Response {
     let class = match e {
         Error::Write(r) => match r {

@@ -131,6 +131,15 @@ pub fn outside_write_outcome(
     }
 }
 
+/// The answer to a write sent with `abort`: `write_aborted`, or `refused`
+/// (its ops did not run); `write_ok` breaks the protocol.
+pub fn aborted_write_answer(r: usize, answer: &Answer<()>) -> Result<(), Violation> {
+    match answer {
+        Answer::Ok(()) | Answer::Refused(..) => Ok(()),
+        other => Err(engine_violation(&format!("r{r} write with abort"), other)),
+    }
+}
+
 /// A write answered ok names one id per insert it made (contract).
 pub fn one_id_per_insert(r: usize, ids: &[i64], inserts: usize) -> Result<(), Violation> {
     if ids.len() == inserts {
@@ -144,7 +153,7 @@ pub fn one_id_per_insert(r: usize, ids: &[i64], inserts: usize) -> Result<(), Vi
 
 /// The answer to `mint_id`: the id, or `None` when refused busy (as the
 /// model says, under the profile). `fresh` is whether the id was never
-/// minted before in the case: a minted id is reserved, used or not
+/// minted before by this process and names no row any place holds or held
 /// (contract). `shown` is the answer as the trace line prints it.
 pub fn minted(
     r: usize,
@@ -156,7 +165,10 @@ pub fn minted(
     if let (Answer::Ok(id), false) = (answer, fresh) {
         return Err(Violation::new(
             Invariant::NoClobber,
-            format!("r{r} mint_id handed out {id} again: an id once minted is reserved, used or not"),
+            format!(
+                "r{r} mint_id handed out {id} again: an id once minted is reserved, used or not, and never names \
+                 a row some place holds or held"
+            ),
         ));
     }
     match (answer, expected) {

@@ -55,6 +55,10 @@ pub enum Invariant {
     NoResurrection,
     /// A write answered `write_ok` is visible in the writer's cache at once.
     ReadYourWrites,
+    /// Adya's G1a, aborted read (engines that declare `aborts`): no value a
+    /// transaction the application rolled back wrote is seen in any cache,
+    /// on the remote or through the engine's reads, at any step.
+    NoAbortedRead,
     /// What the engine's read API returns (engines that declare `reads`)
     /// is exactly the cache's rows: every row, every declared column by its
     /// name, nothing else.
@@ -102,6 +106,7 @@ impl Invariant {
             | Invariant::NoClobber
             | Invariant::NoResurrection
             | Invariant::ReadYourWrites
+            | Invariant::NoAbortedRead
             | Invariant::ReadsTruthful
             | Invariant::TruthfulStatus
             | Invariant::Liveness

@@ -68,6 +68,7 @@ pub fn cache(seen: &CacheObservation, expect: &Expectation<'_>) -> Verdict {
         }
     }
     contract::check_integrity(schema, &place, tables)?;
+    contract::check_no_aborted_read(schema, &place, expect.history, tables)?;
     contract::check_not_resurrected(schema, &place, expect.history, r, tables, expect.policies)?;
     let Some(m) = expect.model else { return Ok(()) };
     let state = &m.replicas[r];
@@ -92,6 +93,7 @@ pub fn cache(seen: &CacheObservation, expect: &Expectation<'_>) -> Verdict {
 /// The checks every observation of the remote gets.
 pub fn remote(tables: &model::Tables, expect: &Expectation<'_>) -> Verdict {
     contract::check_integrity(expect.schema, "remote", tables)?;
+    contract::check_no_aborted_read(expect.schema, "remote", expect.history, tables)?;
     let Some(m) = expect.model else { return Ok(()) };
     let dead: BTreeSet<(usize, i64)> = m
         .remote

@@ -199,8 +199,11 @@ struct Runner<'a> {
     remote: model::Tables,
     /// Every id each replica ever held, per table.
     seen: Vec<Vec<BTreeSet<i64>>>,
-    /// Every id the application had minted (`mint_id`), used or given up.
-    minted: BTreeSet<i64>,
+    /// Per replica, every id its current process minted (`mint_id`), used
+    /// or given up: a process never mints one twice.
+    minted: Vec<BTreeSet<i64>>,
+    /// Per table, every id the remote was ever seen to hold.
+    remote_seen: Vec<BTreeSet<i64>>,
     history: History,
     offsets: Vec<i64>,
     events: Events,
@@ -227,7 +230,8 @@ impl<'a> Runner<'a> {
             caches: vec![empty.clone(); n],
             remote: empty,
             seen: vec![vec![BTreeSet::new(); schema.tables.len()]; n],
-            minted: BTreeSet::new(),
+            minted: vec![BTreeSet::new(); n],
+            remote_seen: vec![BTreeSet::new(); schema.tables.len()],
             history: History::new(n),
             offsets: vec![0; n],
             events: Events::new(),
@@ -350,6 +354,13 @@ impl<'a> Runner<'a> {
                 replica,
                 ops,
                 tag,
+                abort: true,
+                ..
+            } => self.aborted_write(replica, &ops, tag),
+            Action::Write {
+                replica,
+                ops,
+                tag,
                 outside: false,
                 ..
             } => self.write(replica, &ops, tag),
@@ -359,6 +370,7 @@ impl<'a> Runner<'a> {
                 tag,
                 outside: true,
                 abandoned_ids,
+                ..
             } => self.outside_write(replica, &ops, tag, abandoned_ids),
             Action::Sync {
                 replica,

@@ -90,6 +90,9 @@ impl Runner<'_> {
             .read_remote()
             .map_err(|e| blame("remote read", "read the remote", e))?;
         observed::remote(&tables, &self.expectation())?;
+        for (t, rows) in tables.iter().enumerate() {
+            self.remote_seen[t].extend(rows.keys().copied());
+        }
         self.remote = tables;
         Ok(())
     }

@@ -110,7 +110,12 @@ impl Runner<'_> {
             m.restart(r);
         }
         match self.start(r, false, false) {
-            Ok(Started::Up(replica)) => self.replicas[r] = Some(replica),
+            Ok(Started::Up(replica)) => {
+                // A new process: what the last one minted and never used
+                // may come again (PROTOCOL.md, ids an engine mints).
+                self.minted[r].clear();
+                self.replicas[r] = Some(replica);
+            }
             Ok(Started::Refused(why)) => {
                 return StepOutcome::checked(format!("r{r} restart -> error"), Err(answers::restart_failed(r, &why)))
             }

@@ -6,7 +6,7 @@
 //! the replica and the remote are observed.
 
 use syncgate_model as model;
-use syncgate_protocol::{CrashPoint, MergePolicy, SyncFailureClass};
+use syncgate_protocol::{CrashPoint, MergePolicy, PendingAfterSync, PushPull, SyncFailureClass};
 
 use super::observe::Look;
 use super::{Runner, StepOutcome};
@@ -24,10 +24,19 @@ impl Runner<'_> {
         crash: Option<CrashAt>,
         sessions_cut: Option<Reconnect>,
     ) -> StepOutcome {
+        // A layer that only syncs whole gets every push and pull as a sync.
+        let (kind, asked) = match self.caps().push_pull {
+            PushPull::Together if kind != SyncKind::Full => (SyncKind::Full, Some(kind)),
+            _ => (kind, None),
+        };
         let point = crash.map(crash_point);
         let supported = point.is_some_and(|p| self.caps().crash_points.contains(&p));
         let crash = crash.filter(|_| supported);
         let name = kind_name(kind);
+        let name = match asked {
+            Some(asked) => format!("{name} (for a {} step: the engine only syncs whole)", kind_name(asked)),
+            None => name.to_string(),
+        };
         let title = match (crash, point) {
             (Some(at), _) => format!("r{r} {name} crashing {}", crash_name(at)),
             (None, Some(p)) => format!("r{r} {name} (crash point {p:?} not offered by the engine)"),
@@ -193,8 +202,12 @@ impl Runner<'_> {
                 ledger: true,
             },
         );
-        if pushed {
-            if let Some(pending) = &seen.pending {
+        if let (true, Some(pending)) = (pushed, &seen.pending) {
+            // A pull may leave writes of the engine's own pending when it
+            // declares so (conflicts resolved at pull time).
+            let may_leave =
+                kind == SyncKind::Full && self.policies().pending_after_sync == PendingAfterSync::Resolutions;
+            if !(may_leave && matches!(pending, Answer::Ok(p) if *p > 0)) {
                 contract::check_push_left_nothing_pending(r, kind, pending)?;
                 self.history.pushed_all(self.step_no, r);
             }

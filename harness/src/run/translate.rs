@@ -79,6 +79,8 @@ pub enum Action {
         outside: bool,
         /// Outside inserts: ids the application mints and gives up on first.
         abandoned_ids: u8,
+        /// The application rolls the transaction back after its ops ran.
+        abort: bool,
     },
     Sync {
         replica: usize,
@@ -163,11 +165,29 @@ impl View<'_> {
                     tag: self.next_write,
                     outside: false,
                     abandoned_ids: 0,
+                    abort: false,
+                })
+            }
+            Step::Abort(inner) => {
+                let replica = inner.replica().unwrap_or(0);
+                if matches!(**inner, Step::Outside(_) | Step::Abort(_)) {
+                    return Err("a rolled-back write is an application write".into());
+                }
+                let ops = self.plan(inner, false)?;
+                Ok(Action::Write {
+                    replica,
+                    ops,
+                    tag: self.next_write,
+                    outside: false,
+                    abandoned_ids: 0,
+                    abort: true,
                 })
             }
             Step::Outside(inner) => {
                 let replica = inner.replica().unwrap_or(0);
-                if matches!(**inner, Step::InsertFamily { .. } | Step::Outside(_)) || inner.replica().is_none() {
+                if matches!(**inner, Step::InsertFamily { .. } | Step::Outside(_) | Step::Abort(_))
+                    || inner.replica().is_none()
+                {
                     return Err("outside writes are single inserts, updates or deletes".into());
                 }
                 let ops = self.plan(inner, true)?;
@@ -185,6 +205,7 @@ impl View<'_> {
                     tag: self.next_write,
                     outside: true,
                     abandoned_ids,
+                    abort: false,
                 })
             }
             Step::Sync {

@@ -5,7 +5,7 @@
 //! Then the history records what was committed, and the cache is observed.
 
 use syncgate_model as model;
-use syncgate_protocol::{OutsideInsertIds, OutsideWrites, RefusalClass, SyncFailureClass};
+use syncgate_protocol::{OutsideInsertIds, OutsideWrites, PushPolicy, RefusalClass, SyncFailureClass};
 
 use super::observe::Look;
 use super::translate::{describe, model_writes, protocol_ops};
@@ -135,6 +135,80 @@ impl Runner<'_> {
         StepOutcome::new(line, verdict)
     }
 
+    /// An application write whose transaction the application rolls back
+    /// after its ops ran (engines that declare `aborts`): nothing of it may
+    /// ever be seen, and pending does not move.
+    pub(super) fn aborted_write(&mut self, r: usize, ops: &[PlannedOp], tag: usize) -> StepOutcome {
+        let title = format!("r{r} {}, rolled back by the application", describe(&self.schema, ops));
+        if !self.caps().aborts {
+            return StepOutcome::new(format!("{title} (skipped: the engine declares no aborts)"), Ok(()));
+        }
+        if !self.up(r) {
+            return StepOutcome::new(format!("{title} (skipped: the application is down)"), Ok(()));
+        }
+        if let Err(stop) = self.set_clock(r) {
+            return StepOutcome::new(format!("{title} -> error"), Err(stop));
+        }
+        let Some(replica) = self.replicas[r].as_mut() else {
+            unreachable!("r{r} is up")
+        };
+        let before = match answers::answered(&format!("r{r} pending"), &replica.pending()) {
+            Ok(before) => before,
+            Err(v) => return StepOutcome::checked(format!("{title} -> error"), Err(v)),
+        };
+        let answer = replica.write_aborting(&protocol_ops(&self.schema, ops));
+        let shown = match &answer {
+            Answer::Ok(()) => "aborted".to_string(),
+            other => show_answer(other),
+        };
+        let line = format!("{title} -> {shown}");
+        if let Err(v) = answers::aborted_write_answer(r, &answer) {
+            return StepOutcome::checked(line, Err(v));
+        }
+        let what = match answer {
+            Answer::Ok(()) => {
+                assert_eq!(
+                    self.history.next_write_number(),
+                    tag,
+                    "r{r}'s rolled-back write was tagged .w{tag}"
+                );
+                let numbers: Vec<usize> = ops
+                    .iter()
+                    .map(|op| self.history.record_aborted(r, self.step_no, op.table))
+                    .collect();
+                count(&mut self.events, Event::ApplicationAbort, 1);
+                match numbers.as_slice() {
+                    [one] => format!("w{one}"),
+                    [first, .., last] => format!("w{first}..w{last}"),
+                    [] => unreachable!("a write plans at least one op"),
+                }
+            }
+            refused => {
+                if matches!(refused, Answer::Refused(RefusalClass::Busy, _)) {
+                    count(&mut self.events, Event::Busy, 1);
+                }
+                String::new()
+            }
+        };
+        let seen = self.observe_cache(
+            r,
+            Look {
+                pending: true,
+                ledger: false,
+            },
+        );
+        let verdict = crate::check::observed::cache(&seen, &self.expectation()).and_then(|()| {
+            if what.is_empty() {
+                return Ok(());
+            }
+            contract::check_abort_left_pending(r, &what, before, Self::pending_of(&seen)).map_err(Stop::from)
+        });
+        if verdict.is_ok() {
+            self.keep(seen);
+        }
+        StepOutcome::new(line, verdict)
+    }
+
     /// The application asks replica `r` to mint an id of `table`: the id,
     /// `None` when refused busy, or what the engine said and the verdict.
     fn mint_outside(&mut self, r: usize, table: usize) -> Result<Option<i64>, (String, Stop)> {
@@ -143,8 +217,14 @@ impl Runner<'_> {
             unreachable!("outside writes wait for r{r} to be up")
         };
         let answer = replica.mint_id(&self.schema.tables[table].name);
+        // A minted id never comes twice from one process, and never names a
+        // row some place holds or held (rule of PROTOCOL.md, all versions).
         let fresh = match answer {
-            Answer::Ok(id) => self.minted.insert(id),
+            Answer::Ok(id) => {
+                let held =
+                    self.seen.iter().any(|tables| tables[table].contains(&id)) || self.remote_seen[table].contains(&id);
+                self.minted[r].insert(id) && !held
+            }
             _ => true,
         };
         let shown = match &answer {
@@ -223,10 +303,44 @@ impl Runner<'_> {
             &committed.expect,
             tables,
         )?;
-        if committed.changes {
-            contract::check_committed_is_pending(r, &committed.what, outside, Self::pending_of(&seen))?;
-        }
+        let pending = committed.changes.then(|| Self::pending_of(&seen).clone());
         self.keep(seen);
+        let Some(pending) = pending else {
+            return Ok(());
+        };
+        if self.policies().push == PushPolicy::OnCommit && !outside {
+            return self.pushed_on_commit(r, &committed.what, &pending);
+        }
+        contract::check_committed_is_pending(r, &committed.what, outside, &pending)?;
+        Ok(())
+    }
+
+    /// A write-through engine's committed transaction: kept pending, or
+    /// pushed; then every write of the replica not known on the remote
+    /// (this transaction's, and any kept pending before) is there now.
+    fn pushed_on_commit(&mut self, r: usize, what: &str, pending: &Answer<u64>) -> Verdict {
+        if answers::answered(&format!("r{r} pending"), pending)? > 0 {
+            count(&mut self.events, Event::KeptPendingOnCommit, 1);
+            return Ok(());
+        }
+        let claimed = self.history.unpushed(r);
+        self.history.pushed_all(self.step_no, r);
+        if !self.places.remote_readable() {
+            // Locked exclusively by a lock step: the claim waits for the
+            // final checks, which read everything.
+            return Ok(());
+        }
+        self.observe_remote()?;
+        contract::check_pushed_on_commit(
+            &self.schema,
+            r,
+            what,
+            &self.history,
+            &claimed,
+            self.policies(),
+            &self.remote,
+        )?;
+        count(&mut self.events, Event::PushedOnCommit, 1);
         Ok(())
     }
 

@@ -16,8 +16,11 @@ pub struct GenConfig {
     /// Fixed replica count instead of 1..=replicas_max.
     pub replicas: Option<usize>,
     pub steps: usize,
-    /// Default weight of each step kind before swarm thinning.
-    pub weights: [u32; 10],
+    /// Default weight of each step kind before swarm thinning (the last,
+    /// `abort`, only with `aborts`).
+    pub weights: [u32; 11],
+    /// The engine declares `aborts`: application rollbacks are drawn too.
+    pub aborts: bool,
 }
 
 impl Default for GenConfig {
@@ -26,8 +29,9 @@ impl Default for GenConfig {
             replicas_max: 4,
             replicas: Some(3),
             steps: 40,
-            // insert update delete sync crash restart lock-remote lock-cache clock outside
-            weights: [30, 15, 8, 25, 4, 4, 5, 2, 8, 6],
+            // insert update delete sync crash restart lock-remote lock-cache clock outside abort
+            weights: [30, 15, 8, 25, 4, 4, 5, 2, 8, 6, 6],
+            aborts: false,
         }
     }
 }
@@ -143,7 +147,8 @@ fn step_strategy(replicas: usize, swarm: &Swarm) -> BoxedStrategy<Step> {
         lock_remote_strategy(),
         lock_cache_strategy(r.clone()),
         clock_strategy(r.clone()),
-        outside_strategy(r),
+        outside_strategy(r.clone()),
+        abort_strategy(r),
     ];
     let weighted: Vec<(u32, BoxedStrategy<Step>)> = swarm
         .weights
@@ -326,6 +331,18 @@ fn clock_strategy(r: Replicas) -> BoxedStrategy<Step> {
         .boxed()
 }
 
+/// An application write the application rolls back: any write an
+/// application makes, a transaction of several included.
+fn abort_strategy(r: Replicas) -> BoxedStrategy<Step> {
+    prop_oneof![
+        3 => insert_strategy(r.clone()),
+        2 => update_strategy(r.clone()),
+        1 => delete_strategy(r),
+    ]
+    .prop_map(|write| Step::Abort(Box::new(write)))
+    .boxed()
+}
+
 /// A write straight into the cache file: an insert (with ids minted and
 /// maybe given up first), an update or a delete.
 fn outside_strategy(r: Replicas) -> BoxedStrategy<Step> {
@@ -356,9 +373,9 @@ fn outside_strategy(r: Replicas) -> BoxedStrategy<Step> {
 
 /// Swarm weights: each kind is left out with probability 1/4, except that
 /// inserts and syncs always stay (without them nothing happens).
-fn swarm_strategy(base: [u32; 10]) -> impl Strategy<Value = Swarm> {
+fn swarm_strategy(base: Vec<u32>) -> impl Strategy<Value = Swarm> {
     proptest::collection::vec(0_u32..4, base.len()).prop_map(move |rolls| {
-        let mut weights = base.to_vec();
+        let mut weights = base.clone();
         for (i, roll) in rolls.iter().enumerate() {
             let essential = i == 0 || i == 3;
             if *roll == 0 && !essential {
@@ -402,7 +419,10 @@ pub fn scenario_strategy(config: &GenConfig) -> BoxedStrategy<Scenario> {
         None => (1..=config.replicas_max).boxed(),
     };
     let steps = config.steps;
-    let base = config.weights;
+    // Without `aborts` the weights (and so every draw) are those of the
+    // ten kinds before aborts existed.
+    let kinds = if config.aborts { 11 } else { 10 };
+    let base = config.weights[..kinds].to_vec();
     // One case in three on a clock that stands still: HLC ties across
     // replicas, and the tie-break, become common instead of rare.
     let step_ms = prop_oneof![2 => Just(None), 1 => Just(Some(0_i64))];

@@ -143,6 +143,7 @@ impl OpenSpec {
     pub fn init(&self, schema: &syncgate_protocol::Schema) -> syncgate_protocol::Init {
         syncgate_protocol::Init {
             protocol: syncgate_protocol::VERSION,
+            protocols: syncgate_protocol::VERSIONS.to_vec(),
             replica: self.replica,
             replicas: self.replicas,
             cache: self.cache.display().to_string(),
@@ -175,12 +176,24 @@ pub trait Subject: Sync {
     /// Starts one replica (new, or restarted from its files) and returns it
     /// with its handshake answer.
     fn open_replica(&self, spec: &OpenSpec) -> Result<(Box<dyn SubjectReplica>, InitOk), OpenError>;
+    /// Fields of the last handshake this harness does not know (a newer
+    /// protocol's declarations, or misspellings), as `object.field`: they
+    /// are ignored, and the run's summary lists them.
+    fn ignored_declarations(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// One running replica of a subject.
 pub trait SubjectReplica {
     /// One local transaction: the ids each insert minted, in order.
     fn write(&mut self, ops: &[Op]) -> Answer<Vec<i64>>;
+    /// One local transaction the application rolls back after its ops ran
+    /// (engines that declare `aborts`): `Ok` for `write_aborted`.
+    fn write_aborting(&mut self, ops: &[Op]) -> Answer<()> {
+        let _ = ops;
+        Answer::Error("this engine declares no aborts".into())
+    }
     fn sync(&mut self, kind: SyncKind) -> Answer<SyncReport>;
     fn pending(&mut self) -> Answer<u64>;
     fn set_clock(&mut self, ms: i64) -> Answer<()>;
@@ -228,6 +241,10 @@ impl Subject for ContractOnly {
         init_ok.capabilities.profile = None;
         Ok((replica, init_ok))
     }
+
+    fn ignored_declarations(&self) -> Vec<String> {
+        self.0.ignored_declarations()
+    }
 }
 
 /// An engine whose cases run on another kind of remote (a PostgreSQL
@@ -249,5 +266,9 @@ impl Subject for OnRemote {
 
     fn open_replica(&self, spec: &OpenSpec) -> Result<(Box<dyn SubjectReplica>, InitOk), OpenError> {
         self.subject.open_replica(spec)
+    }
+
+    fn ignored_declarations(&self) -> Vec<String> {
+        self.subject.ignored_declarations()
     }
 }

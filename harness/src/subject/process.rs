@@ -14,7 +14,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use syncgate_protocol::{Envelope, InitOk, Reply, Request, Response, VERSION};
+use syncgate_protocol::{Envelope, InitOk, Reply, Request, Response, DESIGNED_NOT_CHECKED, VERSIONS};
 
 use super::reference::{expect, sync_request};
 use super::{
@@ -33,6 +33,8 @@ pub struct ProcessEngine {
     command: String,
     timeout: Duration,
     schema: syncgate_protocol::Schema,
+    /// The fields of the last handshake this harness does not know.
+    ignored: Mutex<Vec<String>>,
 }
 
 impl ProcessEngine {
@@ -41,6 +43,7 @@ impl ProcessEngine {
             command: command.to_string(),
             timeout: Duration::from_millis(timeout_ms),
             schema: crate::schema::protocol_schema(),
+            ignored: Mutex::new(Vec::new()),
         }
     }
 }
@@ -48,6 +51,10 @@ impl ProcessEngine {
 impl Subject for ProcessEngine {
     fn name(&self) -> String {
         format!("exec:{}", self.command)
+    }
+
+    fn ignored_declarations(&self) -> Vec<String> {
+        self.ignored.lock().map(|i| i.clone()).unwrap_or_default()
     }
 
     fn open_replica(&self, spec: &OpenSpec) -> Result<(Box<dyn SubjectReplica>, InitOk), OpenError> {
@@ -68,11 +75,22 @@ impl Subject for ProcessEngine {
                 )))
             }
         };
-        if ok.protocol != VERSION {
+        if !VERSIONS.contains(&ok.protocol) {
             return Err(OpenError::Handshake(format!(
-                "`{}` speaks protocol version {}, this syncgate speaks {VERSION}: update the adapter or syncgate",
+                "`{}` speaks protocol version {}, this syncgate speaks {VERSIONS:?}: update the adapter or syncgate",
                 self.command, ok.protocol
             )));
+        }
+        let unknown = process.last_reply_fields.clone();
+        if let Some(designed) = unknown.iter().find(|f| DESIGNED_NOT_CHECKED.contains(&f.as_str())) {
+            return Err(OpenError::Handshake(format!(
+                "`{}` declares {designed}, which this syncgate does not check yet (PROTOCOL.md, \
+                 \"Designed, not yet checked\"): leave it out, or run a syncgate that checks it",
+                self.command
+            )));
+        }
+        if let Ok(mut ignored) = self.ignored.lock() {
+            *ignored = unknown;
         }
         Ok((Box::new(process), ok))
     }
@@ -104,6 +122,8 @@ struct Process {
     last_busy: Option<BusyTriesReported>,
     /// The round trips the last reply reported, if it was a sync's.
     last_round_trips: Option<u64>,
+    /// The fields of the last reply's `init_ok` this harness does not know.
+    last_reply_fields: Vec<String>,
 }
 
 impl Process {
@@ -156,6 +176,7 @@ impl Process {
             broken: None,
             last_busy: None,
             last_round_trips: None,
+            last_reply_fields: Vec::new(),
         })
     }
 
@@ -220,6 +241,9 @@ impl Process {
                 "answered in_reply_to {} to request {msg_id} ({name})",
                 reply.in_reply_to
             ));
+        }
+        if let (Response::InitOk(_), Ok(raw)) = (&reply.body, serde_json::from_str(line)) {
+            self.last_reply_fields = syncgate_protocol::unknown_declarations(&raw);
         }
         self.last_busy = BusyTriesReported::of(&reply.body);
         self.last_round_trips = reported_round_trips(&reply.body);
@@ -290,10 +314,23 @@ impl SubjectReplica for Process {
     }
 
     fn write(&mut self, ops: &[Op]) -> Answer<Vec<i64>> {
-        let answer = self.request(Request::Write { ops: ops.to_vec() });
+        let answer = self.request(Request::Write {
+            ops: ops.to_vec(),
+            abort: false,
+        });
         expect(answer, "write", |r| match r {
             Response::WriteOk { ids } => Some(ids),
             _ => None,
+        })
+    }
+
+    fn write_aborting(&mut self, ops: &[Op]) -> Answer<()> {
+        let answer = self.request(Request::Write {
+            ops: ops.to_vec(),
+            abort: true,
+        });
+        expect(answer, "write with abort", |r| {
+            matches!(r, Response::WriteAborted { .. }).then_some(())
         })
     }
 

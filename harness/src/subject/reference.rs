@@ -110,10 +110,23 @@ pub(crate) fn expect<T>(answer: Answer<Response>, wanted: &str, take: impl FnOnc
 
 impl SubjectReplica for InProcess {
     fn write(&mut self, ops: &[Op]) -> Answer<Vec<i64>> {
-        let answer = self.ask(&Request::Write { ops: ops.to_vec() });
+        let answer = self.ask(&Request::Write {
+            ops: ops.to_vec(),
+            abort: false,
+        });
         expect(answer, "write", |r| match r {
             Response::WriteOk { ids } => Some(ids),
             _ => None,
+        })
+    }
+
+    fn write_aborting(&mut self, ops: &[Op]) -> Answer<()> {
+        let answer = self.ask(&Request::Write {
+            ops: ops.to_vec(),
+            abort: true,
+        });
+        expect(answer, "write with abort", |r| {
+            matches!(r, Response::WriteAborted { .. }).then_some(())
         })
     }
 

@@ -3,12 +3,16 @@
 //! pass by never firing).
 
 use syncgate::check::contract::{
-    check_converged, check_final, check_integrity, check_not_resurrected, check_read_your_writes, Expect,
+    check_abort_left_pending, check_converged, check_final, check_integrity, check_no_aborted_read,
+    check_not_resurrected, check_pushed_on_commit, check_read_your_writes, Expect,
 };
 use syncgate::check::Invariant;
 use syncgate::history::{History, WriteKind, WriteRecord};
+use syncgate::subject::Answer;
 use syncgate_model::{test_schema, Rows, Tables, Value};
-use syncgate_protocol::{DeletePolicy, MergePolicy, NaturalKeyPolicy, Policies};
+use syncgate_protocol::{
+    DeletePolicy, IdPolicy, MergePolicy, NaturalKeyPolicy, PendingAfterSync, Policies, PushPolicy,
+};
 
 const DOMAINS: usize = 0;
 const HOSTS: usize = 1;
@@ -20,6 +24,9 @@ fn policies(merge: MergePolicy) -> Policies {
         delete: DeletePolicy::DeleteWins,
         natural_keys: NaturalKeyPolicy::Merge,
         explicit_ids: false,
+        push: PushPolicy::Explicit,
+        pending_after_sync: PendingAfterSync::Zero,
+        ids: IdPolicy::Stable,
     }
 }
 
@@ -308,6 +315,73 @@ fn convergence_fires_when_a_replica_differs_from_the_remote() {
     assert_eq!(invariant, Invariant::Convergence);
     assert!(
         detail.contains("hosts/1: the remote has (\"a.w1\", \"ip\"), r1 nothing"),
+        "{detail}"
+    );
+}
+
+#[test]
+fn an_aborted_read_is_named_g1a() {
+    // r0 commits host 1 (w1), then rolls back a rename of it (w2).
+    let mut h = History::new(1);
+    h.record(host_insert(0, 1, 1, "a.w1"));
+    h.record_aborted(0, 2, HOSTS);
+    let schema = test_schema();
+    let clean = tables(&[(HOSTS, 1, vec![t("a.w1"), t("ip")])]);
+    assert_eq!(check_no_aborted_read(&schema, "remote", &h, &clean), Ok(()));
+    // A capture hook kept the rolled-back rename and pushed it.
+    let leaked = tables(&[(HOSTS, 1, vec![t("b.w2"), t("ip")])]);
+    let (invariant, detail) = failing(check_no_aborted_read(&schema, "remote", &h, &leaked));
+    assert_eq!(invariant, Invariant::NoAbortedRead);
+    assert!(
+        detail.starts_with("G1a (aborted read): remote: hosts/1.hostname"),
+        "{detail}"
+    );
+    assert!(detail.contains("w2 (r0, step 2)"), "{detail}");
+    // And pending may not move for it.
+    assert_eq!(check_abort_left_pending(0, "w2", 1, &Answer::Ok(1)), Ok(()));
+    let (invariant, detail) = failing(check_abort_left_pending(0, "w2", 1, &Answer::Ok(2)));
+    assert_eq!(invariant, Invariant::TruthfulStatus);
+    assert!(
+        detail.contains("2 pending after the application rolled back w2, 1 before"),
+        "{detail}"
+    );
+}
+
+#[test]
+fn a_write_through_claim_of_nothing_pending_is_held_to_the_remote() {
+    // r0 inserts host 1 (w1) and says it pushed it inside the commit.
+    let mut h = History::new(1);
+    h.record(host_insert(0, 1, 1, "a.w1"));
+    h.record(host_update(0, 2, 1, "b.w2"));
+    let schema = test_schema();
+    let policies = policies(MergePolicy::Column);
+    let claimed = h.writes.clone();
+    let there = tables(&[(HOSTS, 1, vec![t("b.w2"), t("ip")])]);
+    assert_eq!(
+        check_pushed_on_commit(&schema, 0, "w2", &h, &claimed, &policies, &there),
+        Ok(())
+    );
+    // The push failed inside the commit and was dropped: nothing arrived.
+    let (invariant, detail) = failing(check_pushed_on_commit(
+        &schema,
+        0,
+        "w2",
+        &h,
+        &claimed,
+        &policies,
+        &tables(&[]),
+    ));
+    assert_eq!(invariant, Invariant::TruthfulStatus);
+    assert!(detail.contains("the remote has no hosts/1 (w1 wrote it)"), "{detail}");
+    assert!(detail.contains("the claim \"0 pending\" is false"), "{detail}");
+    // Only the insert arrived: the rename it follows did not.
+    let stale = tables(&[(HOSTS, 1, vec![t("a.w1"), t("ip")])]);
+    let (invariant, detail) = failing(check_pushed_on_commit(
+        &schema, 0, "w2", &h, &claimed, &policies, &stale,
+    ));
+    assert_eq!(invariant, Invariant::TruthfulStatus);
+    assert!(
+        detail.contains("holds \"a.w1\" of w1, which w2 causally follows"),
         "{detail}"
     );
 }

@@ -11,3 +11,4 @@ mod property;
 mod regressions;
 mod snapshots;
 mod support;
+mod version2;

@@ -88,3 +88,112 @@ impl SubjectReplica for MisreportingReplica {
         self.0.last_remote_round_trips().map(|n| n + self.1.extra_round_trips)
     }
 }
+
+/// What a [`Declaring`] engine declares and does beyond the reference
+/// engine (contract only: it declares no profile).
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Twist {
+    /// Write-through (`push: on_commit`): every write pushes before it
+    /// answers; a failed push keeps the write pending, unless
+    /// `swallows_failures`, when it reports nothing pending (the Flask app's
+    /// bug: a push failure inside the commit hook is logged and dropped).
+    WriteThrough { swallows_failures: bool },
+    /// Takes application rollbacks (`aborts`), but commits the writes
+    /// instead of rolling them back (a capture hook that keeps what the
+    /// application rolled back).
+    LeakyAborts,
+    /// One combined sync only (`push_pull: together`), at most `replicas`
+    /// replicas (`replicas_max`).
+    SyncOnly { replicas: u32 },
+}
+
+/// The reference engine speaking protocol version 2 with a twist.
+pub(crate) struct Declaring(pub(crate) Twist);
+
+struct DeclaringReplica {
+    inner: Box<dyn SubjectReplica>,
+    twist: Twist,
+    /// A push inside a write failed and the engine says nothing is pending.
+    claims_pushed: bool,
+}
+
+impl Subject for Declaring {
+    fn name(&self) -> String {
+        format!("reference+{:?}", self.0)
+    }
+
+    fn open_replica(&self, spec: &OpenSpec) -> Result<(Box<dyn SubjectReplica>, InitOk), OpenError> {
+        let base = ReferenceEngine::with(syncgate_reference_adapter::Options {
+            aborts: true,
+            ..Default::default()
+        });
+        let (inner, mut init_ok) = base.open_replica(spec)?;
+        init_ok.protocol = 2;
+        init_ok.capabilities.profile = None;
+        match self.0 {
+            Twist::WriteThrough { .. } => {
+                init_ok.capabilities.aborts = false;
+                init_ok.policies.push = syncgate_protocol::PushPolicy::OnCommit;
+            }
+            Twist::LeakyAborts => {}
+            Twist::SyncOnly { replicas } => {
+                init_ok.capabilities.push_pull = syncgate_protocol::PushPull::Together;
+                init_ok.capabilities.replicas_max = Some(replicas);
+            }
+        }
+        let replica = DeclaringReplica {
+            inner,
+            twist: self.0,
+            claims_pushed: false,
+        };
+        Ok((Box::new(replica), init_ok))
+    }
+}
+
+impl SubjectReplica for DeclaringReplica {
+    fn write(&mut self, ops: &[Op]) -> Answer<Vec<i64>> {
+        let answer = self.inner.write(ops);
+        if let (Twist::WriteThrough { swallows_failures }, Answer::Ok(_)) = (self.twist, &answer) {
+            let pushed = matches!(self.inner.sync(SyncKind::Push), Answer::Ok(_));
+            self.claims_pushed = swallows_failures && !pushed;
+        }
+        answer
+    }
+    fn write_aborting(&mut self, ops: &[Op]) -> Answer<()> {
+        match self.twist {
+            Twist::LeakyAborts => match self.inner.write(ops).cast::<()>() {
+                Ok(_) => Answer::Ok(()),
+                Err(other) => other,
+            },
+            _ => self.inner.write_aborting(ops),
+        }
+    }
+    fn sync(&mut self, kind: SyncKind) -> Answer<SyncReport> {
+        if let Twist::SyncOnly { .. } = self.twist {
+            assert_eq!(kind, SyncKind::Full, "a sync-only engine is sent sync alone");
+        }
+        let answer = self.inner.sync(kind);
+        if matches!(answer, Answer::Ok(_)) && kind != SyncKind::Pull {
+            self.claims_pushed = false;
+        }
+        answer
+    }
+    fn pending(&mut self) -> Answer<u64> {
+        if self.claims_pushed {
+            return Answer::Ok(0);
+        }
+        self.inner.pending()
+    }
+    fn set_clock(&mut self, ms: i64) -> Answer<()> {
+        self.inner.set_clock(ms)
+    }
+    fn arm_crash(&mut self, point: CrashPoint) -> Answer<()> {
+        self.inner.arm_crash(point)
+    }
+    fn mint_id(&mut self, table: &str) -> Answer<i64> {
+        self.inner.mint_id(table)
+    }
+    fn read(&mut self, table: &str) -> Answer<Vec<ReadRow>> {
+        self.inner.read(table)
+    }
+}

@@ -8,12 +8,14 @@ mod settled;
 
 pub use settled::{check_converged, check_final, check_settled};
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use syncgate_model as model;
 use syncgate_protocol::{DeletePolicy, Policies};
 
 use super::answers::engine_violation;
 use super::{Invariant, Violation};
-use crate::history::{History, WriteKind, WriteRecord};
+use crate::history::{tag_of, History, WriteKind, WriteRecord};
 use crate::scenario::SyncKind;
 use crate::show::{kind_name, show_row, show_value};
 use crate::subject::Answer;
@@ -98,6 +100,160 @@ pub fn check_committed_is_pending(r: usize, what: &str, outside: bool, pending: 
     }
 }
 
+/// Bound on parent chains followed when deciding whether a row died with an
+/// ancestor (the declared schemas are shallow; a cycle cannot hang the check).
+const ANCESTRY_DEPTH_MAX: usize = 16;
+
+/// Which rows some write's delete reached: the row itself, a row with its
+/// natural key, or an ancestor (a delete cascades to children another
+/// replica added concurrently, when they arrive).
+pub(super) struct Doom {
+    deleted: BTreeSet<(usize, i64)>,
+    deleted_keys: crate::history::DeletedKeys,
+    key_of: BTreeMap<(usize, i64), model::Value>,
+    /// Parents each row was given, by any write.
+    parents: BTreeMap<(usize, i64), BTreeSet<(usize, i64)>>,
+}
+
+impl Doom {
+    pub(super) fn of(schema: &model::Schema, history: &History) -> Doom {
+        let (deleted, deleted_keys) = history.deleted();
+        let key_of = history
+            .writes
+            .iter()
+            .filter(|w| w.kind == WriteKind::Insert)
+            .filter_map(|w| w.key.clone().map(|k| ((w.table, w.id), k)))
+            .collect();
+        let mut parents: BTreeMap<(usize, i64), BTreeSet<(usize, i64)>> = BTreeMap::new();
+        for w in &history.writes {
+            for (c, v) in &w.set {
+                if let (Some(pt), model::Value::Int(p)) = (schema.tables[w.table].columns[*c].references, v) {
+                    parents.entry((w.table, w.id)).or_default().insert((pt, *p));
+                }
+            }
+        }
+        Doom {
+            deleted,
+            deleted_keys,
+            key_of,
+            parents,
+        }
+    }
+
+    fn dead(&self, t: usize, id: i64) -> bool {
+        self.deleted.contains(&(t, id))
+            || self
+                .key_of
+                .get(&(t, id))
+                .is_some_and(|k| self.deleted_keys.get(&t).is_some_and(|keys| keys.contains(k)))
+    }
+
+    /// Whether a delete reached the row or an ancestor of it.
+    pub(super) fn doomed(&self, t: usize, id: i64) -> bool {
+        let mut frontier = vec![(t, id)];
+        for _ in 0..ANCESTRY_DEPTH_MAX {
+            if frontier.iter().any(|&(t, id)| self.dead(t, id)) {
+                return true;
+            }
+            frontier = frontier
+                .iter()
+                .flat_map(|row| self.parents.get(row).into_iter().flatten().copied())
+                .collect();
+            if frontier.is_empty() {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// Write-through (`push: "on_commit"`): a committed transaction the engine
+/// reports as not pending (0) is on the remote already. Each cell it set
+/// holds its value, or the value of a write it does not causally follow (a
+/// concurrent winner); a row it inserted is there (or merged into the row
+/// of its natural key, or deleted by a write it does not follow); a row it
+/// deleted is gone (delete-wins engines). `what` names the writes.
+pub fn check_pushed_on_commit(
+    schema: &model::Schema,
+    r: usize,
+    what: &str,
+    history: &History,
+    written: &[WriteRecord],
+    policies: &Policies,
+    remote: &model::Tables,
+) -> Result<(), Violation> {
+    let false_claim = |detail: String| {
+        Err(Violation::new(
+            Invariant::TruthfulStatus,
+            format!(
+                "r{r} answered write_ok for {what} and reports 0 pending, so it must be on the remote now, but {detail}: \
+                 the claim \"0 pending\" is false (a push that failed inside the commit was dropped, not kept)"
+            ),
+        ))
+    };
+    let doom = Doom::of(schema, history);
+    for w in written {
+        let table = &schema.tables[w.table];
+        let held = remote[w.table].get(&w.id);
+        match w.kind {
+            WriteKind::Delete => {
+                if let (Some(row), DeletePolicy::DeleteWins) = (held, policies.delete) {
+                    return false_claim(format!(
+                        "the remote still holds {}/{} = {} that w{} deleted",
+                        table.name,
+                        w.id,
+                        show_row(row),
+                        w.n
+                    ));
+                }
+            }
+            WriteKind::Insert | WriteKind::Update => {
+                let Some(row) = held else {
+                    let merged = match (table.natural_key, &w.key) {
+                        (Some(k), Some(key)) if *key != model::Value::Null => {
+                            remote[w.table].values().any(|row| row[k] == *key)
+                        }
+                        _ => false,
+                    };
+                    if merged || doom.doomed(w.table, w.id) {
+                        continue;
+                    }
+                    return false_claim(format!("the remote has no {}/{} (w{} wrote it)", table.name, w.id, w.n));
+                };
+                for (c, value) in &w.set {
+                    if row[*c] == *value || table.natural_key == Some(*c) || table.columns[*c].references.is_some() {
+                        continue;
+                    }
+                    // The value there is another write's: only one w does
+                    // not causally follow may have won. (A value several
+                    // writes wrote names none of them: nothing to say.)
+                    let writers: Vec<&WriteRecord> = history
+                        .writes
+                        .iter()
+                        .filter(|x| x.table == w.table && x.set.iter().any(|(xc, xv)| xc == c && *xv == row[*c]))
+                        .collect();
+                    let older = match writers.as_slice() {
+                        [x] if x.n != w.n && history.follows(x, w) => Some(*x),
+                        _ => None,
+                    };
+                    if let Some(x) = older {
+                        return false_claim(format!(
+                            "the remote's {}/{}.{} holds {} of w{}, which w{} causally follows",
+                            table.name,
+                            w.id,
+                            table.columns[*c].name,
+                            show_value(&row[*c]),
+                            x.n,
+                            w.n
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A push (or sync) that answers ok has pushed everything pending.
 pub fn check_push_left_nothing_pending(r: usize, kind: SyncKind, pending: &Answer<u64>) -> Result<(), Violation> {
     match pending {
@@ -105,6 +261,59 @@ pub fn check_push_left_nothing_pending(r: usize, kind: SyncKind, pending: &Answe
         Answer::Ok(p) => Err(Violation::new(
             Invariant::TruthfulStatus,
             format!("r{r} {} answered ok, but {p} writes are still pending", kind_name(kind)),
+        )),
+        other => Err(engine_violation(&format!("r{r} pending"), other)),
+    }
+}
+
+/// Adya's G1a, aborted read: no value a rolled-back transaction wrote is
+/// seen anywhere (engines that declare `aborts`; the tags name the writes).
+pub fn check_no_aborted_read(
+    schema: &model::Schema,
+    place: &str,
+    history: &History,
+    tables: &model::Tables,
+) -> Result<(), Violation> {
+    if history.aborted.is_empty() {
+        return Ok(());
+    }
+    for (t, rows) in tables.iter().enumerate() {
+        for (id, row) in rows {
+            for (c, value) in row.iter().enumerate() {
+                let Some(aborted) = tag_of(value).and_then(|n| history.aborted.get(&n)) else {
+                    continue;
+                };
+                return Err(Violation::new(
+                    Invariant::NoAbortedRead,
+                    format!(
+                        "G1a (aborted read): {place}: {}/{id}.{} holds {}, written by w{} (r{}, step {}), whose \
+                         transaction the application rolled back",
+                        schema.tables[t].name,
+                        schema.tables[t].columns[c].name,
+                        show_value(value),
+                        aborted.n,
+                        aborted.replica,
+                        aborted.step
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A rolled-back transaction leaves nothing pending: the count is what it
+/// was before (a capture hook that kept the rolled-back writes would push
+/// them).
+pub fn check_abort_left_pending(r: usize, what: &str, before: u64, after: &Answer<u64>) -> Result<(), Violation> {
+    match after {
+        Answer::Ok(p) if *p == before => Ok(()),
+        Answer::Ok(p) => Err(Violation::new(
+            Invariant::TruthfulStatus,
+            format!(
+                "r{r} reports {p} pending after the application rolled back {what}, {before} before it: a rolled-back \
+                 write is never pushed (G1a)"
+            ),
         )),
         other => Err(engine_violation(&format!("r{r} pending"), other)),
     }

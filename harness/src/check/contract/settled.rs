@@ -2,19 +2,15 @@
 //! and the remote's rows are what the history allows (no clobbered insert,
 //! no resurrection, no lost write: every cell from a write nothing follows).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use syncgate_model as model;
 use syncgate_protocol::{DeletePolicy, MergePolicy, NaturalKeyPolicy, Policies};
 
-use super::{deleter, tagged_columns};
+use super::{deleter, tagged_columns, Doom};
 use crate::check::{Invariant, Violation};
 use crate::history::{History, WriteKind, WriteRecord};
 use crate::show::{show_row, show_value};
-
-/// Bound on parent chains followed when deciding whether a row died with an
-/// ancestor (the declared schemas are shallow; a cycle cannot hang the check).
-const ANCESTRY_DEPTH_MAX: usize = 16;
 
 /// Quiescence: syncing every replica round after round reaches a state
 /// nobody changes and nothing is pending, within the round bound.
@@ -156,48 +152,11 @@ fn check_inserts_survive(
     policies: &Policies,
     remote: &model::Tables,
 ) -> Result<(), Violation> {
-    let (deleted, deleted_keys) = history.deleted();
-    let key_of: BTreeMap<(usize, i64), model::Value> = history
-        .writes
-        .iter()
-        .filter(|w| w.kind == WriteKind::Insert)
-        .filter_map(|w| w.key.clone().map(|k| ((w.table, w.id), k)))
-        .collect();
-    let dead = |t: usize, id: i64| -> bool {
-        deleted.contains(&(t, id))
-            || key_of
-                .get(&(t, id))
-                .is_some_and(|k| deleted_keys.get(&t).is_some_and(|keys| keys.contains(k)))
-    };
-    // Parents each row was given, by any write.
-    let mut parents: BTreeMap<(usize, i64), BTreeSet<(usize, i64)>> = BTreeMap::new();
-    for w in &history.writes {
-        for (c, v) in &w.set {
-            if let (Some(pt), model::Value::Int(p)) = (schema.tables[w.table].columns[*c].references, v) {
-                parents.entry((w.table, w.id)).or_default().insert((pt, *p));
-            }
-        }
-    }
-    let doomed = |t: usize, id: i64| -> bool {
-        let mut frontier = vec![(t, id)];
-        for _ in 0..ANCESTRY_DEPTH_MAX {
-            if frontier.iter().any(|&(t, id)| dead(t, id)) {
-                return true;
-            }
-            frontier = frontier
-                .iter()
-                .flat_map(|row| parents.get(row).into_iter().flatten().copied())
-                .collect();
-            if frontier.is_empty() {
-                return false;
-            }
-        }
-        true
-    };
+    let doom = Doom::of(schema, history);
     for w in history.writes.iter().filter(|w| w.kind == WriteKind::Insert) {
         let table = &schema.tables[w.table];
         let key = w.key.clone().filter(|k| *k != model::Value::Null);
-        if doomed(w.table, w.id) {
+        if doom.doomed(w.table, w.id) {
             continue;
         }
         if key.is_some() && policies.natural_keys == NaturalKeyPolicy::Refuse {

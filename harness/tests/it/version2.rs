@@ -1,0 +1,140 @@
+//! Protocol version 2's declarations, each on an engine that keeps it and
+//! on one that breaks it: the reference engine (in process) with a twist
+//! (`support::Declaring`).
+
+use syncgate::check::Invariant;
+use syncgate::gate::{check, CheckOptions};
+use syncgate::mutants::hunt_options;
+use syncgate::scenario::GenConfig;
+
+use crate::support::{Declaring, Twist};
+
+fn options(cases: u64, seed: &str) -> CheckOptions {
+    CheckOptions {
+        cases,
+        stop_at_first: false,
+        ..hunt_options(cases, seed, 2)
+    }
+}
+
+#[test]
+fn a_write_through_engine_passes_and_one_that_drops_failed_pushes_is_caught() {
+    let correct = check(
+        &Declaring(Twist::WriteThrough {
+            swallows_failures: false,
+        }),
+        &options(150, "wt"),
+    )
+    .expect("runs");
+    assert!(
+        correct.ok(),
+        "{:?}",
+        correct.failures.first().map(|f| (&f.invariant, &f.detail, &f.trace))
+    );
+    assert!(
+        correct.notes.iter().any(|n| n.contains("push: on_commit")),
+        "{:?}",
+        correct.notes
+    );
+    let pushed = correct
+        .events
+        .iter()
+        .find(|(e, _)| e.name() == "pushed-on-commit")
+        .map(|(_, n)| *n);
+    let kept = correct
+        .events
+        .iter()
+        .find(|(e, _)| e.name() == "kept-pending-on-commit")
+        .map(|(_, n)| *n);
+    assert!(
+        pushed.unwrap_or(0) > 100 && kept.unwrap_or(0) > 5,
+        "pushed {pushed:?}, kept {kept:?}"
+    );
+
+    let buggy = check(
+        &Declaring(Twist::WriteThrough {
+            swallows_failures: true,
+        }),
+        &options(150, "wt"),
+    )
+    .expect("runs");
+    let failure = buggy
+        .failures
+        .first()
+        .expect("a push failure dropped inside the commit is caught");
+    assert_eq!(failure.invariant, Invariant::TruthfulStatus, "{}", failure.detail);
+    assert!(
+        failure
+            .detail
+            .contains("reports 0 pending, so it must be on the remote now"),
+        "{}",
+        failure.detail
+    );
+    assert!(failure.shrunk_steps <= 6, "{:?}", failure.trace);
+}
+
+#[test]
+fn a_rollback_that_leaks_into_the_sync_is_an_aborted_read() {
+    let correct = check(
+        &syncgate::subject::ContractOnly(Box::new(syncgate::subject::reference::ReferenceEngine::with(
+            syncgate_reference_adapter::Options {
+                aborts: true,
+                ..Default::default()
+            },
+        ))),
+        &options(150, "ab"),
+    )
+    .expect("runs");
+    assert!(
+        correct.ok(),
+        "{:?}",
+        correct.failures.first().map(|f| (&f.invariant, &f.detail))
+    );
+    let aborts = correct
+        .events
+        .iter()
+        .find(|(e, _)| e.name() == "application-abort")
+        .map(|(_, n)| *n);
+    assert!(aborts.unwrap_or(0) > 50, "{aborts:?}");
+
+    let leaky = check(&Declaring(Twist::LeakyAborts), &options(100, "ab")).expect("runs");
+    let failure = leaky.failures.first().expect("a leaked rollback is caught");
+    assert!(
+        matches!(failure.invariant, Invariant::NoAbortedRead | Invariant::TruthfulStatus),
+        "{:?}: {}",
+        failure.invariant,
+        failure.detail
+    );
+    assert!(
+        failure.detail.contains("G1a") || failure.detail.contains("rolled back"),
+        "{}",
+        failure.detail
+    );
+}
+
+#[test]
+fn a_sync_only_single_instance_engine_gets_sync_alone_and_one_replica() {
+    let opts = CheckOptions {
+        gen: GenConfig {
+            replicas: Some(3),
+            ..GenConfig::default()
+        },
+        ..options(60, "one")
+    };
+    let summary = check(&Declaring(Twist::SyncOnly { replicas: 1 }), &opts).expect("runs");
+    assert!(
+        summary.ok(),
+        "{:?}",
+        summary.failures.first().map(|f| (&f.invariant, &f.detail))
+    );
+    assert!(
+        summary.notes.iter().any(|n| n.contains("replicas_max 1")),
+        "{:?}",
+        summary.notes
+    );
+    assert!(
+        summary.notes.iter().any(|n| n.contains("push_pull: together")),
+        "{:?}",
+        summary.notes
+    );
+}
