@@ -349,6 +349,7 @@ class _Dispatcher:
         self.crash_points = ()
         self.clock = False
         self.reads = False
+        self.aborts = False
 
     def handle(self, line):
         import json
@@ -398,7 +399,11 @@ class _Dispatcher:
         version = _field(msg, "protocol", int)
         if version != PROTOCOL:
             log(f"syncgate_adapter: the harness speaks protocol {version}, this adapter {PROTOCOL}")
+        offered = msg.get("protocols", [version])
+        if not isinstance(offered, list) or any(type(v) is not int for v in offered):
+            raise Malformed(f"init: field 'protocols' must be a list of integers, got {offered!r}")
         a.init_msg = msg
+        a.protocols = offered
         a.replica = _field(msg, "replica", int)
         a.replicas = _field(msg, "replicas", int)
         a.cache = _field(msg, "cache", str)
@@ -417,13 +422,20 @@ class _Dispatcher:
         else:
             capabilities, policies = declared
         _check_declaration(capabilities, policies)
+        # The version answered: 2 when the adapter declares anything of it (PROTOCOL.md: the
+        # engine answers its own version, and a harness that does not speak it says so and
+        # stops), else 1, as before version 2 existed.
+        answered = 2 if _declares_version_2(capabilities, policies) else PROTOCOL
+        if answered not in offered:
+            log(f"syncgate_adapter: the adapter declares protocol {answered}; the harness speaks {offered}")
         self.crash_points = tuple(capabilities["crash_points"])
         self.clock = capabilities["clock"]
         self.reads = capabilities.get("reads", False)
+        self.aborts = capabilities.get("aborts", False)
         self.initialized = True
         return {
             "type": "init_ok",
-            "protocol": PROTOCOL,
+            "protocol": answered,
             "engine": str(a.engine),
             "capabilities": capabilities,
             "policies": policies,
@@ -448,11 +460,29 @@ class _Dispatcher:
                     raise Malformed(f"op {k}: delete needs an integer id")
             else:
                 raise Malformed(f"op {k}: unknown op {kind!r}")
+        abort = msg.get("abort", False)
+        if type(abort) is not bool:
+            raise Malformed(f"write: field 'abort' must be a boolean, got {abort!r}")
+        if abort:
+            return self._write_aborted(ops, inserts)
         ids = self.adapter.write(ops)
         ids = list(ids) if isinstance(ids, (list, tuple)) else ids
         if not isinstance(ids, list) or len(ids) != inserts or any(type(i) is not int for i in ids):
             raise _AdapterBug(f"write returned {ids!r} for {inserts} insert(s): expected one int per insert")
         return {"type": "write_ok", "ids": ids}
+
+    def _write_aborted(self, ops, inserts):
+        if not self.aborts:
+            raise Unsupported("write with abort: true sent to an adapter that did not declare aborts: true")
+        ids = self.adapter.write_aborted(ops)
+        if ids is None:
+            return {"type": "write_aborted"}
+        ids = list(ids) if isinstance(ids, (list, tuple)) else ids
+        if not isinstance(ids, list) or len(ids) != inserts or any(type(i) is not int for i in ids):
+            raise _AdapterBug(
+                f"write_aborted returned {ids!r} for {inserts} insert(s): expected None or one int per insert"
+            )
+        return {"type": "write_aborted", "ids": ids}
 
     def _sync(self, kind):
         try:
@@ -561,6 +591,30 @@ def _check_declaration(capabilities, policies):
     points = capabilities.get("crash_points")
     if not isinstance(points, (list, tuple)) or any(p not in CRASH_POINTS for p in points):
         raise _AdapterBug(f"capabilities.crash_points is {points!r}: expected a list of {CRASH_POINTS}")
+    # Version 2: every field optional; a value given must be one this helper knows.
+    for what, declared, allowed in (
+        ("capabilities", capabilities, VERSION_2_CAPABILITIES),
+        ("policies", policies, VERSION_2_POLICIES),
+    ):
+        for key, values in allowed.items():
+            if key not in declared or values is None:
+                continue
+            value = declared[key]
+            if not any(type(value) is type(v) and value == v for v in values):
+                hint = ""
+                if value == "renumbered":
+                    hint = " (its replies carry 'renumbered', which this helper cannot send yet)"
+                raise _AdapterBug(f"{what}.{key} is {value!r}: expected one of {values} (optional){hint}")
+    most = capabilities.get("replicas_max")
+    if most is not None and (type(most) is not int or most < 1):
+        raise _AdapterBug(f"capabilities.replicas_max is {most!r}: expected an int >= 1 or None (optional)")
+
+
+def _declares_version_2(capabilities, policies):
+    """Whether the declaration has any field of version 2 (at any value, the default included)."""
+    return any(key in capabilities for key in VERSION_2_CAPABILITIES) or any(
+        key in policies for key in VERSION_2_POLICIES
+    )
 
 
 def _report(result, kind):

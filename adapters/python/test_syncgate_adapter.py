@@ -630,6 +630,159 @@ class InProcess(unittest.TestCase):
         replies = self.serve(self.Declared, self.INIT, {"type": "read", "table": "hosts"})
         self.assertEqual(replies[1]["code"], "unsupported")
 
+    def test_version_1_adapters_are_answered_as_before(self):
+        # A harness that speaks version 2 offers it; an adapter that declares nothing of it is
+        # answered version 1, byte for byte what it was answered before version 2 existed.
+        for init in (self.INIT, {**self.INIT, "protocols": [1, 2]}):
+            (reply,) = self.serve(self.Declared, init)
+            self.assertEqual(
+                reply,
+                {
+                    "type": "init_ok",
+                    "in_reply_to": 0,
+                    "protocol": 1,
+                    "engine": "unnamed-engine",
+                    "capabilities": self.Declared.capabilities,
+                    "policies": self.Declared.policies,
+                },
+            )
+        # And a write that does not abort is a write, whatever the harness's version.
+        class Writes(self.Declared):
+            def write(self, ops):
+                return [7]
+
+        replies = self.serve(Writes, self.INIT, {"type": "write", "abort": False, "ops": [insert("hosts")]})
+        self.assertEqual(replies[1], {"type": "write_ok", "in_reply_to": 1, "ids": [7]})
+
+    class Version2(Declared):
+        """Every field of version 2, each at a value it may have."""
+
+    Version2.capabilities = {**Declared.capabilities, "aborts": True, "push_pull": "separate", "replicas_max": None}
+    Version2.policies = {**Declared.policies, "push": "on_commit", "pending_after_sync": "zero", "ids": "stable"}
+
+    def test_a_version_2_declaration_is_answered_version_2(self):
+        (reply,) = self.serve(self.Version2, {**self.INIT, "protocols": [1, 2]})
+        self.assertEqual((reply["type"], reply["protocol"]), ("init_ok", 2))
+        self.assertEqual(reply["capabilities"], self.Version2.capabilities)
+        self.assertEqual(reply["policies"], self.Version2.policies)
+        # One field is enough, at any value.
+        class OnlyOne(self.Declared):
+            policies = {**self.Declared.policies, "push": "explicit"}
+
+        (reply,) = self.serve(OnlyOne, {**self.INIT, "protocols": [1, 2]})
+        self.assertEqual(reply["protocol"], 2)
+        # A harness that does not speak 2 still gets 2 (PROTOCOL.md: answer your own version;
+        # that harness stops the run and names both), with a note in the log.
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            out = io.BytesIO()
+            sg.serve(self.Version2, io.BytesIO(json.dumps({"msg_id": 0, **self.INIT}).encode() + b"\n"), out)
+        self.assertEqual(json.loads(out.getvalue())["protocol"], 2)
+        self.assertIn("the adapter declares protocol 2; the harness speaks [1]", err.getvalue())
+        (reply,) = self.serve(self.Declared, {**self.INIT, "protocols": "1,2"})
+        self.assertEqual(reply["code"], "malformed")
+
+    def test_an_aborted_write_runs_and_rolls_back(self):
+        folder = tempfile.mkdtemp(prefix="sg-adapter-test-")
+        self.addCleanup(shutil.rmtree, folder, ignore_errors=True)
+        cache = os.path.join(folder, "cache.db")
+
+        class Aborts(self.Version2):
+            def init(self, msg):
+                self.db = sqlite3.connect(cache, isolation_level=None)
+                self.db.execute('CREATE TABLE IF NOT EXISTS hosts (id INTEGER PRIMARY KEY, hostname TEXT)')
+
+            def run(self, ops):
+                inserted, ids = {}, []
+                for k, op in enumerate(ops):
+                    values = sg.resolve_refs(op["values"], inserted)
+                    sql = "INSERT INTO hosts (hostname) VALUES (?)"
+                    inserted[k] = self.db.execute(sql, [values["hostname"]]).lastrowid
+                    ids.append(inserted[k])
+                return ids
+
+            def write(self, ops):
+                with self.db:
+                    self.db.execute("BEGIN")
+                    return self.run(ops)
+
+            def write_aborted(self, ops):
+                if ops[0]["values"]["hostname"] == "locked":
+                    raise sg.Refused("busy", "the cache is locked")
+                self.db.execute("BEGIN")
+                ids = self.run(ops)
+                self.db.execute("ROLLBACK")
+                return ids if ops[0]["values"]["hostname"] == "with-ids" else None
+
+        two = [insert("hosts", hostname="with-ids"), insert("hosts", hostname="gone.w3")]
+        replies = self.serve(
+            Aborts,
+            {**self.INIT, "protocols": [1, 2]},
+            {"type": "write", "abort": True, "ops": [insert("hosts", hostname="gone.w1")]},
+            {"type": "write", "abort": True, "ops": two},
+            {"type": "write", "abort": True, "ops": [insert("hosts", hostname="locked")]},
+            {"type": "write", "ops": [insert("hosts", hostname="kept.w4")]},
+            {"type": "write", "abort": "yes", "ops": [insert("hosts", hostname="h")]},
+        )
+        self.assertEqual(replies[0]["protocol"], 2)
+        self.assertEqual(replies[1], {"type": "write_aborted", "in_reply_to": 1})
+        self.assertEqual(replies[2], {"type": "write_aborted", "in_reply_to": 2, "ids": [1, 2]})
+        self.assertEqual((replies[3]["type"], replies[3]["class"]), ("refused", "busy"))
+        self.assertEqual(replies[4], {"type": "write_ok", "in_reply_to": 4, "ids": [1]})
+        self.assertEqual(replies[5]["code"], "malformed")
+        self.assertEqual(rows(cache, "hosts"), [(1, "kept.w4")], "only the write that was not rolled back")
+
+    def test_an_abort_needs_the_declaration_and_a_right_answer(self):
+        class Undeclared(self.Declared):
+            def write_aborted(self, ops):
+                raise AssertionError("never called without aborts: true")
+
+        class WrongIds(self.Version2):
+            def write_aborted(self, ops):
+                return [1, 2]
+
+        abort = {"type": "write", "abort": True, "ops": [insert("hosts")]}
+        replies = self.serve(Undeclared, {**self.INIT, "protocols": [1, 2]}, abort)
+        self.assertEqual(replies[1]["code"], "unsupported")
+        self.assertIn("did not declare aborts", replies[1]["message"])
+        replies = self.serve(WrongIds, {**self.INIT, "protocols": [1, 2]}, abort)
+        self.assertEqual(replies[1]["code"], "internal")
+        self.assertIn("write_aborted returned [1, 2] for 1 insert(s)", replies[1]["message"])
+        # Declared but not implemented: unsupported, as for any method.
+        replies = self.serve(self.Version2, {**self.INIT, "protocols": [1, 2]}, abort)
+        self.assertEqual(replies[1]["code"], "unsupported")
+
+    def test_bad_version_2_declarations_fail_init(self):
+        bad = [
+            ("capabilities", "push_pull", "both", "capabilities.push_pull is 'both'"),
+            ("capabilities", "aborts", "yes", "capabilities.aborts is 'yes'"),
+            ("capabilities", "aborts", 1, "capabilities.aborts is 1"),
+            ("capabilities", "replicas_max", 0, "capabilities.replicas_max is 0"),
+            ("capabilities", "replicas_max", True, "capabilities.replicas_max is True"),
+            ("capabilities", "replicas_max", "2", "capabilities.replicas_max is '2'"),
+            ("policies", "push", "on_save", "policies.push is 'on_save': expected one of ('explicit', 'on_commit')"),
+            ("policies", "pending_after_sync", 0, "policies.pending_after_sync is 0"),
+            ("policies", "ids", "renumbered", "which this helper cannot send yet"),
+            ("policies", "ids", "mapped", "policies.ids is 'mapped'"),
+        ]
+        for what, key, value, message in bad:
+            with self.subTest(key=key, value=value):
+
+                class Bad(self.Declared):
+                    pass
+
+                setattr(Bad, what, {**getattr(self.Declared, what), key: value})
+                (reply,) = self.serve(Bad, {**self.INIT, "protocols": [1, 2]})
+                self.assertEqual((reply["type"], reply["code"]), ("error", "internal"))
+                self.assertIn(message, reply["message"])
+        # The good values of the optional ones pass, replicas_max as an int.
+        class Single(self.Declared):
+            capabilities = {**self.Declared.capabilities, "replicas_max": 1, "push_pull": "together"}
+            policies = {**self.Declared.policies, "pending_after_sync": "resolutions", "ids": "remote_map"}
+
+        (reply,) = self.serve(Single, {**self.INIT, "protocols": [1, 2]})
+        self.assertEqual((reply["type"], reply["protocol"]), ("init_ok", 2))
+
     def test_resolve_refs(self):
         self.assertEqual(
             sg.resolve_refs({"a": {"ref": 0}, "b": "x", "c": None}, {0: 5}), {"a": 5, "b": "x", "c": None}

@@ -29,15 +29,15 @@ trap 'rm -rf "$failures_dir"' EXIT
 # ("caught by"), in the names the gate reports
 runs=(
   "none|150|-"
-  "all|30|TruthfulStatus Convergence NoClobber NoResurrection NoLostWrite Integrity EngineFailed Liveness ReadsTruthful"
+  "all|30|TruthfulStatus Convergence NoClobber NoResurrection NoIdReuse NoLostWrite Integrity EngineFailed Liveness ReadsTruthful"
   "after_commit_read|20|TruthfulStatus Convergence"
   "memory_pending|40|Convergence"
   "untracked_import|20|TruthfulStatus Convergence"
   "insert_or_replace|140|NoLostWrite Integrity"
   "zero_synced|40|Convergence"
   "wallclock_lww|90|Convergence"
-  "colliding_ids|20|NoClobber NoResurrection Integrity"
-  "claims_outside_capture|20|TruthfulStatus Convergence NoResurrection NoClobber"
+  "colliding_ids|20|NoClobber NoResurrection NoIdReuse Integrity"
+  "claims_outside_capture|20|TruthfulStatus Convergence NoResurrection NoIdReuse NoClobber"
   "leaked_lock|120|EngineFailed Liveness Convergence"
   "no_key_merge|20|Integrity"
   "guessed_row_shape|20|ReadsTruthful EngineFailed"

@@ -186,12 +186,15 @@ pub fn probe(subject: &dyn Subject, base: &Path) -> Result<InitOk, HarnessError>
 pub fn check_declared(init: &InitOk) -> Result<(), HarnessError> {
     let policies = &init.policies;
     if policies.ids != IdPolicy::Stable {
-        return Err(HarnessError::Setup(format!(
-            "the engine declares ids: {}, which this syncgate does not check yet (PROTOCOL.md, version 2, \
-             \"Designed, not yet checked\"); declare ids: stable if a row's id never changes and names it on \
-             every place",
-            serde_json::to_string(&policies.ids).unwrap_or_default()
-        )));
+        if init.capabilities.profile == Some(Profile::Reference) {
+            return Err(HarnessError::Setup(
+                "the engine declares the reference profile and ids that change or differ between places: the \
+                 reference spec's ids are stable (rule I1); drop one of the two"
+                    .into(),
+            ));
+        }
+        crate::check::identity::Naming::of(&syncgate_model::test_schema())
+            .map_err(|e| HarnessError::Setup(e.to_string()))?;
     }
     if init.capabilities.replicas_max == Some(0) {
         return Err(HarnessError::Setup(
@@ -232,6 +235,16 @@ pub fn notes(init: &InitOk) -> Vec<String> {
     if let Some(max) = caps.replicas_max {
         notes.push(format!(
             "the engine declares replicas_max {max}: no case had more replicas"
+        ));
+    }
+    if init.policies.ids != IdPolicy::Stable {
+        notes.push(format!(
+            "the engine's ids change or differ between places (ids: {}): rows were named by the write that \
+             inserted them, found by the write tag of each table's identity column, which every insert and \
+             update set (never NULL there)",
+            serde_json::to_string(&init.policies.ids)
+                .unwrap_or_default()
+                .trim_matches('"')
         ));
     }
     if init.policies.push == PushPolicy::OnCommit {

@@ -142,6 +142,14 @@ impl History {
         n
     }
 
+    /// Committed write number `n`, if it is one.
+    pub fn write(&self, n: usize) -> Option<&WriteRecord> {
+        self.writes
+            .binary_search_by_key(&n, |w| w.n)
+            .ok()
+            .map(|i| &self.writes[i])
+    }
+
     /// The writes of `r` not yet known to be on the remote, oldest first.
     pub fn unpushed(&self, r: usize) -> Vec<WriteRecord> {
         self.writes

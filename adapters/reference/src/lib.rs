@@ -197,6 +197,7 @@ pub fn init_ok(options: &Options) -> InitOk {
             replicas_max: None,
             aborts: options.aborts,
         },
+        renumbered: Vec::new(),
         policies: Policies {
             merge: MergePolicy::Column,
             delete: DeletePolicy::DeleteWins,
@@ -386,6 +387,7 @@ impl ReferenceAdapter {
                             r.conflicts
                         },
                         remote_round_trips: self.remote_round_trips(),
+                        renumbered: Vec::new(),
                     }),
                     Err(e) => {
                         // Its tries, from the replica's own counter and the
@@ -449,7 +451,10 @@ impl ReferenceAdapter {
             return self.write_one(op);
         }
         match self.replica.write(|w| apply_ops(w, ops)) {
-            Ok(ids) => Response::WriteOk { ids },
+            Ok(ids) => Response::WriteOk {
+                ids,
+                renumbered: Vec::new(),
+            },
             Err(e) => refused(&e),
         }
     }
@@ -514,7 +519,10 @@ impl ReferenceAdapter {
             Op::Delete { table, id } => self.replica.delete(table, *id).map(|()| Vec::new()),
         };
         match outcome {
-            Ok(ids) => Response::WriteOk { ids },
+            Ok(ids) => Response::WriteOk {
+                ids,
+                renumbered: Vec::new(),
+            },
             Err(e) => refused(&e),
         }
     }
@@ -638,5 +646,6 @@ fn sync_failed(e: &Error, tries: BusyTries, remote_round_trips: Option<u64>) -> 
         attempts: busy.then_some(tries.attempts),
         waited_ms: busy.then_some(tries.waited_ms),
         remote_round_trips,
+        renumbered: Vec::new(),
     }
 }

@@ -14,6 +14,7 @@
 
 pub mod answers;
 pub mod contract;
+pub mod identity;
 pub mod observed;
 pub mod profile;
 pub mod reads;
@@ -66,6 +67,22 @@ pub enum Invariant {
     /// A committed write shows as pending until a push applies it; pending
     /// is zero after quiescence.
     TruthfulStatus,
+    /// (`ids: renumbered`) a row of a cache that now has another id was
+    /// reported by a reply since the harness last read it (after a crash,
+    /// a renumbering found by its tags needs no report); with `ids:
+    /// remote_map`, a cache's ids never change.
+    RenumberingReported,
+    /// A reference follows its parent to the parent's new id: none still
+    /// holds an id its parent left.
+    ReferencesFollowIds,
+    /// An update lands on the row the application addressed: no row holds
+    /// the value of an update made to another row (an update sent with a
+    /// local id that names another row on the server).
+    WriteOnWrongRow,
+    /// On one place, an id never names one row and later another: SQLite
+    /// reuses a deleted row's id when an insert lets it choose, and a layer
+    /// that takes it for the same row resurrects or overwrites.
+    NoIdReuse,
     /// Quiescence reaches a fixed point within the round bound.
     #[serde(alias = "StuckQueue")]
     Liveness,
@@ -109,6 +126,10 @@ impl Invariant {
             | Invariant::NoAbortedRead
             | Invariant::ReadsTruthful
             | Invariant::TruthfulStatus
+            | Invariant::RenumberingReported
+            | Invariant::ReferencesFollowIds
+            | Invariant::WriteOnWrongRow
+            | Invariant::NoIdReuse
             | Invariant::Liveness
             | Invariant::ProtocolViolated
             | Invariant::EngineFailed

@@ -11,7 +11,8 @@ use syncgate_model as model;
 use syncgate_protocol::{Policies, ReadRow};
 
 use super::answers::engine_violation;
-use super::{blame, contract, profile, reads, Verdict};
+use super::identity::{check_renumberings, IdMaps, Renumberings};
+use super::{blame, contract, profile, reads, Verdict, Violation};
 use crate::history::History;
 use crate::places::{Ledger, PlaceError};
 use crate::subject::Answer;
@@ -33,6 +34,24 @@ pub struct CacheObservation {
     /// The write ledger (reference profile, after syncs and restarts, the
     /// remote readable, the replica up).
     pub ledger: Option<Result<Ledger, PlaceError>>,
+    /// For engines whose ids change or differ between places: the rows by
+    /// logical row and each id's logical row, or why they cannot be named
+    /// (`identity.rs`); and the ids before, with the renumberings reported
+    /// since.
+    pub named: Option<Result<(model::Tables, IdMaps), Violation>>,
+    pub renumberings: Renumberings,
+}
+
+impl CacheObservation {
+    /// The rows the contract judges: by logical row where the engine's ids
+    /// change or differ between places, else by id (what was read).
+    pub fn view(&self) -> Option<&model::Tables> {
+        match &self.named {
+            Some(Ok((logical, _))) => Some(logical),
+            Some(Err(_)) => None,
+            None => self.tables.as_ref().ok(),
+        }
+    }
 }
 
 /// What an observation is held to: the schema, the policies the engine
@@ -69,7 +88,15 @@ pub fn cache(seen: &CacheObservation, expect: &Expectation<'_>) -> Verdict {
     }
     contract::check_integrity(schema, &place, tables)?;
     contract::check_no_aborted_read(schema, &place, expect.history, tables)?;
-    contract::check_not_resurrected(schema, &place, expect.history, r, tables, expect.policies)?;
+    let view = match &seen.named {
+        Some(Ok((logical, maps))) => {
+            check_renumberings(schema, &place, expect.policies.ids, &seen.renumberings, maps, tables)?;
+            logical
+        }
+        Some(Err(unnamed)) => return Err(unnamed.clone().into()),
+        None => tables,
+    };
+    contract::check_not_resurrected(schema, &place, expect.history, r, view, expect.policies)?;
     let Some(m) = expect.model else { return Ok(()) };
     let state = &m.replicas[r];
     profile::compare_tables(schema, &place, &state.tables, tables, &state.tombstones)?;

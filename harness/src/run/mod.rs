@@ -31,6 +31,7 @@ use std::path::Path;
 use syncgate_model as model;
 use syncgate_protocol::{InitOk, Profile};
 
+use crate::check::identity::{IdMaps, Naming};
 use crate::check::observed::Expectation;
 use crate::check::{answers, contract, Stop, Verdict, Violation};
 use crate::error::HarnessFault;
@@ -194,9 +195,21 @@ struct Runner<'a> {
     engine: Option<InitOk>,
     /// The model, when the engine declared the reference profile.
     model: Option<model::World>,
-    /// Each cache as last read, and the remote.
+    /// Each cache as last read, and the remote, by id (what steps are
+    /// translated against).
     caches: Vec<model::Tables>,
     remote: model::Tables,
+    /// For engines whose ids change or differ between places: each
+    /// table's identity column, and each cache and the remote as last read
+    /// by logical row, with each cache's ids' logical rows
+    /// (`check/identity.rs`).
+    naming: Option<Naming>,
+    logical_caches: Vec<model::Tables>,
+    logical_remote: model::Tables,
+    id_maps: Vec<IdMaps>,
+    /// Per replica: its process stopped at a crash point since its cache
+    /// was last read (what it renumbered could not be reported).
+    crashed_since_read: Vec<bool>,
     /// Every id each replica ever held, per table.
     seen: Vec<Vec<BTreeSet<i64>>>,
     /// Per replica, every id its current process minted (`mint_id`), used
@@ -228,7 +241,12 @@ impl<'a> Runner<'a> {
             engine: None,
             model: None,
             caches: vec![empty.clone(); n],
-            remote: empty,
+            remote: empty.clone(),
+            naming: None,
+            logical_caches: vec![empty.clone(); n],
+            logical_remote: empty,
+            id_maps: vec![vec![std::collections::BTreeMap::new(); schema.tables.len()]; n],
+            crashed_since_read: vec![false; n],
             seen: vec![vec![BTreeSet::new(); schema.tables.len()]; n],
             minted: vec![BTreeSet::new(); n],
             remote_seen: vec![BTreeSet::new(); schema.tables.len()],
@@ -248,6 +266,10 @@ impl<'a> Runner<'a> {
                 Started::Up(replica) => runner.replicas[r] = Some(replica),
                 Started::Refused(why) => return Err(answers::start_refused(&why).into()),
             }
+        }
+        if runner.policies().ids != syncgate_protocol::IdPolicy::Stable {
+            // The gate refused a schema without identity columns already.
+            runner.naming = Naming::of(&runner.schema).ok();
         }
         if runner.profile() {
             runner.places.declare_reference_profile();
@@ -340,6 +362,7 @@ impl<'a> Runner<'a> {
             deleted: &deleted,
             next_write: self.history.next_write_number(),
             explicit_ids: self.policies().explicit_ids,
+            identity: self.naming.as_ref(),
         };
         let action = match view.translate(step) {
             Ok(action) => action,
@@ -450,15 +473,16 @@ impl<'a> Runner<'a> {
             };
             pending.push(p);
         }
-        let mut seen = self.caches.clone();
-        seen.push(self.remote.clone());
+        let mut seen: Vec<model::Tables> = (0..self.replicas.len()).map(|r| self.view(r).clone()).collect();
+        seen.push(self.remote_view().clone());
         Ok((seen, pending))
     }
 
     fn check_final(&mut self) -> Verdict {
         self.observe_remote()?;
-        contract::check_converged(&self.schema, &self.caches, &self.remote)?;
-        contract::check_final(&self.schema, &self.history, self.policies(), &self.remote)?;
+        let caches: Vec<model::Tables> = (0..self.replicas.len()).map(|r| self.view(r).clone()).collect();
+        contract::check_converged(&self.schema, &caches, self.remote_view())?;
+        contract::check_final(&self.schema, &self.history, self.policies(), self.remote_view())?;
         Ok(())
     }
 

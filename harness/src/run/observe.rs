@@ -4,6 +4,7 @@
 //! `crate::check::observed`'s.
 
 use super::Runner;
+use crate::check::identity::Renumberings;
 use crate::check::observed::{self, CacheObservation};
 use crate::check::{blame, Verdict};
 use crate::subject::Answer;
@@ -49,12 +50,26 @@ impl Runner<'_> {
                 ledger = Some(self.places.ledger(r));
             }
         }
+        let named = match (&self.naming, &tables) {
+            (Some(naming), Ok(tables)) => Some(naming.logical(&self.schema, &self.history, &format!("r{r}"), tables)),
+            _ => None,
+        };
+        let renumberings = Renumberings {
+            before: self.id_maps[r].clone(),
+            reported: self.replicas[r]
+                .as_mut()
+                .map(|x| x.take_renumbered())
+                .unwrap_or_default(),
+            crashed: std::mem::take(&mut self.crashed_since_read[r]),
+        };
         CacheObservation {
             replica: r,
             tables,
             reads,
             pending,
             ledger,
+            named,
+            renumberings,
         }
     }
 
@@ -75,8 +90,30 @@ impl Runner<'_> {
 
     /// Keeps an observation's rows as the replica's view (it passed).
     pub(super) fn keep(&mut self, seen: CacheObservation) {
+        let r = seen.replica;
         if let Ok(tables) = seen.tables {
-            self.caches[seen.replica] = tables;
+            self.caches[r] = tables;
+        }
+        if let Some(Ok((logical, maps))) = seen.named {
+            self.logical_caches[r] = logical;
+            self.id_maps[r] = maps;
+        }
+    }
+
+    /// Replica `r`'s cache as the contract judges it: by logical row where
+    /// the engine's ids change or differ between places, else by id.
+    pub(super) fn view(&self, r: usize) -> &syncgate_model::Tables {
+        match self.naming {
+            Some(_) => &self.logical_caches[r],
+            None => &self.caches[r],
+        }
+    }
+
+    /// The remote as the contract judges it (see [`Runner::view`]).
+    pub(super) fn remote_view(&self) -> &syncgate_model::Tables {
+        match self.naming {
+            Some(_) => &self.logical_remote,
+            None => &self.remote,
         }
     }
 
@@ -90,6 +127,10 @@ impl Runner<'_> {
             .read_remote()
             .map_err(|e| blame("remote read", "read the remote", e))?;
         observed::remote(&tables, &self.expectation())?;
+        if let Some(naming) = &self.naming {
+            let (logical, _) = naming.logical(&self.schema, &self.history, "remote", &tables)?;
+            self.logical_remote = logical;
+        }
         for (t, rows) in tables.iter().enumerate() {
             self.remote_seen[t].extend(rows.keys().copied());
         }

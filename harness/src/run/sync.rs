@@ -91,6 +91,7 @@ impl Runner<'_> {
         if let Answer::Crashed = answer {
             // The process is gone: drop the handle without another call.
             self.replicas[r] = None;
+            self.crashed_since_read[r] = true;
         }
         self.count_sync_answer(r, kind, crash, refusal.is_some(), &answer);
         if let Some(Ok(report)) = &expected {
@@ -219,8 +220,8 @@ impl Runner<'_> {
         // Per cell only for column-level engines: a row-level engine may
         // rightly take a concurrent row whose other cells are older.
         let column_level = self.policies().merge == MergePolicy::Column;
-        if let (true, Ok(after)) = (kind != SyncKind::Push && column_level, &seen.tables) {
-            contract::check_pull_kept_newer(&self.schema, &format!("r{r}"), &self.history, &self.caches[r], after)
+        if let (true, Some(after)) = (kind != SyncKind::Push && column_level, seen.view()) {
+            contract::check_pull_kept_newer(&self.schema, &format!("r{r}"), &self.history, self.view(r), after)
                 .map_err(Stop::from)?;
         }
         self.keep(seen);

@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use syncgate_model as model;
 use syncgate_protocol as protocol;
 
+use crate::check::identity::Naming;
 use crate::scenario::{CrashAt, IdChoice, LockKind, Reconnect, Step, SyncKind, Val, WhileDown};
 use crate::show::show_value;
 
@@ -121,6 +122,9 @@ pub(super) struct View<'a> {
     /// The number the next committed write will get.
     pub next_write: usize,
     pub explicit_ids: bool,
+    /// For engines whose ids change or differ between places: the identity
+    /// columns, which every insert and update gives a tagged value.
+    pub identity: Option<&'a Naming>,
 }
 
 fn pick(ids: Vec<i64>, n: usize, what: &str) -> Result<i64, Skip> {
@@ -138,6 +142,13 @@ impl View<'_> {
 
     fn value(&self, r: usize, t: usize, c: usize, v: &Val, tag: usize) -> Result<Cell, Skip> {
         let table = &self.schema.tables[t];
+        if self.identity.is_some_and(|naming| naming.column(t) == c) {
+            // The row's name: a tag, never NULL, never shared.
+            return Ok(Cell::Value(model::Value::Text(match v {
+                Val::Text(s) | Val::Raw(s) => format!("{s}.w{tag}"),
+                _ => format!("row.w{tag}"),
+            })));
+        }
         Ok(Cell::Value(match v {
             Val::Null => model::Value::Null,
             Val::Int(i) => model::Value::Int(*i),

@@ -15,7 +15,7 @@ use crate::check::{answers, blame, Stop, Verdict};
 use crate::events::{count, Event};
 use crate::history::{WriteKind, WriteRecord};
 use crate::places::OutsideRefusal;
-use crate::run::{descendants, PlannedKind, PlannedOp};
+use crate::run::{descendants, Cell, PlannedKind, PlannedOp};
 use crate::show::{given_up, show_answer};
 use crate::subject::Answer;
 
@@ -221,8 +221,15 @@ impl Runner<'_> {
         // row some place holds or held (rule of PROTOCOL.md, all versions).
         let fresh = match answer {
             Answer::Ok(id) => {
-                let held =
-                    self.seen.iter().any(|tables| tables[table].contains(&id)) || self.remote_seen[table].contains(&id);
+                // Where ids differ between places, only the replica's own
+                // cache's ids share the minted id's meaning.
+                let held = match self.naming {
+                    Some(_) => self.seen[r][table].contains(&id),
+                    None => {
+                        self.seen.iter().any(|tables| tables[table].contains(&id))
+                            || self.remote_seen[table].contains(&id)
+                    }
+                };
                 self.minted[r].insert(id) && !held
             }
             _ => true,
@@ -289,7 +296,7 @@ impl Runner<'_> {
             },
         );
         crate::check::observed::cache(&seen, &self.expectation())?;
-        let Ok(tables) = &seen.tables else {
+        let Some(tables) = seen.view() else {
             unreachable!("checked above")
         };
         for mut record in committed.records {
@@ -338,7 +345,7 @@ impl Runner<'_> {
             &self.history,
             &claimed,
             self.policies(),
-            &self.remote,
+            self.remote_view(),
         )?;
         count(&mut self.events, Event::PushedOnCommit, 1);
         Ok(())
@@ -348,26 +355,35 @@ impl Runner<'_> {
     /// cache as last read (the state it was written against).
     fn committed(&mut self, r: usize, ops: &[PlannedOp], ids: &[i64], outside: bool) -> Committed {
         let before = &self.caches[r];
+        let first = self.history.next_write_number();
+        let naming = RowNames::new(self, r, first);
         let mut minted: Vec<Option<i64>> = Vec::new();
         let mut next_id = ids.iter();
         let mut expect = Vec::new();
         let mut records = Vec::new();
-        for op in ops {
+        for (k, op) in ops.iter().enumerate() {
             let t = op.table;
             let key_col = self.schema.tables[t].natural_key;
-            let set = op.resolved(&minted);
-            let (id, kind) = match op.kind {
+            let set = naming.values(&self.schema, op, op.resolved(&minted));
+            let (physical, kind) = match op.kind {
                 PlannedKind::Insert { .. } => (*next_id.next().unwrap_or(&0), WriteKind::Insert),
                 PlannedKind::Update { id } => (id, WriteKind::Update),
                 PlannedKind::Delete { id } => (id, WriteKind::Delete),
             };
-            minted.push((kind == WriteKind::Insert).then_some(id));
-            let key = key_col.and_then(|k| match kind {
-                WriteKind::Insert => set.iter().find(|(c, _)| *c == k).map(|(_, v)| v.clone()),
-                _ => before[t].get(&id).map(|row| row[k].clone()),
+            minted.push((kind == WriteKind::Insert).then_some(physical));
+            let id = match kind {
+                WriteKind::Insert => naming.inserted(k, physical),
+                _ => naming.row(t, physical),
+            };
+            let key = key_col.and_then(|c| match kind {
+                WriteKind::Insert => set.iter().find(|(sc, _)| *sc == c).map(|(_, v)| v.clone()),
+                _ => before[t].get(&physical).map(|row| row[c].clone()),
             });
-            let cascade = if kind == WriteKind::Delete {
-                descendants(&self.schema, before, t, id)
+            let cascade: Vec<(usize, i64)> = if kind == WriteKind::Delete {
+                descendants(&self.schema, before, t, physical)
+                    .into_iter()
+                    .map(|(ct, cid)| (ct, naming.row(ct, cid)))
+                    .collect()
             } else {
                 Vec::new()
             };
@@ -398,9 +414,8 @@ impl Runner<'_> {
                 image: None,
             });
         }
-        let (changes, null_transitions) = what_changed(before, &records);
+        let (changes, null_transitions) = what_changed(self.view(r), &records);
         count(&mut self.events, Event::NullTransition, null_transitions);
-        let first = self.history.next_write_number();
         let what = if records.len() == 1 {
             format!("w{first}")
         } else {
@@ -438,4 +453,67 @@ fn what_changed(before: &model::Tables, records: &[WriteRecord]) -> (bool, u64) 
         _ => true,
     });
     (changes, null_transitions as u64)
+}
+
+/// How a committed transaction's rows are named in the history: by id for
+/// engines whose ids are stable, else by logical row (the write that
+/// inserted the row: `check/identity.rs`), through the replica's last view.
+struct RowNames<'a> {
+    /// Replica `r`'s ids and their logical rows, when rows are named so.
+    maps: Option<&'a crate::check::identity::IdMaps>,
+    /// The number the transaction's first write gets.
+    first: usize,
+}
+
+impl<'a> RowNames<'a> {
+    fn new(runner: &'a Runner<'_>, r: usize, first: usize) -> RowNames<'a> {
+        RowNames {
+            maps: runner.naming.as_ref().map(|_| &runner.id_maps[r]),
+            first,
+        }
+    }
+
+    /// The row op `k` of the transaction inserted, which got `physical`.
+    fn inserted(&self, k: usize, physical: i64) -> i64 {
+        match self.maps {
+            Some(_) => i64::try_from(self.first + k).unwrap_or(i64::MAX),
+            None => physical,
+        }
+    }
+
+    /// The row `physical` names in table `t` of the replica's last view.
+    fn row(&self, t: usize, physical: i64) -> i64 {
+        match self.maps {
+            Some(maps) => maps[t].get(&physical).copied().unwrap_or(physical),
+            None => physical,
+        }
+    }
+
+    /// An op's values with each reference naming its parent's row: an
+    /// earlier insert of the transaction, or a row of the last view.
+    fn values(
+        &self,
+        schema: &model::Schema,
+        op: &PlannedOp,
+        resolved: Vec<(usize, model::Value)>,
+    ) -> Vec<(usize, model::Value)> {
+        if self.maps.is_none() {
+            return resolved;
+        }
+        resolved
+            .into_iter()
+            .zip(&op.values)
+            .map(|((c, v), (_, cell))| {
+                let Some(parent) = schema.tables[op.table].columns[c].references else {
+                    return (c, v);
+                };
+                let named = match (cell, &v) {
+                    (Cell::Ref(j), _) => model::Value::Int(self.inserted(*j, 0)),
+                    (_, model::Value::Int(p)) => model::Value::Int(self.row(parent, *p)),
+                    _ => v,
+                };
+                (c, named)
+            })
+            .collect()
+    }
 }

@@ -14,8 +14,8 @@ pub mod reference;
 use std::path::PathBuf;
 
 pub use syncgate_protocol::{
-    Capabilities, CrashPoint, InitOk, Limits, Op, Policies, ReadRow, RefusalClass, RemoteLocation, SyncFailureClass,
-    SyncReport, Value,
+    Capabilities, CrashPoint, InitOk, Limits, Op, Policies, ReadRow, RefusalClass, RemoteLocation, Renumbering,
+    SyncFailureClass, SyncReport, Value,
 };
 
 use crate::places::{PlaceError, RemoteTarget};
@@ -109,6 +109,17 @@ impl BusyTriesReported {
             }),
             _ => None,
         }
+    }
+}
+
+/// The renumberings a reply reports (version 2, `ids: renumbered`).
+pub fn reported_renumberings(response: &syncgate_protocol::Response) -> Vec<Renumbering> {
+    match response {
+        syncgate_protocol::Response::WriteOk { renumbered, .. }
+        | syncgate_protocol::Response::SyncFailed { renumbered, .. } => renumbered.clone(),
+        syncgate_protocol::Response::SyncOk(report) => report.renumbered.clone(),
+        syncgate_protocol::Response::InitOk(ok) => ok.renumbered.clone(),
+        _ => Vec::new(),
     }
 }
 
@@ -211,6 +222,12 @@ pub trait SubjectReplica {
     /// reported (this process's, since it started).
     fn last_remote_round_trips(&self) -> Option<u64> {
         None
+    }
+    /// The renumberings the replies since the last call reported
+    /// (version 2, `ids: renumbered`), oldest first; taking them empties
+    /// the list.
+    fn take_renumbered(&mut self) -> Vec<Renumbering> {
+        Vec::new()
     }
     /// The last lines the engine logged, shown with a failure.
     fn log_tail(&self) -> String {

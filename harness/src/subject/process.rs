@@ -18,8 +18,8 @@ use syncgate_protocol::{Envelope, InitOk, Reply, Request, Response, DESIGNED_NOT
 
 use super::reference::{expect, sync_request};
 use super::{
-    reported_round_trips, Answer, BusyTriesReported, CrashPoint, Op, OpenError, OpenSpec, ReadRow, Subject,
-    SubjectReplica, SyncReport,
+    reported_renumberings, reported_round_trips, Answer, BusyTriesReported, CrashPoint, Op, OpenError, OpenSpec,
+    ReadRow, Renumbering, Subject, SubjectReplica, SyncReport,
 };
 use crate::scenario::SyncKind;
 
@@ -124,6 +124,8 @@ struct Process {
     last_round_trips: Option<u64>,
     /// The fields of the last reply's `init_ok` this harness does not know.
     last_reply_fields: Vec<String>,
+    /// Renumberings the replies reported, not yet taken.
+    renumbered: Vec<Renumbering>,
 }
 
 impl Process {
@@ -177,6 +179,7 @@ impl Process {
             last_busy: None,
             last_round_trips: None,
             last_reply_fields: Vec::new(),
+            renumbered: Vec::new(),
         })
     }
 
@@ -245,6 +248,7 @@ impl Process {
         if let (Response::InitOk(_), Ok(raw)) = (&reply.body, serde_json::from_str(line)) {
             self.last_reply_fields = syncgate_protocol::unknown_declarations(&raw);
         }
+        self.renumbered.extend(reported_renumberings(&reply.body));
         self.last_busy = BusyTriesReported::of(&reply.body);
         self.last_round_trips = reported_round_trips(&reply.body);
         match reply.body {
@@ -319,7 +323,7 @@ impl SubjectReplica for Process {
             abort: false,
         });
         expect(answer, "write", |r| match r {
-            Response::WriteOk { ids } => Some(ids),
+            Response::WriteOk { ids, .. } => Some(ids),
             _ => None,
         })
     }
@@ -378,6 +382,10 @@ impl SubjectReplica for Process {
             Response::ReadOk { rows } => Some(rows),
             _ => None,
         })
+    }
+
+    fn take_renumbered(&mut self) -> Vec<Renumbering> {
+        std::mem::take(&mut self.renumbered)
     }
 
     fn log_tail(&self) -> String {

@@ -115,7 +115,7 @@ impl SubjectReplica for InProcess {
             abort: false,
         });
         expect(answer, "write", |r| match r {
-            Response::WriteOk { ids } => Some(ids),
+            Response::WriteOk { ids, .. } => Some(ids),
             _ => None,
         })
     }

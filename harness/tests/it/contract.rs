@@ -385,3 +385,131 @@ fn a_write_through_claim_of_nothing_pending_is_held_to_the_remote() {
         "{detail}"
     );
 }
+
+#[test]
+fn an_id_given_again_after_a_delete_is_id_reuse_not_a_resurrection() {
+    // r0 inserts host 5 (w1) and deletes it (w2); SQLite then gives id 5 to
+    // a new row (w3, an insert that let SQLite choose).
+    let mut h = History::new(1);
+    h.record(host_insert(0, 1, 5, "a.w1"));
+    h.record(write(0, 2, HOSTS, 5, WriteKind::Delete, Vec::new()));
+    h.record(host_insert(0, 3, 5, "c.w3"));
+    let schema = test_schema();
+    let cache = tables(&[(HOSTS, 5, vec![t("c.w3"), t("ip")])]);
+    let (invariant, detail) = failing(check_not_resurrected(
+        &schema,
+        "r0",
+        &h,
+        0,
+        &cache,
+        &policies(MergePolicy::Column),
+    ));
+    assert_eq!(invariant, Invariant::NoIdReuse);
+    assert!(
+        detail.contains("is the row w3 on r0 at step 3 inserted under the id of a row w2"),
+        "{detail}"
+    );
+    // At the end it is named so too, not as two inserts clobbering.
+    let (invariant, _) = failing(check_final(&schema, &h, &policies(MergePolicy::Column), &cache));
+    assert_eq!(invariant, Invariant::NoIdReuse);
+    // The deleted row itself coming back is still a resurrection.
+    let mut back = History::new(1);
+    back.record(host_insert(0, 1, 5, "a.w1"));
+    back.record(write(0, 2, HOSTS, 5, WriteKind::Delete, Vec::new()));
+    let cache = tables(&[(HOSTS, 5, vec![t("a.w1"), t("ip")])]);
+    let (invariant, _) = failing(check_not_resurrected(
+        &schema,
+        "r0",
+        &back,
+        0,
+        &cache,
+        &policies(MergePolicy::Column),
+    ));
+    assert_eq!(invariant, Invariant::NoResurrection);
+}
+
+#[test]
+fn a_renumbering_must_be_reported_and_references_must_follow() {
+    use std::collections::BTreeMap;
+    use syncgate::check::identity::{check_renumberings, Renumberings};
+    use syncgate_protocol::{IdPolicy, Renumbering};
+
+    let schema = test_schema();
+    // Domain L1 was -1 in r0's cache and is 57 now; its record L2 was -2, now 58.
+    let before = vec![BTreeMap::from([(-1, 1)]), BTreeMap::new(), BTreeMap::from([(-2, 2)])];
+    let after = vec![BTreeMap::from([(57, 1)]), BTreeMap::new(), BTreeMap::from([(58, 2)])];
+    let cache = tables(&[
+        (DOMAINS, 57, vec![t("a.example"), t("alpha.w1"), Value::Null]),
+        (RECORDS, 58, vec![Value::Int(57), t("MX.w2"), t("v.w2")]),
+    ]);
+    let reported = vec![
+        Renumbering {
+            table: "domains".into(),
+            from: -1,
+            to: 57,
+        },
+        Renumbering {
+            table: "dns_records".into(),
+            from: -2,
+            to: 58,
+        },
+    ];
+    let seen = |reported: Vec<Renumbering>| Renumberings {
+        before: before.clone(),
+        reported,
+        crashed: false,
+    };
+    assert_eq!(
+        check_renumberings(
+            &schema,
+            "r0",
+            IdPolicy::Renumbered,
+            &seen(reported.clone()),
+            &after,
+            &cache
+        ),
+        Ok(())
+    );
+    let v = check_renumberings(&schema, "r0", IdPolicy::Renumbered, &seen(Vec::new()), &after, &cache)
+        .expect_err("an unreported renumbering");
+    assert_eq!(v.invariant, Invariant::RenumberingReported);
+    assert!(
+        v.detail
+            .contains("domains L1 (the row w1 inserted) moved from id -1 to 57"),
+        "{}",
+        v.detail
+    );
+    // After a crash, what could not be reported is found by its tags.
+    let crashed = Renumberings {
+        crashed: true,
+        ..seen(Vec::new())
+    };
+    assert_eq!(
+        check_renumberings(&schema, "r0", IdPolicy::Renumbered, &crashed, &after, &cache),
+        Ok(())
+    );
+    // A cache whose ids never change may not move one.
+    let v = check_renumberings(
+        &schema,
+        "r0",
+        IdPolicy::RemoteMap,
+        &seen(reported.clone()),
+        &after,
+        &cache,
+    )
+    .expect_err("remote_map ids never change");
+    assert!(v.detail.contains("remote_map"), "{}", v.detail);
+    // The record still names its parent by the id the parent left.
+    let stale = tables(&[
+        (DOMAINS, 57, vec![t("a.example"), t("alpha.w1"), Value::Null]),
+        (RECORDS, 58, vec![Value::Int(-1), t("MX.w2"), t("v.w2")]),
+    ]);
+    let v = check_renumberings(&schema, "r0", IdPolicy::Renumbered, &seen(reported), &after, &stale)
+        .expect_err("a reference left behind");
+    assert_eq!(v.invariant, Invariant::ReferencesFollowIds);
+    assert!(
+        v.detail.contains("dns_records/58.domain_id still holds -1"),
+        "{}",
+        v.detail
+    );
+}

@@ -334,6 +334,18 @@ pub fn check_not_resurrected(
     for (t, id) in history.deleted_by(replica) {
         if let Some(row) = tables[t].get(&id) {
             let by = deleter(history, t, id);
+            if let Some(reuse) = reused(history, t, id) {
+                return Err(Violation::new(
+                    Invariant::NoIdReuse,
+                    format!(
+                        "{place}: {}/{id} = {} is the row {reuse} inserted under the id of a row {by} deleted: \
+                         the id was given again (SQLite reuses a deleted row's id when an insert lets it \
+                         choose), and a layer that takes it for the same row resurrects or overwrites",
+                        schema.tables[t].name,
+                        show_row(row)
+                    ),
+                ));
+            }
             return Err(Violation::new(
                 Invariant::NoResurrection,
                 format!(
@@ -345,6 +357,21 @@ pub fn check_not_resurrected(
         }
     }
     Ok(())
+}
+
+/// The insert that gave `(t, id)` again after a delete of it, as a report
+/// names it, if one did.
+pub(super) fn reused(history: &History, t: usize, id: i64) -> Option<String> {
+    let deleted_at = history
+        .writes
+        .iter()
+        .find(|w| w.kind == WriteKind::Delete && ((w.table, w.id) == (t, id) || w.cascade.contains(&(t, id))))?
+        .n;
+    history
+        .writes
+        .iter()
+        .find(|w| w.kind == WriteKind::Insert && (w.table, w.id) == (t, id) && w.n > deleted_at)
+        .map(|w| format!("w{} on r{} at step {}", w.n, w.replica, w.step))
 }
 
 pub(super) fn deleter(history: &History, t: usize, id: i64) -> String {

@@ -5,9 +5,9 @@
 use std::collections::BTreeMap;
 
 use syncgate_model as model;
-use syncgate_protocol::{DeletePolicy, MergePolicy, NaturalKeyPolicy, Policies};
+use syncgate_protocol::{DeletePolicy, IdPolicy, MergePolicy, NaturalKeyPolicy, Policies};
 
-use super::{deleter, tagged_columns, Doom};
+use super::{deleter, reused, tagged_columns, Doom};
 use crate::check::{Invariant, Violation};
 use crate::history::{History, WriteKind, WriteRecord};
 use crate::show::{show_row, show_value};
@@ -77,9 +77,14 @@ pub fn check_final(
     check_no_clobber(schema, history, remote)?;
     check_no_resurrection(schema, history, policies, remote)?;
     check_inserts_survive(schema, history, policies, remote)?;
+    // Rows named by the writes that inserted them (ids that change or
+    // differ between places): a reference names a logical row too, and is
+    // checked like any cell where no natural-key merge re-points it.
+    let logical = policies.ids != IdPolicy::Stable;
+    let references = logical && policies.natural_keys != NaturalKeyPolicy::Merge;
     match policies.merge {
-        MergePolicy::Column => check_cells(schema, history, remote),
-        MergePolicy::Row => check_rows(schema, history, remote),
+        MergePolicy::Column => check_cells(schema, history, remote, logical, references),
+        MergePolicy::Row => check_rows(schema, history, remote, logical, references),
     }
 }
 
@@ -105,6 +110,18 @@ fn check_no_clobber(schema: &model::Schema, history: &History, remote: &model::T
                 Some(row) => format!("the remote ends with {} under that id", show_row(row)),
                 None => "the remote ends with no row under that id".into(),
             };
+            if reused(history, w.table, w.id).is_some() {
+                return Err(Violation::new(
+                    Invariant::NoIdReuse,
+                    format!(
+                        "{} and {}: the second took the id of the first after {} deleted it (SQLite reuses a \
+                         deleted row's id when an insert lets it choose); {holds}",
+                        describe(schema, first),
+                        describe(schema, w),
+                        deleter(history, w.table, w.id)
+                    ),
+                ));
+            }
             return Err(Violation::new(
                 Invariant::NoClobber,
                 format!(
@@ -130,6 +147,18 @@ fn check_no_resurrection(
     let (deleted, _) = history.deleted();
     for (t, id) in deleted {
         if let Some(row) = remote[t].get(&id) {
+            if let Some(reuse) = reused(history, t, id) {
+                return Err(Violation::new(
+                    Invariant::NoIdReuse,
+                    format!(
+                        "{}/{id} = {} is live on the remote at the end as the row {reuse} inserted under the id \
+                         of a row {} deleted (SQLite reuses a deleted row's id when an insert lets it choose)",
+                        schema.tables[t].name,
+                        show_row(row),
+                        deleter(history, t, id)
+                    ),
+                ));
+            }
             return Err(Violation::new(
                 Invariant::NoResurrection,
                 format!(
@@ -214,7 +243,13 @@ fn merge_class(schema: &model::Schema, history: &History, remote: &model::Tables
 
 /// Column-level engines: each final cell comes from a write to that cell
 /// that no other write to it causally follows.
-fn check_cells(schema: &model::Schema, history: &History, remote: &model::Tables) -> Result<(), Violation> {
+fn check_cells(
+    schema: &model::Schema,
+    history: &History,
+    remote: &model::Tables,
+    logical: bool,
+    references: bool,
+) -> Result<(), Violation> {
     for (t, rows) in remote.iter().enumerate() {
         let table = &schema.tables[t];
         for (id, values) in rows {
@@ -234,7 +269,11 @@ fn check_cells(schema: &model::Schema, history: &History, remote: &model::Tables
                     ),
                 ));
             }
-            for c in tagged_columns(schema, t) {
+            let mut columns = tagged_columns(schema, t);
+            if references {
+                columns.extend((0..table.columns.len()).filter(|&c| table.columns[c].references.is_some()));
+            }
+            for c in columns {
                 let value = &values[c];
                 let cell: Vec<(&WriteRecord, &model::Value)> = row_writes
                     .iter()
@@ -246,12 +285,29 @@ fn check_cells(schema: &model::Schema, history: &History, remote: &model::Tables
                 let column = &table.columns[c].name;
                 let candidates: Vec<&WriteRecord> = cell.iter().filter(|(_, v)| *v == value).map(|(w, _)| *w).collect();
                 if candidates.is_empty() {
-                    let origin = history
+                    let origin_write = history
                         .writes
                         .iter()
-                        .find(|w| w.table == t && w.set.iter().any(|(wc, v)| *wc == c && v == value))
+                        .find(|w| w.table == t && w.set.iter().any(|(wc, v)| *wc == c && v == value));
+                    let origin = origin_write
                         .map(|w| format!("; it is the value {} wrote", describe(schema, w)))
                         .unwrap_or_else(|| "; no write of this case wrote it".into());
+                    // Rows named by the writes that made them: a value an
+                    // update addressed to another row landed here.
+                    let elsewhere = logical && origin_write.is_some_and(|w| !class.contains(&w.id));
+                    if elsewhere {
+                        return Err(Violation::new(
+                            Invariant::WriteOnWrongRow,
+                            format!(
+                                "{} L{id} (the row w{id} inserted).{column} ends as {}{origin}, to another row: \
+                                 the write reached a row it did not address (was a local id sent for a remote \
+                                 one?); the writes to this row's {column}: {}",
+                                table.name,
+                                show_value(value),
+                                list(schema, &cell)
+                            ),
+                        ));
+                    }
                     return Err(Violation::new(
                         Invariant::NoLostWrite,
                         format!(
@@ -303,10 +359,19 @@ fn list(schema: &model::Schema, cell: &[(&WriteRecord, &model::Value)]) -> Strin
 
 /// Row-level engines: each final row is the row some latest write to it
 /// left (a write no other write to the row causally follows).
-fn check_rows(schema: &model::Schema, history: &History, remote: &model::Tables) -> Result<(), Violation> {
+fn check_rows(
+    schema: &model::Schema,
+    history: &History,
+    remote: &model::Tables,
+    logical: bool,
+    references: bool,
+) -> Result<(), Violation> {
     for (t, rows) in remote.iter().enumerate() {
         let table = &schema.tables[t];
-        let columns = tagged_columns(schema, t);
+        let mut columns = tagged_columns(schema, t);
+        if references {
+            columns.extend((0..table.columns.len()).filter(|&c| table.columns[c].references.is_some()));
+        }
         for (id, values) in rows {
             let class = merge_class(schema, history, remote, t, *id);
             let row_writes: Vec<&WriteRecord> = history
@@ -352,6 +417,34 @@ fn check_rows(schema: &model::Schema, history: &History, remote: &model::Tables)
                             .map(|b| format!(": it is the row w{} left, but {}", old.n, history.explain(old, b)))
                     })
                     .unwrap_or_default();
+                // Rows named by the writes that made them: a value of a
+                // write to another row landed here.
+                let stray = columns.iter().find_map(|&c| {
+                    let writers: Vec<&WriteRecord> = history
+                        .writes
+                        .iter()
+                        .filter(|w| w.table == t && w.set.iter().any(|(wc, v)| *wc == c && *v == values[c]))
+                        .collect();
+                    match writers.as_slice() {
+                        [w] if logical && !class.contains(&w.id) => Some((c, *w)),
+                        _ => None,
+                    }
+                });
+                if let Some((c, w)) = stray {
+                    return Err(Violation::new(
+                        Invariant::WriteOnWrongRow,
+                        format!(
+                            "{} L{id} (the row w{id} inserted) ends as {}: its {} is the value {} wrote, to another \
+                             row: the write reached a row it did not address (was a local id sent for a remote \
+                             one?); latest writes to this row: {}",
+                            table.name,
+                            show_row(values),
+                            table.columns[c].name,
+                            describe(schema, w),
+                            shown.join("; ")
+                        ),
+                    ));
+                }
                 return Err(Violation::new(
                     Invariant::NoLostWrite,
                     format!(
