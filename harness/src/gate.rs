@@ -81,6 +81,11 @@ pub struct CaseFailure {
     pub original_steps: usize,
     pub shrunk_steps: usize,
     pub shrink_runs: usize,
+    /// What the shrunk case drew besides its steps, as the text report
+    /// prints it above the trace: its swarm weights, its engine limits and
+    /// its clock's pace (a clock that stands still explains a wall-clock
+    /// bug).
+    pub configuration: String,
     pub trace: Vec<String>,
     pub scenario: Scenario,
     pub trace_file: Option<PathBuf>,
@@ -512,6 +517,12 @@ fn shrink_failures(
             original_steps: scenario.steps.len(),
             shrunk_steps: shrunk.scenario.steps.len(),
             shrink_runs: shrunk.runs,
+            configuration: format!(
+                "replicas {}; swarm {}; {}",
+                shrunk.scenario.replicas,
+                shrunk.scenario.swarm,
+                shrunk.scenario.config_line()
+            ),
             trace: shrunk.result.trace.clone(),
             scenario: shrunk.scenario.clone(),
             trace_file: None,

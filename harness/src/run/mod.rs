@@ -142,6 +142,9 @@ fn run_case_unguarded(subject: &dyn Subject, scenario: &Scenario, base: &Path) -
     let (mut failure, mut fault) = (None, None);
     match stopped {
         Some((at, Stop::Violation(mut v))) => {
+            for line in &runner.context {
+                v.detail.push_str(&format!("\n  before it: {line}"));
+            }
             v.detail.push_str(&runner.log_tails());
             failure = Some((at, v));
         }
@@ -210,6 +213,11 @@ struct Runner<'a> {
     /// Per replica: its process stopped at a crash point since its cache
     /// was last read (what it renumbered could not be reported).
     crashed_since_read: Vec<bool>,
+    /// Per replica: the pending count it last reported.
+    last_pending: Vec<Option<u64>>,
+    /// What happened that a later failure may trace back to (a restart
+    /// that lost pending writes), shown with any failure of the case.
+    context: Vec<String>,
     /// Every id each replica ever held, per table.
     seen: Vec<Vec<BTreeSet<i64>>>,
     /// Per replica, every id its current process minted (`mint_id`), used
@@ -247,6 +255,8 @@ impl<'a> Runner<'a> {
             logical_remote: empty,
             id_maps: vec![vec![std::collections::BTreeMap::new(); schema.tables.len()]; n],
             crashed_since_read: vec![false; n],
+            last_pending: vec![None; n],
+            context: Vec::new(),
             seen: vec![vec![BTreeSet::new(); schema.tables.len()]; n],
             minted: vec![BTreeSet::new(); n],
             remote_seen: vec![BTreeSet::new(); schema.tables.len()],

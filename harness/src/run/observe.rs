@@ -91,6 +91,9 @@ impl Runner<'_> {
     /// Keeps an observation's rows as the replica's view (it passed).
     pub(super) fn keep(&mut self, seen: CacheObservation) {
         let r = seen.replica;
+        if let Some(Answer::Ok(pending)) = seen.pending {
+            self.last_pending[r] = Some(pending);
+        }
         if let Ok(tables) = seen.tables {
             self.caches[r] = tables;
         }

@@ -133,6 +133,21 @@ impl Runner<'_> {
             Err(v) => return StepOutcome::checked(format!("r{r} restart"), Err(v)),
         };
         count(&mut self.events, Event::RestartWithPending, u64::from(pending > 0));
+        if let Some(before) = self.last_pending[r].filter(|&before| before > pending) {
+            // Not a verdict (a push that committed before the crash may be
+            // found applied), but the cause a later failure may have.
+            let unpushed: Vec<String> = self.history.unpushed(r).iter().map(|w| format!("w{}", w.n)).collect();
+            self.context.push(format!(
+                "r{r} reported {before} pending before its restart at step {}, {pending} after it (its writes not \
+                 known on the remote then: {})",
+                self.step_no,
+                if unpushed.is_empty() {
+                    "none".to_string()
+                } else {
+                    unpushed.join(", ")
+                }
+            ));
+        }
         StepOutcome::new(
             format!("r{r} restart with {pending} pending"),
             self.check_and_keep(seen),
