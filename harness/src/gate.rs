@@ -8,9 +8,11 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use serde::Serialize;
 
-use syncgate_protocol::{CrashPoint, IdPolicy, InitOk, OutsideWrites, PendingAfterSync, Profile, PushPolicy, PushPull};
+use syncgate_protocol::{InitOk, Profile};
 
 use crate::check::{answers, Invariant};
+use crate::declared::reachable;
+pub use crate::declared::{check_declared, fit, notes};
 use crate::error::HarnessError;
 use crate::events::{Event, Events, REQUIRED_EVENTS};
 use crate::places::{PlaceError, RemotePlace};
@@ -19,6 +21,8 @@ use crate::scenario::{GenConfig, Scenario};
 use crate::seed::{case_seed, generate};
 use crate::shrink::shrink;
 use crate::subject::{OpenSpec, Subject};
+use crate::trace_file::save_trace;
+pub use crate::trace_file::{load_trace, TraceFile};
 
 /// Fewest cases for which a missing required event fails the run.
 pub const REQUIRED_EVENTS_MIN_CASES: u64 = 200;
@@ -183,134 +187,6 @@ pub fn probe(subject: &dyn Subject, base: &Path) -> Result<InitOk, HarnessError>
     let (replica, init_ok) = subject.open_replica(&spec)?;
     drop(replica);
     Ok(init_ok)
-}
-
-/// Refuses, before any case, what an engine declares that this harness
-/// cannot check yet, or that contradicts the reference profile it also
-/// declares: checking something else instead would pass or fail falsely.
-pub fn check_declared(init: &InitOk) -> Result<(), HarnessError> {
-    let policies = &init.policies;
-    if policies.ids != IdPolicy::Stable {
-        if init.capabilities.profile == Some(Profile::Reference) {
-            return Err(HarnessError::Setup(
-                "the engine declares the reference profile and ids that change or differ between places: the \
-                 reference spec's ids are stable (rule I1); drop one of the two"
-                    .into(),
-            ));
-        }
-        crate::check::identity::Naming::of(&syncgate_model::test_schema())
-            .map_err(|e| HarnessError::Setup(e.to_string()))?;
-    }
-    if init.capabilities.replicas_max == Some(0) {
-        return Err(HarnessError::Setup(
-            "the engine declares replicas_max 0: a case has at least one replica".into(),
-        ));
-    }
-    let profile = init.capabilities.profile == Some(Profile::Reference);
-    if profile && (policies.push != PushPolicy::Explicit || policies.pending_after_sync != PendingAfterSync::Zero) {
-        return Err(HarnessError::Setup(
-            "the engine declares the reference profile and a push or pending rule of its own: the reference spec \
-             pushes only on push and sync and leaves nothing pending after a sync (SEMANTICS.md); drop one of the two"
-                .into(),
-        ));
-    }
-    Ok(())
-}
-
-/// The run's shape for an engine that declared `init`: no case has more
-/// replicas than it supports, and rollbacks are drawn where it takes them.
-pub fn fit(gen: &GenConfig, init: &InitOk) -> GenConfig {
-    let mut gen = gen.clone();
-    if let Some(max) = init.capabilities.replicas_max {
-        let max = usize::try_from(max).unwrap_or(usize::MAX).max(1);
-        gen.replicas = gen.replicas.map(|n| n.min(max));
-        gen.replicas_max = gen.replicas_max.min(max);
-    }
-    gen.aborts = init.capabilities.aborts;
-    gen
-}
-
-/// What a run on an engine that declared `init` leaves unchecked, in words.
-pub fn notes(init: &InitOk) -> Vec<String> {
-    let caps = &init.capabilities;
-    let mut notes = Vec::new();
-    if caps.push_pull == PushPull::Together {
-        notes.push("the engine syncs only whole (push_pull: together): push and pull steps were sent as sync".into());
-    }
-    if let Some(max) = caps.replicas_max {
-        notes.push(format!(
-            "the engine declares replicas_max {max}: no case had more replicas"
-        ));
-    }
-    if init.policies.ids != IdPolicy::Stable {
-        notes.push(format!(
-            "the engine's ids change or differ between places (ids: {}): rows were named by the write that \
-             inserted them, found by the write tag of each table's identity column, which every insert and \
-             update set (never NULL there)",
-            serde_json::to_string(&init.policies.ids)
-                .unwrap_or_default()
-                .trim_matches('"')
-        ));
-    }
-    if init.policies.push == PushPolicy::OnCommit {
-        notes.push(
-            "the engine pushes inside the commit (push: on_commit): a write it reported as not pending was \
-             checked on the remote"
-                .into(),
-        );
-    }
-    if init.policies.pending_after_sync == PendingAfterSync::Resolutions {
-        notes.push(
-            "the engine may leave writes of its own pending after a sync (pending_after_sync: resolutions): \
-             only a push must leave nothing pending"
-                .into(),
-        );
-    }
-    if caps.outside_writes == OutsideWrites::NotCaptured {
-        notes.push(
-            "the engine declares that writes bypassing its API are not synced: no outside writes were made".into(),
-        );
-    }
-    if !caps.clock {
-        notes.push("the engine takes no injected clock: clock-skew steps were skipped".into());
-    }
-    let missing: Vec<String> = CrashPoint::ALL
-        .iter()
-        .filter(|p| !caps.crash_points.contains(p))
-        .map(|p| format!("{p:?}"))
-        .collect();
-    if !missing.is_empty() {
-        notes.push(format!(
-            "crash points the engine does not offer (those crash steps ran as plain syncs): {}",
-            missing.join(", ")
-        ));
-    }
-    if !init.policies.explicit_ids {
-        notes.push("the engine mints every id: inserts with colliding explicit ids were skipped".into());
-    }
-    notes
-}
-
-/// Whether a run on an engine that declared `init` can reach `event`.
-fn reachable(event: Event, init: &InitOk, profile: bool) -> bool {
-    let caps = &init.capabilities;
-    match event {
-        e if e.needs_model() => profile,
-        // Reached only through knobs the engine has: the reference's do.
-        Event::DriftRefused | Event::PageCut => profile,
-        // Reached only by engines that capture with triggers: the reference does.
-        Event::TableRebuilt => profile,
-        // Reached only by engines whose caches are in the reference's format.
-        Event::CacheFromOlderVersion => profile,
-        // Drawn only for engines that declare the reference profile (an
-        // engine may write at every open by design; the reference may not).
-        Event::RestartUnderCacheLock => profile,
-        Event::OutsideWrite => caps.outside_writes == OutsideWrites::Captured,
-        Event::CrashAfterRemoteCommit => caps.crash_points.contains(&CrashPoint::PushAfterRemoteCommit),
-        Event::RestartWithPending => !caps.crash_points.is_empty(),
-        Event::IdCollisionRefused => init.policies.explicit_ids,
-        _ => true,
-    }
 }
 
 pub fn check(subject: &dyn Subject, opts: &CheckOptions) -> Result<Summary, HarnessError> {
@@ -528,7 +404,7 @@ fn shrink_failures(
             trace_file: None,
         };
         if let Some(dir) = &opts.failures_dir {
-            failure.trace_file = save_trace(dir, subject, &failure).ok();
+            failure.trace_file = save_trace(dir, subject, &failure.seed, failure.invariant, &failure.scenario).ok();
         }
         failures.push(failure);
     }
@@ -544,45 +420,4 @@ fn progress_bar(opts: &CheckOptions) -> Option<indicatif::ProgressBar> {
         bar.set_style(style);
     }
     Some(bar)
-}
-
-/// A saved counterexample: the steps themselves, so it replays even after
-/// the generators change.
-#[derive(Clone, Debug, Serialize, serde::Deserialize)]
-pub struct TraceFile {
-    pub engine: String,
-    /// The kind of remote it ran on (never the server's connection string);
-    /// older trace files, without it, ran on SQLite.
-    #[serde(default)]
-    pub remote: crate::places::RemoteTarget,
-    pub seed: String,
-    pub invariant: Invariant,
-    pub scenario: Scenario,
-}
-
-fn save_trace(dir: &Path, subject: &dyn Subject, failure: &CaseFailure) -> std::io::Result<PathBuf> {
-    let engine = &subject.name();
-    std::fs::create_dir_all(dir)?;
-    let safe: String = format!("{engine}-{}", failure.seed)
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
-        .collect();
-    let path = dir.join(format!("{safe}.json"));
-    let file = TraceFile {
-        engine: engine.to_string(),
-        remote: subject.remote(),
-        seed: failure.seed.clone(),
-        invariant: failure.invariant,
-        scenario: failure.scenario.clone(),
-    };
-    let text = serde_json::to_string_pretty(&file)?;
-    std::fs::write(&path, text)?;
-    Ok(path)
-}
-
-pub fn load_trace(path: &Path) -> Result<TraceFile, HarnessError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| HarnessError::Setup(format!("cannot read trace file {}: {e}", path.display())))?;
-    serde_json::from_str(&text)
-        .map_err(|e| HarnessError::Setup(format!("{} is not a syncgate trace file: {e}", path.display())))
 }

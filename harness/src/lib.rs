@@ -7,6 +7,7 @@
 //! the engine and the model.
 
 pub mod check;
+pub mod declared;
 pub mod error;
 pub mod events;
 pub mod gate;
@@ -22,6 +23,7 @@ pub mod show;
 pub mod shrink;
 pub mod stress;
 pub mod subject;
+pub mod trace_file;
 
 use error::HarnessError;
 use places::RemoteTarget;

@@ -1,0 +1,138 @@
+//! What an engine declared in its handshake, and what the run makes of it
+//! before any case: declarations this syncgate cannot check (refused, exit
+//! 2), the run's shape fitted to them, the notes a summary prints about
+//! what went unchecked, and which required events a run can reach.
+
+use syncgate_protocol::{CrashPoint, IdPolicy, InitOk, OutsideWrites, PendingAfterSync, Profile, PushPolicy, PushPull};
+
+use crate::error::HarnessError;
+use crate::events::Event;
+use crate::scenario::GenConfig;
+
+/// Refuses, before any case, what an engine declares that this harness
+/// cannot check yet, or that contradicts the reference profile it also
+/// declares: checking something else instead would pass or fail falsely.
+pub fn check_declared(init: &InitOk) -> Result<(), HarnessError> {
+    let policies = &init.policies;
+    if policies.ids != IdPolicy::Stable {
+        if init.capabilities.profile == Some(Profile::Reference) {
+            return Err(HarnessError::Setup(
+                "the engine declares the reference profile and ids that change or differ between places: the \
+                 reference spec's ids are stable (rule I1); drop one of the two"
+                    .into(),
+            ));
+        }
+        crate::check::identity::Naming::of(&syncgate_model::test_schema())
+            .map_err(|e| HarnessError::Setup(e.to_string()))?;
+    }
+    if init.capabilities.replicas_max == Some(0) {
+        return Err(HarnessError::Setup(
+            "the engine declares replicas_max 0: a case has at least one replica".into(),
+        ));
+    }
+    let profile = init.capabilities.profile == Some(Profile::Reference);
+    if profile && (policies.push != PushPolicy::Explicit || policies.pending_after_sync != PendingAfterSync::Zero) {
+        return Err(HarnessError::Setup(
+            "the engine declares the reference profile and a push or pending rule of its own: the reference spec \
+             pushes only on push and sync and leaves nothing pending after a sync (SEMANTICS.md); drop one of the two"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The run's shape for an engine that declared `init`: no case has more
+/// replicas than it supports, and rollbacks are drawn where it takes them.
+pub fn fit(gen: &GenConfig, init: &InitOk) -> GenConfig {
+    let mut gen = gen.clone();
+    if let Some(max) = init.capabilities.replicas_max {
+        let max = usize::try_from(max).unwrap_or(usize::MAX).max(1);
+        gen.replicas = gen.replicas.map(|n| n.min(max));
+        gen.replicas_max = gen.replicas_max.min(max);
+    }
+    gen.aborts = init.capabilities.aborts;
+    gen
+}
+
+/// What a run on an engine that declared `init` leaves unchecked, in words.
+pub fn notes(init: &InitOk) -> Vec<String> {
+    let caps = &init.capabilities;
+    let mut notes = Vec::new();
+    if caps.push_pull == PushPull::Together {
+        notes.push("the engine syncs only whole (push_pull: together): push and pull steps were sent as sync".into());
+    }
+    if let Some(max) = caps.replicas_max {
+        notes.push(format!(
+            "the engine declares replicas_max {max}: no case had more replicas"
+        ));
+    }
+    if init.policies.ids != IdPolicy::Stable {
+        notes.push(format!(
+            "the engine's ids change or differ between places (ids: {}): rows were named by the write that \
+             inserted them, found by the write tag of each table's identity column, which every insert and \
+             update set (never NULL there)",
+            serde_json::to_string(&init.policies.ids)
+                .unwrap_or_default()
+                .trim_matches('"')
+        ));
+    }
+    if init.policies.push == PushPolicy::OnCommit {
+        notes.push(
+            "the engine pushes inside the commit (push: on_commit): a write it reported as not pending was \
+             checked on the remote"
+                .into(),
+        );
+    }
+    if init.policies.pending_after_sync == PendingAfterSync::Resolutions {
+        notes.push(
+            "the engine may leave writes of its own pending after a sync (pending_after_sync: resolutions): \
+             only a push must leave nothing pending"
+                .into(),
+        );
+    }
+    if caps.outside_writes == OutsideWrites::NotCaptured {
+        notes.push(
+            "the engine declares that writes bypassing its API are not synced: no outside writes were made".into(),
+        );
+    }
+    if !caps.clock {
+        notes.push("the engine takes no injected clock: clock-skew steps were skipped".into());
+    }
+    let missing: Vec<String> = CrashPoint::ALL
+        .iter()
+        .filter(|p| !caps.crash_points.contains(p))
+        .map(|p| format!("{p:?}"))
+        .collect();
+    if !missing.is_empty() {
+        notes.push(format!(
+            "crash points the engine does not offer (those crash steps ran as plain syncs): {}",
+            missing.join(", ")
+        ));
+    }
+    if !init.policies.explicit_ids {
+        notes.push("the engine mints every id: inserts with colliding explicit ids were skipped".into());
+    }
+    notes
+}
+
+/// Whether a run on an engine that declared `init` can reach `event`.
+pub(crate) fn reachable(event: Event, init: &InitOk, profile: bool) -> bool {
+    let caps = &init.capabilities;
+    match event {
+        e if e.needs_model() => profile,
+        // Reached only through knobs the engine has: the reference's do.
+        Event::DriftRefused | Event::PageCut => profile,
+        // Reached only by engines that capture with triggers: the reference does.
+        Event::TableRebuilt => profile,
+        // Reached only by engines whose caches are in the reference's format.
+        Event::CacheFromOlderVersion => profile,
+        // Drawn only for engines that declare the reference profile (an
+        // engine may write at every open by design; the reference may not).
+        Event::RestartUnderCacheLock => profile,
+        Event::OutsideWrite => caps.outside_writes == OutsideWrites::Captured,
+        Event::CrashAfterRemoteCommit => caps.crash_points.contains(&CrashPoint::PushAfterRemoteCommit),
+        Event::RestartWithPending => !caps.crash_points.is_empty(),
+        Event::IdCollisionRefused => init.policies.explicit_ids,
+        _ => true,
+    }
+}
