@@ -58,7 +58,7 @@ from app import COLUMNS, NATURAL_KEYS, REFERENCES, SqliteFile
 
 log = logging.getLogger("wtsync")
 
-BUGS = ("swallow_push_failure", "leaky_rollback")
+BUGS = ("swallow_push_failure", "leaky_rollback", "diag_no_push_on_commit")
 STAMP_REPLICAS = 1024
 # PostgreSQL: how long a statement waits for a lock (the harness holds table locks over several
 # steps, so a longer wait only delays "busy") and runs at most.
@@ -207,9 +207,7 @@ class SyncLayer:
     def _push_on_commit(self, session):
         """``after_commit``: the write-through push. The transaction is committed locally and its
         changes are in the outbox; a push that fails leaves them there, pending."""
-        import os  # TEMPORARY DIAGNOSTIC
-
-        if os.environ.get("WT_DIAG_NO_ON_COMMIT"):
+        if "diag_no_push_on_commit" in self.bugs:  # TEMPORARY DIAGNOSTIC
             return
         if self.unsaved:
             try:

@@ -14,10 +14,15 @@ use syncgate::run::run_case;
 use syncgate::scenario::GenConfig;
 use syncgate::{subject_by_name, OracleChoice};
 
+/// `syncgate --version`: the gate's version and the engine protocol
+/// versions it speaks (`syncgate_protocol::VERSIONS`; a test holds them
+/// equal).
+const VERSION_TEXT: &str = concat!(env!("CARGO_PKG_VERSION"), " (engine protocol versions 1, 2)");
+
 #[derive(Parser)]
 #[command(
     name = "syncgate",
-    version,
+    version = VERSION_TEXT,
     about = "Finds sync-layer bugs by checking random interleavings against a model"
 )]
 struct Cli {

@@ -153,3 +153,17 @@ fn a_busy_sync_that_did_not_retry_as_the_profile_says_is_caught() {
     assert_eq!(failure.invariant, Invariant::OutcomeAgreement, "{}", failure.detail);
     assert!(failure.detail.contains("rule L1"), "{}", failure.detail);
 }
+
+#[test]
+fn the_version_names_the_protocol_versions_spoken() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_syncgate"))
+        .arg("--version")
+        .output()
+        .expect("syncgate runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let versions: Vec<String> = syncgate_protocol::VERSIONS.iter().map(u32::to_string).collect();
+    assert!(
+        text.contains(&format!("engine protocol versions {}", versions.join(", "))),
+        "{text}"
+    );
+}
