@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # CI for the example: the gate must pass both modes of the layer (id map, temporary ids
-# renumbered) on a SQLite remote and on PostgreSQL, and must catch the planted bug in each mode
-# with a property README.md predicts.
+# renumbered) on a SQLite remote and on PostgreSQL, and must catch the planted bug in each mode,
+# on both remotes, with a property README.md names.
 #
 #     SYNCGATE_PG_URL=postgresql://... bash examples/server-ids-sync/ci.sh path/to/syncgate
 #
@@ -37,6 +37,8 @@ runs=(
   "temp|none|postgres|100|-"
   "map|local_id_drift|sqlite|60|WriteOnWrongRow NoLostWrite Integrity Convergence"
   "temp|local_id_drift|sqlite|60|NoLostWrite Integrity Convergence"
+  "map|local_id_drift|postgres|30|WriteOnWrongRow NoLostWrite Integrity Convergence"
+  "temp|local_id_drift|postgres|30|NoLostWrite Integrity Convergence"
 )
 
 printf '%-5s %-15s %-9s %6s %5s %5s  %-9s %-40s %s\n' mode bug remote cases secs exit verdict "properties found" expected

@@ -58,11 +58,11 @@ from app import COLUMNS, NATURAL_KEYS, REFERENCES, SqliteFile
 
 log = logging.getLogger("wtsync")
 
-BUGS = ("swallow_push_failure", "leaky_rollback", "diag_no_push_on_commit")
+BUGS = ("swallow_push_failure", "leaky_rollback")
 STAMP_REPLICAS = 1024
 # PostgreSQL: how long a statement waits for a lock (the harness holds table locks over several
 # steps, so a longer wait only delays "busy") and runs at most.
-PG_LOCK_TIMEOUT_MS = 1000
+PG_LOCK_TIMEOUT_MS = 500
 PG_STATEMENT_TIMEOUT_MS = 5000
 PG_CONNECT_TIMEOUT_S = 5
 
@@ -207,8 +207,6 @@ class SyncLayer:
     def _push_on_commit(self, session):
         """``after_commit``: the write-through push. The transaction is committed locally and its
         changes are in the outbox; a push that fails leaves them there, pending."""
-        if "diag_no_push_on_commit" in self.bugs:  # TEMPORARY DIAGNOSTIC
-            return
         if self.unsaved:
             try:
                 with self.app.engine.begin() as db:
@@ -466,7 +464,8 @@ class _TableSQL:
         self.upsert = text(
             insert + ' ON CONFLICT ("id") DO UPDATE SET ' + ", ".join(f"{n} = excluded.{n}" for n in names)
         )
-        self.update = text(f'UPDATE "{table}" SET {", ".join(f"{n} = {m}" for n, m in zip(names, marks))} WHERE "id" = :id')
+        sets = ", ".join(f"{n} = {m}" for n, m in zip(names, marks))
+        self.update = text(f'UPDATE "{table}" SET {sets} WHERE "id" = :id')
         self.delete = text(f'DELETE FROM "{table}" WHERE "id" = :id')
         key = NATURAL_KEYS.get(table)
         self.key_holder = text(f'SELECT "id" FROM "{table}" WHERE "{key}" = :key AND "id" <> :id') if key else None

@@ -91,6 +91,22 @@ impl Naming {
                     ));
                 };
                 if let Some((other, _)) = maps[t].iter().find(|(_, l)| **l == logical) {
+                    let tag = tag_of(&row[c]).and_then(|n| history.write(n));
+                    if let Some(update) = tag.filter(|w| w.kind == WriteKind::Update) {
+                        return Err(Violation::new(
+                            Invariant::WriteOnWrongRow,
+                            format!(
+                                "{place}: {}/{id} holds {} = {}, the value w{} wrote to L{logical} (the row \
+                                 w{logical} inserted), which is {}/{other} here: the update reached a row it did \
+                                 not address (was a local id sent for a remote one?)",
+                                table.name,
+                                table.columns[c].name,
+                                show_value(&row[c]),
+                                update.n,
+                                table.name
+                            ),
+                        ));
+                    }
                     return Err(Violation::new(
                         Invariant::Integrity,
                         format!(
@@ -153,12 +169,24 @@ pub struct Renumberings {
 /// left.
 pub fn check_renumberings(
     schema: &model::Schema,
+    history: &History,
     place: &str,
     policy: IdPolicy,
     seen: &Renumberings,
     after: &IdMaps,
     tables: &model::Tables,
 ) -> Result<(), Violation> {
+    // Two logical rows inserted with one natural key are one row once
+    // merged: the row keeps its id while the write naming it changes.
+    let one_row = |was: i64, now: i64| {
+        let key = |l: i64| {
+            usize::try_from(l)
+                .ok()
+                .and_then(|n| history.write(n))
+                .and_then(|w| w.key.clone())
+        };
+        was == now || key(was).is_some_and(|k| k != model::Value::Null && Some(k) == key(now))
+    };
     let mut moved: Vec<(usize, i64, i64)> = Vec::new();
     for (t, table) in schema.tables.iter().enumerate() {
         let was: BTreeMap<i64, i64> = seen.before[t].iter().map(|(id, l)| (*l, *id)).collect();
@@ -200,8 +228,8 @@ pub fn check_renumberings(
         };
         let was = seen.before[t].get(&n.from);
         let now = after[t].get(&n.to);
-        if let (Some(was), Some(now)) = (was, now) {
-            if was != now {
+        if let (Some(&was), Some(&now)) = (was, now) {
+            if !one_row(was, now) {
                 return Err(Violation::new(
                     Invariant::RenumberingReported,
                     format!(

@@ -90,7 +90,15 @@ pub fn cache(seen: &CacheObservation, expect: &Expectation<'_>) -> Verdict {
     contract::check_no_aborted_read(schema, &place, expect.history, tables)?;
     let view = match &seen.named {
         Some(Ok((logical, maps))) => {
-            check_renumberings(schema, &place, expect.policies.ids, &seen.renumberings, maps, tables)?;
+            check_renumberings(
+                schema,
+                expect.history,
+                &place,
+                expect.policies.ids,
+                &seen.renumberings,
+                maps,
+                tables,
+            )?;
             logical
         }
         Some(Err(unnamed)) => return Err(unnamed.clone().into()),

@@ -491,7 +491,7 @@ impl<'a> Runner<'a> {
     fn check_final(&mut self) -> Verdict {
         self.observe_remote()?;
         let caches: Vec<model::Tables> = (0..self.replicas.len()).map(|r| self.view(r).clone()).collect();
-        contract::check_converged(&self.schema, &caches, self.remote_view())?;
+        contract::check_converged(&self.schema, &caches, self.remote_view(), self.naming.is_some())?;
         contract::check_final(&self.schema, &self.history, self.policies(), self.remote_view())?;
         Ok(())
     }

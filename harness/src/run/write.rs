@@ -287,11 +287,28 @@ impl Runner<'_> {
             tag,
             "r{r}'s write was tagged .w{tag} when translated, but the history numbers it otherwise"
         );
-        let committed = self.committed(r, ops, ids, outside);
+        let Committed {
+            records,
+            expect,
+            changes,
+            what,
+        } = self.committed(r, ops, ids, outside);
+        // Rows named by the writes that made them are named by these writes
+        // too: the history knows them before the cache is read, and their
+        // images are filled in after. (By id, the order of old is kept.)
+        let recorded_first = self.naming.is_some();
+        let mut pending_records = Vec::new();
+        for record in records {
+            if recorded_first {
+                self.history.record(record);
+            } else {
+                pending_records.push(record);
+            }
+        }
         let seen = self.observe_cache(
             r,
             Look {
-                pending: committed.changes,
+                pending: changes,
                 ledger: false,
             },
         );
@@ -299,26 +316,27 @@ impl Runner<'_> {
         let Some(tables) = seen.view() else {
             unreachable!("checked above")
         };
-        for mut record in committed.records {
+        if recorded_first {
+            let written = ops.len();
+            let from = self.history.writes.len() - written;
+            for record in &mut self.history.writes[from..] {
+                record.image = tables[record.table].get(&record.id).cloned();
+            }
+        }
+        for mut record in pending_records {
             record.image = tables[record.table].get(&record.id).cloned();
             self.history.record(record);
         }
-        contract::check_read_your_writes(
-            &self.schema,
-            &format!("r{r}"),
-            &committed.what,
-            &committed.expect,
-            tables,
-        )?;
-        let pending = committed.changes.then(|| Self::pending_of(&seen).clone());
+        contract::check_read_your_writes(&self.schema, &format!("r{r}"), &what, &expect, tables)?;
+        let pending = changes.then(|| Self::pending_of(&seen).clone());
         self.keep(seen);
         let Some(pending) = pending else {
             return Ok(());
         };
         if self.policies().push == PushPolicy::OnCommit && !outside {
-            return self.pushed_on_commit(r, &committed.what, &pending);
+            return self.pushed_on_commit(r, &what, &pending);
         }
-        contract::check_committed_is_pending(r, &committed.what, outside, &pending)?;
+        contract::check_committed_is_pending(r, &what, outside, &pending)?;
         Ok(())
     }
 

@@ -308,10 +308,10 @@ fn convergence_fires_when_a_replica_differs_from_the_remote() {
     let schema = test_schema();
     let remote = tables(&[(HOSTS, 1, vec![t("a.w1"), t("ip")])]);
     assert_eq!(
-        check_converged(&schema, &[remote.clone(), remote.clone()], &remote),
+        check_converged(&schema, &[remote.clone(), remote.clone()], &remote, false),
         Ok(())
     );
-    let (invariant, detail) = failing(check_converged(&schema, &[remote.clone(), tables(&[])], &remote));
+    let (invariant, detail) = failing(check_converged(&schema, &[remote.clone(), tables(&[])], &remote, false));
     assert_eq!(invariant, Invariant::Convergence);
     assert!(
         detail.contains("hosts/1: the remote has (\"a.w1\", \"ip\"), r1 nothing"),
@@ -462,6 +462,7 @@ fn a_renumbering_must_be_reported_and_references_must_follow() {
     assert_eq!(
         check_renumberings(
             &schema,
+            &History::new(1),
             "r0",
             IdPolicy::Renumbered,
             &seen(reported.clone()),
@@ -470,8 +471,16 @@ fn a_renumbering_must_be_reported_and_references_must_follow() {
         ),
         Ok(())
     );
-    let v = check_renumberings(&schema, "r0", IdPolicy::Renumbered, &seen(Vec::new()), &after, &cache)
-        .expect_err("an unreported renumbering");
+    let v = check_renumberings(
+        &schema,
+        &History::new(1),
+        "r0",
+        IdPolicy::Renumbered,
+        &seen(Vec::new()),
+        &after,
+        &cache,
+    )
+    .expect_err("an unreported renumbering");
     assert_eq!(v.invariant, Invariant::RenumberingReported);
     assert!(
         v.detail
@@ -485,12 +494,21 @@ fn a_renumbering_must_be_reported_and_references_must_follow() {
         ..seen(Vec::new())
     };
     assert_eq!(
-        check_renumberings(&schema, "r0", IdPolicy::Renumbered, &crashed, &after, &cache),
+        check_renumberings(
+            &schema,
+            &History::new(1),
+            "r0",
+            IdPolicy::Renumbered,
+            &crashed,
+            &after,
+            &cache
+        ),
         Ok(())
     );
     // A cache whose ids never change may not move one.
     let v = check_renumberings(
         &schema,
+        &History::new(1),
         "r0",
         IdPolicy::RemoteMap,
         &seen(reported.clone()),
@@ -504,12 +522,64 @@ fn a_renumbering_must_be_reported_and_references_must_follow() {
         (DOMAINS, 57, vec![t("a.example"), t("alpha.w1"), Value::Null]),
         (RECORDS, 58, vec![Value::Int(-1), t("MX.w2"), t("v.w2")]),
     ]);
-    let v = check_renumberings(&schema, "r0", IdPolicy::Renumbered, &seen(reported), &after, &stale)
-        .expect_err("a reference left behind");
+    let v = check_renumberings(
+        &schema,
+        &History::new(1),
+        "r0",
+        IdPolicy::Renumbered,
+        &seen(reported),
+        &after,
+        &stale,
+    )
+    .expect_err("a reference left behind");
     assert_eq!(v.invariant, Invariant::ReferencesFollowIds);
     assert!(
         v.detail.contains("dns_records/58.domain_id still holds -1"),
         "{}",
         v.detail
+    );
+}
+
+#[test]
+fn a_renumbered_row_merged_by_its_natural_key_is_the_same_row() {
+    use std::collections::BTreeMap;
+    use syncgate::check::identity::{check_renumberings, Renumberings};
+    use syncgate_protocol::{IdPolicy, Renumbering};
+
+    // r1 inserted a.example (w1, temp id -1); r0 inserted a.example too
+    // (w2), and the server merged them into one row, 1, whose registrar is
+    // w2's: r1's row is now 1 and carries w2's tag.
+    let mut h = History::new(2);
+    h.record(write(
+        1,
+        1,
+        DOMAINS,
+        -1,
+        WriteKind::Insert,
+        vec![(0, t("a.example")), (1, t("x.w1"))],
+    ));
+    h.record(write(
+        0,
+        2,
+        DOMAINS,
+        1,
+        WriteKind::Insert,
+        vec![(0, t("a.example")), (1, t("y.w2"))],
+    ));
+    let schema = test_schema();
+    let seen = Renumberings {
+        before: vec![BTreeMap::from([(-1, 1)]), BTreeMap::new(), BTreeMap::new()],
+        reported: vec![Renumbering {
+            table: "domains".into(),
+            from: -1,
+            to: 1,
+        }],
+        crashed: false,
+    };
+    let after = vec![BTreeMap::from([(1, 2)]), BTreeMap::new(), BTreeMap::new()];
+    let cache = tables(&[(DOMAINS, 1, vec![t("a.example"), t("y.w2"), Value::Null])]);
+    assert_eq!(
+        check_renumberings(&schema, &h, "r1", IdPolicy::Renumbered, &seen, &after, &cache),
+        Ok(())
     );
 }

@@ -31,7 +31,16 @@ pub fn check_converged(
     schema: &model::Schema,
     caches: &[model::Tables],
     remote: &model::Tables,
+    logical: bool,
 ) -> Result<(), Violation> {
+    // Rows named by the writes that made them show as `L12`, not ids.
+    let row = |table: &str, id: &i64| {
+        if logical {
+            format!("{table} L{id}")
+        } else {
+            format!("{table}/{id}")
+        }
+    };
     for (r, cache) in caches.iter().enumerate() {
         for (t, table) in schema.tables.iter().enumerate() {
             let (mine, theirs) = (&cache[t], &remote[t]);
@@ -43,18 +52,17 @@ pub fn check_converged(
                 .find(|(id, v)| theirs.get(id) != Some(v))
                 .map(|(id, v)| match theirs.get(id) {
                     Some(rv) => format!(
-                        "{}/{id}: r{r} has {}, the remote {}",
-                        table.name,
+                        "{}: r{r} has {}, the remote {}",
+                        row(&table.name, id),
                         show_row(v),
                         show_row(rv)
                     ),
-                    None => format!("{}/{id}: r{r} has {}, the remote nothing", table.name, show_row(v)),
+                    None => format!("{}: r{r} has {}, the remote nothing", row(&table.name, id), show_row(v)),
                 })
                 .or_else(|| {
-                    theirs
-                        .iter()
-                        .find(|(id, _)| !mine.contains_key(id))
-                        .map(|(id, v)| format!("{}/{id}: the remote has {}, r{r} nothing", table.name, show_row(v)))
+                    theirs.iter().find(|(id, _)| !mine.contains_key(id)).map(|(id, v)| {
+                        format!("{}: the remote has {}, r{r} nothing", row(&table.name, id), show_row(v))
+                    })
                 })
                 .unwrap_or_default();
             return Err(Violation::new(
