@@ -55,6 +55,11 @@ An adapter that declares any version 2 field (``VERSION_2_CAPABILITIES``,
 answered ``"protocol": 1``, exactly as before. With ``capabilities["aborts"] = True`` the
 harness may send ``write`` with ``"abort": true``: the helper calls :meth:`Adapter.write_aborted`
 (run the ops in your layer's transaction, then roll it back) and answers ``write_aborted``.
+With ``policies["ids"] = "renumbered"``, call :meth:`Adapter.renumbered` for each row your
+layer gave a new id (and committed) while it served a request: the helper adds the list to
+that request's reply (``write_ok``, ``sync_ok``, ``sync_failed`` or ``init_ok``, the replies
+that may carry it). A renumbering reported during any other request is an adapter bug,
+answered ``internal``.
 
 Fork server
 -----------
@@ -82,8 +87,7 @@ PROTOCOL = 1
 PROTOCOLS = (1, 2)
 
 # Version 2's declarations, each optional, with the values it knows (PROTOCOL.md, "Version 2").
-# ``replicas_max`` is an int >= 1 or None, checked apart. ``ids: "renumbered"`` is left out: its
-# replies carry ``renumbered``, which this helper cannot send yet.
+# ``replicas_max`` is an int >= 1 or None, checked apart.
 VERSION_2_CAPABILITIES = {
     "push_pull": ("separate", "together"),
     "replicas_max": None,
@@ -92,8 +96,10 @@ VERSION_2_CAPABILITIES = {
 VERSION_2_POLICIES = {
     "push": ("explicit", "on_commit"),
     "pending_after_sync": ("zero", "resolutions"),
-    "ids": ("stable", "remote_map"),
+    "ids": ("stable", "remote_map", "renumbered"),
 }
+# The replies that may carry ``renumbered`` (PROTOCOL.md, "Version 2").
+RENUMBERED_REPLIES = ("write_ok", "sync_ok", "sync_failed", "init_ok")
 
 CRASH_POINTS = ("push_before_remote_commit", "push_after_remote_commit", "pull_before_local_commit")
 REFUSAL_CLASSES = (
@@ -202,6 +208,7 @@ class Adapter:
     policies = None
 
     _armed_crash = None
+    _renumbered = ()
 
     @classmethod
     def preload(cls):
@@ -259,6 +266,15 @@ class Adapter:
         (only with ``capabilities["reads"] = True``): a list of ``(id, {column: value})``, each
         value an int, a str or None. The gate compares it with the cache file."""
         raise Unsupported("read is not implemented")
+
+    def renumbered(self, table, old, new):
+        """Version 2, ``ids: "renumbered"``: call this when your layer has committed a new id
+        for a row of ``table`` (``old`` -> ``new``, references to it renumbered too) while it
+        serves the current request; the helper reports it in that request's reply."""
+        for name, value in (("old", old), ("new", new)):
+            if type(value) is not int:
+                raise _AdapterBug(f"renumbered({table!r}, {old!r}, {new!r}): {name} must be an int id")
+        self._renumbered.append({"table": str(table), "from": old, "to": new})
 
     def crash_point(self, name):
         """Call this where your layer reaches crash point ``name``: if it is armed, the process
@@ -350,6 +366,7 @@ class _Dispatcher:
         self.clock = False
         self.reads = False
         self.aborts = False
+        self.ids = "stable"
 
     def handle(self, line):
         import json
@@ -369,6 +386,26 @@ class _Dispatcher:
             return _error(msg_id, "unknown_type", f"unknown request type {kind!r}")
         if kind != "init" and not self.initialized:
             return _error(msg_id, "malformed", f"{kind} before init: init is always the first request")
+        self.adapter._renumbered = []
+        reply = self._reply(kind, msg_id, handler, msg)
+        moved = self.adapter._renumbered
+        self.adapter._renumbered = ()
+        if not moved:
+            return reply
+        if reply["type"] not in RENUMBERED_REPLIES:
+            return _error(
+                msg_id,
+                "internal",
+                f"adapter bug: renumbered {moved} reported while answering {kind} with {reply['type']} "
+                f"(only {', '.join(RENUMBERED_REPLIES)} carry renumbered)",
+            )
+        if self.ids != "renumbered":
+            return _error(
+                msg_id, "internal", f'adapter bug: renumbered {moved} reported without policies ids: "renumbered"'
+            )
+        return {**reply, "renumbered": moved}
+
+    def _reply(self, kind, msg_id, handler, msg):
         try:
             reply = handler(self, msg)
         except Malformed as e:
@@ -432,6 +469,7 @@ class _Dispatcher:
         self.clock = capabilities["clock"]
         self.reads = capabilities.get("reads", False)
         self.aborts = capabilities.get("aborts", False)
+        self.ids = policies.get("ids", "stable")
         self.initialized = True
         return {
             "type": "init_ok",
@@ -601,10 +639,7 @@ def _check_declaration(capabilities, policies):
                 continue
             value = declared[key]
             if not any(type(value) is type(v) and value == v for v in values):
-                hint = ""
-                if value == "renumbered":
-                    hint = " (its replies carry 'renumbered', which this helper cannot send yet)"
-                raise _AdapterBug(f"{what}.{key} is {value!r}: expected one of {values} (optional){hint}")
+                raise _AdapterBug(f"{what}.{key} is {value!r}: expected one of {values} (optional)")
     most = capabilities.get("replicas_max")
     if most is not None and (type(most) is not int or most < 1):
         raise _AdapterBug(f"capabilities.replicas_max is {most!r}: expected an int >= 1 or None (optional)")

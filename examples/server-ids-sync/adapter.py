@@ -23,32 +23,6 @@ import idsync  # noqa: E402
 IDS_POLICY = {"map": "remote_map", "temp": "renumbered"}
 
 
-def _send_renumbered_with_old_helper():
-    """Protocol version 2 lets ``write_ok``, ``sync_ok``, ``sync_failed`` and ``init_ok`` carry
-    ``renumbered``. A helper that does not know ``ids: "renumbered"`` cannot send it: teach it
-    here, adding what ``self.moved`` holds (filled by the adapter during a request) to the
-    request's reply. A helper that knows the value is left alone."""
-    if "renumbered" in sg.VERSION_2_POLICIES.get("ids", ()):
-        return
-    sg.VERSION_2_POLICIES["ids"] = (*sg.VERSION_2_POLICIES.get("ids", ("stable", "remote_map")), "renumbered")
-    handle = sg._Dispatcher.handle
-
-    def handle_and_report(dispatcher, line):
-        dispatcher.adapter.moved = []
-        reply = handle(dispatcher, line)
-        moved = dispatcher.adapter.moved
-        if moved and reply.get("type") in ("write_ok", "sync_ok", "sync_failed", "init_ok"):
-            reply["renumbered"] = moved
-        elif moved:  # a renumbering was committed: a reply that cannot say so misleads the gate
-            sg.log(f"server-ids adapter: {reply.get('type')} cannot carry renumbered {moved}")
-        return reply
-
-    sg._Dispatcher.handle = handle_and_report
-
-
-_send_renumbered_with_old_helper()
-
-
 class ServerIdsAdapter(sg.Adapter):
     engine = "server-ids-sync 1"
 
@@ -57,7 +31,6 @@ class ServerIdsAdapter(sg.Adapter):
         import psycopg  # noqa: F401 (imported once, in the fork server)
 
     def init(self, msg):
-        self.moved = []
         logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(name)s: %(message)s")
         mode = os.environ.get("SERVER_IDS_MODE", "map")
         bugs = [b for b in os.environ.get("SERVER_IDS_BUGS", "none").split(",") if b not in ("", "none")]
@@ -120,8 +93,9 @@ class ServerIdsAdapter(sg.Adapter):
             raise sg.SyncFailed(e.kind, str(e)) from None
         finally:
             # What this step renumbered and committed goes with its reply (a sync's push
-            # included, when its pull fails).
-            self.moved += [{"table": t, "from": old, "to": new} for t, old, new in self.layer.renumbered]
+            # included, when its pull fails): the helper adds it to sync_ok or sync_failed.
+            for table, old, new in self.layer.renumbered:
+                self.renumbered(table, old, new)
             self.layer.renumbered.clear()
 
 

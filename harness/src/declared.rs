@@ -118,6 +118,7 @@ pub fn notes(init: &InitOk) -> Vec<String> {
 /// Whether a run on an engine that declared `init` can reach `event`.
 pub(crate) fn reachable(event: Event, init: &InitOk, profile: bool) -> bool {
     let caps = &init.capabilities;
+    let write_through = init.policies.push == PushPolicy::OnCommit;
     match event {
         e if e.needs_model() => profile,
         // Reached only through knobs the engine has: the reference's do.
@@ -130,8 +131,13 @@ pub(crate) fn reachable(event: Event, init: &InitOk, profile: bool) -> bool {
         // engine may write at every open by design; the reference may not).
         Event::RestartUnderCacheLock => profile,
         Event::OutsideWrite => caps.outside_writes == OutsideWrites::Captured,
-        Event::CrashAfterRemoteCommit => caps.crash_points.contains(&CrashPoint::PushAfterRemoteCommit),
-        Event::RestartWithPending => !caps.crash_points.is_empty(),
+        // A write-through engine has something to push (and so to crash in,
+        // or to hold over a restart) only after a push inside a commit
+        // failed: reachable, but too rare to require of a run.
+        Event::CrashAfterRemoteCommit => {
+            caps.crash_points.contains(&CrashPoint::PushAfterRemoteCommit) && !write_through
+        }
+        Event::RestartWithPending => !caps.crash_points.is_empty() && !write_through,
         Event::IdCollisionRefused => init.policies.explicit_ids,
         _ => true,
     }

@@ -386,6 +386,62 @@ fn a_write_through_claim_of_nothing_pending_is_held_to_the_remote() {
     );
 }
 
+/// Found by examples/write-through-sync (seed wt-1/8): r0 inserts host 1
+/// (w1, pushed inside its commit); r1 pulls it and changes its ip (w2,
+/// pushed); r0, which never pulled w2, renames the host (w3, pushed). The
+/// two are concurrent; under `merge: "row"` w2's whole row may win, and it
+/// carries w1's hostname. That is no dropped push.
+#[test]
+fn write_through_under_row_merge_accepts_a_concurrent_winners_row() {
+    let mut h = History::new(2);
+    h.record(host_insert(0, 1, 1, "a.w1"));
+    h.pushed_all(1, 0);
+    h.pulled(2, 1);
+    h.record(write(1, 3, HOSTS, 1, WriteKind::Update, vec![(1, t("ip.w2"))]));
+    h.pushed_all(3, 1);
+    h.record(host_update(0, 4, 1, "c.w3"));
+    let schema = test_schema();
+    let claimed = vec![h.writes[2].clone()];
+    let w2_won = tables(&[(HOSTS, 1, vec![t("a.w1"), t("ip.w2")])]);
+    assert_eq!(
+        check_pushed_on_commit(&schema, 0, "w3", &h, &claimed, &policies(MergePolicy::Row), &w2_won),
+        Ok(())
+    );
+    // Under column merges the hostname cell has no concurrent winner: w1's
+    // value there means w3 never arrived.
+    let (invariant, detail) = failing(check_pushed_on_commit(
+        &schema,
+        0,
+        "w3",
+        &h,
+        &claimed,
+        &policies(MergePolicy::Column),
+        &w2_won,
+    ));
+    assert_eq!(invariant, Invariant::TruthfulStatus);
+    assert!(
+        detail.contains("holds \"a.w1\" of w1, which w3 causally follows"),
+        "{detail}"
+    );
+    // Nor does row merge excuse a row nobody else wrote: with no w2, w1's
+    // hostname on the remote is w3's push dropped.
+    let mut alone = History::new(1);
+    alone.record(host_insert(0, 1, 1, "a.w1"));
+    alone.record(host_update(0, 2, 1, "c.w3"));
+    let claimed = vec![alone.writes[1].clone()];
+    let stale = tables(&[(HOSTS, 1, vec![t("a.w1"), t("ip")])]);
+    let (invariant, _) = failing(check_pushed_on_commit(
+        &schema,
+        0,
+        "w3",
+        &alone,
+        &claimed,
+        &policies(MergePolicy::Row),
+        &stale,
+    ));
+    assert_eq!(invariant, Invariant::TruthfulStatus);
+}
+
 #[test]
 fn an_id_given_again_after_a_delete_is_id_reuse_not_a_resurrection() {
     // r0 inserts host 5 (w1) and deletes it (w2); SQLite then gives id 5 to

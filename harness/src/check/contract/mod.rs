@@ -11,7 +11,7 @@ pub use settled::{check_converged, check_final, check_settled};
 use std::collections::{BTreeMap, BTreeSet};
 
 use syncgate_model as model;
-use syncgate_protocol::{DeletePolicy, Policies};
+use syncgate_protocol::{DeletePolicy, MergePolicy, Policies};
 
 use super::answers::engine_violation;
 use super::{Invariant, Violation};
@@ -170,7 +170,8 @@ impl Doom {
 /// Write-through (`push: "on_commit"`): a committed transaction the engine
 /// reports as not pending (0) is on the remote already. Each cell it set
 /// holds its value, or the value of a write it does not causally follow (a
-/// concurrent winner); a row it inserted is there (or merged into the row
+/// concurrent winner; under `merge: "row"` any cell of a row a concurrent
+/// write to it may have left); a row it inserted is there (or merged into the row
 /// of its natural key, or deleted by a write it does not follow); a row it
 /// deleted is gone (delete-wins engines). `what` names the writes.
 pub fn check_pushed_on_commit(
@@ -220,6 +221,17 @@ pub fn check_pushed_on_commit(
                     }
                     return false_claim(format!("the remote has no {}/{} (w{} wrote it)", table.name, w.id, w.n));
                 };
+                // Row-level merges: a concurrent write to the row may have
+                // won with its whole row, cells older than w included (the
+                // row it left carries them): nothing to say about the cells.
+                let row_winner = policies.merge == MergePolicy::Row
+                    && history
+                        .writes
+                        .iter()
+                        .any(|y| y.table == w.table && y.id == w.id && y.n != w.n && !history.follows(y, w));
+                if row_winner {
+                    continue;
+                }
                 for (c, value) in &w.set {
                     if row[*c] == *value || table.natural_key == Some(*c) || table.columns[*c].references.is_some() {
                         continue;
