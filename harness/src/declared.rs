@@ -1,10 +1,14 @@
 //! What an engine declared in its handshake, and what the run makes of it
 //! before any case: declarations this syncgate cannot check (refused, exit
 //! 2), the run's shape fitted to them, the notes a summary prints about
-//! what went unchecked, and which required events a run can reach.
+//! what went unchecked, which properties a run checks and which required
+//! events it can reach.
 
-use syncgate_protocol::{CrashPoint, IdPolicy, InitOk, OutsideWrites, PendingAfterSync, Profile, PushPolicy, PushPull};
+use syncgate_protocol::{
+    CrashPoint, DeletePolicy, IdPolicy, InitOk, OutsideWrites, PendingAfterSync, Profile, PushPolicy, PushPull,
+};
 
+use crate::check::{Invariant, Oracle};
 use crate::error::HarnessError;
 use crate::events::Event;
 use crate::scenario::GenConfig;
@@ -141,4 +145,21 @@ pub(crate) fn reachable(event: Event, init: &InitOk, profile: bool) -> bool {
         Event::IdCollisionRefused => init.policies.explicit_ids,
         _ => true,
     }
+}
+
+/// The properties a run on an engine that declared `init` checks, in
+/// `Invariant::ALL`'s order: the others cannot fail for it (reports list
+/// these as passed or failed, never the others).
+pub fn checked_properties(init: &InitOk, profile: bool) -> Vec<Invariant> {
+    let ids_move = init.policies.ids != IdPolicy::Stable;
+    Invariant::ALL
+        .into_iter()
+        .filter(|i| match i {
+            Invariant::NoAbortedRead => init.capabilities.aborts,
+            Invariant::ReadsTruthful => init.capabilities.reads,
+            Invariant::NoResurrection => init.policies.delete == DeletePolicy::DeleteWins,
+            Invariant::RenumberingReported | Invariant::ReferencesFollowIds | Invariant::WriteOnWrongRow => ids_move,
+            i => i.oracle() == Oracle::Contract || profile,
+        })
+        .collect()
 }

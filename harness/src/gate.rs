@@ -11,8 +11,8 @@ use serde::Serialize;
 use syncgate_protocol::{InitOk, Profile};
 
 use crate::check::{answers, Invariant};
-use crate::declared::reachable;
 pub use crate::declared::{check_declared, fit, notes};
+use crate::declared::{checked_properties, reachable};
 use crate::error::HarnessError;
 use crate::events::{Event, Events, REQUIRED_EVENTS};
 use crate::places::{PlaceError, RemotePlace};
@@ -107,6 +107,8 @@ pub struct Summary {
     pub oracles: String,
     /// What the run could not check about this engine, in words.
     pub notes: Vec<String>,
+    /// The properties the run checked (`declared::checked_properties`).
+    pub checked: Vec<Invariant>,
     pub seed: String,
     pub cases: u64,
     pub passed: u64,
@@ -234,6 +236,7 @@ pub fn check(subject: &dyn Subject, opts: &CheckOptions) -> Result<Summary, Harn
             }
             notes
         },
+        checked: checked_properties(&declared, profile),
         declared: Some(declared),
         oracles,
         seed: opts.seed.clone(),

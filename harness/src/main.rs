@@ -7,6 +7,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use syncgate::gate::{check, default_base_dir, load_trace, run_seed, CheckOptions, LongCases};
 use syncgate::places::RemoteTarget;
@@ -59,6 +60,15 @@ struct CheckArgs {
     /// Print one JSON summary instead of text.
     #[arg(long)]
     json: bool,
+    /// Also write a JUnit XML report here: one test case per property
+    /// checked, a failure carrying its shrunk trace and replay command.
+    #[arg(long, value_name = "FILE")]
+    junit: Option<PathBuf>,
+    /// Also print GitHub Actions annotations for the failures after the
+    /// text summary (and, where GITHUB_STEP_SUMMARY names a file, append the
+    /// run's job summary). Both go to stdout, so not with --json.
+    #[arg(long, conflicts_with = "json")]
+    github: bool,
     /// Where to save shrunk counterexamples as trace files.
     #[arg(long, default_value = "syncgate-failures")]
     failures_dir: PathBuf,
@@ -227,6 +237,44 @@ fn jobs_or_cores(jobs: Option<usize>) -> usize {
 }
 
 fn check_command(args: CheckArgs) -> anyhow::Result<ExitCode> {
+    let (summary, opts) = match run_check(&args) {
+        Ok(ran) => ran,
+        Err(e) => {
+            // The CI reports say the run was not made, and whose failure
+            // that is (the setup's or the harness's); exit 2 as always.
+            let why = format!("{e:#}");
+            if let Some(path) = &args.junit {
+                write_report(
+                    path,
+                    &syncgate::report::junit::junit_not_run(&args.scenario.engine, &why),
+                )?;
+            }
+            if args.github {
+                print!("{}", syncgate::report::github::annotation_not_run(&why));
+            }
+            return Err(e);
+        }
+    };
+    if let Some(path) = &args.junit {
+        write_report(path, &syncgate::report::junit::junit(&summary))?;
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        print!("{}", syncgate::report::summary(&summary, &opts));
+    }
+    if args.github {
+        print!("{}", syncgate::report::github::annotations(&summary));
+        if let Some(path) = std::env::var_os("GITHUB_STEP_SUMMARY").filter(|p| !p.is_empty()) {
+            append_report(&PathBuf::from(path), &syncgate::report::github::step_summary(&summary))?;
+        }
+    }
+    Ok(verdict(summary.ok()))
+}
+
+/// Starts the engine and runs the cases: a summary, or why the run could
+/// not be made.
+fn run_check(args: &CheckArgs) -> anyhow::Result<(syncgate::gate::Summary, CheckOptions)> {
     let scenario = &args.scenario;
     let remote = scenario.remote()?;
     let subject = subject_by_name(&scenario.engine, scenario.oracle, scenario.request_timeout_ms, &remote)?;
@@ -253,12 +301,21 @@ fn check_command(args: CheckArgs) -> anyhow::Result<ExitCode> {
         progress: !args.json,
     };
     let summary = check(subject.as_ref(), &opts)?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&summary)?);
-    } else {
-        print!("{}", syncgate::report::summary(&summary, &opts));
-    }
-    Ok(verdict(summary.ok()))
+    Ok((summary, opts))
+}
+
+fn write_report(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+    std::fs::write(path, text).with_context(|| format!("cannot write the report {}", path.display()))
+}
+
+fn append_report(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .with_context(|| format!("cannot append the job summary to {}", path.display()))
 }
 
 fn mutants_command(args: MutantsArgs) -> anyhow::Result<ExitCode> {

@@ -115,6 +115,34 @@ pub enum Invariant {
 }
 
 impl Invariant {
+    /// Every property, in the order reports list them.
+    pub const ALL: [Invariant; 24] = [
+        Invariant::Convergence,
+        Invariant::Integrity,
+        Invariant::NoLostWrite,
+        Invariant::NoClobber,
+        Invariant::NoResurrection,
+        Invariant::ReadYourWrites,
+        Invariant::NoAbortedRead,
+        Invariant::ReadsTruthful,
+        Invariant::TruthfulStatus,
+        Invariant::RenumberingReported,
+        Invariant::ReferencesFollowIds,
+        Invariant::WriteOnWrongRow,
+        Invariant::NoIdReuse,
+        Invariant::Liveness,
+        Invariant::ProtocolViolated,
+        Invariant::EngineFailed,
+        Invariant::Panicked,
+        Invariant::OutcomeAgreement,
+        Invariant::WriteLost,
+        Invariant::RowResurrected,
+        Invariant::RowUnexpected,
+        Invariant::ValueDiverged,
+        Invariant::PendingAgreement,
+        Invariant::AcknowledgedWriteLost,
+    ];
+
     pub fn oracle(self) -> Oracle {
         match self {
             Invariant::Convergence

@@ -1,5 +1,6 @@
 //! The harness's integration tests: one binary, one module per feature.
 
+mod ci_reports;
 mod contract;
 mod engines;
 mod harness_faults;

@@ -1,0 +1,115 @@
+//! What a person reads at the end of a `check` run: its summary, every
+//! counterexample with its trace and replay command; and what CI systems
+//! read (`junit`, `github`). (Rows and tables are written by `crate::show`,
+//! as everywhere.)
+
+pub mod github;
+pub mod junit;
+
+use crate::gate::{CaseFailure, CheckOptions, Summary};
+use crate::scenario::GenConfig;
+use crate::show::{replay_command, shell_quote};
+
+fn shape(g: &GenConfig) -> String {
+    match g.replicas {
+        Some(n) => format!("{n} replicas x {} steps", g.steps),
+        None => format!("1-{} replicas x {} steps", g.replicas_max, g.steps),
+    }
+}
+
+/// The text summary of a `check` run.
+pub fn summary(s: &Summary, opts: &CheckOptions) -> String {
+    let mut out = String::new();
+    let mix = match &opts.long {
+        Some(long) => format!(", every {}th case {}", long.every, shape(&long.gen)),
+        None => String::new(),
+    };
+    out.push_str(&format!(
+        "syncgate check: engine {}, remote {}, seed {:?}, {}{mix}\n",
+        s.engine,
+        s.remote,
+        s.seed,
+        shape(&opts.gen)
+    ));
+    out.push_str(&format!("oracles: {}\n", s.oracles));
+    for note in &s.notes {
+        out.push_str(&format!("note: {note}\n"));
+    }
+    out.push_str(&format!(
+        "{} cases, {} passed, {} failed in {:.1} s ({:.0} cases/s)\n",
+        s.cases,
+        s.passed,
+        s.failures.len() + s.other_failing_seeds.len(),
+        s.elapsed_s,
+        s.cases_per_s
+    ));
+    let events: Vec<String> = s.events.iter().map(|(k, v)| format!("{}={v}", k.name())).collect();
+    out.push_str(&format!("events: {}\n", events.join(" ")));
+    for f in &s.failures {
+        out.push('\n');
+        out.push_str(&counterexample(s, f));
+    }
+    if !s.other_failing_seeds.is_empty() {
+        out.push_str(&format!("other failing seeds: {}\n", s.other_failing_seeds.join(" ")));
+    }
+    if !s.missing_events.is_empty() {
+        let names: Vec<&str> = s.missing_events.iter().map(|e| e.name()).collect();
+        out.push_str(&format!(
+            "FAILED: these required events never happened, so the generator no longer reaches them: {}\n",
+            names.join(", ")
+        ));
+    }
+    out.push_str(if s.ok() { "PASS\n" } else { "FAIL\n" });
+    out
+}
+
+/// One counterexample as the text summary prints it: its heading, what
+/// failed, the case's configuration, the shrunk trace and how to replay it.
+pub fn counterexample(s: &Summary, f: &CaseFailure) -> String {
+    let mut out = format!(
+        "COUNTEREXAMPLE {} (case {}): {} ({:?}) at step {} — shrunk from {} to {} steps in {} runs\n",
+        f.seed,
+        f.case,
+        f.invariant,
+        f.invariant.oracle(),
+        f.step,
+        f.original_steps,
+        f.shrunk_steps,
+        f.shrink_runs
+    );
+    out.push_str(&format!("  {}\n", f.detail.replace('\n', "\n  ")));
+    out.push_str(&format!(
+        "  replicas {}; swarm {}\n  {}\n",
+        f.scenario.replicas,
+        f.scenario.swarm,
+        f.scenario.config_line()
+    ));
+    for line in &f.trace {
+        out.push_str(&format!("  {line}\n"));
+    }
+    out.push_str(&format!(
+        "  replay: {}\n",
+        replay_command(&s.engine, &s.remote, &f.seed, f.replicas, f.steps)
+    ));
+    if let Some(path) = &f.trace_file {
+        out.push_str(&format!(
+            "  replay the shrunk trace: syncgate replay --engine {} --trace {}\n",
+            shell_quote(&s.engine),
+            path.display()
+        ));
+    }
+    out
+}
+
+/// How to rerun the failing cases that were not shrunk (a run shrinks the
+/// first failure of each property with `--each-property`, else only the
+/// first failure).
+pub fn other_failures(s: &Summary) -> String {
+    format!(
+        "{} more failing cases, not shrunk: {} (replay one with syncgate replay --engine {} --seed SEED and \
+         this run's --replicas and --steps; --each-property shrinks the first failure of every property)",
+        s.other_failing_seeds.len(),
+        s.other_failing_seeds.join(" "),
+        shell_quote(&s.engine)
+    )
+}

@@ -1,0 +1,162 @@
+//! The reports CI systems read (`--junit`, `--github`), through the binary
+//! as a pipeline runs it.
+
+use std::path::Path;
+use std::process::Command;
+
+fn syncgate(args: &[&str], dir: &Path) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_syncgate"))
+        .args(args)
+        .args(["--work-dir".as_ref(), dir.as_os_str()])
+        .args(["--failures-dir".as_ref(), dir.join("failures").as_os_str()])
+        .env("GITHUB_STEP_SUMMARY", dir.join("summary.md"))
+        .output()
+        .expect("syncgate runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// `(name, child tag names)` of every test case of a JUnit document.
+fn test_cases(xml: &str) -> Vec<(String, Vec<String>)> {
+    let doc = roxmltree::Document::parse(xml).unwrap_or_else(|e| panic!("not XML: {e}\n{xml}"));
+    doc.descendants()
+        .filter(|n| n.has_tag_name("testcase"))
+        .map(|n| {
+            let name = n.attribute("name").unwrap_or_default().to_string();
+            let children = n
+                .children()
+                .filter(|c| c.is_element())
+                .map(|c| c.tag_name().name().to_string());
+            (name, children.collect())
+        })
+        .collect()
+}
+
+#[test]
+fn a_counterexample_is_a_failed_property_in_junit_and_an_annotation() {
+    let dir = tempfile::tempdir().unwrap();
+    let junit = dir.path().join("junit.xml");
+    let (code, stdout) = syncgate(
+        &[
+            "check",
+            "--engine",
+            "mutant:memory-outbox",
+            "--cases",
+            "30",
+            "--seed",
+            "j1",
+            "--each-property",
+            "--shrink-runs-max",
+            "50",
+            "--github",
+            "--junit",
+            junit.to_str().unwrap(),
+        ],
+        dir.path(),
+    );
+    assert_eq!(code, 1, "{stdout}");
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    let cases = test_cases(&xml);
+    let failed: Vec<&str> = cases
+        .iter()
+        .filter(|(_, tags)| tags.iter().any(|t| t == "failure"))
+        .map(|(name, _)| name.as_str())
+        .collect();
+    assert!(failed.contains(&"PendingAgreement"), "{xml}");
+    // Every property the reference profile is checked on is listed, the
+    // ones of other declarations (aborts, moving ids) are not.
+    let names: Vec<&str> = cases.iter().map(|(n, _)| n.as_str()).collect();
+    for checked in [
+        "Convergence",
+        "NoLostWrite",
+        "TruthfulStatus",
+        "OutcomeAgreement",
+        "required events reached",
+    ] {
+        assert!(names.contains(&checked), "{checked} missing: {names:?}");
+    }
+    for unchecked in ["NoAbortedRead", "RenumberingReported", "WriteOnWrongRow"] {
+        assert!(!names.contains(&unchecked), "{unchecked} listed: {names:?}");
+    }
+    // The failure carries its trace and the replay command.
+    assert!(
+        xml.contains("replay: syncgate replay --engine mutant:memory-outbox --seed"),
+        "{xml}"
+    );
+    // One annotation per counterexample, its message on one line.
+    let annotations: Vec<&str> = stdout.lines().filter(|l| l.starts_with("::error ")).collect();
+    assert_eq!(annotations.len(), failed.len(), "{stdout}");
+    assert!(
+        annotations
+            .iter()
+            .any(|a| a.starts_with("::error title=syncgate%3A PendingAgreement at step ")),
+        "{stdout}"
+    );
+    let counterexamples = annotations.iter().filter(|a| a.contains("::COUNTEREXAMPLE "));
+    assert!(counterexamples.clone().count() >= 1, "{stdout}");
+    assert!(
+        counterexamples
+            .clone()
+            .all(|a| a.contains("%0A  replay: syncgate replay")),
+        "{stdout}"
+    );
+    let summary = std::fs::read_to_string(dir.path().join("summary.md")).unwrap();
+    assert!(summary.starts_with("### syncgate check: FAIL"), "{summary}");
+    assert!(
+        summary.contains("| `PendingAgreement` | **failed** at step"),
+        "{summary}"
+    );
+    assert!(summary.contains("| `Convergence` | passed |"), "{summary}");
+}
+
+#[test]
+fn a_passing_run_is_all_passed_and_says_nothing_to_annotate() {
+    let dir = tempfile::tempdir().unwrap();
+    let junit = dir.path().join("junit.xml");
+    let (code, stdout) = syncgate(
+        &[
+            "check",
+            "--cases",
+            "5",
+            "--seed",
+            "j2",
+            "--github",
+            "--junit",
+            junit.to_str().unwrap(),
+        ],
+        dir.path(),
+    );
+    assert_eq!(code, 0, "{stdout}");
+    let cases = test_cases(&std::fs::read_to_string(&junit).unwrap());
+    assert!(cases.len() > 10, "{cases:?}");
+    assert!(cases.iter().all(|(_, tags)| tags.is_empty()), "{cases:?}");
+    assert!(!stdout.contains("::error"), "{stdout}");
+}
+
+#[test]
+fn a_run_that_could_not_be_made_is_an_error_not_a_failure_of_the_engine() {
+    let dir = tempfile::tempdir().unwrap();
+    let junit = dir.path().join("junit.xml");
+    let (code, stdout) = syncgate(
+        &[
+            "check",
+            "--engine",
+            "exec:/nonexistent/adapter",
+            "--github",
+            "--junit",
+            junit.to_str().unwrap(),
+        ],
+        dir.path(),
+    );
+    assert_eq!(code, 2, "{stdout}");
+    let cases = test_cases(&std::fs::read_to_string(&junit).unwrap());
+    assert_eq!(cases, vec![("the gate ran".to_string(), vec!["error".to_string()])]);
+    assert!(
+        stdout.starts_with(
+            "::error title=syncgate could not run (the harness's or the setup's failure%2C not the engine's)::"
+        ),
+        "{stdout}"
+    );
+}
