@@ -69,6 +69,9 @@ fresh child per replica; :func:`run` runs that server in the server process. It 
 ``syncgate_fork_server.py`` (its module doc has the steps), which must sit beside this file.
 """
 
+from __future__ import annotations  # the hints below cost nothing at import (no typing import)
+
+import io  # loaded at interpreter start: free
 import os
 import sys
 
@@ -126,7 +129,7 @@ class Refused(Exception):
     """A write refused as a whole: nothing of the transaction happened. ``cls`` is one of
     ``REFUSAL_CLASSES``."""
 
-    def __init__(self, cls, message=""):
+    def __init__(self, cls: str, message: str = "") -> None:
         if cls not in REFUSAL_CLASSES:
             raise ValueError(f"refusal class {cls!r} is not one of {REFUSAL_CLASSES}")
         super().__init__(f"{cls}: {message}")
@@ -138,7 +141,7 @@ class SyncFailed(Exception):
     """A push, pull or sync that failed and marked nothing synced. ``cls`` is one of
     ``SYNC_FAILURE_CLASSES``."""
 
-    def __init__(self, cls, message=""):
+    def __init__(self, cls: str, message: str = "") -> None:
         if cls not in SYNC_FAILURE_CLASSES:
             raise ValueError(f"sync failure class {cls!r} is not one of {SYNC_FAILURE_CLASSES}")
         super().__init__(f"{cls}: {message}")
@@ -154,12 +157,12 @@ class Unsupported(Exception):
     """The request asks for something this adapter does not do (``error`` ``unsupported``)."""
 
 
-def log(*parts):
+def log(*parts: object) -> None:
     """Writes one line to stderr, the harness's log of this process."""
     print(*parts, file=sys.stderr, flush=True)
 
 
-def resolve_refs(values, inserted):
+def resolve_refs(values: dict[str, object], inserted: dict[int, int]) -> dict[str, object]:
     """Returns ``values`` with every ``{"ref": k}`` replaced by the id op ``k`` inserted.
 
     ``inserted`` maps the index (in this request's ``ops``) of each insert done so far to the
@@ -203,29 +206,29 @@ class Adapter:
     helper answer protocol version 2 (see the module doc).
     """
 
-    engine = "unnamed-engine"
-    capabilities = None
-    policies = None
+    engine: str = "unnamed-engine"
+    capabilities: dict[str, object] | None = None
+    policies: dict[str, object] | None = None
 
     _armed_crash = None
-    _renumbered = ()
+    _renumbered: list[dict[str, object]] | None = None  # a list while a request is served
 
     @classmethod
-    def preload(cls):
+    def preload(cls) -> None:
         """Runs once in the fork server before it forks any child: import lazily imported
         modules, configure mappers, warm caches. Open no replica's files here."""
 
-    def init(self, msg):
+    def init(self, msg: dict[str, object]) -> tuple[dict[str, object], dict[str, object]] | None:
         """Opens the replica (creates the remote first if ``self.create_remote``). Returns
         ``None`` to use the class attributes, or ``(capabilities, policies)``."""
         return None
 
-    def write(self, ops):
+    def write(self, ops: list[dict[str, object]]) -> list[int]:
         """Applies ``ops`` in one local transaction; returns the ids of the inserted rows in
         the order of the insert ops. Raise :class:`Refused` to refuse the whole write."""
         raise Unsupported("write is not implemented")
 
-    def write_aborted(self, ops):
+    def write_aborted(self, ops: list[dict[str, object]]) -> list[int] | None:
         """Version 2, only with ``capabilities["aborts"] = True``: runs ``ops`` through your
         write API inside one local transaction, as :meth:`write` does, and then rolls that
         transaction back, as an application does when it raises after a flush; whatever your
@@ -234,49 +237,51 @@ class Adapter:
         the ops did not run (the cache is locked, say)."""
         raise Unsupported("write_aborted is not implemented")
 
-    def push(self):
+    def push(self) -> tuple[int, int, int]:
         """Returns ``(pushed, pulled, conflicts)``; raise :class:`SyncFailed` on failure."""
         raise Unsupported("push is not implemented")
 
-    def pull(self):
+    def pull(self) -> tuple[int, int, int]:
         """Returns ``(pushed, pulled, conflicts)``; raise :class:`SyncFailed` on failure."""
         raise Unsupported("pull is not implemented")
 
-    def sync(self):
+    def sync(self) -> tuple[int, int, int]:
         """A push then a pull (override if your layer has its own)."""
         pushed, _, conflicts_pushed = _report(self.push(), "push")
         _, pulled, conflicts_pulled = _report(self.pull(), "pull")
         return pushed, pulled, conflicts_pushed + conflicts_pulled
 
-    def pending(self):
+    def pending(self) -> int:
         """Returns how many local writes are not yet on the remote (0 exactly when none)."""
         raise Unsupported("pending is not implemented")
 
-    def set_clock(self, ms):
+    def set_clock(self, ms: int) -> None:
         """Sets the injected clock; the default keeps it in ``self.clock_ms``."""
         self.clock_ms = ms
 
-    def mint_id(self, table):
+    def mint_id(self, table: str) -> int:
         """Returns an id an insert made outside your API may use (``outside_insert_ids:
         "engine"``)."""
         raise Unsupported("mint_id is not implemented")
 
-    def read(self, table):
+    def read(self, table: str) -> list[tuple[int, dict[str, int | str | None]]]:
         """Returns every row of ``table`` as your layer's read API hands it to the application
         (only with ``capabilities["reads"] = True``): a list of ``(id, {column: value})``, each
         value an int, a str or None. The gate compares it with the cache file."""
         raise Unsupported("read is not implemented")
 
-    def renumbered(self, table, old, new):
+    def renumbered(self, table: str, old: int, new: int) -> None:
         """Version 2, ``ids: "renumbered"``: call this when your layer has committed a new id
         for a row of ``table`` (``old`` -> ``new``, references to it renumbered too) while it
         serves the current request; the helper reports it in that request's reply."""
         for name, value in (("old", old), ("new", new)):
             if type(value) is not int:
                 raise _AdapterBug(f"renumbered({table!r}, {old!r}, {new!r}): {name} must be an int id")
+        if self._renumbered is None:
+            raise _AdapterBug(f"renumbered({table!r}, {old!r}, {new!r}) called outside a request")
         self._renumbered.append({"table": str(table), "from": old, "to": new})
 
-    def crash_point(self, name):
+    def crash_point(self, name: str) -> None:
         """Call this where your layer reaches crash point ``name``: if it is armed, the process
         exits here, without a reply, as if killed."""
         assert name in CRASH_POINTS, f"unknown crash point {name!r}"
@@ -285,7 +290,7 @@ class Adapter:
             os._exit(CRASH_EXIT_CODE)
 
 
-def run(adapter_cls):
+def run(adapter_cls: type[Adapter]) -> None:
     """Serves the protocol on stdin/stdout with ``adapter_cls`` and exits when stdin closes
     (with ``os._exit``: atexit hooks do not run); in the fork server process (see
     ``syncgate_fork_server``) runs the server instead."""
@@ -300,7 +305,9 @@ def run(adapter_cls):
     os._exit(code)
 
 
-def serve(adapter_cls, infile=None, outfile=None):
+def serve(
+    adapter_cls: type[Adapter], infile: io.BufferedIOBase | None = None, outfile: io.BufferedIOBase | None = None
+) -> int:
     """Serves one replica: reads requests from ``infile`` until EOF and writes the replies to
     ``outfile``. With no files given, uses fds 0 and 1 and points fd 1 (and ``sys.stdout``)
     at stderr, so that stray prints cannot corrupt the protocol. Returns the exit code."""
@@ -339,7 +346,7 @@ def serve(adapter_cls, infile=None, outfile=None):
         outfile.flush()
 
 
-def fork_server(adapter_file):
+def fork_server(adapter_file: str) -> None:
     """Makes this process a thin client of the adapter's fork server (see
     ``syncgate_fork_server``).
 
@@ -389,7 +396,7 @@ class _Dispatcher:
         self.adapter._renumbered = []
         reply = self._reply(kind, msg_id, handler, msg)
         moved = self.adapter._renumbered
-        self.adapter._renumbered = ()
+        self.adapter._renumbered = None
         if not moved:
             return reply
         if reply["type"] not in RENUMBERED_REPLIES:

@@ -65,8 +65,14 @@ in the in-process fallback, where third-party imports need it.
 Notes on stderr start with ``syncgate_adapter:``, the name an adapter's author knows.
 """
 
+from __future__ import annotations  # the hints cost nothing at import (no typing import)
+
 import os
 import sys
+
+TYPE_CHECKING = False  # True for a type checker only: no typing import at run time
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 # Limits (house style: a limit on everything, qualifier last). syncgate_adapter re-exports
 # them: they were its names before the fork server had a module of its own.
@@ -82,7 +88,7 @@ _ENV_READY_FD = "SYNCGATE_FORKSERVER_READY_FD"
 _PRIVATE_ENV = (_ENV_ROLE, _ENV_SOCKET, _ENV_READY_FD)
 
 
-def fork_server(adapter_file, helper_files=()):
+def fork_server(adapter_file: str, helper_files: tuple[str, ...] = ()) -> None:
     """Makes this process a thin client of the adapter's fork server (see the module doc).
 
     ``adapter_file`` is the adapter's ``__file__``; ``helper_files`` are the other files of
@@ -112,12 +118,12 @@ def fork_server(adapter_file, helper_files=()):
     _ensure_site()
 
 
-def in_server():
+def in_server() -> bool:
     """Whether this process is a fork server (started by a thin client)."""
     return os.environ.get(_ENV_ROLE) == "server"
 
 
-def run_server(preload, serve):
+def run_server(preload: Callable[[], None], serve: Callable[[], int]) -> int:
     """Runs the fork server until it has been idle long enough or its sources changed, and
     returns its exit code. ``preload()`` runs once before the first fork; ``serve()`` runs in
     each forked child, on the thin client's fds, and returns the child's exit code."""
@@ -326,7 +332,7 @@ class _Client:
             _die("fork server: connection lost before the child exited")
         code = int(line[5:])
         if code < 0:
-            import _signal
+            import _signal  # type: ignore[import-not-found]
 
             _signal.signal(-code, _signal.SIG_DFL)
             os.kill(os.getpid(), -code)

@@ -10,9 +10,13 @@ SERVER_IDS_MODE is ``map`` (the default: ``ids: "remote_map"``) or ``temp`` (``i
 import os
 import sys
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "..", "adapters", "python"))
-import syncgate_adapter as sg  # noqa: E402
+try:
+    import syncgate_adapter as sg  # pip install ./adapters/python (adapters/python/README.md)
+except ImportError:  # python3 -S: site-packages, where pip put it, is not on the path yet
+    import sysconfig
+
+    sys.path.append(sysconfig.get_paths()["purelib"])
+    import syncgate_adapter as sg
 
 sg.fork_server(__file__)  # below this line, imports happen once per fork server
 

@@ -22,6 +22,9 @@ cd "$here/../.."  # the gate runs from the repository root, as in README.md
 # The real interpreter, not a pyenv shim (a shim costs ~50 ms per replica process).
 py="$(python3 -c 'import sys; print(sys.executable)')"
 PIP_ROOT_USER_ACTION=ignore "$py" -m pip install --quiet --disable-pip-version-check -r "$here/requirements.txt"
+# The helper, installed as its users install it (again each run: the clone's version).
+PIP_ROOT_USER_ACTION=ignore "$py" -m pip install --quiet --disable-pip-version-check --force-reinstall --no-deps \
+  "$here/../../adapters/python"
 
 failures_dir="$(mktemp -d)"
 trap 'rm -rf "$failures_dir"' EXIT
