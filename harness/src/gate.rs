@@ -49,6 +49,62 @@ pub struct CheckOptions {
     pub each_property: bool,
     /// Show progress on stderr.
     pub progress: bool,
+    /// Which of the run's cases this process runs (`--shard k/n`).
+    pub shard: Shard,
+    /// Stop starting cases once this much time has passed (`--duration`):
+    /// the summary says which cases ran, so the run replays without it.
+    pub duration: Option<std::time::Duration>,
+}
+
+/// A deterministic part of a run's cases: case `i` belongs to shard
+/// `i % count`. The `count` shards of one seed together run exactly the
+/// cases one run of that seed runs (each with its own seed `S/i`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shard {
+    pub index: u64,
+    pub count: u64,
+}
+
+impl Default for Shard {
+    fn default() -> Shard {
+        Shard { index: 0, count: 1 }
+    }
+}
+
+impl Shard {
+    /// The shard's `j`-th case.
+    fn case(self, j: u64) -> u64 {
+        self.index + j * self.count
+    }
+
+    /// How many of the cases `0..cases` are the shard's.
+    fn cases_of(self, cases: u64) -> u64 {
+        cases.saturating_sub(self.index).div_ceil(self.count)
+    }
+
+    /// `k/n`, as `--shard` takes it.
+    pub fn parse(text: &str) -> Result<Shard, String> {
+        let (k, n) = text
+            .split_once('/')
+            .ok_or_else(|| format!("--shard {text:?}: expected k/n, e.g. 0/3 (shards are counted from 0)"))?;
+        let (index, count) = match (k.trim().parse::<u64>(), n.trim().parse::<u64>()) {
+            (Ok(k), Ok(n)) => (k, n),
+            _ => return Err(format!("--shard {text:?}: k and n must be whole numbers, e.g. 0/3")),
+        };
+        if count == 0 || index >= count {
+            return Err(format!(
+                "--shard {text:?}: k must be below n (n shards are 0/n .. {}/n)",
+                count.saturating_sub(1)
+            ));
+        }
+        Ok(Shard { index, count })
+    }
+}
+
+impl std::fmt::Display for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
 }
 
 /// The long cases of a mixed-length run. Some bugs need many replicas and
@@ -110,12 +166,22 @@ pub struct Summary {
     /// The properties the run checked (`declared::checked_properties`).
     pub checked: Vec<Invariant>,
     pub seed: String,
+    /// The cases this process ran.
     pub cases: u64,
+    /// Which of the run's cases they are: `shard` (`k/n`: case `i` is the
+    /// shard's when `i % n == k`) of the cases `i < cases_end`; rerun them
+    /// with `--cases <cases_end> --shard <shard>` (a `--duration` run
+    /// stops early and says where).
+    pub shard: String,
+    pub cases_end: u64,
     pub passed: u64,
     pub failures: Vec<CaseFailure>,
     /// Seeds of failing cases beyond the first (not shrunk).
     pub other_failing_seeds: Vec<String>,
     pub events: Events,
+    /// The events a run of this engine must reach (`syncgate merge` judges
+    /// them over all shards; one shard of several does not).
+    pub required_events: Vec<Event>,
     pub missing_events: Vec<Event>,
     pub elapsed_s: f64,
     pub cases_per_s: f64,
@@ -204,16 +270,22 @@ pub fn check(subject: &dyn Subject, opts: &CheckOptions) -> Result<Summary, Harn
         ..opts.clone()
     };
     let started = now();
-    let Ran { events, failing, done } = run_cases(subject, opts)?;
+    let Ran {
+        events,
+        failing,
+        done,
+        cases_end,
+    } = run_cases(subject, opts)?;
     let elapsed = started.elapsed().as_secs_f64();
     let (failures, other_failing_seeds) = shrink_failures(subject, opts, failing);
-    let missing_events: Vec<Event> = if done >= REQUIRED_EVENTS_MIN_CASES && failures.is_empty() {
-        REQUIRED_EVENTS
-            .iter()
-            .copied()
-            .filter(|e| reachable(*e, &declared, profile))
-            .filter(|e| events.get(e).copied().unwrap_or(0) == 0)
-            .collect()
+    let required_events: Vec<Event> = REQUIRED_EVENTS
+        .iter()
+        .copied()
+        .filter(|e| reachable(*e, &declared, profile))
+        .collect();
+    let whole_run = opts.shard.count == 1;
+    let missing_events = if whole_run {
+        missing_events(&required_events, &events, done, failures.is_empty())
     } else {
         Vec::new()
     };
@@ -241,22 +313,41 @@ pub fn check(subject: &dyn Subject, opts: &CheckOptions) -> Result<Summary, Harn
         oracles,
         seed: opts.seed.clone(),
         cases: done,
+        shard: opts.shard.to_string(),
+        cases_end,
         passed: done - failures.len() as u64 - other_failing_seeds.len() as u64,
         failures,
         other_failing_seeds,
         events,
+        required_events,
         missing_events,
         elapsed_s: elapsed,
         cases_per_s: if elapsed > 0.0 { done as f64 / elapsed } else { 0.0 },
     })
 }
 
+/// The required events a run of `cases` cases missed: judged only on runs of
+/// at least `REQUIRED_EVENTS_MIN_CASES` that failed nowhere else (a failing
+/// case ends early, before its events).
+pub fn missing_events(required: &[Event], events: &Events, cases: u64, no_failure: bool) -> Vec<Event> {
+    if cases < REQUIRED_EVENTS_MIN_CASES || !no_failure {
+        return Vec::new();
+    }
+    required
+        .iter()
+        .copied()
+        .filter(|e| events.get(e).copied().unwrap_or(0) == 0)
+        .collect()
+}
+
 /// What a run of many cases produced: the events they reached, the failing
-/// cases (not yet shrunk) and how many ran.
+/// cases (not yet shrunk), how many ran, and the end of the range they
+/// cover (every case of the shard below it ran).
 struct Ran {
     events: Events,
     failing: Vec<(u64, Scenario, CaseResult)>,
     done: u64,
+    cases_end: u64,
 }
 
 /// Runs the cases on rayon, in batches when the run stops at the first
@@ -267,23 +358,28 @@ fn run_cases(subject: &dyn Subject, opts: &CheckOptions) -> Result<Ran, HarnessE
         .build()
         .map_err(|e| HarnessError::Setup(format!("cannot start {} worker threads: {e}", opts.jobs.max(1))))?;
     let bar = progress_bar(opts);
-    let batch = if opts.stop_at_first {
+    let shard = opts.shard;
+    let mine = shard.cases_of(opts.cases);
+    let batch = if opts.stop_at_first || opts.duration.is_some() {
         (opts.jobs.max(1) * 8) as u64
     } else {
-        opts.cases.max(1)
+        mine.max(1)
     };
     let mut ran = Ran {
         events: Events::new(),
         failing: Vec::new(),
         done: 0,
+        cases_end: 0,
     };
+    let started = now();
     let mut start = 0_u64;
-    while start < opts.cases {
-        let end = (start + batch).min(opts.cases);
+    while start < mine {
+        let end = (start + batch).min(mine);
         let results: Vec<Result<(u64, Scenario, CaseResult), HarnessError>> = pool.install(|| {
             (start..end)
                 .into_par_iter()
-                .map(|i| {
+                .map(|j| {
+                    let i = shard.case(j);
                     let seed = case_seed(&opts.seed, i);
                     let out = run_seed(subject, &seed, opts.gen_for(i), &opts.base_dir, opts.doublecheck)
                         .map(|(s, r)| (i, s, r));
@@ -307,16 +403,19 @@ fn run_cases(subject: &dyn Subject, opts: &CheckOptions) -> Result<Ran, HarnessE
                 ran.failing.push((i, scenario, result));
             }
         }
-        if bar.is_none() && opts.progress {
-            eprintln!(
-                "syncgate: {}/{} cases, {} failing",
-                ran.done,
-                opts.cases,
-                ran.failing.len()
-            );
-        }
         start = end;
-        if opts.stop_at_first && !ran.failing.is_empty() {
+        ran.cases_end = shard.case(end - 1) + 1;
+        let out_of_time = opts.duration.is_some_and(|budget| started.elapsed() >= budget);
+        // A line per batch, but one at the end of a run against the clock.
+        if bar.is_none() && opts.progress && (opts.duration.is_none() || out_of_time || start == mine) {
+            let of = if opts.duration.is_some() {
+                String::new()
+            } else {
+                format!("/{mine}")
+            };
+            eprintln!("syncgate: {}{of} cases, {} failing", ran.done, ran.failing.len());
+        }
+        if out_of_time || (opts.stop_at_first && !ran.failing.is_empty()) {
             break;
         }
     }
@@ -418,7 +517,7 @@ fn progress_bar(opts: &CheckOptions) -> Option<indicatif::ProgressBar> {
     if !opts.progress || !std::io::stderr().is_terminal() {
         return None;
     }
-    let bar = indicatif::ProgressBar::new(opts.cases);
+    let bar = indicatif::ProgressBar::new(opts.shard.cases_of(opts.cases));
     if let Ok(style) = indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} cases {per_sec} eta {eta}") {
         bar.set_style(style);
     }

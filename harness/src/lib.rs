@@ -12,6 +12,7 @@ pub mod error;
 pub mod events;
 pub mod gate;
 pub mod history;
+pub mod merge;
 pub mod mutants;
 pub mod places;
 pub mod report;

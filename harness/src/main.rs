@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use syncgate::gate::{check, default_base_dir, load_trace, run_seed, CheckOptions, LongCases};
+use syncgate::gate::{check, default_base_dir, load_trace, run_seed, CheckOptions, LongCases, Shard};
 use syncgate::places::RemoteTarget;
 use syncgate::run::run_case;
 use syncgate::scenario::GenConfig;
@@ -18,6 +18,10 @@ use syncgate::{subject_by_name, OracleChoice};
 /// `syncgate --version`: the gate's version and the engine protocol
 /// versions it speaks (`syncgate_protocol::VERSIONS`; a test holds them
 /// equal).
+/// The cases of a `--duration` run without `--cases`: more than any run
+/// gets through, so the clock ends it.
+const DURATION_CASES_MAX: u64 = 1 << 40;
+
 const VERSION_TEXT: &str = concat!(env!("CARGO_PKG_VERSION"), " (engine protocol versions 1, 2)");
 
 #[derive(Parser)]
@@ -42,15 +46,37 @@ enum Command {
     Stress(StressArgs),
     /// Rerun one case (by seed, or from a trace file) and print its trace.
     Replay(ReplayArgs),
+    /// Combine the --json summaries of the shards of one run (--shard k/n)
+    /// into one verdict and exit code.
+    Merge(MergeArgs),
+}
+
+#[derive(Args)]
+struct MergeArgs {
+    /// The shards' `check --json` summaries, one file each.
+    #[arg(required = true)]
+    summaries: Vec<PathBuf>,
+    /// Print one JSON summary instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
 struct CheckArgs {
     #[command(flatten)]
     scenario: ScenarioArgs,
-    /// Number of cases.
-    #[arg(long, default_value_t = 500)]
-    cases: u64,
+    /// Number of cases (default 500; with --duration, as many as fit).
+    #[arg(long)]
+    cases: Option<u64>,
+    /// Run only shard K of N of the cases (case i is shard i % N's): N
+    /// runners with one seed run exactly the cases of one run; combine
+    /// their --json summaries with `syncgate merge`.
+    #[arg(long, value_name = "K/N", value_parser = Shard::parse)]
+    shard: Option<Shard>,
+    /// Stop starting cases after this long (e.g. 90s, 10m, 1h); the summary
+    /// says which cases ran (replay them with --cases).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    duration: Option<std::time::Duration>,
     /// Worker threads (default: one per core).
     #[arg(long)]
     jobs: Option<usize>,
@@ -220,6 +246,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Mutants(args) => mutants_command(args),
         Command::Stress(args) => stress_command(args),
         Command::Replay(args) => replay_command(args),
+        Command::Merge(args) => merge_command(args),
     }
 }
 
@@ -286,8 +313,13 @@ fn run_check(args: &CheckArgs) -> anyhow::Result<(syncgate::gate::Summary, Check
             ..GenConfig::default()
         },
     });
+    let cases = match (args.cases, args.duration) {
+        (Some(cases), _) => cases,
+        (None, Some(_)) => DURATION_CASES_MAX,
+        (None, None) => 500,
+    };
     let opts = CheckOptions {
-        cases: args.cases,
+        cases,
         seed: scenario.seed.clone(),
         jobs: jobs_or_cores(args.jobs),
         gen: scenario.gen(),
@@ -299,6 +331,8 @@ fn run_check(args: &CheckArgs) -> anyhow::Result<(syncgate::gate::Summary, Check
         stop_at_first: args.fail_fast,
         each_property: args.each_property,
         progress: !args.json,
+        shard: args.shard.unwrap_or_default(),
+        duration: args.duration,
     };
     let summary = check(subject.as_ref(), &opts)?;
     Ok((summary, opts))
@@ -417,4 +451,21 @@ fn replay_command(args: ReplayArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(1))
         }
     }
+}
+
+fn merge_command(args: MergeArgs) -> anyhow::Result<ExitCode> {
+    let mut shards = Vec::new();
+    for path in &args.summaries {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let shard = syncgate::merge::ShardSummary::parse(&text)
+            .with_context(|| format!("{} is not a `syncgate check --json` summary", path.display()))?;
+        shards.push((path.display().to_string(), shard));
+    }
+    let merged = syncgate::merge::merge(shards)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&merged)?);
+    } else {
+        print!("{}", syncgate::merge::text(&merged));
+    }
+    Ok(verdict(merged.ok))
 }

@@ -91,6 +91,8 @@ pub fn hunt_options(cases: u64, seed: &str, jobs: usize) -> CheckOptions {
         stop_at_first: true,
         each_property: false,
         progress: false,
+        shard: Default::default(),
+        duration: None,
     }
 }
 

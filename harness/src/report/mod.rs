@@ -31,6 +31,19 @@ pub fn summary(s: &Summary, opts: &CheckOptions) -> String {
         s.seed,
         shape(&opts.gen)
     ));
+    if opts.shard.count > 1 {
+        out.push_str(&format!(
+            "shard {} of the run: its cases i % {} == {} (syncgate merge combines the shards' --json summaries \
+             and judges the required events over all of them)\n",
+            opts.shard, opts.shard.count, opts.shard.index
+        ));
+    }
+    if opts.duration.is_some() {
+        out.push_str(&format!(
+            "--duration: ran every case of the shard below {}; rerun exactly these with --cases {}\n",
+            s.cases_end, s.cases_end
+        ));
+    }
     out.push_str(&format!("oracles: {}\n", s.oracles));
     for note in &s.notes {
         out.push_str(&format!("note: {note}\n"));

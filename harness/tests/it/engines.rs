@@ -27,6 +27,8 @@ fn options(cases: u64, seed: &str) -> CheckOptions {
         stop_at_first: false,
         each_property: false,
         progress: false,
+        shard: Default::default(),
+        duration: None,
     }
 }
 

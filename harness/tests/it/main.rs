@@ -10,6 +10,7 @@ mod pg_places;
 mod pg_sessions;
 mod property;
 mod regressions;
+mod shards;
 mod snapshots;
 mod support;
 mod version2;
