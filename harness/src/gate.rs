@@ -83,22 +83,30 @@ impl Shard {
     }
 
     /// `k/n`, as `--shard` takes it.
-    pub fn parse(text: &str) -> Result<Shard, String> {
+    pub fn parse(text: &str) -> Result<Shard, BadShard> {
+        let bad = |why: &'static str| BadShard {
+            given: text.to_string(),
+            why,
+        };
         let (k, n) = text
             .split_once('/')
-            .ok_or_else(|| format!("--shard {text:?}: expected k/n, e.g. 0/3 (shards are counted from 0)"))?;
-        let (index, count) = match (k.trim().parse::<u64>(), n.trim().parse::<u64>()) {
-            (Ok(k), Ok(n)) => (k, n),
-            _ => return Err(format!("--shard {text:?}: k and n must be whole numbers, e.g. 0/3")),
+            .ok_or_else(|| bad("expected k/n, e.g. 0/3 (shards are counted from 0)"))?;
+        let (Ok(index), Ok(count)) = (k.trim().parse::<u64>(), n.trim().parse::<u64>()) else {
+            return Err(bad("k and n must be whole numbers, e.g. 0/3"));
         };
         if count == 0 || index >= count {
-            return Err(format!(
-                "--shard {text:?}: k must be below n (n shards are 0/n .. {}/n)",
-                count.saturating_sub(1)
-            ));
+            return Err(bad("k must be below n (the n shards are 0/n, 1/n, ..., (n-1)/n)"));
         }
         Ok(Shard { index, count })
     }
+}
+
+/// A `--shard` value that is not `k/n` with `k < n`: the caller's usage error.
+#[derive(Debug, thiserror::Error)]
+#[error("--shard {given:?}: {why}")]
+pub struct BadShard {
+    given: String,
+    why: &'static str,
 }
 
 impl std::fmt::Display for Shard {

@@ -145,7 +145,7 @@ pub fn merge(shards: Vec<(String, ShardSummary)>) -> Result<Merged, HarnessError
     };
     let mut required = BTreeSet::new();
     for (_, s) in shards {
-        let shard = Shard::parse(&s.shard).map_err(HarnessError::Setup)?;
+        let shard = Shard::parse(&s.shard).map_err(|e| HarnessError::Setup(format!("syncgate merge: {e}")))?;
         merged.cases += s.cases;
         merged.passed += s.passed;
         // The shard's first case it did not run.
