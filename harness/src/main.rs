@@ -59,6 +59,10 @@ struct MergeArgs {
     /// Print one JSON summary instead of text.
     #[arg(long)]
     json: bool,
+    /// Also print GitHub Actions annotations for the merged failures (not
+    /// with --json: both go to stdout).
+    #[arg(long, conflicts_with = "json")]
+    github: bool,
 }
 
 #[derive(Args)]
@@ -466,6 +470,9 @@ fn merge_command(args: MergeArgs) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&merged)?);
     } else {
         print!("{}", syncgate::merge::text(&merged));
+    }
+    if args.github {
+        print!("{}", syncgate::report::github::merged_annotations(&merged));
     }
     Ok(verdict(merged.ok))
 }

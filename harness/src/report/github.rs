@@ -81,6 +81,40 @@ pub fn step_summary(s: &Summary) -> String {
     out
 }
 
+/// The annotations of a merged run (`syncgate merge --github`): one per
+/// counterexample any shard shrank, one for the other failing cases, one
+/// for required events no shard reached.
+pub fn merged_annotations(m: &crate::merge::Merged) -> String {
+    let mut out = String::new();
+    for f in &m.failures {
+        let title = format!("syncgate: {} at step {} ({})", f.invariant, f.step, f.seed);
+        let mut message = format!("{}\n{}\n", f.detail, f.configuration);
+        for line in &f.trace {
+            message.push_str(&format!("{line}\n"));
+        }
+        message.push_str(&format!(
+            "replay: {}",
+            crate::show::replay_command(&m.engine, &m.remote, &f.seed, f.replicas, f.steps)
+        ));
+        out.push_str(&command("error", &title, &message));
+    }
+    if !m.other_failing_seeds.is_empty() {
+        out.push_str(&command(
+            "error",
+            "syncgate: more failing cases",
+            &format!("not shrunk: {}", m.other_failing_seeds.join(" ")),
+        ));
+    }
+    if !m.missing_events.is_empty() {
+        out.push_str(&command(
+            "error",
+            "syncgate: required events never happened",
+            &format!("in no shard: {}", m.missing_events.join(", ")),
+        ));
+    }
+    out
+}
+
 /// `::kind title=...::message`, escaped as the runner reads it (`%`, line
 /// breaks; in the title also `:` and `,`).
 fn command(kind: &str, title: &str, message: &str) -> String {

@@ -107,6 +107,22 @@ fn three_shards_merged_are_one_run_of_a_failing_engine() {
         .map(|c| c.as_u64().unwrap())
         .collect();
     assert_eq!(got, expected, "the same cases fail, whichever runner ran them");
+    // The verdict job's annotations: one per shrunk counterexample of any shard, one for the rest.
+    let mut args = vec!["merge", "--github"];
+    args.extend(refs.iter().map(|f| f.to_str().unwrap()));
+    let (code, text) = syncgate(&args);
+    assert_eq!(code, 1);
+    let annotations: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("::error title=syncgate%3A "))
+        .collect();
+    let shrunk = merged["failures"].as_array().unwrap().len();
+    let rest = usize::from(!merged["other_failing_seeds"].as_array().unwrap().is_empty());
+    assert_eq!(annotations.len(), shrunk + rest, "{text}");
+    assert!(
+        text.contains("\nFAIL\n::error"),
+        "the annotations follow the text verdict: {text}"
+    );
 }
 
 #[test]
