@@ -47,6 +47,7 @@ export interface Policies {
   push?: "explicit" | "on_commit";
   pending_after_sync?: "zero" | "resolutions";
   ids?: "stable" | "remote_map" | "renumbered";
+  transactions?: "unit" | "atomic";
 }
 
 /** [pushed, pulled, conflicts], or the same as an object. */

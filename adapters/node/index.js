@@ -57,6 +57,7 @@ export const VERSION_2_POLICIES = Object.freeze({
   push: ["explicit", "on_commit"],
   pending_after_sync: ["zero", "resolutions"],
   ids: ["stable", "remote_map", "renumbered"],
+  transactions: ["unit", "atomic"],
 });
 /** The replies that may carry `renumbered`. */
 const RENUMBERED_REPLIES = ["write_ok", "sync_ok", "sync_failed", "init_ok"];

@@ -100,6 +100,7 @@ VERSION_2_POLICIES = {
     "push": ("explicit", "on_commit"),
     "pending_after_sync": ("zero", "resolutions"),
     "ids": ("stable", "remote_map", "renumbered"),
+    "transactions": ("unit", "atomic"),
 }
 # The replies that may carry ``renumbered`` (PROTOCOL.md, "Version 2").
 RENUMBERED_REPLIES = ("write_ok", "sync_ok", "sync_failed", "init_ok")

@@ -41,6 +41,7 @@ pub fn subject_names() -> Vec<String> {
         "reference+no-conflict-counts".to_string(),
         "reference+aborts".to_string(),
         "reference+write-through".to_string(),
+        "reference+atomic".to_string(),
     ];
     names.extend(
         syncgate_engine::Mutant::ALL
@@ -62,7 +63,8 @@ pub enum OracleChoice {
 /// The engine `--engine` names: `reference`, `mutant:NAME`,
 /// `reference+shifted-ids`, `reference+no-conflict-counts`,
 /// `reference+aborts` (protocol version 2, application rollbacks),
-/// `reference+write-through` (protocol version 2, `push: on_commit`), or
+/// `reference+write-through` (protocol version 2, `push: on_commit`),
+/// `reference+atomic` (protocol version 2, `transactions: atomic`), or
 /// `exec:COMMAND` for any engine behind the protocol; its cases run on
 /// `remote`.
 pub fn subject_by_name(
@@ -83,6 +85,10 @@ pub fn subject_by_name(
         })),
         "reference+write-through" => Box::new(ReferenceEngine::with(Options {
             write_through: true,
+            ..Options::default()
+        })),
+        "reference+atomic" => Box::new(ReferenceEngine::with(Options {
+            atomic: true,
             ..Options::default()
         })),
         "reference+no-conflict-counts" => Box::new(ReferenceEngine::with(Options {

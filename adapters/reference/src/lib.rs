@@ -49,6 +49,10 @@ pub struct Options {
     /// correct engine whose pending counts are not the reference spec's (it
     /// then declares no profile).
     pub write_through: bool,
+    /// Speaks protocol version 2 and declares `transactions: atomic`: what
+    /// the reference spec keeps (a push sends whole local transactions, S2;
+    /// a pull is one local transaction, P5), so the contract checks it.
+    pub atomic: bool,
 }
 
 impl Options {
@@ -60,7 +64,7 @@ impl Options {
     /// The protocol version the engine answers: 2 when it declares
     /// anything of version 2.
     pub fn protocol(&self) -> u32 {
-        if self.aborts || self.write_through {
+        if self.aborts || self.write_through || self.atomic {
             LATEST
         } else {
             VERSION
@@ -84,6 +88,9 @@ impl Options {
         }
         if self.write_through {
             name.push_str("+write-through");
+        }
+        if self.atomic {
+            name.push_str("+atomic");
         }
         name
     }
@@ -210,6 +217,11 @@ pub fn init_ok(options: &Options) -> InitOk {
             },
             pending_after_sync: PendingAfterSync::Zero,
             ids: IdPolicy::Stable,
+            transactions: if options.atomic {
+                syncgate_protocol::TransactionsPolicy::Atomic
+            } else {
+                syncgate_protocol::TransactionsPolicy::Unit
+            },
         },
     }
 }

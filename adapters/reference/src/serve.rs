@@ -12,7 +12,7 @@ use syncgate_protocol::{Envelope, ErrorCode, Reply, Request, Response};
 use crate::{init_ok, CrashMode, Handled, Options, ReferenceAdapter};
 
 /// What `--help` and a bad argument print.
-pub const USAGE: &str = "usage: syncgate-reference-adapter [--mutant NAME] [--shifted-ids] [--no-conflict-counts] [--aborts] [--write-through]";
+pub const USAGE: &str = "usage: syncgate-reference-adapter [--mutant NAME] [--shifted-ids] [--no-conflict-counts] [--aborts] [--write-through] [--atomic]";
 
 /// `main_with_args` on the process's own arguments. Not generic, so a
 /// binary that calls it compiles only this call: the binary's instance of
@@ -59,6 +59,7 @@ pub fn parse_args(args: impl Iterator<Item = String>) -> Result<Options, String>
             "--no-conflict-counts" => options.no_conflict_counts = true,
             "--aborts" => options.aborts = true,
             "--write-through" => options.write_through = true,
+            "--atomic" => options.atomic = true,
             other => return Err(format!("unknown argument {other:?}")),
         }
     }

@@ -56,6 +56,10 @@ pub enum Invariant {
     NoResurrection,
     /// A write answered `write_ok` is visible in the writer's cache at once.
     ReadYourWrites,
+    /// (`transactions: atomic`) no place but the writer's replica shows
+    /// part of a committed local transaction: one of its writes while a
+    /// row it inserted is missing (a fractured read).
+    AtomicVisibility,
     /// Adya's G1a, aborted read (engines that declare `aborts`): no value a
     /// transaction the application rolled back wrote is seen in any cache,
     /// on the remote or through the engine's reads, at any step.
@@ -116,13 +120,14 @@ pub enum Invariant {
 
 impl Invariant {
     /// Every property, in the order reports list them.
-    pub const ALL: [Invariant; 24] = [
+    pub const ALL: [Invariant; 25] = [
         Invariant::Convergence,
         Invariant::Integrity,
         Invariant::NoLostWrite,
         Invariant::NoClobber,
         Invariant::NoResurrection,
         Invariant::ReadYourWrites,
+        Invariant::AtomicVisibility,
         Invariant::NoAbortedRead,
         Invariant::ReadsTruthful,
         Invariant::TruthfulStatus,
@@ -151,6 +156,7 @@ impl Invariant {
             | Invariant::NoClobber
             | Invariant::NoResurrection
             | Invariant::ReadYourWrites
+            | Invariant::AtomicVisibility
             | Invariant::NoAbortedRead
             | Invariant::ReadsTruthful
             | Invariant::TruthfulStatus

@@ -295,8 +295,11 @@ impl Runner<'_> {
         } = self.committed(r, ops, ids, outside);
         // Rows named by the writes that made them are named by these writes
         // too: the history knows them before the cache is read, and their
-        // images are filled in after. (By id, the order of old is kept.)
-        let recorded_first = self.naming.is_some();
+        // images are filled in after. So does atomic visibility: a row this
+        // transaction deleted is missing from the cache for that reason.
+        // (Otherwise the order of old is kept.)
+        let recorded_first =
+            self.naming.is_some() || self.policies().transactions == syncgate_protocol::TransactionsPolicy::Atomic;
         let mut pending_records = Vec::new();
         for record in records {
             if recorded_first {

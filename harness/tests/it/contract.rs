@@ -11,7 +11,7 @@ use syncgate::history::{History, WriteKind, WriteRecord};
 use syncgate::subject::Answer;
 use syncgate_model::{test_schema, Rows, Tables, Value};
 use syncgate_protocol::{
-    DeletePolicy, IdPolicy, MergePolicy, NaturalKeyPolicy, PendingAfterSync, Policies, PushPolicy,
+    DeletePolicy, IdPolicy, MergePolicy, NaturalKeyPolicy, PendingAfterSync, Policies, PushPolicy, TransactionsPolicy,
 };
 
 const DOMAINS: usize = 0;
@@ -27,6 +27,7 @@ fn policies(merge: MergePolicy) -> Policies {
         push: PushPolicy::Explicit,
         pending_after_sync: PendingAfterSync::Zero,
         ids: IdPolicy::Stable,
+        transactions: TransactionsPolicy::Unit,
     }
 }
 
@@ -638,4 +639,60 @@ fn a_renumbered_row_merged_by_its_natural_key_is_the_same_row() {
         check_renumberings(&schema, &h, "r1", IdPolicy::Renumbered, &seen, &after, &cache),
         Ok(())
     );
+}
+
+/// r0 commits one transaction: a host (w1) and another host (w2). A place
+/// that shows w1 but not w2 saw half of it, unless something took w2's row.
+#[test]
+fn atomic_visibility_fails_a_fractured_read_and_nothing_else() {
+    use syncgate::check::contract::check_atomic_visibility;
+    let mut h = History::new(2);
+    h.record(host_insert(0, 1, 1, "a.w1"));
+    h.record(host_insert(0, 1, 2, "b.w2"));
+    let schema = test_schema();
+    let atomic = Policies {
+        transactions: TransactionsPolicy::Atomic,
+        ..policies(MergePolicy::Column)
+    };
+    let half = tables(&[(HOSTS, 1, vec![t("a.w1"), t("ip")])]);
+    let (invariant, detail) = failing(check_atomic_visibility(&schema, "r1", Some(1), &h, &half, &atomic));
+    assert_eq!(invariant, Invariant::AtomicVisibility);
+    assert!(
+        detail.starts_with(
+            "fractured read: r1 shows w1 of r0's transaction at step 1 (hosts/1.hostname holds \"a.w1\") but not w2"
+        ),
+        "{detail}"
+    );
+    // All of it, or none of it, passes; so does the writer's own cache, and
+    // an engine that does not declare atomic transactions.
+    let whole = tables(&[
+        (HOSTS, 1, vec![t("a.w1"), t("ip")]),
+        (HOSTS, 2, vec![t("b.w2"), t("ip")]),
+    ]);
+    assert_eq!(
+        check_atomic_visibility(&schema, "r1", Some(1), &h, &whole, &atomic),
+        Ok(())
+    );
+    assert_eq!(
+        check_atomic_visibility(&schema, "r1", Some(1), &h, &tables(&[]), &atomic),
+        Ok(())
+    );
+    assert_eq!(
+        check_atomic_visibility(&schema, "r0", Some(0), &h, &half, &atomic),
+        Ok(())
+    );
+    assert_eq!(
+        check_atomic_visibility(&schema, "r1", Some(1), &h, &half, &policies(MergePolicy::Column)),
+        Ok(())
+    );
+    // A delete of w2's row (anywhere, by anyone) explains its absence.
+    let mut deleted = h.clone();
+    deleted.record(write(1, 2, HOSTS, 2, WriteKind::Delete, Vec::new()));
+    assert_eq!(
+        check_atomic_visibility(&schema, "r1", Some(1), &deleted, &half, &atomic),
+        Ok(())
+    );
+    // On the remote too: a push that sent half the transaction.
+    let (invariant, _) = failing(check_atomic_visibility(&schema, "remote", None, &h, &half, &atomic));
+    assert_eq!(invariant, Invariant::AtomicVisibility);
 }

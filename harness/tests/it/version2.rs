@@ -138,3 +138,45 @@ fn a_sync_only_single_instance_engine_gets_sync_alone_and_one_replica() {
         summary.notes
     );
 }
+
+/// `transactions: atomic` on the reference engine, which keeps it (S2, P5);
+/// and on the split-transaction mutant (each entry pushed in a remote
+/// transaction of its own), which the contract alone now catches: another
+/// place shows part of a transaction. Without the declaration the contract
+/// alone missed it (README's mutant table).
+#[test]
+fn atomic_transactions_hold_on_the_reference_and_a_split_push_is_a_fractured_read() {
+    use syncgate::subject::reference::ReferenceEngine;
+    use syncgate::subject::ContractOnly;
+    use syncgate_reference_adapter::Options;
+
+    let keeps = ReferenceEngine::with(Options {
+        atomic: true,
+        ..Options::default()
+    });
+    let summary = check(&keeps, &options(200, "atomic")).expect("runs");
+    assert!(summary.ok(), "{:?}", summary.failures.first().map(|f| f.detail.clone()));
+    assert!(summary.checked.contains(&Invariant::AtomicVisibility));
+    let split = ContractOnly(Box::new(ReferenceEngine::with(Options {
+        atomic: true,
+        mutant: Some(syncgate_engine::Mutant::SplitTransaction),
+        ..Options::default()
+    })));
+    let opts = CheckOptions {
+        each_property: true,
+        shrink_runs_max: 200,
+        ..options(300, "atomic-split")
+    };
+    let summary = check(&split, &opts).expect("runs");
+    let found: Vec<Invariant> = summary.failures.iter().map(|f| f.invariant).collect();
+    assert!(found.contains(&Invariant::AtomicVisibility), "{found:?}");
+    let fractured = summary
+        .failures
+        .iter()
+        .find(|f| f.invariant == Invariant::AtomicVisibility)
+        .expect("found");
+    assert!(fractured.detail.starts_with("fractured read: "), "{}", fractured.detail);
+    // Engines that do not declare it are not held to it.
+    let plain = check(&ReferenceEngine::new(), &options(20, "atomic")).expect("runs");
+    assert!(!plain.checked.contains(&Invariant::AtomicVisibility));
+}

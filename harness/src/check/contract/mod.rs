@@ -4,8 +4,10 @@
 //! every engine, against the policies the engine declared: here the checks
 //! after each step, in `settled.rs` those after quiescence.
 
+mod atomic;
 mod settled;
 
+pub use atomic::check_atomic_visibility;
 pub use settled::{check_converged, check_final, check_settled};
 
 use std::collections::{BTreeMap, BTreeSet};
