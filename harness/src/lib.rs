@@ -20,6 +20,7 @@ pub mod run;
 pub mod scenario;
 pub mod schema;
 pub mod seed;
+pub mod shard;
 pub mod show;
 pub mod shrink;
 pub mod stress;
