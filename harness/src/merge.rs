@@ -8,7 +8,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use crate::error::HarnessError;
-use crate::gate::{Shard, REQUIRED_EVENTS_MIN_CASES};
+use crate::gate::REQUIRED_EVENTS_MIN_CASES;
+use crate::shard::Shard;
 use crate::show::{replay_command, shell_quote};
 
 /// What `merge` reads of one shard's summary (the fields `check --json`

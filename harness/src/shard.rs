@@ -1,5 +1,5 @@
 //! A deterministic part of a run's cases (`--shard k/n`), so that a run can
-//! be spread over many runners and merged back (`crate::merge`).
+//! be spread over many runners and merged back (by `syncgate merge`).
 
 /// A deterministic part of a run's cases: case `i` belongs to shard
 /// `i % count`. The `count` shards of one seed together run exactly the
