@@ -17,7 +17,7 @@ use crate::scenario::GenConfig;
 /// Refuses, before any case, what an engine declares that this harness
 /// cannot check yet, or that contradicts the reference profile it also
 /// declares: checking something else instead would pass or fail falsely.
-pub fn check_declared(init: &InitOk) -> Result<(), HarnessError> {
+pub fn check_declared(init: &InitOk, schema: &syncgate_model::Schema) -> Result<(), HarnessError> {
     let policies = &init.policies;
     if policies.ids != IdPolicy::Stable {
         if init.capabilities.profile == Some(Profile::Reference) {
@@ -27,8 +27,7 @@ pub fn check_declared(init: &InitOk) -> Result<(), HarnessError> {
                     .into(),
             ));
         }
-        crate::check::identity::Naming::of(&syncgate_model::test_schema())
-            .map_err(|e| HarnessError::Setup(e.to_string()))?;
+        crate::check::identity::Naming::of(schema).map_err(|e| HarnessError::Setup(e.to_string()))?;
     }
     if policies.transactions == TransactionsPolicy::Atomic && policies.ids != IdPolicy::Stable {
         return Err(HarnessError::Setup(
@@ -158,6 +157,32 @@ pub(crate) fn reachable(event: Event, init: &InitOk, profile: bool) -> bool {
         }
         Event::RestartWithPending => !caps.crash_points.is_empty() && !write_through,
         Event::IdCollisionRefused => init.policies.explicit_ids,
+        _ => true,
+    }
+}
+
+/// Whether cases on `schema` can reach `event`: a schema without a natural
+/// key never merges by one, without references never cascades, without a
+/// column an update may set never has conflicting updates.
+pub(crate) fn in_schema(event: Event, schema: &syncgate_model::Schema) -> bool {
+    let natural_key = schema.tables.iter().any(|t| t.natural_key.is_some());
+    let references = schema
+        .tables
+        .iter()
+        .any(|t| t.columns.iter().any(|c| c.references.is_some()));
+    let updatable = schema.tables.iter().any(|t| {
+        t.columns
+            .iter()
+            .enumerate()
+            .any(|(c, col)| col.references.is_none() && t.natural_key != Some(c))
+    });
+    match event {
+        Event::NaturalKeyMerge => natural_key,
+        Event::CascadeDelete | Event::PulledParentDeath => references,
+        Event::MultiWriteTransaction => schema.family().is_some(),
+        Event::NullTransition | Event::ConflictWonLocally | Event::ConflictWonRemotely | Event::DeleteAbsorbedWrite => {
+            updatable
+        }
         _ => true,
     }
 }

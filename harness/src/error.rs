@@ -36,6 +36,9 @@ pub enum HarnessError {
     /// any case ran.
     #[error(transparent)]
     Open(#[from] OpenError),
+    /// The declared schema (`--schema`) cannot be checked.
+    #[error(transparent)]
+    Schema(#[from] crate::schema::SchemaRefused),
     /// A place the harness needs (a folder, the server) is not usable.
     #[error(transparent)]
     Place(#[from] PlaceError),

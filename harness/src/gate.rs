@@ -99,6 +99,9 @@ pub struct CaseFailure {
     pub trace: Vec<String>,
     pub scenario: Scenario,
     pub trace_file: Option<PathBuf>,
+    /// The `--schema` file the case's tables came from (replay names it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schema_file: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -183,7 +186,7 @@ fn now() -> std::time::Instant {
 /// Starts replica 0 of a throwaway case once, before any case runs: an
 /// engine that cannot start or refuses the handshake is a setup error (exit
 /// 2), not a counterexample. Returns its handshake.
-pub fn probe(subject: &dyn Subject, base: &Path) -> Result<InitOk, HarnessError> {
+pub fn probe(subject: &dyn Subject, base: &Path, schema: &syncgate_model::Schema) -> Result<InitOk, HarnessError> {
     let target = subject.remote();
     target.probe()?;
     let dir = tempfile::Builder::new()
@@ -191,7 +194,7 @@ pub fn probe(subject: &dyn Subject, base: &Path) -> Result<InitOk, HarnessError>
         .tempdir_in(base)
         .map_err(|e| PlaceError::Harness(format!("cannot make a temporary folder in {}: {e}", base.display())))?;
     // Dropped after the probe: a PostgreSQL probe's schema with it.
-    let remote = RemotePlace::new(&target, dir.path(), &syncgate_model::test_schema());
+    let remote = RemotePlace::new(&target, dir.path(), schema);
     let spec = OpenSpec {
         replica: 0,
         replicas: 1,
@@ -201,6 +204,7 @@ pub fn probe(subject: &dyn Subject, base: &Path) -> Result<InitOk, HarnessError>
         fresh: true,
         clock_ms: T0_MS,
         limits: Default::default(),
+        schema: crate::schema::protocol_schema(schema),
     };
     let (replica, init_ok) = subject.open_replica(&spec)?;
     drop(replica);
@@ -208,8 +212,9 @@ pub fn probe(subject: &dyn Subject, base: &Path) -> Result<InitOk, HarnessError>
 }
 
 pub fn check(subject: &dyn Subject, opts: &CheckOptions) -> Result<Summary, HarnessError> {
-    let declared = probe(subject, &opts.base_dir)?;
-    check_declared(&declared)?;
+    let schema = crate::schema::of_case(opts.gen.schema.as_ref().map(|d| &d.tables))?;
+    let declared = probe(subject, &opts.base_dir, &schema)?;
+    check_declared(&declared, &schema)?;
     let profile = declared.capabilities.profile == Some(Profile::Reference);
     let opts = &CheckOptions {
         gen: fit(&opts.gen, &declared),
@@ -231,7 +236,7 @@ pub fn check(subject: &dyn Subject, opts: &CheckOptions) -> Result<Summary, Harn
     let required_events: Vec<Event> = REQUIRED_EVENTS
         .iter()
         .copied()
-        .filter(|e| reachable(*e, &declared, profile))
+        .filter(|e| reachable(*e, &declared, profile) && crate::declared::in_schema(*e, &schema))
         .collect();
     let whole_run = opts.shard.count == 1;
     let missing_events = if whole_run {
@@ -393,6 +398,7 @@ fn harness_failed(
         &seed,
         gen.replicas.unwrap_or(scenario.replicas),
         gen.steps,
+        gen.schema.as_ref().map(|d| d.source.as_str()),
     );
     HarnessError::Case {
         seed,
@@ -439,6 +445,7 @@ fn shrink_failures(
             case: i,
             replicas: gen.replicas.unwrap_or(scenario.replicas),
             steps: gen.steps,
+            schema_file: gen.schema.as_ref().map(|d| d.source.clone()),
             invariant: v.invariant,
             step,
             detail: v.detail,

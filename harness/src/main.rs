@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use syncgate::error::HarnessError;
 use syncgate::gate::{check, default_base_dir, load_trace, run_seed, CheckOptions, LongCases, Shard};
 use syncgate::places::RemoteTarget;
 use syncgate::run::run_case;
@@ -152,6 +153,9 @@ struct MutantsArgs {
     /// Hunt with the profile only: skip the contract-alone column.
     #[arg(long)]
     profile_only: bool,
+    /// The tables cases sync instead of the built-in schema (as for check).
+    #[arg(long, value_name = "FILE")]
+    schema: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -213,6 +217,12 @@ struct ScenarioArgs {
     /// when the machine has one, else the system's temporary folder).
     #[arg(long)]
     work_dir: Option<PathBuf>,
+    /// The tables cases sync instead of the built-in schema: a file of SQL
+    /// DDL (CREATE TABLE statements), an existing SQLite database, or the
+    /// protocol's schema JSON. What this syncgate cannot check yet is
+    /// refused with exit 2, naming the table and the clause.
+    #[arg(long, value_name = "FILE")]
+    schema: Option<PathBuf>,
 }
 
 impl ScenarioArgs {
@@ -224,12 +234,20 @@ impl ScenarioArgs {
         self.work_dir.clone().unwrap_or_else(default_base_dir)
     }
 
-    fn gen(&self) -> GenConfig {
-        GenConfig {
+    fn gen(&self) -> anyhow::Result<GenConfig> {
+        Ok(GenConfig {
             replicas: Some(usize::from(self.replicas)),
             steps: usize::from(self.steps),
+            schema: self.declared_schema()?,
             ..GenConfig::default()
-        }
+        })
+    }
+
+    fn declared_schema(&self) -> anyhow::Result<Option<syncgate::schema::DeclaredSchema>> {
+        Ok(match &self.schema {
+            None => None,
+            Some(path) => Some(syncgate::schema::read_declared(path).map_err(HarnessError::from)?),
+        })
     }
 }
 
@@ -309,11 +327,13 @@ fn run_check(args: &CheckArgs) -> anyhow::Result<(syncgate::gate::Summary, Check
     let scenario = &args.scenario;
     let remote = scenario.remote()?;
     let subject = subject_by_name(&scenario.engine, scenario.oracle, scenario.request_timeout_ms, &remote)?;
+    let gen = scenario.gen()?;
     let long = (args.long_every > 0).then(|| LongCases {
         every: args.long_every,
         gen: GenConfig {
             replicas: Some(usize::from(args.long_replicas)),
             steps: usize::from(args.long_steps),
+            schema: gen.schema.clone(),
             ..GenConfig::default()
         },
     });
@@ -326,7 +346,7 @@ fn run_check(args: &CheckArgs) -> anyhow::Result<(syncgate::gate::Summary, Check
         cases,
         seed: scenario.seed.clone(),
         jobs: jobs_or_cores(args.jobs),
-        gen: scenario.gen(),
+        gen,
         long,
         doublecheck: args.doublecheck,
         base_dir: scenario.work_dir(),
@@ -358,9 +378,18 @@ fn append_report(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
 
 fn mutants_command(args: MutantsArgs) -> anyhow::Result<ExitCode> {
     let remote = RemoteTarget::from_arg(&args.remote)?;
+    let hunt = syncgate::mutants::hunt_options(args.cases, &args.seed, jobs_or_cores(args.jobs));
+    let schema = match &args.schema {
+        None => None,
+        Some(path) => Some(syncgate::schema::read_declared(path).map_err(HarnessError::from)?),
+    };
     let opts = CheckOptions {
         shrink_runs_max: args.shrink_runs_max,
-        ..syncgate::mutants::hunt_options(args.cases, &args.seed, jobs_or_cores(args.jobs))
+        gen: GenConfig {
+            schema,
+            ..hunt.gen.clone()
+        },
+        ..hunt
     };
     let report = syncgate::mutants::run_mutants(&opts, args.exec_adapter.as_deref(), &remote, !args.profile_only)?;
     if args.json {
@@ -419,15 +448,28 @@ fn replay_command(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     };
     let subject = subject_by_name(&scenario.engine, scenario.oracle, scenario.request_timeout_ms, &remote)?;
     let base = scenario.work_dir();
-    let declared = syncgate::gate::probe(subject.as_ref(), &base)?;
-    syncgate::gate::check_declared(&declared)?;
+    let gen = scenario.gen()?;
+    let tables = match (&file, &gen.schema) {
+        (Some(file), Some(declared)) if file.scenario.schema.as_ref() != Some(&declared.tables) => {
+            anyhow::bail!(
+                "{} syncs other tables than --schema {} declares: a trace file carries its schema; leave --schema out",
+                args.trace.as_ref().map_or(String::new(), |p| p.display().to_string()),
+                declared.source
+            )
+        }
+        (Some(file), _) => file.scenario.schema.clone(),
+        (None, declared) => declared.as_ref().map(|d| d.tables.clone()),
+    };
+    let schema = syncgate::schema::of_case(tables.as_ref()).map_err(HarnessError::from)?;
+    let declared = syncgate::gate::probe(subject.as_ref(), &base, &schema)?;
+    syncgate::gate::check_declared(&declared, &schema)?;
     let (title, result) = match (&args.trace, &file) {
         (Some(path), Some(file)) => {
             let result = run_case(subject.as_ref(), &file.scenario, &base);
             (format!("trace {} (seed {})", path.display(), file.seed), result)
         }
         _ => {
-            let gen = syncgate::gate::fit(&scenario.gen(), &declared);
+            let gen = syncgate::gate::fit(&gen, &declared);
             let (_, result) = run_seed(subject.as_ref(), &scenario.seed, &gen, &base, false)?;
             (format!("seed {}", scenario.seed), result)
         }

@@ -53,6 +53,8 @@ pub struct FailureRecord {
     pub configuration: String,
     pub trace: Vec<String>,
     pub trace_file: Option<String>,
+    #[serde(default)]
+    pub schema_file: Option<String>,
 }
 
 /// The verdict of all shards together.
@@ -224,7 +226,14 @@ pub fn text(m: &Merged) -> String {
         }
         out.push_str(&format!(
             "  replay: {}\n",
-            replay_command(&m.engine, &m.remote, &f.seed, f.replicas, f.steps)
+            replay_command(
+                &m.engine,
+                &m.remote,
+                &f.seed,
+                f.replicas,
+                f.steps,
+                f.schema_file.as_deref()
+            )
         ));
         if let Some(path) = &f.trace_file {
             out.push_str(&format!(

@@ -6,11 +6,13 @@
 //! it. They are resolved against what the harness last read when they run.
 
 mod generate;
+mod shape;
 
 use serde::{Deserialize, Deserializer, Serialize};
 use syncgate_protocol::Limits;
 
 pub use generate::{scenario_strategy, GenConfig, CLOCK_OFFSET_BEYOND_DRIFT_MS, CLOCK_OFFSET_MAX_MS};
+pub use shape::Shape;
 
 /// A value as a trace file stores it. `Parent(n)` is a reference to the n-th
 /// parent row the writing replica can see (resolved when the step runs).
@@ -129,11 +131,13 @@ pub enum Step {
         table: usize,
         row: usize,
     },
-    /// One local transaction of several writes: a new domain (minted id)
-    /// and `records` dns_records under it. Generated as a kind of insert.
+    /// One local transaction of several writes: a new parent row (minted
+    /// id) and `records` children under it, in the schema's family tables
+    /// (`model::Schema::family`: a domain and its dns_records in the
+    /// built-in schema). Generated as a kind of insert.
     InsertFamily {
         replica: usize,
-        /// The domain's columns.
+        /// The parent's columns (named `domain` since the built-in schema).
         domain: Vec<Val>,
         /// Each record's columns after its reference to the new domain.
         records: Vec<Vec<Val>>,
@@ -349,6 +353,10 @@ pub struct Scenario {
     /// steps stamp from the same ms and their HLCs tie across replicas.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step_ms: Option<i64>,
+    /// The tables the case syncs, when not the built-in schema (`--schema`):
+    /// a trace file carries them, so it replays on its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<syncgate_protocol::Schema>,
     pub steps: Vec<Step>,
 }
 

@@ -142,14 +142,22 @@ pub fn given_up(ids: &[i64]) -> String {
 }
 
 /// The command that runs one case again, by its seed and shape.
-pub fn replay_command(engine: &str, remote: &str, seed: &str, replicas: usize, steps: usize) -> String {
+pub fn replay_command(
+    engine: &str,
+    remote: &str,
+    seed: &str,
+    replicas: usize,
+    steps: usize,
+    schema_file: Option<&str>,
+) -> String {
     let remote = if remote == "sqlite" {
         String::new()
     } else {
         format!(" --remote {remote}")
     };
+    let schema = schema_file.map_or(String::new(), |file| format!(" --schema {}", shell_quote(file)));
     format!(
-        "syncgate replay --engine {}{remote} --seed {seed:?} --replicas {replicas} --steps {steps}",
+        "syncgate replay --engine {}{remote}{schema} --seed {seed:?} --replicas {replicas} --steps {steps}",
         shell_quote(engine)
     )
 }

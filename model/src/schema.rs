@@ -49,6 +49,13 @@ impl Schema {
         out
     }
 
+    /// The tables of a family insert (a parent row and children under it in
+    /// one local transaction): the first table another table (or itself)
+    /// references, and the first such child.
+    pub fn family(&self) -> Option<(TableIdx, TableIdx)> {
+        (0..self.tables.len()).find_map(|parent| self.children_of(parent).first().map(|(child, _)| (parent, *child)))
+    }
+
     pub fn table_index(&self, name: &str) -> Option<TableIdx> {
         self.tables.iter().position(|t| t.name == name)
     }

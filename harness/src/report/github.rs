@@ -94,7 +94,14 @@ pub fn merged_annotations(m: &crate::merge::Merged) -> String {
         }
         message.push_str(&format!(
             "replay: {}",
-            crate::show::replay_command(&m.engine, &m.remote, &f.seed, f.replicas, f.steps)
+            crate::show::replay_command(
+                &m.engine,
+                &m.remote,
+                &f.seed,
+                f.replicas,
+                f.steps,
+                f.schema_file.as_deref()
+            )
         ));
         out.push_str(&command("error", &title, &message));
     }

@@ -102,7 +102,14 @@ pub fn counterexample(s: &Summary, f: &CaseFailure) -> String {
     }
     out.push_str(&format!(
         "  replay: {}\n",
-        replay_command(&s.engine, &s.remote, &f.seed, f.replicas, f.steps)
+        replay_command(
+            &s.engine,
+            &s.remote,
+            &f.seed,
+            f.replicas,
+            f.steps,
+            f.schema_file.as_deref()
+        )
     ));
     if let Some(path) = &f.trace_file {
         out.push_str(&format!(

@@ -192,6 +192,8 @@ enum Started {
 struct Runner<'a> {
     subject: &'a dyn Subject,
     schema: model::Schema,
+    /// The schema as the handshake sends it.
+    declared: syncgate_protocol::Schema,
     places: Places,
     replicas: Vec<Option<Box<dyn SubjectReplica>>>,
     /// The handshake of the first replica; every later one must match it.
@@ -240,7 +242,9 @@ struct Runner<'a> {
 impl<'a> Runner<'a> {
     fn new(subject: &'a dyn Subject, scenario: &Scenario, dir: &Path) -> Result<Runner<'a>, Stop> {
         let n = scenario.replicas;
-        let schema = model::test_schema();
+        let schema = crate::schema::of_case(scenario.schema.as_ref())
+            .map_err(|e| Stop::Fault(HarnessFault::new("read the case's schema", e)))?;
+        let declared = crate::schema::protocol_schema(&schema);
         let empty: model::Tables = vec![model::Rows::new(); schema.tables.len()];
         let mut runner = Runner {
             subject,
@@ -269,8 +273,9 @@ impl<'a> Runner<'a> {
             offsets_ahead_max: 0,
             push_was_busy: vec![false; n],
             schema,
+            declared,
         };
-        let copied = subject.files_are_copyable() && template::copy(subject, n, dir)?;
+        let copied = subject.files_are_copyable() && template::copy(subject, n, &runner.declared, dir)?;
         for r in 0..n {
             match runner.start(r, !copied && r == 0, !copied)? {
                 Started::Up(replica) => runner.replicas[r] = Some(replica),
@@ -339,6 +344,7 @@ impl<'a> Runner<'a> {
             fresh,
             clock_ms: self.now(r),
             limits: self.limits,
+            schema: self.declared.clone(),
         };
         match self.subject.open_replica(&spec) {
             Ok((replica, init_ok)) => {

@@ -7,20 +7,21 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use syncgate_protocol::RemoteLocation;
+use syncgate_protocol::{RemoteLocation, Schema};
 
 use super::T0_MS;
 use crate::check::{answers, Stop};
 use crate::error::HarnessFault;
 use crate::subject::{OpenSpec, Subject};
 
-/// Fresh starting files per (engine, replica count).
-static TEMPLATES: Mutex<BTreeMap<(String, usize), Arc<tempfile::TempDir>>> = Mutex::new(BTreeMap::new());
+/// Fresh starting files per (engine, replica count, schema).
+type Key = (String, usize, String);
+static TEMPLATES: Mutex<BTreeMap<Key, Arc<tempfile::TempDir>>> = Mutex::new(BTreeMap::new());
 
 /// Copies the fresh starting files of `n` replicas into `dir`, making them
 /// first if needed. The lock is held only to find or make the template,
 /// never while a case's files are copied.
-pub(super) fn copy(subject: &dyn Subject, n: usize, dir: &Path) -> Result<bool, Stop> {
+pub(super) fn copy(subject: &dyn Subject, n: usize, schema: &Schema, dir: &Path) -> Result<bool, Stop> {
     let template = {
         let mut templates = TEMPLATES.lock().map_err(|_| {
             Stop::Fault(HarnessFault::new(
@@ -28,11 +29,11 @@ pub(super) fn copy(subject: &dyn Subject, n: usize, dir: &Path) -> Result<bool, 
                 "a template builder panicked",
             ))
         })?;
-        let key = (subject.name(), n);
+        let key = (subject.name(), n, schema.ddl.join(";"));
         match templates.get(&key) {
             Some(template) => Arc::clone(template),
             None => {
-                let template = Arc::new(make(subject, n, dir.parent().unwrap_or(dir))?);
+                let template = Arc::new(make(subject, n, schema, dir.parent().unwrap_or(dir))?);
                 templates.insert(key, Arc::clone(&template));
                 template
             }
@@ -56,7 +57,7 @@ pub(super) fn copy(subject: &dyn Subject, n: usize, dir: &Path) -> Result<bool, 
 }
 
 /// Starts every replica of a case once in a folder of its own under `base`.
-fn make(subject: &dyn Subject, n: usize, base: &Path) -> Result<tempfile::TempDir, Stop> {
+fn make(subject: &dyn Subject, n: usize, schema: &Schema, base: &Path) -> Result<tempfile::TempDir, Stop> {
     let template = tempfile::Builder::new()
         .prefix("syncgate-template-")
         .tempdir_in(base)
@@ -78,6 +79,7 @@ fn make(subject: &dyn Subject, n: usize, base: &Path) -> Result<tempfile::TempDi
             fresh: true,
             clock_ms: T0_MS,
             limits: Default::default(),
+            schema: schema.clone(),
         };
         match subject.open_replica(&spec) {
             Ok(opened) => drop(opened),

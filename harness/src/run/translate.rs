@@ -389,7 +389,9 @@ impl View<'_> {
     fn plan_family(&self, replica: usize, domain: &[Val], records: &[Vec<Val>]) -> Result<Vec<PlannedOp>, Skip> {
         let tag = self.next_write;
         let r = replica;
-        let (parent, child) = (0, 2);
+        let Some((parent, child)) = self.schema.family() else {
+            return Err("the schema has no table that another references".into());
+        };
         let mut ops = Vec::new();
         let mut cells = Vec::new();
         for (c, v) in domain.iter().enumerate() {

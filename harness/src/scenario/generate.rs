@@ -1,13 +1,15 @@
 //! How proptest makes scenarios: each case draws its replica count, swarm
 //! weights, engine limits and clock pace, then its steps.
 
+use std::sync::Arc;
+
 use proptest::prelude::*;
 use proptest::strategy::Union;
 use syncgate_protocol::Limits;
 
-use super::{
-    CrashAt, IdChoice, LockKind, Reconnect, Scenario, Step, Swarm, SyncKind, Val, WhileDown, NEWER_CACHE_FORMAT,
-};
+use super::shape::{Shape, ROW_CHOICES};
+use super::{CrashAt, IdChoice, LockKind, Reconnect, Scenario, Step, Swarm, SyncKind, WhileDown, NEWER_CACHE_FORMAT};
+use crate::schema::DeclaredSchema;
 
 /// The generator's knobs (CLI flags).
 #[derive(Clone, Debug)]
@@ -21,6 +23,8 @@ pub struct GenConfig {
     pub weights: [u32; 11],
     /// The engine declares `aborts`: application rollbacks are drawn too.
     pub aborts: bool,
+    /// The tables cases sync, when not the built-in schema (`--schema`).
+    pub schema: Option<DeclaredSchema>,
 }
 
 impl Default for GenConfig {
@@ -32,6 +36,7 @@ impl Default for GenConfig {
             // insert update delete sync crash restart lock-remote lock-cache clock outside abort
             weights: [30, 15, 8, 25, 4, 4, 5, 2, 8, 6, 6],
             aborts: false,
+            schema: None,
         }
     }
 }
@@ -43,112 +48,25 @@ pub const CLOCK_OFFSET_MAX_MS: i64 = 20_000;
 /// stamps (rule O4) or it refuses everyone else's.
 pub const CLOCK_OFFSET_BEYOND_DRIFT_MS: i64 = 90_000;
 
-const NAMES: [&str; 4] = ["a.example", "b.example", "c.example", "d.example"];
-/// Natural keys at the edges: non-ASCII, and empty (a key like any other).
-const ODD_NAMES: [&str; 2] = ["bücher.example", ""];
-const WORDS: [&str; 7] = ["alpha", "bravo", "charlie", "delta", "echo", "fox", "ñandú-日本"];
-const IPS: [&str; 4] = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "192.168.1.1"];
-const KINDS: [&str; 3] = ["A", "MX", "TXT"];
-/// Untagged text: empty, non-ASCII, and values several replicas write alike.
-const RAW: [&str; 3] = ["", "ünïcødé ✓", "shared"];
-/// Integers at the edges of SQLite's and JSON's range.
-const EDGE_INTS: [i64; 5] = [i64::MIN, i64::MIN + 1, -1, i64::MAX - 1, i64::MAX];
-
-fn text(pool: &'static [&'static str]) -> impl Strategy<Value = Val> {
-    (0..pool.len()).prop_map(move |i| Val::Text(pool[i].to_string()))
-}
-
-/// A text column's value: mostly tagged words, sometimes NULL or raw text.
-fn text_value(pool: &'static [&'static str]) -> BoxedStrategy<Val> {
-    prop_oneof![
-        16 => text(pool),
-        2 => Just(Val::Null),
-        2 => proptest::sample::select(&RAW[..]).prop_map(|s| Val::Raw(s.to_string())),
-    ]
-    .boxed()
-}
-
-/// An integer column's value: mostly small, sometimes NULL or at the edges.
-fn int_value() -> BoxedStrategy<Val> {
-    prop_oneof![
-        16 => (0_i64..100).prop_map(Val::Int),
-        2 => Just(Val::Null),
-        2 => proptest::sample::select(&EDGE_INTS[..]).prop_map(Val::Int),
-    ]
-    .boxed()
-}
-
-/// A natural key: mostly the shared names (so replicas collide), sometimes
-/// NULL (never collides) or an odd key.
-fn key_value() -> BoxedStrategy<Val> {
-    prop_oneof![
-        18 => text(&NAMES),
-        1 => Just(Val::Null),
-        1 => proptest::sample::select(&ODD_NAMES[..]).prop_map(|s| Val::Text(s.to_string())),
-    ]
-    .boxed()
-}
-
-/// Values for a new row of `table` in the test schema.
-fn row_values(table: usize) -> BoxedStrategy<Vec<Val>> {
-    match table {
-        0 => (key_value(), text_value(&WORDS), int_value())
-            .prop_map(|(a, b, c)| vec![a, b, c])
-            .boxed(),
-        1 => (text_value(&WORDS), text_value(&IPS))
-            .prop_map(|(a, b)| vec![a, b])
-            .boxed(),
-        _ => (
-            (0_usize..8).prop_map(Val::Parent),
-            text_value(&KINDS),
-            text_value(&WORDS),
-        )
-            .prop_map(|(a, b, c)| vec![a, b, c])
-            .boxed(),
-    }
-}
-
-/// An updatable column of `table` (never the natural key or a reference)
-/// and a new value for it, NULL included (transitions to and from NULL).
-fn update_value(table: usize) -> BoxedStrategy<(usize, Val)> {
-    match table {
-        0 => prop_oneof![
-            text_value(&WORDS).prop_map(|v| (1, v)),
-            int_value().prop_map(|v| (2, v)),
-        ]
-        .boxed(),
-        1 => prop_oneof![
-            text_value(&WORDS).prop_map(|v| (0, v)),
-            text_value(&IPS).prop_map(|v| (1, v))
-        ]
-        .boxed(),
-        _ => prop_oneof![
-            text_value(&KINDS).prop_map(|v| (1, v)),
-            text_value(&WORDS).prop_map(|v| (2, v))
-        ]
-        .boxed(),
-    }
-}
-
 fn sync_kind() -> impl Strategy<Value = SyncKind> {
     prop_oneof![Just(SyncKind::Push), Just(SyncKind::Pull), Just(SyncKind::Full)]
 }
 
 /// One strategy per entry of `STEP_KINDS`, weighted by the case's swarm.
-fn step_strategy(replicas: usize, swarm: &Swarm) -> BoxedStrategy<Step> {
+fn step_strategy(shape: &Arc<Shape>, replicas: usize, swarm: &Swarm) -> BoxedStrategy<Step> {
     let r = 0..replicas;
     let kinds: Vec<BoxedStrategy<Step>> = vec![
-        insert_strategy(r.clone()),
-        update_strategy(r.clone()),
-        delete_strategy(r.clone()),
+        insert_strategy(shape, r.clone()),
+        update_strategy(shape, r.clone()),
+        delete_strategy(shape, r.clone()),
         sync_strategy(r.clone()),
         crash_strategy(r.clone()),
-        restart_strategy(r.clone()),
+        restart_strategy(shape, r.clone()),
         lock_remote_strategy(),
         lock_cache_strategy(r.clone()),
         clock_strategy(r.clone()),
-        outside_strategy(r.clone()),
-        abort_strategy(r),
+        outside_strategy(shape, r.clone()),
+        abort_strategy(shape, r),
     ];
     let weighted: Vec<(u32, BoxedStrategy<Step>)> = swarm
         .weights
@@ -162,51 +80,65 @@ fn step_strategy(replicas: usize, swarm: &Swarm) -> BoxedStrategy<Step> {
 
 type Replicas = std::ops::Range<usize>;
 
-/// An insert of one row, or a multi-write local transaction: a domain and
-/// its records at once.
-fn insert_strategy(r: Replicas) -> BoxedStrategy<Step> {
+/// Rows of one table, or of any (by position).
+fn rows() -> std::ops::Range<usize> {
+    0..ROW_CHOICES
+}
+
+/// An insert of one row, or a multi-write local transaction: a parent row
+/// and children under it at once.
+fn insert_strategy(shape: &Arc<Shape>, r: Replicas) -> BoxedStrategy<Step> {
     // Only a natural-key table has rows merged away: there reusing their ids
     // weighs more.
-    let id_choice = |table: usize| {
-        let merged_away = if table == 0 { 4 } else { 0 };
+    let id_choice = |merged_away: bool| {
         prop_oneof![
             6 => Just(IdChoice::Mint),
-            2 => (0_usize..8).prop_map(IdChoice::Foreign),
-            1 => (0_usize..8).prop_map(IdChoice::Taken),
-            1 => (0_usize..8).prop_map(IdChoice::Deleted),
-            merged_away => (0_usize..8).prop_map(IdChoice::MergedAway),
+            2 => rows().prop_map(IdChoice::Foreign),
+            1 => rows().prop_map(IdChoice::Taken),
+            1 => rows().prop_map(IdChoice::Deleted),
+            if merged_away { 4 } else { 0 } => rows().prop_map(IdChoice::MergedAway),
         ]
     };
-    let single_insert = (r.clone(), 0_usize..3).prop_flat_map(move |(replica, table)| {
-        (id_choice(table), row_values(table)).prop_map(move |(id, values)| Step::Insert {
+    let own = Arc::clone(shape);
+    let single_insert = (r.clone(), shape.written_table()).prop_flat_map(move |(replica, table)| {
+        (id_choice(own.has_natural_key(table)), own.row_values(table)).prop_map(move |(id, values)| Step::Insert {
             replica,
             table,
             id,
             values,
         })
     });
-    let family = (
-        r,
-        row_values(0),
-        proptest::collection::vec(
-            (text_value(&KINDS), text_value(&WORDS)).prop_map(|(k, v)| vec![k, v]),
-            1..=3,
-        ),
-    )
-        .prop_map(|(replica, domain, records)| Step::InsertFamily {
+    let (Some((parent, _)), Some(record)) = (shape.family(), shape.family_record()) else {
+        return single_insert.boxed();
+    };
+    let family = (r, shape.row_values(parent), proptest::collection::vec(record, 1..=3)).prop_map(
+        |(replica, domain, records)| Step::InsertFamily {
             replica,
             domain,
             records,
-        });
+        },
+    );
     prop_oneof![5 => single_insert, 1 => family].boxed()
 }
 
 /// Updates favour the first few rows so replicas collide on the same row
 /// and column, which is where ordering bugs show.
-fn update_strategy(r: Replicas) -> BoxedStrategy<Step> {
-    (r, 0_usize..3, 0_usize..3)
-        .prop_flat_map(|(replica, table, row)| {
-            update_value(table).prop_map(move |(column, value)| Step::Update {
+fn update_strategy(shape: &Arc<Shape>, r: Replicas) -> BoxedStrategy<Step> {
+    update_steps(shape, r)
+}
+
+/// Updates as both the application and outside writes draw them.
+fn update_steps(shape: &Arc<Shape>, r: Replicas) -> BoxedStrategy<Step> {
+    let tables = shape.updatable_tables();
+    if tables.is_empty() {
+        // No table has a column an update may set: a delete instead.
+        return delete_strategy(shape, r);
+    }
+    let own = Arc::clone(shape);
+    (r, 0..tables.len(), 0_usize..3)
+        .prop_flat_map(move |(replica, i, row)| {
+            let table = tables[i];
+            own.update_value(table).prop_map(move |(column, value)| Step::Update {
                 replica,
                 table,
                 row,
@@ -217,8 +149,8 @@ fn update_strategy(r: Replicas) -> BoxedStrategy<Step> {
         .boxed()
 }
 
-fn delete_strategy(r: Replicas) -> BoxedStrategy<Step> {
-    (r, 0_usize..3, 0_usize..8)
+fn delete_strategy(shape: &Arc<Shape>, r: Replicas) -> BoxedStrategy<Step> {
+    (r, shape.written_table(), rows())
         .prop_map(|(replica, table, row)| Step::Delete { replica, table, row })
         .boxed()
 }
@@ -262,11 +194,12 @@ fn crash_strategy(r: Replicas) -> BoxedStrategy<Step> {
 /// A restart after what befell the replica while down, each thing drawn
 /// as a separate option (the draws stay those of the fields they once
 /// were) and listed in that order.
-fn restart_strategy(r: Replicas) -> BoxedStrategy<Step> {
+fn restart_strategy(shape: &Arc<Shape>, r: Replicas) -> BoxedStrategy<Step> {
+    let tables = shape.tables();
     (
         r,
         prop_oneof![3 => Just(None), 1 => Just(Some(-30_000_i64)), 1 => Just(Some(-5_000_i64))],
-        prop_oneof![1 => Just(None), 2 => (0_usize..3).prop_map(Some)],
+        prop_oneof![1 => Just(None), 2 => (0..tables).prop_map(Some)],
         prop_oneof![
             4 => Just(None),
             1 => Just(Some(0_u8)),
@@ -274,7 +207,7 @@ fn restart_strategy(r: Replicas) -> BoxedStrategy<Step> {
             1 => Just(Some(NEWER_CACHE_FORMAT))
         ],
         prop_oneof![Just(false), Just(true)],
-        prop_oneof![2 => Just(None), 1 => (0_usize..3).prop_map(Some)],
+        prop_oneof![2 => Just(None), 1 => (0..tables).prop_map(Some)],
     )
         .prop_map(
             |(replica, offset_ms, rebuilt, cache_format, app_holds_cache, remote_drifted)| {
@@ -333,11 +266,11 @@ fn clock_strategy(r: Replicas) -> BoxedStrategy<Step> {
 
 /// An application write the application rolls back: any write an
 /// application makes, a transaction of several included.
-fn abort_strategy(r: Replicas) -> BoxedStrategy<Step> {
+fn abort_strategy(shape: &Arc<Shape>, r: Replicas) -> BoxedStrategy<Step> {
     prop_oneof![
-        3 => insert_strategy(r.clone()),
-        2 => update_strategy(r.clone()),
-        1 => delete_strategy(r),
+        3 => insert_strategy(shape, r.clone()),
+        2 => update_strategy(shape, r.clone()),
+        1 => delete_strategy(shape, r),
     ]
     .prop_map(|write| Step::Abort(Box::new(write)))
     .boxed()
@@ -345,27 +278,19 @@ fn abort_strategy(r: Replicas) -> BoxedStrategy<Step> {
 
 /// A write straight into the cache file: an insert (with ids minted and
 /// maybe given up first), an update or a delete.
-fn outside_strategy(r: Replicas) -> BoxedStrategy<Step> {
+fn outside_strategy(shape: &Arc<Shape>, r: Replicas) -> BoxedStrategy<Step> {
     let outside_id = prop_oneof![2 => Just(IdChoice::Mint), 1 => (1_u8..=2).prop_map(IdChoice::MintAbandoning)];
-    let outside_insert = (r.clone(), 0_usize..3, outside_id).prop_flat_map(|(replica, table, id)| {
-        row_values(table).prop_map(move |values| Step::Insert {
+    let own = Arc::clone(shape);
+    let outside_insert = (r.clone(), shape.written_table(), outside_id).prop_flat_map(move |(replica, table, id)| {
+        own.row_values(table).prop_map(move |values| Step::Insert {
             replica,
             table,
             id: id.clone(),
             values,
         })
     });
-    let outside_update = (r.clone(), 0_usize..3, 0_usize..3).prop_flat_map(|(replica, table, row)| {
-        update_value(table).prop_map(move |(column, value)| Step::Update {
-            replica,
-            table,
-            row,
-            column,
-            value,
-        })
-    });
-    let outside_delete =
-        (r, 0_usize..3, 0_usize..8).prop_map(|(replica, table, row)| Step::Delete { replica, table, row });
+    let outside_update = update_steps(shape, r.clone());
+    let outside_delete = delete_strategy(shape, r);
     prop_oneof![3 => outside_insert, 3 => outside_update, 1 => outside_delete]
         .prop_map(|write| Step::Outside(Box::new(write)))
         .boxed()
@@ -413,7 +338,16 @@ fn limits_strategy() -> impl Strategy<Value = Limits> {
 }
 
 /// The strategy for whole scenarios.
-pub fn scenario_strategy(config: &GenConfig) -> BoxedStrategy<Scenario> {
+pub fn scenario_strategy(config: &GenConfig, shape: Shape) -> BoxedStrategy<Scenario> {
+    let tables = shape.tables();
+    let schema = config.schema.as_ref().map(|declared| declared.tables.clone());
+    // A declared schema's case writes a few related tables (`Shape::focused`);
+    // the built-in schema's draws stay what they always were.
+    let focus = if schema.is_some() {
+        (0..tables, 0..tables).prop_map(Some).boxed()
+    } else {
+        Just(None).boxed()
+    };
     let replicas = match config.replicas {
         Some(n) => (n..=n).boxed(),
         None => (1..=config.replicas_max).boxed(),
@@ -426,14 +360,20 @@ pub fn scenario_strategy(config: &GenConfig) -> BoxedStrategy<Scenario> {
     // One case in three on a clock that stands still: HLC ties across
     // replicas, and the tie-break, become common instead of rare.
     let step_ms = prop_oneof![2 => Just(None), 1 => Just(Some(0_i64))];
-    (replicas, swarm_strategy(base), limits_strategy(), step_ms)
-        .prop_flat_map(move |(replicas, swarm, limits, step_ms)| {
-            let strategy = step_strategy(replicas, &swarm);
+    (replicas, swarm_strategy(base), limits_strategy(), step_ms, focus)
+        .prop_flat_map(move |(replicas, swarm, limits, step_ms, focus)| {
+            let shape = Arc::new(match focus {
+                Some((a, b)) => shape.focused(&[a, b]),
+                None => shape.clone(),
+            });
+            let strategy = step_strategy(&shape, replicas, &swarm);
+            let schema = schema.clone();
             proptest::collection::vec(strategy, steps.max(1)).prop_map(move |steps| Scenario {
                 replicas,
                 swarm: swarm.clone(),
                 limits,
                 step_ms,
+                schema: schema.clone(),
                 steps,
             })
         })

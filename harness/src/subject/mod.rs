@@ -147,11 +147,13 @@ pub struct OpenSpec {
     pub clock_ms: i64,
     /// The engine limits this case draws.
     pub limits: Limits,
+    /// The tables the case syncs, as the handshake sends them.
+    pub schema: syncgate_protocol::Schema,
 }
 
 impl OpenSpec {
     /// The handshake that starts this replica.
-    pub fn init(&self, schema: &syncgate_protocol::Schema) -> syncgate_protocol::Init {
+    pub fn init(&self) -> syncgate_protocol::Init {
         syncgate_protocol::Init {
             protocol: syncgate_protocol::VERSION,
             protocols: syncgate_protocol::VERSIONS.to_vec(),
@@ -161,7 +163,7 @@ impl OpenSpec {
             remote: self.remote.clone(),
             create_remote: self.create_remote,
             fresh: self.fresh,
-            schema: schema.clone(),
+            schema: self.schema.clone(),
             clock_ms: self.clock_ms,
             limits: self.limits,
         }

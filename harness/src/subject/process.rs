@@ -32,7 +32,6 @@ pub const REQUEST_TIMEOUT_MS_DEFAULT: u64 = 10_000;
 pub struct ProcessEngine {
     command: String,
     timeout: Duration,
-    schema: syncgate_protocol::Schema,
     /// The fields of the last handshake this harness does not know.
     ignored: Mutex<Vec<String>>,
 }
@@ -42,7 +41,6 @@ impl ProcessEngine {
         ProcessEngine {
             command: command.to_string(),
             timeout: Duration::from_millis(timeout_ms),
-            schema: crate::schema::protocol_schema(),
             ignored: Mutex::new(Vec::new()),
         }
     }
@@ -59,7 +57,7 @@ impl Subject for ProcessEngine {
 
     fn open_replica(&self, spec: &OpenSpec) -> Result<(Box<dyn SubjectReplica>, InitOk), OpenError> {
         let mut process = Process::spawn(&self.command, self.timeout)?;
-        let init = spec.init(&self.schema);
+        let init = spec.init();
         let answer = process.request(Request::Init(Box::new(init)));
         let ok = match expect(answer, "init", |r| match r {
             Response::InitOk(ok) => Some(ok),

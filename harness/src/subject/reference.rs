@@ -16,7 +16,6 @@ use crate::scenario::SyncKind;
 /// variation.
 pub struct ReferenceEngine {
     pub options: Options,
-    schema: syncgate_protocol::Schema,
 }
 
 impl ReferenceEngine {
@@ -33,10 +32,7 @@ impl ReferenceEngine {
     }
 
     pub fn with(options: Options) -> ReferenceEngine {
-        ReferenceEngine {
-            options,
-            schema: crate::schema::protocol_schema(),
-        }
+        ReferenceEngine { options }
     }
 }
 
@@ -56,7 +52,7 @@ impl Subject for ReferenceEngine {
     }
 
     fn open_replica(&self, spec: &OpenSpec) -> Result<(Box<dyn SubjectReplica>, InitOk), OpenError> {
-        let init = spec.init(&self.schema);
+        let init = spec.init();
         let adapter = ReferenceAdapter::open(&init, &self.options, CrashMode::Error).map_err(OpenError::Refused)?;
         Ok((
             Box::new(InProcess {

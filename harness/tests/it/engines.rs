@@ -68,6 +68,7 @@ fn bad(mode: &str) -> ProcessEngine {
 
 fn one_insert() -> Scenario {
     Scenario {
+        schema: None,
         replicas: 1,
         swarm: Swarm { weights: vec![1; 10] },
         limits: Default::default(),
@@ -122,12 +123,14 @@ fn an_engine_that_exits_outside_a_crash_point_fails_the_case() {
 #[test]
 fn setup_problems_are_setup_errors() {
     let base = default_base_dir();
-    let err = probe(&bad("old-protocol"), &base)
+    let err = probe(&bad("old-protocol"), &base, &syncgate_model::test_schema())
         .expect_err("another version")
         .to_string();
     assert!(err.contains("protocol version 0"), "{err}");
     let missing = ProcessEngine::new("/nonexistent/engine --flag", 1_500);
-    let err = probe(&missing, &base).expect_err("no such command").to_string();
+    let err = probe(&missing, &base, &syncgate_model::test_schema())
+        .expect_err("no such command")
+        .to_string();
     assert!(err.contains("handshake"), "{err}");
     assert!(err.contains("not found") || err.contains("No such file"), "{err}");
 }

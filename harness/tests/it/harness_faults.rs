@@ -15,6 +15,7 @@ use syncgate::subject::{InitOk, OpenError, OpenSpec, Subject, SubjectReplica};
 /// A case with a crash and a restart of replica 0.
 fn crash_and_restart() -> Scenario {
     Scenario {
+        schema: None,
         replicas: 1,
         swarm: Swarm { weights: vec![1; 10] },
         limits: Default::default(),

@@ -2,6 +2,7 @@
 
 mod ci_reports;
 mod contract;
+mod declared_schema;
 mod engines;
 mod harness_faults;
 mod layout;

@@ -37,6 +37,7 @@ fn sync_after_cut(replica: usize, reconnect: Option<Reconnect>) -> Step {
 
 fn scenario(steps: Vec<Step>) -> Scenario {
     Scenario {
+        schema: None,
         replicas: 2,
         swarm: Swarm { weights: vec![1; 10] },
         limits: Default::default(),

@@ -55,6 +55,7 @@ fn every_mutant_has_a_small_counterexample() {
 
 fn scenario(replicas: usize, steps: Vec<Step>) -> Scenario {
     Scenario {
+        schema: None,
         replicas,
         swarm: Swarm { weights: vec![1; 10] },
         limits: Default::default(),

@@ -1,0 +1,45 @@
+-- A typical note-taking app: notebooks hold notes, notes nest under other
+-- notes (a reference to the table itself) and carry attachments; tags are
+-- named uniquely and attach to notes through a join table. References go
+-- three levels deep (notebooks -> notes -> attachments), and deleting a
+-- notebook takes its notes, their sub-notes and their attachments along.
+--
+--   syncgate check --schema examples/schemas/notes.sql
+
+CREATE TABLE notebooks (
+    id INTEGER PRIMARY KEY,
+    title TEXT,
+    color TEXT
+);
+
+CREATE TABLE notes (
+    id INTEGER PRIMARY KEY,
+    notebook_id INTEGER REFERENCES notebooks(id) ON DELETE CASCADE,
+    parent_id INTEGER REFERENCES notes(id) ON DELETE CASCADE,
+    title TEXT,
+    body TEXT,
+    pinned INTEGER,
+    edited_at INTEGER
+);
+
+CREATE TABLE attachments (
+    id INTEGER PRIMARY KEY,
+    note_id INTEGER REFERENCES notes(id) ON DELETE CASCADE,
+    file_name TEXT,
+    media_type TEXT,
+    size INTEGER,
+    sha256 TEXT
+);
+
+CREATE TABLE tags (
+    id INTEGER PRIMARY KEY,
+    label TEXT UNIQUE,
+    color TEXT
+);
+
+CREATE TABLE note_tags (
+    id INTEGER PRIMARY KEY,
+    note_id INTEGER REFERENCES notes(id) ON DELETE CASCADE,
+    tag_id INTEGER REFERENCES tags(id) ON DELETE CASCADE,
+    added_at INTEGER
+);

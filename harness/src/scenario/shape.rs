@@ -1,0 +1,247 @@
+//! What the generator draws for each table and column of a case's schema:
+//! values by column kind (natural keys that collide, references to rows a
+//! replica holds, integers and text at their edges), which columns an
+//! update may set, and which tables a family insert spans.
+//!
+//! The built-in schema's columns keep the vocabularies its traces have
+//! always used (`ip` draws addresses, `kind` record kinds), so a seed draws
+//! the same case with or without a declared schema's machinery.
+
+use proptest::prelude::*;
+use proptest::strategy::Union;
+use syncgate_model as model;
+
+use super::Val;
+
+const NAMES: [&str; 4] = ["a.example", "b.example", "c.example", "d.example"];
+/// Natural keys at the edges: non-ASCII, and empty (a key like any other).
+const ODD_NAMES: [&str; 2] = ["bücher.example", ""];
+pub(super) const WORDS: [&str; 7] = ["alpha", "bravo", "charlie", "delta", "echo", "fox", "ñandú-日本"];
+const IPS: [&str; 4] = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "192.168.1.1"];
+const KINDS: [&str; 3] = ["A", "MX", "TXT"];
+/// Untagged text: empty, non-ASCII, and values several replicas write alike.
+const RAW: [&str; 3] = ["", "ünïcødé ✓", "shared"];
+/// Integers at the edges of SQLite's and JSON's range.
+const EDGE_INTS: [i64; 5] = [i64::MIN, i64::MIN + 1, -1, i64::MAX - 1, i64::MAX];
+/// Rows a reference or a row choice picks among (by position).
+pub(super) const ROW_CHOICES: usize = 8;
+
+/// How one column's values are drawn.
+#[derive(Clone, Copy, Debug)]
+enum Draw {
+    /// The natural key: shared names, so replicas collide.
+    Key,
+    /// A reference: the n-th row of the parent the replica holds; NULL
+    /// sometimes when the reference is to the table itself (a root row).
+    Parent {
+        parent: usize,
+        to_itself: bool,
+    },
+    Int,
+    Text(&'static [&'static str]),
+}
+
+impl Draw {
+    fn of(schema: &model::Schema, t: usize, c: usize) -> Draw {
+        let table = &schema.tables[t];
+        let column = &table.columns[c];
+        match (column.references, column.kind) {
+            (Some(p), _) => Draw::Parent {
+                parent: p,
+                to_itself: p == t,
+            },
+            _ if table.natural_key == Some(c) => Draw::Key,
+            (None, model::ColumnKind::Integer) => Draw::Int,
+            (None, model::ColumnKind::Text) => Draw::Text(match column.name.as_str() {
+                "ip" => &IPS,
+                "kind" => &KINDS,
+                _ => &WORDS,
+            }),
+        }
+    }
+
+    fn strategy(self) -> BoxedStrategy<Val> {
+        match self {
+            Draw::Key => key_value(),
+            Draw::Parent { to_itself: false, .. } => (0..ROW_CHOICES).prop_map(Val::Parent).boxed(),
+            Draw::Parent { to_itself: true, .. } => prop_oneof![
+                1 => Just(Val::Null),
+                3 => (0..ROW_CHOICES).prop_map(Val::Parent),
+            ]
+            .boxed(),
+            Draw::Int => int_value(),
+            Draw::Text(pool) => text_value(pool),
+        }
+    }
+
+    fn updatable(self) -> bool {
+        matches!(self, Draw::Int | Draw::Text(_))
+    }
+}
+
+/// The draws of a case's schema.
+#[derive(Clone, Debug)]
+pub struct Shape {
+    tables: Vec<TableShape>,
+    /// The tables this case writes (every table unless focused).
+    written: Vec<usize>,
+    /// Per table, the tables it references (itself left out).
+    parents: Vec<Vec<usize>>,
+    /// The tables of a family insert (`model::Schema::family`).
+    family: Option<(usize, usize)>,
+}
+
+#[derive(Clone, Debug)]
+struct TableShape {
+    columns: Vec<Draw>,
+    natural_key: bool,
+}
+
+impl Shape {
+    pub fn of(schema: &model::Schema) -> Shape {
+        let tables: Vec<TableShape> = (0..schema.tables.len())
+            .map(|t| TableShape {
+                columns: (0..schema.tables[t].columns.len())
+                    .map(|c| Draw::of(schema, t, c))
+                    .collect(),
+                natural_key: schema.tables[t].natural_key.is_some(),
+            })
+            .collect();
+        Shape {
+            written: (0..tables.len()).collect(),
+            parents: schema
+                .tables
+                .iter()
+                .enumerate()
+                .map(|(t, table)| {
+                    table
+                        .columns
+                        .iter()
+                        .filter_map(|c| c.references)
+                        .filter(|p| *p != t)
+                        .collect()
+                })
+                .collect(),
+            tables,
+            family: schema.family(),
+        }
+    }
+
+    /// This shape, writing only `picks` and the tables they reference, up
+    /// their chains: on a schema of many tables, a case that spreads its
+    /// writes over all of them rarely has two replicas meet on one row, so
+    /// each case of a declared schema writes a few related tables (swarm
+    /// testing over tables).
+    pub fn focused(&self, picks: &[usize]) -> Shape {
+        let mut written: Vec<usize> = Vec::new();
+        let mut todo: Vec<usize> = picks.to_vec();
+        while let Some(t) = todo.pop() {
+            if !written.contains(&t) {
+                written.push(t);
+                todo.extend(self.parents[t].iter().copied());
+            }
+        }
+        written.sort_unstable();
+        let family = self
+            .family
+            .filter(|(parent, child)| written.contains(parent) && written.contains(child));
+        Shape {
+            written,
+            family,
+            ..self.clone()
+        }
+    }
+
+    /// Every table of the schema (what a restart's table steps pick from).
+    pub fn tables(&self) -> usize {
+        self.tables.len()
+    }
+
+    /// A table this case writes.
+    pub fn written_table(&self) -> BoxedStrategy<usize> {
+        let written = self.written.clone();
+        (0..written.len()).prop_map(move |i| written[i]).boxed()
+    }
+
+    pub fn has_natural_key(&self, t: usize) -> bool {
+        self.tables[t].natural_key
+    }
+
+    /// Values for a new row of `t`, one per column.
+    pub fn row_values(&self, t: usize) -> BoxedStrategy<Vec<Val>> {
+        let columns: Vec<BoxedStrategy<Val>> = self.tables[t].columns.iter().map(|d| d.strategy()).collect();
+        columns.boxed()
+    }
+
+    /// Tables with a column an update may set.
+    pub fn updatable_tables(&self) -> Vec<usize> {
+        self.written
+            .iter()
+            .copied()
+            .filter(|t| self.tables[*t].columns.iter().any(|d| d.updatable()))
+            .collect()
+    }
+
+    /// An updatable column of `t` (never the natural key or a reference)
+    /// and a new value for it, NULL included (transitions to and from NULL).
+    pub fn update_value(&self, t: usize) -> BoxedStrategy<(usize, Val)> {
+        let choices: Vec<BoxedStrategy<(usize, Val)>> = self.tables[t]
+            .columns
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| d.updatable())
+            .map(|(c, d)| d.strategy().prop_map(move |v| (c, v)).boxed())
+            .collect();
+        assert!(!choices.is_empty(), "only tables with an updatable column are updated");
+        Union::new(choices).boxed()
+    }
+
+    /// The parent and child of a family insert, if the schema has one.
+    pub fn family(&self) -> Option<(usize, usize)> {
+        self.family
+    }
+
+    /// Values for one child of a family: its columns except the references
+    /// to the family's parent (which name the new parent row).
+    pub fn family_record(&self) -> Option<BoxedStrategy<Vec<Val>>> {
+        let (parent, child) = self.family?;
+        let columns: Vec<BoxedStrategy<Val>> = self.tables[child]
+            .columns
+            .iter()
+            .filter(|d| !matches!(d, Draw::Parent { parent: p, .. } if *p == parent))
+            .map(|d| d.strategy())
+            .collect();
+        Some(columns.boxed())
+    }
+}
+
+/// A text column's value: mostly tagged words, sometimes NULL or raw text.
+pub(super) fn text_value(pool: &'static [&'static str]) -> BoxedStrategy<Val> {
+    prop_oneof![
+        16 => (0..pool.len()).prop_map(move |i| Val::Text(pool[i].to_string())),
+        2 => Just(Val::Null),
+        2 => proptest::sample::select(&RAW[..]).prop_map(|s| Val::Raw(s.to_string())),
+    ]
+    .boxed()
+}
+
+/// An integer column's value: mostly small, sometimes NULL or at the edges.
+fn int_value() -> BoxedStrategy<Val> {
+    prop_oneof![
+        16 => (0_i64..100).prop_map(Val::Int),
+        2 => Just(Val::Null),
+        2 => proptest::sample::select(&EDGE_INTS[..]).prop_map(Val::Int),
+    ]
+    .boxed()
+}
+
+/// A natural key: mostly the shared names (so replicas collide), sometimes
+/// NULL (never collides) or an odd key.
+fn key_value() -> BoxedStrategy<Val> {
+    prop_oneof![
+        18 => (0..NAMES.len()).prop_map(|i| Val::Text(NAMES[i].to_string())),
+        1 => Just(Val::Null),
+        1 => proptest::sample::select(&ODD_NAMES[..]).prop_map(|s| Val::Text(s.to_string())),
+    ]
+    .boxed()
+}

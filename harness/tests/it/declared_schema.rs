@@ -1,0 +1,243 @@
+//! `--schema FILE`: the tables a user declares (SQL DDL, a SQLite database,
+//! the protocol's JSON), what is refused and how, and cases on them.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use syncgate::events::Event;
+use syncgate::gate::{check, default_base_dir, CheckOptions};
+use syncgate::mutants::hunt_options;
+use syncgate::schema::{read_declared, DeclaredSchema, SchemaRefused};
+use syncgate::subject::reference::ReferenceEngine;
+use syncgate_engine::Mutant;
+
+fn example(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/schemas")
+        .join(name)
+}
+
+fn declare(dir: &Path, ddl: &str) -> Result<DeclaredSchema, SchemaRefused> {
+    let path = dir.join("schema.sql");
+    std::fs::write(&path, ddl).unwrap();
+    read_declared(&path)
+}
+
+/// The refusal of `ddl`, which must name `table` and `clause`.
+fn refused(ddl: &str, table: &str, clause: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let e = declare(dir.path(), ddl).expect_err(ddl);
+    assert_eq!(e.table, table, "{e}");
+    assert!(e.clause.contains(clause), "clause {:?} lacks {clause:?}: {e}", e.clause);
+    let text = e.to_string();
+    assert!(text.contains("supported: `id INTEGER PRIMARY KEY`"), "{text}");
+    text
+}
+
+#[test]
+fn every_unsupported_clause_is_refused_naming_the_table_and_the_clause() {
+    let id = "id INTEGER PRIMARY KEY";
+    let cases: Vec<(String, &str, &str)> = vec![
+        (format!("CREATE TABLE t ({id}, a TEXT NOT NULL DEFAULT '')"), "t", "a NOT NULL"),
+        (format!("CREATE TABLE t ({id}, a REAL)"), "t", "a REAL"),
+        (format!("CREATE TABLE t ({id}, a BLOB)"), "t", "a BLOB"),
+        (format!("CREATE TABLE t ({id}, a)"), "t", "no type"),
+        (format!("CREATE TABLE t ({id}, a BOOLEAN)"), "t", "a BOOLEAN"),
+        (format!("CREATE TABLE t ({id}, a INTEGER CHECK (a > 0))"), "t", "CHECK"),
+        (format!("CREATE TABLE t ({id}, a TEXT) WITHOUT ROWID"), "t", "WITHOUT ROWID"),
+        (format!("CREATE TABLE t ({id}, a TEXT COLLATE NOCASE UNIQUE)"), "t", "COLLATE"),
+        (format!("CREATE TABLE t ({id}, a INTEGER, b INTEGER AS (a + 1))"), "t", "GENERATED"),
+        ("CREATE TABLE t (a INTEGER, b INTEGER, PRIMARY KEY (a, b))".into(), "t", "composite PRIMARY KEY"),
+        ("CREATE TABLE t (key INTEGER PRIMARY KEY, a TEXT)".into(), "t", "PRIMARY KEY"),
+        ("CREATE TABLE t (id TEXT PRIMARY KEY, a TEXT)".into(), "t", "PRIMARY KEY"),
+        (format!("CREATE TABLE t ({id}, a TEXT, b TEXT, UNIQUE (a, b))"), "t", "UNIQUE (a, b)"),
+        (format!("CREATE TABLE t ({id}, a TEXT UNIQUE, b TEXT UNIQUE)"), "t", "a second natural key"),
+        (format!("CREATE TABLE t ({id}, a INTEGER UNIQUE)"), "t", "a UNIQUE"),
+        (
+            format!("CREATE TABLE t ({id}, a TEXT); CREATE UNIQUE INDEX t_a ON t(a) WHERE a IS NOT NULL"),
+            "t",
+            "partial",
+        ),
+        (
+            format!("CREATE TABLE p ({id}, x TEXT); CREATE TABLE c ({id}, p_id INTEGER REFERENCES p(id) ON DELETE SET NULL)"),
+            "c",
+            "ON DELETE SET NULL",
+        ),
+        (
+            format!("CREATE TABLE p ({id}, x TEXT); CREATE TABLE c ({id}, p_id INTEGER REFERENCES p(id) ON DELETE RESTRICT)"),
+            "c",
+            "ON DELETE RESTRICT",
+        ),
+        (
+            format!("CREATE TABLE p ({id}, x TEXT); CREATE TABLE c ({id}, p_id INTEGER REFERENCES p(id))"),
+            "c",
+            "ON DELETE NO ACTION",
+        ),
+        (
+            format!("CREATE TABLE p ({id}, x TEXT UNIQUE); CREATE TABLE c ({id}, p_x TEXT REFERENCES p(x) ON DELETE CASCADE)"),
+            "c",
+            "REFERENCES p",
+        ),
+        (
+            format!(
+                "CREATE TABLE p (a INTEGER, b INTEGER, x TEXT, PRIMARY KEY (a, b)); \
+                 CREATE TABLE c ({id}, a INTEGER, b INTEGER, FOREIGN KEY (a, b) REFERENCES p(a, b) ON DELETE CASCADE)"
+            ),
+            "p",
+            "composite PRIMARY KEY",
+        ),
+        (
+            format!(
+                "CREATE TABLE a ({id}, b_id INTEGER REFERENCES b(id) ON DELETE CASCADE); \
+                 CREATE TABLE b ({id}, a_id INTEGER REFERENCES a(id) ON DELETE CASCADE)"
+            ),
+            "a",
+            "a circle of references (a -> b -> a)",
+        ),
+        (
+            format!("CREATE TABLE t ({id}, a TEXT); CREATE TRIGGER t_touch AFTER UPDATE ON t BEGIN SELECT 1; END"),
+            "t",
+            "CREATE TRIGGER t_touch",
+        ),
+        (format!("CREATE TABLE _sg_t ({id}, a TEXT)"), "_sg_t", "the name"),
+        (format!("CREATE TABLE t ({id})"), "t", "0 columns"),
+        (format!("CREATE VIRTUAL TABLE t USING fts5(a); CREATE TABLE u ({id}, a TEXT)"), "(the schema)", "VIRTUAL"),
+        (format!("CREATE TEMP TABLE t ({id}, a TEXT)"), "(the schema)", "CREATE TEMP TABLE"),
+        (format!("CREATE TABLE t ({id}, a TEXT); INSERT INTO t VALUES (1, 'x')"), "(the schema)", "INSERT"),
+        ("ATTACH 'elsewhere.db' AS other".into(), "(the schema)", "ATTACH"),
+        ("CREATE TABLE t (".into(), "(the schema)", "the DDL"),
+        ("-- nothing but a comment".into(), "(the schema)", "no CREATE TABLE"),
+    ];
+    for (ddl, table, clause) in &cases {
+        refused(ddl, table, clause);
+    }
+}
+
+#[test]
+fn the_virtual_table_refusal_names_its_clause() {
+    // The VIRTUAL refusal comes from the statement check, before SQLite
+    // runs anything (an fts5 table would make shadow tables).
+    let text = refused(
+        "CREATE VIRTUAL TABLE t USING fts5(a)",
+        "(the schema)",
+        "CREATE VIRTUAL TABLE",
+    );
+    assert!(text.contains("virtual"), "{text}");
+}
+
+#[test]
+fn files_that_are_not_schemas_are_refused_not_panicked_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = read_declared(&dir.path().join("nope.sql")).expect_err("missing");
+    assert!(missing.why.contains("cannot read it"), "{missing}");
+    let binary = dir.path().join("garbage.bin");
+    std::fs::write(&binary, [0xff_u8, 0xfe, 0x00, 0x01]).unwrap();
+    let e = read_declared(&binary).expect_err("binary");
+    assert!(e.why.contains("neither a SQLite database nor text"), "{e}");
+    let json = dir.path().join("bad.json");
+    std::fs::write(
+        &json,
+        r#"{"tables": [{"name": "c", "columns": [{"name": "p_id", "type": "integer", "references": "p"}]}]}"#,
+    )
+    .unwrap();
+    let e = read_declared(&json).expect_err("unknown parent");
+    assert_eq!(e.table, "c", "{e}");
+    std::fs::write(&json, "{not json").unwrap();
+    let e = read_declared(&json).expect_err("not JSON");
+    assert!(e.why.contains("not the protocol's schema JSON"), "{e}");
+}
+
+#[test]
+fn a_schema_reads_the_same_from_ddl_a_database_and_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let from_ddl = read_declared(&example("notes.sql")).expect("the notes example is supported");
+    let db = dir.path().join("app.db");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute_batch(&std::fs::read_to_string(example("notes.sql")).unwrap())
+        .unwrap();
+    drop(conn);
+    let from_db = read_declared(&db).expect("the database's tables");
+    assert_eq!(from_db.tables, from_ddl.tables);
+    let json = dir.path().join("schema.json");
+    std::fs::write(&json, serde_json::to_string(&from_ddl.tables).unwrap()).unwrap();
+    assert_eq!(read_declared(&json).expect("the JSON form").tables, from_ddl.tables);
+    // What SQLite's pragmas show: self-reference, chain, natural key.
+    let notes = from_ddl.tables.tables.iter().find(|t| t.name == "notes").unwrap();
+    let parent = notes.columns.iter().find(|c| c.name == "parent_id").unwrap();
+    assert_eq!(parent.references.as_deref(), Some("notes"));
+    let tags = from_ddl.tables.tables.iter().find(|t| t.name == "tags").unwrap();
+    assert_eq!(tags.natural_key.as_deref(), Some("label"));
+}
+
+fn options(schema: DeclaredSchema, cases: u64, seed: &str) -> CheckOptions {
+    let mut opts = hunt_options(cases, seed, 2);
+    opts.gen.schema = Some(schema);
+    opts.stop_at_first = false;
+    opts.base_dir = default_base_dir();
+    opts
+}
+
+#[test]
+fn the_reference_engine_passes_cases_on_both_example_schemas() {
+    for name in ["dns_manager.sql", "notes.sql"] {
+        let schema = read_declared(&example(name)).expect("supported");
+        let summary = check(&ReferenceEngine::new(), &options(schema, 120, "declared-pass")).expect("runs");
+        assert!(
+            summary.failures.is_empty(),
+            "{name}: {:?}",
+            summary.failures.first().map(|f| &f.detail)
+        );
+        assert_eq!(summary.passed, 120, "{name}");
+        let cascades = summary.events.get(&Event::CascadeDelete).copied().unwrap_or(0);
+        assert!(cascades > 0, "{name}: no cascade in 120 cases");
+    }
+}
+
+#[test]
+fn a_planted_bug_is_caught_on_a_declared_schema_and_its_replay_names_the_schema() {
+    let schema = read_declared(&example("notes.sql")).expect("supported");
+    let summary = check(
+        &ReferenceEngine::mutant(Mutant::BypassCapture),
+        &options(schema, 200, "declared-catch"),
+    )
+    .expect("runs");
+    let failure = summary
+        .failures
+        .first()
+        .expect("bypass-capture is caught on the notes schema");
+    assert!(failure.scenario.schema.is_some(), "the shrunk case carries its tables");
+    let text = syncgate::report::summary(
+        &summary,
+        &options(read_declared(&example("notes.sql")).unwrap(), 200, "x"),
+    );
+    assert!(
+        text.contains("--schema "),
+        "the replay command names the schema file:\n{text}"
+    );
+    assert!(text.contains("notes.sql"), "{text}");
+}
+
+#[test]
+fn the_cli_refuses_an_unsupported_schema_with_exit_2_before_any_case() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.sql");
+    std::fs::write(
+        &path,
+        "CREATE TABLE accounts (id INTEGER PRIMARY KEY, balance REAL NOT NULL DEFAULT 0)",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_syncgate"))
+        .args(["check", "--cases", "5", "--schema"])
+        .arg(&path)
+        .args(["--work-dir".as_ref(), dir.path().as_os_str()])
+        .output()
+        .expect("syncgate runs");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("table \"accounts\""), "{stderr}");
+    assert!(
+        stderr.contains("balance NOT NULL") || stderr.contains("balance REAL"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("syncgate-failures").exists());
+}
