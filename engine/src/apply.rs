@@ -36,6 +36,19 @@ pub(crate) fn apply_entry<R: Remote + ?Sized>(
         Op::Insert => {
             if let Some(target) = local_alias {
                 let target = resolve(remote, t, target)?;
+                if parent_gone(remote, schema, t, &values)? {
+                    // D2 before N2, as for an insert the pusher did not
+                    // merge: under a row gone from the remote it arrives
+                    // dead and merges into nothing. The survivor is sent
+                    // again: the pusher shows the insert's values on it.
+                    if remote.row(t, entry.id)?.is_none() {
+                        remote.put(t, entry.id, RemoteRow::Dead);
+                    }
+                    if is_live(remote, t, target)? {
+                        remote.touch(t, target)?;
+                    }
+                    return Ok(1);
+                }
                 if remote.row(t, entry.id)?.is_none() {
                     remote.put(t, entry.id, RemoteRow::Alias(target));
                 }
@@ -79,13 +92,9 @@ pub(crate) fn apply_entry<R: Remote + ?Sized>(
                     Ok(1)
                 }
                 None => {
-                    for (c, v) in values.iter().enumerate() {
-                        if let (Some(p), Value::Integer(parent)) = (def.parents[c], v) {
-                            if !is_live(remote, p, *parent)? {
-                                remote.put(t, entry.id, RemoteRow::Dead);
-                                return Ok(1);
-                            }
-                        }
+                    if parent_gone(remote, schema, t, &values)? {
+                        remote.put(t, entry.id, RemoteRow::Dead);
+                        return Ok(1);
                     }
                     if let Some(k) = def.natural_key.filter(|_| !config.planted(Mutant::NaturalKeyInsert)) {
                         if let Some(survivor) = remote.live_with_key(t, &values[k])? {
@@ -128,6 +137,24 @@ pub(crate) fn apply_entry<R: Remote + ?Sized>(
             Ok(0)
         }
     }
+}
+
+/// Whether a reference in `values` (a row of table `t`) names a row that is
+/// not live on the remote.
+fn parent_gone<R: Remote + ?Sized>(
+    remote: &mut Staged<'_, R>,
+    schema: &Schema,
+    t: usize,
+    values: &[Value],
+) -> Result<bool> {
+    for (c, v) in values.iter().enumerate() {
+        if let (Some(p), Value::Integer(parent)) = (schema.table(t).parents[c], v) {
+            if !is_live(remote, p, *parent)? {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
 }
 
 fn resolve<R: Remote + ?Sized>(remote: &mut Staged<'_, R>, table: usize, id: i64) -> Result<i64> {

@@ -128,6 +128,33 @@ pub(crate) fn repoint_children(conn: &Connection, schema: &Schema, t: usize, fro
     Ok(())
 }
 
+/// Ids of the rows of table `ct` whose column `c` references `parent`.
+pub(crate) fn children_ids(conn: &Connection, schema: &Schema, ct: usize, c: usize, parent: i64) -> Result<Vec<i64>> {
+    let child = schema.table(ct);
+    let sql = format!(
+        "SELECT \"id\" FROM {} WHERE {} = ?1",
+        quote(&child.name),
+        quote(&child.columns[c].name)
+    );
+    let ids = conn
+        .prepare_cached(&sql)?
+        .query_map([parent], |r| r.get(0))?
+        .collect::<rusqlite::Result<Vec<i64>>>()?;
+    Ok(ids)
+}
+
+/// Sets column `c` of row `id` of table `t` (a reference a pull moves).
+pub(crate) fn set_column(conn: &Connection, schema: &Schema, t: usize, id: i64, c: usize, value: &Value) -> Result<()> {
+    let def = schema.table(t);
+    let sql = format!(
+        "UPDATE {} SET {} = ?1 WHERE \"id\" = ?2",
+        quote(&def.name),
+        quote(&def.columns[c].name)
+    );
+    conn.prepare_cached(&sql)?.execute(rusqlite::params![value, id])?;
+    Ok(())
+}
+
 /// Deletes every child of `parent` (in table `t`); each cascades further.
 pub(crate) fn delete_children(conn: &Connection, schema: &Schema, t: usize, parent: i64) -> Result<()> {
     for &(ct, c) in &schema.table(t).children {

@@ -137,7 +137,7 @@ fn apply_changes<R: Remote>(
                         hlc = stamps.iter().fold(hlc, |h, s| h.max(s.hlc));
                     }
                 }
-                if apply_change(tx, schema, config, (replica, pending), change)? {
+                if apply_change(tx, remote, schema, config, (replica, pending), change)? {
                     pulled.conflicts += 1;
                 }
                 pulled.rows += 1;
@@ -240,8 +240,9 @@ fn broken_reference(tx: &Connection, schema: &Schema) -> Result<Option<Error>> {
 
 /// Step 5 for one remote row (rules P3, P4, D1, D2, N2, N3). Returns whether
 /// a conflict was resolved here.
-fn apply_change(
+fn apply_change<R: Remote>(
     tx: &Connection,
+    remote: &mut R,
     schema: &Schema,
     config: &Config,
     local: (u32, PendingIndex),
@@ -253,7 +254,7 @@ fn apply_change(
     match &change.row {
         RemoteRow::Dead if config.planted(Mutant::NoTombstones) => Ok(false),
         RemoteRow::Dead => {
-            kill(tx, schema, t, id)?;
+            kill(tx, remote, schema, t, id)?;
             Ok(false)
         }
         RemoteRow::Alias(survivor) => {
@@ -261,6 +262,7 @@ fn apply_change(
             if cache::row_exists(tx, name, id)? {
                 let target = aliases::resolve(tx, name, *survivor)?;
                 if tombstones::tombstoned(tx, name, target)? {
+                    keep_moved_children(tx, remote, schema, t, id)?;
                     cache::delete_row(tx, schema, t, id)?;
                 } else {
                     merge_away(tx, schema, t, id, target)?;
@@ -268,12 +270,14 @@ fn apply_change(
             }
             Ok(false)
         }
-        RemoteRow::Live { values, stamps } => apply_live(tx, schema, config, local, (t, id), values, stamps),
+        RemoteRow::Live { values, stamps } => apply_live(tx, remote, schema, config, local, (t, id), values, stamps),
     }
 }
 
-fn apply_live(
+#[allow(clippy::too_many_arguments, reason = "the pull's context, then the row")]
+fn apply_live<R: Remote>(
     tx: &Connection,
+    remote: &mut R,
     schema: &Schema,
     config: &Config,
     (replica, index): (u32, PendingIndex),
@@ -303,16 +307,6 @@ fn apply_live(
             merged = true;
         }
     }
-    for (c, v) in values.iter().enumerate() {
-        if let (Some(p), Value::Integer(parent)) = (def.parents[c], v) {
-            if tombstones::tombstoned(tx, &schema.table(p).name, *parent)? {
-                // Rows merged into `target` just now brought their children
-                // along: they die with it (D2).
-                kill(tx, schema, t, target)?;
-                return Ok(merged);
-            }
-        }
-    }
     let pending = if config.planted(Mutant::PullOverwritesPending) {
         // Mutant: pending local writes are ignored; the remote value always wins.
         vec![None; def.columns.len()]
@@ -325,6 +319,17 @@ fn apply_live(
             if *stamp > stamps[c] {
                 *slot = value.clone();
                 won_local = true;
+            }
+        }
+    }
+    // D2 on the row as it stands after P3 (a pending reference of a row
+    // merged into it may win): a parent deleted here takes it along, with
+    // the rows merged into it just now and their children.
+    for (c, v) in values.iter().enumerate() {
+        if let (Some(p), Value::Integer(parent)) = (def.parents[c], v) {
+            if tombstones::tombstoned(tx, &schema.table(p).name, *parent)? {
+                kill(tx, remote, schema, t, target)?;
+                return Ok(merged);
             }
         }
     }
@@ -389,10 +394,44 @@ fn merge_away(tx: &Connection, schema: &Schema, t: usize, from: i64, to: i64) ->
 /// cache's `ON DELETE CASCADE`); if it is not held here, children may still
 /// point at it, re-pointed by a natural-key merge earlier in this pull, so
 /// they are deleted directly (each cascading further). Every deleted row is
-/// tombstoned by the tombstone trigger, and `id` itself here.
-fn kill(tx: &Connection, schema: &Schema, t: usize, id: i64) -> Result<()> {
+/// tombstoned by the tombstone trigger, and `id` itself here. Children the
+/// remote holds live under another parent stay (`keep_moved_children`).
+fn kill<R: Remote>(tx: &Connection, remote: &mut R, schema: &Schema, t: usize, id: i64) -> Result<()> {
+    keep_moved_children(tx, remote, schema, t, id)?;
     if cache::delete_row(tx, schema, t, id)? == 0 {
         cache::delete_children(tx, schema, t, id)?;
     }
     tombstones::add(tx, &schema.table(t).name, id)
+}
+
+/// D2 in a pull, before a death cascades here: a child of `id` (at any
+/// depth) that the remote holds live under another parent moved there (a
+/// natural-key merge took a twin's reference, rule N2) after this replica
+/// last saw it. It is re-pointed as the remote has it instead of dying with
+/// `id`; the rest of its row arrives with the live rows (P2).
+fn keep_moved_children<R: Remote>(tx: &Connection, remote: &mut R, schema: &Schema, t: usize, id: i64) -> Result<()> {
+    for &(ct, c) in &schema.table(t).children {
+        let held = cache::children_ids(tx, schema, ct, c, id)?;
+        if held.is_empty() {
+            continue;
+        }
+        let parent_table = &schema.table(t).name;
+        let mut moved = Vec::new();
+        for (child, row) in remote.rows(ct, &held)? {
+            if let RemoteRow::Live { values, .. } = row {
+                if values[c] != Value::Integer(id) {
+                    let parent = match &values[c] {
+                        Value::Integer(p) => Value::Integer(aliases::resolve(tx, parent_table, *p)?),
+                        other => other.clone(),
+                    };
+                    cache::set_column(tx, schema, ct, child, c, &parent)?;
+                    moved.push(child);
+                }
+            }
+        }
+        for child in held.into_iter().filter(|child| !moved.contains(child)) {
+            keep_moved_children(tx, remote, schema, ct, child)?;
+        }
+    }
+    Ok(())
 }

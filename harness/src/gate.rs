@@ -36,6 +36,9 @@ pub struct CheckOptions {
     pub gen: GenConfig,
     /// Mixed lengths: every `every`-th case uses the long shape instead.
     pub long: Option<LongCases>,
+    /// Mixed schemas: case `i` draws a random schema of its own when
+    /// `i % n == 0` (`--random-schemas-every n`; 0: never).
+    pub random_schemas_every: u64,
     /// Run each case twice and fail when the runs differ.
     pub doublecheck: bool,
     /// Where case folders go (a tmpfs when the machine has one).
@@ -69,11 +72,15 @@ pub struct LongCases {
 
 impl CheckOptions {
     /// The shape of case `i` of this run.
-    pub fn gen_for(&self, i: u64) -> &GenConfig {
-        match &self.long {
-            Some(long) if long.every > 0 && i % long.every == long.every - 1 => &long.gen,
-            _ => &self.gen,
+    pub fn gen_for(&self, i: u64) -> GenConfig {
+        let mut gen = match &self.long {
+            Some(long) if long.every > 0 && i % long.every == long.every - 1 => long.gen.clone(),
+            _ => self.gen.clone(),
+        };
+        if self.random_schemas_every > 0 && i.is_multiple_of(self.random_schemas_every) {
+            gen.random_schemas = true;
         }
+        gen
     }
 }
 
@@ -336,7 +343,7 @@ fn run_cases(subject: &dyn Subject, opts: &CheckOptions) -> Result<Ran, HarnessE
                 .map(|j| {
                     let i = shard.case(j);
                     let seed = case_seed(&opts.seed, i);
-                    let out = run_seed(subject, &seed, opts.gen_for(i), &opts.base_dir, opts.doublecheck)
+                    let out = run_seed(subject, &seed, &opts.gen_for(i), &opts.base_dir, opts.doublecheck)
                         .map(|(s, r)| (i, s, r));
                     if let Some(bar) = &bar {
                         bar.inc(1);
@@ -398,7 +405,7 @@ fn harness_failed(
         &seed,
         gen.replicas.unwrap_or(scenario.replicas),
         gen.steps,
-        gen.schema.as_ref().map(|d| d.source.as_str()),
+        gen.schema_arg().as_deref(),
     );
     HarnessError::Case {
         seed,
@@ -445,7 +452,7 @@ fn shrink_failures(
             case: i,
             replicas: gen.replicas.unwrap_or(scenario.replicas),
             steps: gen.steps,
-            schema_file: gen.schema.as_ref().map(|d| d.source.clone()),
+            schema_file: gen.schema_arg(),
             invariant: v.invariant,
             step,
             detail: v.detail,

@@ -124,6 +124,10 @@ struct CheckArgs {
     /// Steps of a long case.
     #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u16).range(1..=2000))]
     long_steps: u16,
+    /// Mix schemas: every N-th case draws a random schema of its own, as
+    /// --schema random does (0 = off).
+    #[arg(long, default_value_t = 0)]
+    random_schemas_every: u64,
 }
 
 #[derive(Args)]
@@ -219,8 +223,9 @@ struct ScenarioArgs {
     work_dir: Option<PathBuf>,
     /// The tables cases sync instead of the built-in schema: a file of SQL
     /// DDL (CREATE TABLE statements), an existing SQLite database, or the
-    /// protocol's schema JSON. What this syncgate cannot check yet is
-    /// refused with exit 2, naming the table and the clause.
+    /// protocol's schema JSON; or `random`: each case draws a schema of its
+    /// own from its seed. What this syncgate cannot check yet is refused
+    /// with exit 2, naming the table and the clause.
     #[arg(long, value_name = "FILE")]
     schema: Option<PathBuf>,
 }
@@ -239,13 +244,19 @@ impl ScenarioArgs {
             replicas: Some(usize::from(self.replicas)),
             steps: usize::from(self.steps),
             schema: self.declared_schema()?,
+            random_schemas: self.random_schemas(),
             ..GenConfig::default()
         })
+    }
+
+    fn random_schemas(&self) -> bool {
+        self.schema.as_deref() == Some(std::path::Path::new("random"))
     }
 
     fn declared_schema(&self) -> anyhow::Result<Option<syncgate::schema::DeclaredSchema>> {
         Ok(match &self.schema {
             None => None,
+            Some(_) if self.random_schemas() => None,
             Some(path) => Some(syncgate::schema::read_declared(path).map_err(HarnessError::from)?),
         })
     }
@@ -334,6 +345,7 @@ fn run_check(args: &CheckArgs) -> anyhow::Result<(syncgate::gate::Summary, Check
             replicas: Some(usize::from(args.long_replicas)),
             steps: usize::from(args.long_steps),
             schema: gen.schema.clone(),
+            random_schemas: gen.random_schemas,
             ..GenConfig::default()
         },
     });
@@ -348,6 +360,7 @@ fn run_check(args: &CheckArgs) -> anyhow::Result<(syncgate::gate::Summary, Check
         jobs: jobs_or_cores(args.jobs),
         gen,
         long,
+        random_schemas_every: args.random_schemas_every,
         doublecheck: args.doublecheck,
         base_dir: scenario.work_dir(),
         failures_dir: Some(args.failures_dir.clone()),
@@ -379,14 +392,17 @@ fn append_report(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
 fn mutants_command(args: MutantsArgs) -> anyhow::Result<ExitCode> {
     let remote = RemoteTarget::from_arg(&args.remote)?;
     let hunt = syncgate::mutants::hunt_options(args.cases, &args.seed, jobs_or_cores(args.jobs));
+    let random_schemas = args.schema.as_deref() == Some(std::path::Path::new("random"));
     let schema = match &args.schema {
         None => None,
+        Some(_) if random_schemas => None,
         Some(path) => Some(syncgate::schema::read_declared(path).map_err(HarnessError::from)?),
     };
     let opts = CheckOptions {
         shrink_runs_max: args.shrink_runs_max,
         gen: GenConfig {
             schema,
+            random_schemas,
             ..hunt.gen.clone()
         },
         ..hunt

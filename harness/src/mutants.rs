@@ -84,6 +84,7 @@ pub fn hunt_options(cases: u64, seed: &str, jobs: usize) -> CheckOptions {
         jobs,
         gen: crate::scenario::GenConfig::default(),
         long: None,
+        random_schemas_every: 0,
         doublecheck: false,
         base_dir: crate::gate::default_base_dir(),
         failures_dir: None,

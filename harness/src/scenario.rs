@@ -6,12 +6,14 @@
 //! it. They are resolved against what the harness last read when they run.
 
 mod generate;
+mod random_schema;
 mod shape;
 
 use serde::{Deserialize, Deserializer, Serialize};
 use syncgate_protocol::Limits;
 
 pub use generate::{scenario_strategy, GenConfig, CLOCK_OFFSET_BEYOND_DRIFT_MS, CLOCK_OFFSET_MAX_MS};
+pub use random_schema::TABLES_MAX;
 pub use shape::Shape;
 
 /// A value as a trace file stores it. `Parent(n)` is a reference to the n-th
@@ -388,6 +390,10 @@ impl Scenario {
             Some(0) => "stands still".to_string(),
             Some(ms) => format!("{ms} ms per step"),
         };
-        format!("limits {limits}; clock {clock}")
+        let tables = match &self.schema {
+            Some(schema) => format!("; tables {}", random_schema::compact(schema)),
+            None => String::new(),
+        };
+        format!("limits {limits}; clock {clock}{tables}")
     }
 }

@@ -5,7 +5,7 @@ use proptest::strategy::{Strategy, ValueTree};
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 
 use crate::error::HarnessError;
-use crate::scenario::{scenario_strategy, GenConfig, Scenario, Shape};
+use crate::scenario::{scenario_strategy, GenConfig, Scenario};
 
 /// The name of case `case` of run `run_seed`.
 pub fn case_seed(run_seed: &str, case: u64) -> String {
@@ -35,8 +35,7 @@ pub fn rng_for(seed: &str) -> TestRng {
 /// The scenario a case seed names.
 pub fn generate(seed: &str, gen: &GenConfig) -> Result<Scenario, HarnessError> {
     let mut runner = TestRunner::new_with_rng(Config::default(), rng_for(seed));
-    let schema = crate::schema::of_case(gen.schema.as_ref().map(|declared| &declared.tables))?;
-    scenario_strategy(gen, Shape::of(&schema))
+    scenario_strategy(gen)?
         .new_tree(&mut runner)
         .map(|tree| tree.current())
         .map_err(|reason| HarnessError::Setup(format!("cannot generate a scenario for seed {seed:?}: {reason}")))

@@ -476,7 +476,7 @@ impl World {
             }
         }
         let mut scratch = replica.clone();
-        let conflicts = scratch.apply_pulled(&self.schema, &changed, &mut self.events);
+        let conflicts = scratch.apply_pulled(&self.schema, &self.remote, &changed, &mut self.events);
         // The engine commits a pull with deferred foreign keys: every
         // reference must hold once the whole pull is applied.
         if let Some((t, id, c, parent)) = scratch.dangling_reference(&self.schema) {

@@ -156,6 +156,20 @@ impl RemoteState {
             // N3: the pusher already merged this row into another; the remote
             // merges it the same way, into whatever that row stands for now.
             let survivor = self.standing_for(t, merged_into);
+            if self.parent_gone(schema, t, written) {
+                // D2 before N2, as for an insert the pusher did not merge: an
+                // insert under a row gone from the remote arrives dead and
+                // merges into nothing. The survivor is sent again: the
+                // pusher shows the insert's values on it.
+                if self.row(t, id).is_none() {
+                    self.set(t, id, RemoteRow::Dead);
+                }
+                if self.is_live(t, survivor) {
+                    self.bump(t, survivor);
+                }
+                events.tombstone_absorbed += 1;
+                return true;
+            }
             if self.row(t, id).is_none() {
                 self.set(t, id, RemoteRow::Alias(survivor));
             }
@@ -197,16 +211,21 @@ impl RemoteState {
         }
     }
 
+    /// Whether a reference in `written` (a row of table `t`) names a row
+    /// that is not live here.
+    fn parent_gone(&self, schema: &Schema, t: TableIdx, written: &[Value]) -> bool {
+        schema.tables[t].columns.iter().zip(written).any(|(column, value)| {
+            matches!((column.references, value), (Some(pt), Value::Int(parent)) if !self.is_live(pt, *parent))
+        })
+    }
+
     /// An insert of an id the remote has never seen: it arrives dead under a
     /// dead parent (D2), merges into the live holder of its natural key (N2),
     /// or becomes a live row with the insert's stamp on every column (M3).
     fn insert_new(&mut self, schema: &Schema, entry: &Entry, written: &[Value], events: &mut Events) -> bool {
         let (t, id) = (entry.table, entry.id);
         let table = &schema.tables[t];
-        let parent_gone = table.columns.iter().zip(written).any(|(column, value)| {
-            matches!((column.references, value), (Some(pt), Value::Int(parent)) if !self.is_live(pt, *parent))
-        });
-        if parent_gone {
+        if self.parent_gone(schema, t, written) {
             self.set(t, id, RemoteRow::Dead);
             events.tombstone_absorbed += 1;
             return true;

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::outbox::{Entry, EntryKind};
-use crate::remote::RemoteRow;
+use crate::remote::{RemoteRow, RemoteState};
 use crate::schema::{Schema, TableIdx};
 use crate::{hlc_of_ms, id_space, Events, Stamp, Tables, Value, Write, WriteRefusal};
 
@@ -179,13 +179,13 @@ impl ReplicaState {
     /// A pulled death cascades even when the row itself is not held here:
     /// children may point at it already, re-pointed by a natural-key merge
     /// earlier in the same pull (rule D2, "a pulled dead row cascades").
-    fn delete_cascade(&mut self, schema: &Schema, t: TableIdx, id: i64, mode: Mode) {
+    fn delete_cascade(&mut self, schema: &Schema, t: TableIdx, id: i64, mode: Mode<'_>) {
         let held = self.tables[t].remove(&id).is_some();
-        if !held && mode == Mode::App {
+        if !held && matches!(mode, Mode::App) {
             return;
         }
         self.tombstones.insert((t, id));
-        if mode == Mode::App {
+        if matches!(mode, Mode::App) {
             self.capture(t, id, EntryKind::Delete, Vec::new(), Vec::new());
         }
         for (ct, c) in schema.children_of(t) {
@@ -195,7 +195,26 @@ impl ReplicaState {
                 .map(|(cid, _)| *cid)
                 .collect();
             for child in children {
-                self.delete_cascade(schema, ct, child, mode);
+                // D2 in a pull: a child the remote holds live under another
+                // parent moved there (a natural-key merge took a twin's
+                // reference); it follows the remote, and its row arrives
+                // with the live rows (P2).
+                let moved_to = match (mode, schema.tables[ct].columns[c].references) {
+                    (Mode::Pull(remote), Some(pt)) => match remote.rows.get(&(ct, child)) {
+                        Some((RemoteRow::Live { values, .. }, _)) if values[c] != Value::Int(id) => {
+                            Some(match &values[c] {
+                                Value::Int(p) => Value::Int(self.resolve(pt, *p)),
+                                other => other.clone(),
+                            })
+                        }
+                        _ => None,
+                    },
+                    _ => None,
+                };
+                match (moved_to, self.tables[ct].get_mut(&child)) {
+                    (Some(parent), Some(row)) => row[c] = parent,
+                    _ => self.delete_cascade(schema, ct, child, mode),
+                }
             }
         }
     }
@@ -275,6 +294,7 @@ impl ReplicaState {
     pub(crate) fn apply_pulled(
         &mut self,
         schema: &Schema,
+        remote: &RemoteState,
         changed: &[(TableIdx, i64, RemoteRow)],
         events: &mut Events,
     ) -> u64 {
@@ -288,7 +308,7 @@ impl ReplicaState {
                         .into_iter()
                         .any(|(ct, c)| self.tables[ct].values().any(|row| row[c] == Value::Int(id)));
                     events.pulled_deaths_with_local_children += u64::from(holds_children);
-                    self.delete_cascade(schema, t, id, Mode::Pull);
+                    self.delete_cascade(schema, t, id, Mode::Pull(remote));
                 }
                 RemoteRow::Alias(survivor) => {
                     self.aliases.insert((t, id), *survivor);
@@ -297,7 +317,7 @@ impl ReplicaState {
                         // into was deleted here.
                         let now_standing_for = self.resolve(t, *survivor);
                         if self.tombstones.contains(&(t, now_standing_for)) {
-                            self.delete_cascade(schema, t, id, Mode::Pull);
+                            self.delete_cascade(schema, t, id, Mode::Pull(remote));
                         } else {
                             self.merge_away(schema, t, id, now_standing_for);
                         }
@@ -306,7 +326,7 @@ impl ReplicaState {
                 RemoteRow::Live { values, stamps } => {
                     // O2: every received stamp moves the clock, applied or not.
                     self.hlc = stamps.iter().map(|s| s.hlc).fold(self.hlc, i64::max);
-                    conflicts += u64::from(self.take_live(schema, t, id, values, stamps, events));
+                    conflicts += u64::from(self.take_live(schema, remote, (t, id), values, stamps, events));
                 }
             }
         }
@@ -319,8 +339,8 @@ impl ReplicaState {
     fn take_live(
         &mut self,
         schema: &Schema,
-        t: TableIdx,
-        id: i64,
+        remote: &RemoteState,
+        (t, id): (TableIdx, i64),
         values: &[Value],
         stamps: &[Stamp],
         events: &mut Events,
@@ -355,15 +375,6 @@ impl ReplicaState {
             self.merge_away(schema, t, twin, at);
             events.natural_key_merges += 1;
         }
-        // D2: a parent deleted here takes the arriving row along, and with
-        // it whatever just merged into it and the rows below.
-        let orphaned = table.columns.iter().zip(&arriving).any(|(column, value)| {
-            matches!((column.references, value), (Some(pt), Value::Int(parent)) if self.tombstones.contains(&(pt, *parent)))
-        });
-        if orphaned {
-            self.delete_cascade(schema, t, at, Mode::Pull);
-            return twin.is_some();
-        }
         // P3: per column, the arriving value unless the latest pending local
         // write of that column carries a later stamp.
         let pending = self.latest_pending_writes(schema, t, at);
@@ -380,6 +391,16 @@ impl ReplicaState {
                 _ => value,
             })
             .collect();
+        // D2 on the row as it stands after P3 (a pending reference of a row
+        // merged into it may win): a parent deleted here takes it along,
+        // with whatever just merged into it and the rows below.
+        let orphaned = table.columns.iter().zip(&row).any(|(column, value)| {
+            matches!((column.references, value), (Some(pt), Value::Int(parent)) if self.tombstones.contains(&(pt, *parent)))
+        });
+        if orphaned {
+            self.delete_cascade(schema, t, at, Mode::Pull(remote));
+            return twin.is_some();
+        }
         if kept_local {
             events.conflicts_won_locally += 1;
         }
@@ -412,8 +433,10 @@ impl ReplicaState {
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Mode {
+#[derive(Clone, Copy)]
+enum Mode<'r> {
     App,
-    Pull,
+    /// A pull, against the remote as it stands: a child the remote holds
+    /// live elsewhere is re-pointed, not removed (D2).
+    Pull(&'r RemoteState),
 }

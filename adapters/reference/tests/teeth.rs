@@ -15,7 +15,8 @@
 //! failing case without shrinking it, then 100 cases with the remote on
 //! PostgreSQL when `SYNCGATE_PG_URL` is set (the PostgreSQL remote's own
 //! source is mutated too). `SYNCGATE_TEETH_REMOTES=postgres` runs the
-//! PostgreSQL cases alone, for the PostgreSQL remote's own files.
+//! PostgreSQL cases alone, for the PostgreSQL remote's own files. Then it
+//! replays every regression trace (harness/tests/regressions) on SQLite.
 //!
 //! ```sh
 //! cargo build --release -p syncgate
@@ -123,6 +124,47 @@ fn main() -> ExitCode {
             Ok(s) if s.success() => {}
             Ok(s) => {
                 eprintln!("teeth: the gate failed the engine on {remote} ({s})");
+                return ExitCode::from(1);
+            }
+            Err(e) => {
+                eprintln!("teeth: cannot run {}: {e}", gate.display());
+                return ExitCode::from(2);
+            }
+        }
+    }
+    replay_regressions(&gate, &me)
+}
+
+/// Every failure the gate once found on the reference engine, replayed
+/// from its trace file (harness/tests/regressions): some happen only on
+/// schemas the default shape never draws (a natural key on a table with a
+/// parent), so the code that fixed them is reached here.
+fn replay_regressions(gate: &std::path::Path, me: &std::path::Path) -> ExitCode {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../harness/tests/regressions");
+    let mut traces: Vec<PathBuf> = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .collect(),
+        Err(e) => {
+            eprintln!("teeth: cannot list {}: {e}", dir.display());
+            return ExitCode::from(2);
+        }
+    };
+    traces.sort();
+    for trace in &traces {
+        let status = Command::new(gate)
+            .env(SERVE, "1")
+            .args(["replay", "--engine"])
+            .arg(format!("exec:{}", me.display()))
+            .arg("--trace")
+            .arg(trace)
+            .stdout(std::process::Stdio::null())
+            .status();
+        match status {
+            Ok(s) if s.success() => {}
+            Ok(s) => {
+                eprintln!("teeth: the regression {} fails again ({s})", trace.display());
                 return ExitCode::from(1);
             }
             Err(e) => {

@@ -20,10 +20,15 @@ fn shape(g: &GenConfig) -> String {
 /// The text summary of a `check` run.
 pub fn summary(s: &Summary, opts: &CheckOptions) -> String {
     let mut out = String::new();
-    let mix = match &opts.long {
+    let mut mix = match &opts.long {
         Some(long) => format!(", every {}th case {}", long.every, shape(&long.gen)),
         None => String::new(),
     };
+    match (opts.gen.schema_arg(), opts.random_schemas_every) {
+        (Some(schema), _) => mix.push_str(&format!(", schema {schema}")),
+        (None, every) if every > 0 => mix.push_str(&format!(", every {every}th case on a random schema")),
+        _ => {}
+    }
     out.push_str(&format!(
         "syncgate check: engine {}, remote {}, seed {:?}, {}{mix}\n",
         s.engine,

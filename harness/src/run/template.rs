@@ -16,6 +16,8 @@ use crate::subject::{OpenSpec, Subject};
 
 /// Fresh starting files per (engine, replica count, schema).
 type Key = (String, usize, String);
+/// Most templates kept (engines x replica counts x schemas).
+const TEMPLATES_MAX: usize = 24;
 static TEMPLATES: Mutex<BTreeMap<Key, Arc<tempfile::TempDir>>> = Mutex::new(BTreeMap::new());
 
 /// Copies the fresh starting files of `n` replicas into `dir`, making them
@@ -32,6 +34,9 @@ pub(super) fn copy(subject: &dyn Subject, n: usize, schema: &Schema, dir: &Path)
         let key = (subject.name(), n, schema.ddl.join(";"));
         match templates.get(&key) {
             Some(template) => Arc::clone(template),
+            // Random schemas would keep a template per case: past a few
+            // templates, a case makes its own files.
+            None if templates.len() >= TEMPLATES_MAX => return Ok(false),
             None => {
                 let template = Arc::new(make(subject, n, schema, dir.parent().unwrap_or(dir))?);
                 templates.insert(key, Arc::clone(&template));

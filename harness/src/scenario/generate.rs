@@ -7,9 +7,10 @@ use proptest::prelude::*;
 use proptest::strategy::Union;
 use syncgate_protocol::Limits;
 
+use super::random_schema::random_schema;
 use super::shape::{Shape, ROW_CHOICES};
 use super::{CrashAt, IdChoice, LockKind, Reconnect, Scenario, Step, Swarm, SyncKind, WhileDown, NEWER_CACHE_FORMAT};
-use crate::schema::DeclaredSchema;
+use crate::schema::{DeclaredSchema, SchemaRefused};
 
 /// The generator's knobs (CLI flags).
 #[derive(Clone, Debug)]
@@ -25,6 +26,8 @@ pub struct GenConfig {
     pub aborts: bool,
     /// The tables cases sync, when not the built-in schema (`--schema`).
     pub schema: Option<DeclaredSchema>,
+    /// Each case draws a schema of its own (`--schema random`).
+    pub random_schemas: bool,
 }
 
 impl Default for GenConfig {
@@ -37,6 +40,19 @@ impl Default for GenConfig {
             weights: [30, 15, 8, 25, 4, 4, 5, 2, 8, 6, 6],
             aborts: false,
             schema: None,
+            random_schemas: false,
+        }
+    }
+}
+
+impl GenConfig {
+    /// What `--schema` names for these cases: `random`, a file, or
+    /// nothing (the built-in schema).
+    pub fn schema_arg(&self) -> Option<String> {
+        if self.random_schemas {
+            Some("random".to_string())
+        } else {
+            self.schema.as_ref().map(|d| d.source.clone())
         }
     }
 }
@@ -337,10 +353,26 @@ fn limits_strategy() -> impl Strategy<Value = Limits> {
         )
 }
 
-/// The strategy for whole scenarios.
-pub fn scenario_strategy(config: &GenConfig, shape: Shape) -> BoxedStrategy<Scenario> {
+/// The strategy for whole scenarios: on the built-in schema, the declared
+/// one, or (`random_schemas`) a schema each case draws first.
+pub fn scenario_strategy(config: &GenConfig) -> Result<BoxedStrategy<Scenario>, SchemaRefused> {
+    if config.random_schemas {
+        let config = config.clone();
+        return Ok(random_schema()
+            .prop_flat_map(move |tables| match crate::schema::model_schema(&tables) {
+                Ok(schema) => cases_on(&config, Shape::of(&schema), Some(tables)),
+                Err(e) => unreachable!("every drawn schema is one --schema accepts: {e}"),
+            })
+            .boxed());
+    }
+    let declared = config.schema.as_ref().map(|d| d.tables.clone());
+    let schema = crate::schema::of_case(declared.as_ref())?;
+    Ok(cases_on(config, Shape::of(&schema), declared))
+}
+
+/// Cases on one schema (`schema`: the case's own, `None` for the built-in).
+fn cases_on(config: &GenConfig, shape: Shape, schema: Option<syncgate_protocol::Schema>) -> BoxedStrategy<Scenario> {
     let tables = shape.tables();
-    let schema = config.schema.as_ref().map(|declared| declared.tables.clone());
     // A declared schema's case writes a few related tables (`Shape::focused`);
     // the built-in schema's draws stay what they always were.
     let focus = if schema.is_some() {

@@ -241,3 +241,47 @@ fn the_cli_refuses_an_unsupported_schema_with_exit_2_before_any_case() {
     );
     assert!(!dir.path().join("syncgate-failures").exists());
 }
+
+#[test]
+fn random_schemas_are_drawn_from_the_seed_and_are_schemas_the_gate_accepts() {
+    let gen = syncgate::scenario::GenConfig {
+        random_schemas: true,
+        ..Default::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut sizes = std::collections::BTreeSet::new();
+    let mut self_references = 0;
+    for i in 0..300 {
+        let seed = format!("random-schemas/{i}");
+        let a = syncgate::seed::generate(&seed, &gen).expect("generates");
+        let b = syncgate::seed::generate(&seed, &gen).expect("generates");
+        assert_eq!(a, b, "{seed} draws one case");
+        let tables = a.schema.expect("a random case carries its schema");
+        sizes.insert(tables.tables.len());
+        self_references += tables
+            .tables
+            .iter()
+            .filter(|t| t.columns.iter().any(|c| c.references.as_deref() == Some(t.name.as_str())))
+            .count();
+        // What a user could declare: the JSON form reads back the same.
+        let json = dir.path().join("drawn.json");
+        std::fs::write(&json, serde_json::to_string(&tables).unwrap()).unwrap();
+        assert_eq!(read_declared(&json).expect("accepted").tables, tables, "{seed}");
+    }
+    assert_eq!(sizes, (1..=syncgate::scenario::TABLES_MAX).collect(), "1 to 6 tables are drawn");
+    assert!(self_references > 0, "some drawn table references itself");
+}
+
+#[test]
+fn the_reference_engine_passes_random_schemas_and_a_failure_replays_with_schema_random() {
+    let mut opts = hunt_options(150, "random-pass", 2);
+    opts.gen.random_schemas = true;
+    opts.stop_at_first = false;
+    let summary = check(&ReferenceEngine::new(), &opts).expect("runs");
+    assert!(summary.failures.is_empty(), "{:?}", summary.failures.first().map(|f| &f.detail));
+    let caught = check(&ReferenceEngine::mutant(Mutant::NoTombstones), &opts).expect("runs");
+    let failure = caught.failures.first().expect("no-tombstones is caught on random schemas");
+    assert!(failure.configuration.contains("tables t0("), "{}", failure.configuration);
+    let text = syncgate::report::summary(&caught, &opts);
+    assert!(text.contains("--schema random"), "{text}");
+}

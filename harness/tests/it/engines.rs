@@ -20,6 +20,7 @@ fn options(cases: u64, seed: &str) -> CheckOptions {
         jobs: 2,
         gen: GenConfig::default(),
         long: None,
+        random_schemas_every: 0,
         doublecheck: false,
         base_dir: default_base_dir(),
         failures_dir: None,

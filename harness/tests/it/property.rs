@@ -5,14 +5,14 @@
 use proptest::prelude::*;
 use syncgate::gate::default_base_dir;
 use syncgate::run::run_case;
-use syncgate::scenario::{scenario_strategy, GenConfig, Shape};
+use syncgate::scenario::{scenario_strategy, GenConfig};
 use syncgate::subject::reference::ReferenceEngine;
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
 
     #[test]
-    fn reference_engine_agrees_with_the_model(scenario in scenario_strategy(&GenConfig { replicas: None, steps: 30, ..GenConfig::default() }, Shape::of(&syncgate_model::test_schema()))) {
+    fn reference_engine_agrees_with_the_model(scenario in scenario_strategy(&GenConfig { replicas: None, steps: 30, ..GenConfig::default() }).expect("the built-in schema")) {
         let result = run_case(&ReferenceEngine::new(), &scenario, &default_base_dir());
         if let Some((step, violation)) = &result.failure {
             let trace = result.trace.join("\n");

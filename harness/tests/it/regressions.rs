@@ -61,3 +61,60 @@ fn repush_after_outside_write_cuts_a_smaller_batch() {
     // engine does, and nothing is applied twice.
     check("repush_after_outside_write_cuts_a_smaller_batch.json");
 }
+
+// Found by random schemas (`--schema random`, issue 21): natural keys on
+// tables that have a parent, which the built-in schema never has.
+
+#[test]
+fn cascaded_natural_key_twin_is_doomed_too() {
+    // A false failure of the contract. r1 deleted a parent, and the cascade
+    // took a child whose natural key r0 had inserted too; on the remote the
+    // two inserts are one row (rule N), so the cascade killed r0's. The
+    // contract counted only the keys of rows deleted directly and called it
+    // a lost write; a cascaded row's key now dooms its twins as well.
+    check("cascaded_natural_key_twin_is_doomed_too.json");
+}
+
+#[test]
+fn twin_reference_carries_a_parent_death() {
+    // A false failure of the contract. r1's insert merged by natural key
+    // into r0's row and won its reference column by stamp, re-parenting the
+    // row under r1's parent, which r2 deleted: the row died by cascade. The
+    // contract followed only the parents the row's own writes gave it; it
+    // now follows those its natural-key twins gave it too.
+    check("twin_reference_carries_a_parent_death.json");
+}
+
+#[test]
+fn pulled_death_spares_a_child_moved_by_a_merge() {
+    // Engine and model agreed, and did not converge. A child row moved on
+    // the remote to another parent (a natural-key twin's reference won by
+    // stamp); a replica that still held it under its old parent then pulled
+    // that parent's death, cascaded the child away, tombstoned it, and so
+    // skipped its live row later in the same pull. A pulled death now
+    // re-points a child the remote holds live under another parent instead
+    // of removing it (rule D2), in the engine and in the model.
+    check("pulled_death_spares_a_child_moved_by_a_merge.json");
+}
+
+#[test]
+fn merged_insert_under_a_dead_parent_arrives_dead() {
+    // Engine and model agreed, and the remote was left with a dangling
+    // reference. An insert the pusher had merged into a twin (rule N3) was
+    // applied on the remote as a merge without checking its parent, which
+    // another replica had deleted: the survivor took a reference to a dead
+    // row. Such an insert now arrives dead, as an insert the pusher did not
+    // merge does (D2 before N2), and the survivor is sent again.
+    check("merged_insert_under_a_dead_parent_arrives_dead.json");
+}
+
+#[test]
+fn pulled_row_dies_only_if_its_merged_reference_is_dead() {
+    // Engine and model agreed, and did not converge. A pulled row whose
+    // parent was deleted here was killed although the pending insert merged
+    // into it (its natural-key twin) re-parented it under a live row by a
+    // later stamp, as the remote then did. A pull now checks the parent of
+    // the row as it stands after its pending writes won (P3), not of the
+    // row as it arrived.
+    check("pulled_row_dies_only_if_its_merged_reference_is_dead.json");
+}

@@ -119,13 +119,21 @@ pub(super) struct Doom {
 
 impl Doom {
     pub(super) fn of(schema: &model::Schema, history: &History) -> Doom {
-        let (deleted, deleted_keys) = history.deleted();
-        let key_of = history
+        let (deleted, mut deleted_keys) = history.deleted();
+        let key_of: BTreeMap<(usize, i64), model::Value> = history
             .writes
             .iter()
             .filter(|w| w.kind == WriteKind::Insert)
             .filter_map(|w| w.key.clone().map(|k| ((w.table, w.id), k)))
             .collect();
+        // A row a cascade took carries its natural key away too: the row
+        // its key merged into on the remote is the same row (rule N), and
+        // dies with it (a natural-key table under a parent).
+        for row in &deleted {
+            if let Some(key) = key_of.get(row).filter(|k| **k != model::Value::Null) {
+                deleted_keys.entry(row.0).or_default().insert(key.clone());
+            }
+        }
         let mut parents: BTreeMap<(usize, i64), BTreeSet<(usize, i64)>> = BTreeMap::new();
         for w in &history.writes {
             for (c, v) in &w.set {
@@ -157,9 +165,23 @@ impl Doom {
             if frontier.iter().any(|&(t, id)| self.dead(t, id)) {
                 return true;
             }
+            // A row's parents, and those its natural-key twins gave it: a
+            // merge by key may take a twin's reference (rule N, then column
+            // merge), and the twin's parent's delete then cascades to it.
             frontier = frontier
                 .iter()
-                .flat_map(|row| self.parents.get(row).into_iter().flatten().copied())
+                .flat_map(|row| {
+                    let twins = self.key_of.get(row).map(|k| (row.0, k)).into_iter().flat_map(|(t, k)| {
+                        self.key_of
+                            .iter()
+                            .filter(move |((tt, _), kk)| *tt == t && *kk == k && *k != model::Value::Null)
+                            .map(|(twin, _)| *twin)
+                    });
+                    std::iter::once(*row)
+                        .chain(twins)
+                        .flat_map(|r| self.parents.get(&r).into_iter().flatten().copied())
+                        .collect::<Vec<_>>()
+                })
                 .collect();
             if frontier.is_empty() {
                 return false;

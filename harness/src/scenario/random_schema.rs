@@ -1,0 +1,109 @@
+//! Random schemas (`--schema random`): each case draws its own tables
+//! from its seed, so the engine meets shapes no one wrote down: 1 to 6
+//! tables, reference chains up to 5 deep (a table references only tables
+//! drawn before it, or itself), natural keys or none, integer and text
+//! columns. Every drawn schema is one `--schema` accepts.
+
+use proptest::prelude::*;
+use syncgate_protocol::{Column, ColumnKind, Schema, Table};
+
+/// Most tables a drawn schema has.
+pub const TABLES_MAX: usize = 6;
+
+/// One table's draw: its plain column kinds, whether it has a natural key,
+/// the earlier tables it references, and whether it references itself.
+type TableDraw = (Vec<bool>, bool, Vec<usize>, bool);
+
+fn table_draw(index: usize) -> BoxedStrategy<TableDraw> {
+    let parents = if index == 0 {
+        Just(Vec::new()).boxed()
+    } else {
+        proptest::collection::vec(0..index, 0..=2).boxed()
+    };
+    (
+        // true: a text column. At least one plain column: the identity
+        // column of engines whose ids move.
+        proptest::collection::vec(any::<bool>(), 1..=3),
+        proptest::bool::weighted(0.5),
+        parents,
+        proptest::bool::weighted(0.25),
+    )
+        .boxed()
+}
+
+fn table(index: usize, (plain, natural_key, mut parents, to_itself): TableDraw) -> Table {
+    parents.sort_unstable();
+    parents.dedup();
+    let mut columns = Vec::new();
+    if natural_key {
+        columns.push(column("name", ColumnKind::Text, None));
+    }
+    for p in &parents {
+        columns.push(column(&format!("t{p}_id"), ColumnKind::Integer, Some(format!("t{p}"))));
+    }
+    if to_itself {
+        columns.push(column("parent_id", ColumnKind::Integer, Some(format!("t{index}"))));
+    }
+    for (k, text) in plain.iter().enumerate() {
+        let kind = if *text { ColumnKind::Text } else { ColumnKind::Integer };
+        columns.push(column(&format!("c{k}"), kind, None));
+    }
+    Table {
+        name: format!("t{index}"),
+        columns,
+        natural_key: natural_key.then(|| "name".to_string()),
+    }
+}
+
+fn column(name: &str, kind: ColumnKind, references: Option<String>) -> Column {
+    Column {
+        name: name.to_string(),
+        kind,
+        references,
+    }
+}
+
+/// A schema of 1 to `TABLES_MAX` tables.
+pub(super) fn random_schema() -> BoxedStrategy<Schema> {
+    (1..=TABLES_MAX)
+        .prop_flat_map(|n| {
+            let draws: Vec<BoxedStrategy<TableDraw>> = (0..n).map(table_draw).collect();
+            draws
+        })
+        .prop_map(|draws| Schema {
+            tables: draws.into_iter().enumerate().map(|(i, d)| table(i, d)).collect(),
+            ddl: Vec::new(),
+        })
+        .boxed()
+}
+
+/// The schema in one line, as a trace shows it: `t0(name UNIQUE, c0 text)
+/// t1(t0_id -> t0, c0 integer)`.
+pub(super) fn compact(schema: &Schema) -> String {
+    schema
+        .tables
+        .iter()
+        .map(|t| {
+            let columns: Vec<String> = t
+                .columns
+                .iter()
+                .map(
+                    |c| match (&c.references, t.natural_key.as_deref() == Some(c.name.as_str())) {
+                        (Some(parent), _) => format!("{} -> {parent}", c.name),
+                        (None, true) => format!("{} UNIQUE", c.name),
+                        (None, false) => format!(
+                            "{} {}",
+                            c.name,
+                            match c.kind {
+                                ColumnKind::Integer => "integer",
+                                ColumnKind::Text => "text",
+                            }
+                        ),
+                    },
+                )
+                .collect();
+            format!("{}({})", t.name, columns.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
