@@ -112,7 +112,11 @@ pub(crate) fn triggers(schema: &Schema, config: &Config, replica: u32) -> BTreeM
         // that changes nothing is not captured (M2).
         let mut key_change = vec!["NEW.\"id\" IS NOT OLD.\"id\"".to_string()];
         if let Some(k) = t.natural_key {
-            key_change.push(format!("NEW.{0} IS NOT OLD.{0}", quote(&t.columns[k].name)));
+            key_change.push(format!(
+                "NEW.{0} {1} OLD.{0}",
+                quote(&t.columns[k].name),
+                Mutant::key_differs(config.planted(Mutant::KeyGuardNull))
+            ));
         }
         out.insert(
             trigger("key"),

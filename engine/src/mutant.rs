@@ -53,6 +53,10 @@ pub enum Mutant {
     /// The id of a row merged away by natural key may be inserted again, so
     /// the insert renames the survivor (a bug the spec review found, rule N4).
     MergedIdReuse,
+    /// The natural-key guard compares keys with `!=`, which is not true
+    /// when either side is NULL: an update over another connection that sets
+    /// a key to or from NULL is accepted (rule N4; issue 21's example).
+    KeyGuardNull,
 }
 
 #[cfg_attr(
@@ -66,7 +70,17 @@ impl Mutant {
         1.min(schema.tables().len().saturating_sub(1))
     }
 
-    pub const ALL: [Mutant; 21] = [
+    /// The operator the natural-key guard compares old and new keys with:
+    /// `IS NOT`, or `!=` when the key-guard-null mutant is `planted`.
+    pub(crate) fn key_differs(planted: bool) -> &'static str {
+        if planted {
+            "!="
+        } else {
+            "IS NOT"
+        }
+    }
+
+    pub const ALL: [Mutant; 22] = [
         Mutant::AckWithoutApply,
         Mutant::MemoryOutbox,
         Mutant::BypassCapture,
@@ -88,6 +102,7 @@ impl Mutant {
         Mutant::UncapturedReplaceDelete,
         Mutant::BusyReadLeaksTxn,
         Mutant::MergedIdReuse,
+        Mutant::KeyGuardNull,
     ];
 
     /// The kebab-case name `--engine mutant:NAME` takes.
@@ -114,6 +129,7 @@ impl Mutant {
             Mutant::UncapturedReplaceDelete => "uncaptured-replace-delete",
             Mutant::BusyReadLeaksTxn => "busy-read-leaks-txn",
             Mutant::MergedIdReuse => "merged-id-reuse",
+            Mutant::KeyGuardNull => "key-guard-null",
         }
     }
 

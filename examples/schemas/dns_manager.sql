@@ -7,7 +7,7 @@
 
 CREATE TABLE domains (
     id INTEGER PRIMARY KEY,
-    name TEXT UNIQUE,              -- the natural key: one row per domain name
+    name TEXT NOT NULL UNIQUE,     -- the natural key: one row per domain name
     registrar TEXT,
     expires_at INTEGER,
     updated_at INTEGER
@@ -15,14 +15,14 @@ CREATE TABLE domains (
 
 CREATE TABLE hosts (
     id INTEGER PRIMARY KEY,
-    hostname TEXT,
+    hostname TEXT NOT NULL,
     ip TEXT,
     updated_at INTEGER
 );
 
 CREATE TABLE certificates (
     id INTEGER PRIMARY KEY,
-    domain_id INTEGER REFERENCES domains(id) ON DELETE CASCADE,
+    domain_id INTEGER NOT NULL REFERENCES domains(id) ON DELETE CASCADE,
     issuer TEXT,
     not_after INTEGER,
     updated_at INTEGER
@@ -32,9 +32,9 @@ CREATE TABLE dns_records (
     id INTEGER PRIMARY KEY,
     domain_id INTEGER REFERENCES domains(id) ON DELETE CASCADE,
     host_id INTEGER REFERENCES hosts(id) ON DELETE CASCADE,
-    kind TEXT,
+    kind TEXT NOT NULL DEFAULT 'A',
     value TEXT,
-    ttl INTEGER,
+    ttl INTEGER NOT NULL DEFAULT 3600,
     updated_at INTEGER
 );
 

@@ -8,7 +8,7 @@
 
 CREATE TABLE notebooks (
     id INTEGER PRIMARY KEY,
-    title TEXT,
+    title TEXT NOT NULL,
     color TEXT
 );
 
@@ -33,7 +33,7 @@ CREATE TABLE attachments (
 
 CREATE TABLE tags (
     id INTEGER PRIMARY KEY,
-    label TEXT UNIQUE,
+    label TEXT NOT NULL UNIQUE,
     color TEXT
 );
 

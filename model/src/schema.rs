@@ -23,6 +23,9 @@ pub struct Column {
     pub kind: ColumnKind,
     /// The parent table this column references (`ON DELETE CASCADE`).
     pub references: Option<usize>,
+    /// `NOT NULL`: no write sets it to NULL (the generator never does; the
+    /// sync rules are the same).
+    pub not_null: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,6 +72,7 @@ pub fn test_schema() -> Schema {
         name: name.to_string(),
         kind,
         references,
+        not_null: false,
     };
     Schema {
         tables: vec![

@@ -351,6 +351,10 @@ pub struct Column {
     pub kind: ColumnKind,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub references: Option<String>,
+    /// `NOT NULL`: the harness never writes NULL into it (version 2's
+    /// declared schemas; absent means nullable).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub not_null: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

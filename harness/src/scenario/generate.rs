@@ -306,8 +306,23 @@ fn outside_strategy(shape: &Arc<Shape>, r: Replicas) -> BoxedStrategy<Step> {
         })
     });
     let outside_update = update_steps(shape, r.clone());
+    let keys = shape.key_tables();
+    let key_shape = Arc::clone(shape);
+    let outside_key_update = (r.clone(), 0..keys.len().max(1), 0_usize..3).prop_flat_map(move |(replica, i, row)| {
+        let (table, column) = keys.get(i).copied().unwrap_or((0, 0));
+        key_shape
+            .key_update_value(table, column)
+            .prop_map(move |value| Step::Update {
+                replica,
+                table,
+                row,
+                column,
+                value,
+            })
+    });
+    let key_weight = if shape.key_tables().is_empty() { 0 } else { 1 };
     let outside_delete = delete_strategy(shape, r);
-    prop_oneof![3 => outside_insert, 3 => outside_update, 1 => outside_delete]
+    prop_oneof![3 => outside_insert, 3 => outside_update, 1 => outside_delete, key_weight => outside_key_update]
         .prop_map(|write| Step::Outside(Box::new(write)))
         .boxed()
 }

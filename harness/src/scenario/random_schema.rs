@@ -10,9 +10,11 @@ use syncgate_protocol::{Column, ColumnKind, Schema, Table};
 /// Most tables a drawn schema has.
 pub const TABLES_MAX: usize = 6;
 
-/// One table's draw: its plain column kinds, whether it has a natural key,
-/// the earlier tables it references, and whether it references itself.
-type TableDraw = (Vec<bool>, bool, Vec<usize>, bool);
+/// One table's draw: its plain columns (text or not, NOT NULL or not),
+/// whether it has a natural key (and whether NOT NULL), the earlier tables
+/// it references (and whether those references are NOT NULL), and whether
+/// it references itself.
+type TableDraw = (Vec<(bool, bool)>, (bool, bool), (Vec<usize>, bool), bool);
 
 fn table_draw(index: usize) -> BoxedStrategy<TableDraw> {
     let parents = if index == 0 {
@@ -23,30 +25,45 @@ fn table_draw(index: usize) -> BoxedStrategy<TableDraw> {
     (
         // true: a text column. At least one plain column: the identity
         // column of engines whose ids move.
-        proptest::collection::vec(any::<bool>(), 1..=3),
-        proptest::bool::weighted(0.5),
-        parents,
+        proptest::collection::vec((any::<bool>(), proptest::bool::weighted(0.25)), 1..=3),
+        (proptest::bool::weighted(0.5), proptest::bool::weighted(0.3)),
+        (parents, proptest::bool::weighted(0.5)),
         proptest::bool::weighted(0.25),
     )
         .boxed()
 }
 
-fn table(index: usize, (plain, natural_key, mut parents, to_itself): TableDraw) -> Table {
+fn table(
+    index: usize,
+    (plain, (natural_key, key_not_null), (mut parents, refs_not_null), to_itself): TableDraw,
+) -> Table {
     parents.sort_unstable();
     parents.dedup();
     let mut columns = Vec::new();
     if natural_key {
-        columns.push(column("name", ColumnKind::Text, None));
+        columns.push(column("name", ColumnKind::Text, None, key_not_null));
     }
     for p in &parents {
-        columns.push(column(&format!("t{p}_id"), ColumnKind::Integer, Some(format!("t{p}"))));
+        let references = Some(format!("t{p}"));
+        columns.push(column(
+            &format!("t{p}_id"),
+            ColumnKind::Integer,
+            references,
+            refs_not_null,
+        ));
     }
     if to_itself {
-        columns.push(column("parent_id", ColumnKind::Integer, Some(format!("t{index}"))));
+        // Nullable: a root row has no parent.
+        columns.push(column(
+            "parent_id",
+            ColumnKind::Integer,
+            Some(format!("t{index}")),
+            false,
+        ));
     }
-    for (k, text) in plain.iter().enumerate() {
+    for (k, (text, not_null)) in plain.iter().enumerate() {
         let kind = if *text { ColumnKind::Text } else { ColumnKind::Integer };
-        columns.push(column(&format!("c{k}"), kind, None));
+        columns.push(column(&format!("c{k}"), kind, None, *not_null));
     }
     Table {
         name: format!("t{index}"),
@@ -55,11 +72,12 @@ fn table(index: usize, (plain, natural_key, mut parents, to_itself): TableDraw) 
     }
 }
 
-fn column(name: &str, kind: ColumnKind, references: Option<String>) -> Column {
+fn column(name: &str, kind: ColumnKind, references: Option<String>, not_null: bool) -> Column {
     Column {
         name: name.to_string(),
         kind,
         references,
+        not_null,
     }
 }
 
@@ -84,26 +102,25 @@ pub(super) fn compact(schema: &Schema) -> String {
         .tables
         .iter()
         .map(|t| {
-            let columns: Vec<String> = t
-                .columns
-                .iter()
-                .map(
-                    |c| match (&c.references, t.natural_key.as_deref() == Some(c.name.as_str())) {
-                        (Some(parent), _) => format!("{} -> {parent}", c.name),
-                        (None, true) => format!("{} UNIQUE", c.name),
-                        (None, false) => format!(
-                            "{} {}",
-                            c.name,
-                            match c.kind {
-                                ColumnKind::Integer => "integer",
-                                ColumnKind::Text => "text",
-                            }
-                        ),
-                    },
-                )
-                .collect();
+            let columns: Vec<String> = t.columns.iter().map(|c| compact_column(t, c)).collect();
             format!("{}({})", t.name, columns.join(", "))
         })
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+fn compact_column(table: &Table, c: &Column) -> String {
+    let shown = match (&c.references, table.natural_key.as_deref() == Some(c.name.as_str())) {
+        (Some(parent), _) => format!("{} -> {parent}", c.name),
+        (None, true) => format!("{} UNIQUE", c.name),
+        (None, false) => match c.kind {
+            ColumnKind::Integer => format!("{} integer", c.name),
+            ColumnKind::Text => format!("{} text", c.name),
+        },
+    };
+    if c.not_null {
+        format!("{shown} NOT NULL")
+    } else {
+        shown
+    }
 }

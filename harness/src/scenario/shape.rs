@@ -26,56 +26,75 @@ const EDGE_INTS: [i64; 5] = [i64::MIN, i64::MIN + 1, -1, i64::MAX - 1, i64::MAX]
 /// Rows a reference or a row choice picks among (by position).
 pub(super) const ROW_CHOICES: usize = 8;
 
-/// How one column's values are drawn.
+/// How one column's values are drawn (`nullable`: NULL among them; never
+/// into a `NOT NULL` column).
 #[derive(Clone, Copy, Debug)]
 enum Draw {
     /// The natural key: shared names, so replicas collide.
-    Key,
+    Key {
+        nullable: bool,
+    },
     /// A reference: the n-th row of the parent the replica holds; NULL
     /// sometimes when the reference is to the table itself (a root row).
     Parent {
         parent: usize,
         to_itself: bool,
+        nullable: bool,
     },
-    Int,
-    Text(&'static [&'static str]),
+    Int {
+        nullable: bool,
+    },
+    Text {
+        pool: &'static [&'static str],
+        nullable: bool,
+    },
 }
 
 impl Draw {
     fn of(schema: &model::Schema, t: usize, c: usize) -> Draw {
         let table = &schema.tables[t];
         let column = &table.columns[c];
+        let nullable = !column.not_null;
         match (column.references, column.kind) {
             (Some(p), _) => Draw::Parent {
                 parent: p,
                 to_itself: p == t,
+                nullable,
             },
-            _ if table.natural_key == Some(c) => Draw::Key,
-            (None, model::ColumnKind::Integer) => Draw::Int,
-            (None, model::ColumnKind::Text) => Draw::Text(match column.name.as_str() {
-                "ip" => &IPS,
-                "kind" => &KINDS,
-                _ => &WORDS,
-            }),
+            _ if table.natural_key == Some(c) => Draw::Key { nullable },
+            (None, model::ColumnKind::Integer) => Draw::Int { nullable },
+            (None, model::ColumnKind::Text) => Draw::Text {
+                pool: match column.name.as_str() {
+                    "ip" => &IPS,
+                    "kind" => &KINDS,
+                    _ => &WORDS,
+                },
+                nullable,
+            },
         }
     }
 
     fn strategy(self) -> BoxedStrategy<Val> {
+        let null = |nullable: bool| u32::from(nullable);
         match self {
-            Draw::Key => key_value(),
-            Draw::Parent { to_itself: false, .. } => (0..ROW_CHOICES).prop_map(Val::Parent).boxed(),
-            Draw::Parent { to_itself: true, .. } => prop_oneof![
+            Draw::Key { nullable } => key_value(null(nullable)),
+            Draw::Parent {
+                to_itself: true,
+                nullable: true,
+                ..
+            } => prop_oneof![
                 1 => Just(Val::Null),
                 3 => (0..ROW_CHOICES).prop_map(Val::Parent),
             ]
             .boxed(),
-            Draw::Int => int_value(),
-            Draw::Text(pool) => text_value(pool),
+            Draw::Parent { .. } => (0..ROW_CHOICES).prop_map(Val::Parent).boxed(),
+            Draw::Int { nullable } => int_value(null(nullable)),
+            Draw::Text { pool, nullable } => text_value(pool, null(nullable)),
         }
     }
 
     fn updatable(self) -> bool {
-        matches!(self, Draw::Int | Draw::Text(_))
+        matches!(self, Draw::Int { .. } | Draw::Text { .. })
     }
 }
 
@@ -196,6 +215,33 @@ impl Shape {
         Union::new(choices).boxed()
     }
 
+    /// Tables this case writes that have a natural key, with its column.
+    pub fn key_tables(&self) -> Vec<(usize, usize)> {
+        self.written
+            .iter()
+            .filter_map(|&t| {
+                self.tables[t]
+                    .columns
+                    .iter()
+                    .position(|d| matches!(d, Draw::Key { .. }))
+                    .map(|k| (t, k))
+            })
+            .collect()
+    }
+
+    /// A new natural key for an update made outside the engine's API, to
+    /// and from NULL more often than inserts draw it: the reference spec
+    /// refuses every change of a key (N4), and a guard that compares keys
+    /// with `!=` lets a change to or from NULL through.
+    pub fn key_update_value(&self, t: usize, k: usize) -> BoxedStrategy<Val> {
+        let nullable = matches!(self.tables[t].columns[k], Draw::Key { nullable: true });
+        prop_oneof![
+            2 * u32::from(nullable) => Just(Val::Null),
+            3 => key_value(0),
+        ]
+        .boxed()
+    }
+
     /// The parent and child of a family insert, if the schema has one.
     pub fn family(&self) -> Option<(usize, usize)> {
         self.family
@@ -215,21 +261,22 @@ impl Shape {
     }
 }
 
-/// A text column's value: mostly tagged words, sometimes NULL or raw text.
-pub(super) fn text_value(pool: &'static [&'static str]) -> BoxedStrategy<Val> {
+/// A text column's value: mostly tagged words, sometimes NULL (`null`: 1,
+/// or 0 for a `NOT NULL` column) or raw text.
+fn text_value(pool: &'static [&'static str], null: u32) -> BoxedStrategy<Val> {
     prop_oneof![
         16 => (0..pool.len()).prop_map(move |i| Val::Text(pool[i].to_string())),
-        2 => Just(Val::Null),
+        2 * null => Just(Val::Null),
         2 => proptest::sample::select(&RAW[..]).prop_map(|s| Val::Raw(s.to_string())),
     ]
     .boxed()
 }
 
 /// An integer column's value: mostly small, sometimes NULL or at the edges.
-fn int_value() -> BoxedStrategy<Val> {
+fn int_value(null: u32) -> BoxedStrategy<Val> {
     prop_oneof![
         16 => (0_i64..100).prop_map(Val::Int),
-        2 => Just(Val::Null),
+        2 * null => Just(Val::Null),
         2 => proptest::sample::select(&EDGE_INTS[..]).prop_map(Val::Int),
     ]
     .boxed()
@@ -237,10 +284,10 @@ fn int_value() -> BoxedStrategy<Val> {
 
 /// A natural key: mostly the shared names (so replicas collide), sometimes
 /// NULL (never collides) or an odd key.
-fn key_value() -> BoxedStrategy<Val> {
+fn key_value(null: u32) -> BoxedStrategy<Val> {
     prop_oneof![
         18 => (0..NAMES.len()).prop_map(|i| Val::Text(NAMES[i].to_string())),
-        1 => Just(Val::Null),
+        null => Just(Val::Null),
         1 => proptest::sample::select(&ODD_NAMES[..]).prop_map(|s| Val::Text(s.to_string())),
     ]
     .boxed()

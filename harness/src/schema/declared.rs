@@ -17,7 +17,7 @@ use super::model_schema;
 /// What a declared schema may hold today, for refusals.
 pub(super) const SUPPORTED: &str =
     "supported: `id INTEGER PRIMARY KEY` (AUTOINCREMENT allowed); columns of INTEGER or \
-     TEXT affinity, nullable, with or without a DEFAULT; at most one UNIQUE TEXT column per table (its natural \
+     TEXT affinity, nullable or NOT NULL, with or without a DEFAULT; at most one UNIQUE TEXT column per table (its natural \
      key); `REFERENCES parent(id) ON DELETE CASCADE` on an INTEGER column, chains of any depth and references to \
      the table itself; plain (non-unique) indexes and views, which sync nothing";
 
@@ -281,9 +281,6 @@ fn read_table(conn: &Connection, name: &str, sql: &str) -> Result<protocol::Tabl
         if *hidden == 2 || *hidden == 3 {
             return Err(refuse(&clause("GENERATED"), "generated columns are not supported"));
         }
-        if *not_null {
-            return Err(refuse(&clause("NOT NULL"), NOT_YET));
-        }
         let kind = match affinity(declared) {
             Affinity::Integer => protocol::ColumnKind::Integer,
             Affinity::Text => protocol::ColumnKind::Text,
@@ -303,6 +300,7 @@ fn read_table(conn: &Connection, name: &str, sql: &str) -> Result<protocol::Tabl
             name: column.clone(),
             kind,
             references,
+            not_null: *not_null,
         });
     }
     if let Some(fk) = foreign.iter().find(|fk| !columns.iter().any(|c| c.name == fk.from)) {

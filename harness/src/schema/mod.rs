@@ -27,6 +27,7 @@ pub fn protocol_schema(schema: &model::Schema) -> protocol::Schema {
                         model::ColumnKind::Text => protocol::ColumnKind::Text,
                     },
                     references: c.references.map(|p| schema.tables[p].name.clone()),
+                    not_null: c.not_null,
                 })
                 .collect(),
         })
@@ -75,6 +76,7 @@ pub fn model_schema(schema: &protocol::Schema) -> Result<model::Schema, SchemaRe
                     protocol::ColumnKind::Text => model::ColumnKind::Text,
                 },
                 references,
+                not_null: c.not_null,
             });
         }
         let natural_key = match &t.natural_key {
@@ -127,6 +129,9 @@ pub fn ddl(schema: &model::Schema) -> Vec<String> {
                     model::ColumnKind::Text => "TEXT",
                 };
                 let mut def = format!("{} {kind}", quote(&col.name));
+                if col.not_null {
+                    def.push_str(" NOT NULL");
+                }
                 if t.natural_key == Some(c) {
                     def.push_str(" UNIQUE");
                 }

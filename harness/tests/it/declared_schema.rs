@@ -38,7 +38,6 @@ fn refused(ddl: &str, table: &str, clause: &str) -> String {
 fn every_unsupported_clause_is_refused_naming_the_table_and_the_clause() {
     let id = "id INTEGER PRIMARY KEY";
     let cases: Vec<(String, &str, &str)> = vec![
-        (format!("CREATE TABLE t ({id}, a TEXT NOT NULL DEFAULT '')"), "t", "a NOT NULL"),
         (format!("CREATE TABLE t ({id}, a REAL)"), "t", "a REAL"),
         (format!("CREATE TABLE t ({id}, a BLOB)"), "t", "a BLOB"),
         (format!("CREATE TABLE t ({id}, a)"), "t", "no type"),
@@ -261,14 +260,22 @@ fn random_schemas_are_drawn_from_the_seed_and_are_schemas_the_gate_accepts() {
         self_references += tables
             .tables
             .iter()
-            .filter(|t| t.columns.iter().any(|c| c.references.as_deref() == Some(t.name.as_str())))
+            .filter(|t| {
+                t.columns
+                    .iter()
+                    .any(|c| c.references.as_deref() == Some(t.name.as_str()))
+            })
             .count();
         // What a user could declare: the JSON form reads back the same.
         let json = dir.path().join("drawn.json");
         std::fs::write(&json, serde_json::to_string(&tables).unwrap()).unwrap();
         assert_eq!(read_declared(&json).expect("accepted").tables, tables, "{seed}");
     }
-    assert_eq!(sizes, (1..=syncgate::scenario::TABLES_MAX).collect(), "1 to 6 tables are drawn");
+    assert_eq!(
+        sizes,
+        (1..=syncgate::scenario::TABLES_MAX).collect(),
+        "1 to 6 tables are drawn"
+    );
     assert!(self_references > 0, "some drawn table references itself");
 }
 
@@ -278,10 +285,77 @@ fn the_reference_engine_passes_random_schemas_and_a_failure_replays_with_schema_
     opts.gen.random_schemas = true;
     opts.stop_at_first = false;
     let summary = check(&ReferenceEngine::new(), &opts).expect("runs");
-    assert!(summary.failures.is_empty(), "{:?}", summary.failures.first().map(|f| &f.detail));
+    assert!(
+        summary.failures.is_empty(),
+        "{:?}",
+        summary.failures.first().map(|f| &f.detail)
+    );
     let caught = check(&ReferenceEngine::mutant(Mutant::NoTombstones), &opts).expect("runs");
-    let failure = caught.failures.first().expect("no-tombstones is caught on random schemas");
-    assert!(failure.configuration.contains("tables t0("), "{}", failure.configuration);
+    let failure = caught
+        .failures
+        .first()
+        .expect("no-tombstones is caught on random schemas");
+    assert!(
+        failure.configuration.contains("tables t0("),
+        "{}",
+        failure.configuration
+    );
     let text = syncgate::report::summary(&caught, &opts);
     assert!(text.contains("--schema random"), "{text}");
+}
+
+#[test]
+fn not_null_columns_never_get_null() {
+    let dir = tempfile::tempdir().unwrap();
+    let declared = declare(
+        dir.path(),
+        "CREATE TABLE folders (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, parent_id INTEGER NOT NULL \
+         REFERENCES folders(id) ON DELETE CASCADE, note TEXT);
+         CREATE TABLE files (id INTEGER PRIMARY KEY, folder_id INTEGER NOT NULL REFERENCES folders(id) ON DELETE \
+         CASCADE, title TEXT NOT NULL DEFAULT 'untitled', size INTEGER NOT NULL, note TEXT);",
+    )
+    .expect("NOT NULL is supported");
+    let files = &declared.tables.tables[1];
+    assert!(files.columns.iter().find(|c| c.name == "title").unwrap().not_null);
+    assert!(!files.columns.iter().find(|c| c.name == "note").unwrap().not_null);
+    let ddl = syncgate::schema::ddl(&syncgate::schema::model_schema(&declared.tables).unwrap());
+    assert!(ddl[1].contains("\"size\" INTEGER NOT NULL"), "{ddl:?}");
+    let gen = syncgate::scenario::GenConfig {
+        schema: Some(declared.clone()),
+        ..Default::default()
+    };
+    let not_null = |t: usize, c: usize| declared.tables.tables[t].columns[c].not_null;
+    let mut nulls_elsewhere = 0;
+    for i in 0..300 {
+        let case = syncgate::seed::generate(&format!("not-null/{i}"), &gen).unwrap();
+        let mut steps: Vec<&syncgate::scenario::Step> = case.steps.iter().collect();
+        while let Some(step) = steps.pop() {
+            use syncgate::scenario::{Step, Val};
+            match step {
+                Step::Insert { table, values, .. } => {
+                    for (c, v) in values.iter().enumerate() {
+                        assert!(
+                            !(not_null(*table, c) && *v == Val::Null),
+                            "NULL into a NOT NULL column: {step:?}"
+                        );
+                        nulls_elsewhere += usize::from(*v == Val::Null);
+                    }
+                }
+                Step::Update {
+                    table, column, value, ..
+                } => {
+                    assert!(!(not_null(*table, *column) && *value == Val::Null), "{step:?}");
+                }
+                Step::Outside(inner) | Step::Abort(inner) => steps.push(inner),
+                _ => {}
+            }
+        }
+    }
+    assert!(nulls_elsewhere > 0, "nullable columns still get NULL");
+    let summary = check(&ReferenceEngine::new(), &options(declared, 100, "not-null")).expect("runs");
+    assert!(
+        summary.failures.is_empty(),
+        "{:?}",
+        summary.failures.first().map(|f| &f.detail)
+    );
 }
