@@ -408,29 +408,40 @@ fn kill<R: Remote>(tx: &Connection, remote: &mut R, schema: &Schema, t: usize, i
 /// depth) that the remote holds live under another parent moved there (a
 /// natural-key merge took a twin's reference, rule N2) after this replica
 /// last saw it. It is re-pointed as the remote has it instead of dying with
-/// `id`; the rest of its row arrives with the live rows (P2).
+/// `id`; the rest of its row arrives with the live rows (P2). Each dying row
+/// is searched once: references may form a circle here (a merge that
+/// re-points a row's children can make a row its own parent).
 fn keep_moved_children<R: Remote>(tx: &Connection, remote: &mut R, schema: &Schema, t: usize, id: i64) -> Result<()> {
-    for &(ct, c) in &schema.table(t).children {
-        let held = cache::children_ids(tx, schema, ct, c, id)?;
-        if held.is_empty() {
+    let mut searched = std::collections::BTreeSet::new();
+    let mut dying = vec![(t, id)];
+    while let Some((t, id)) = dying.pop() {
+        if !searched.insert((t, id)) {
             continue;
         }
-        let parent_table = &schema.table(t).name;
-        let mut moved = Vec::new();
-        for (child, row) in remote.rows(ct, &held)? {
-            if let RemoteRow::Live { values, .. } = row {
-                if values[c] != Value::Integer(id) {
-                    let parent = match &values[c] {
-                        Value::Integer(p) => Value::Integer(aliases::resolve(tx, parent_table, *p)?),
-                        other => other.clone(),
-                    };
-                    cache::set_column(tx, schema, ct, child, c, &parent)?;
-                    moved.push(child);
+        for &(ct, c) in &schema.table(t).children {
+            let held = cache::children_ids(tx, schema, ct, c, id)?;
+            if held.is_empty() {
+                continue;
+            }
+            let parent_table = &schema.table(t).name;
+            let mut moved = Vec::new();
+            for (child, row) in remote.rows(ct, &held)? {
+                if let RemoteRow::Live { values, .. } = row {
+                    if values[c] != Value::Integer(id) {
+                        let parent = match &values[c] {
+                            Value::Integer(p) => Value::Integer(aliases::resolve(tx, parent_table, *p)?),
+                            other => other.clone(),
+                        };
+                        cache::set_column(tx, schema, ct, child, c, &parent)?;
+                        moved.push(child);
+                    }
                 }
             }
-        }
-        for child in held.into_iter().filter(|child| !moved.contains(child)) {
-            keep_moved_children(tx, remote, schema, ct, child)?;
+            dying.extend(
+                held.into_iter()
+                    .filter(|child| !moved.contains(child))
+                    .map(|child| (ct, child)),
+            );
         }
     }
     Ok(())

@@ -118,3 +118,27 @@ fn pulled_row_dies_only_if_its_merged_reference_is_dead() {
     // row as it arrived.
     check("pulled_row_dies_only_if_its_merged_reference_is_dead.json");
 }
+
+#[test]
+fn pulled_death_spares_a_grandchild_moved_by_a_merge() {
+    // Written by hand after a cargo-mutants run of the fix above: a mutant
+    // that skipped the search below a dying child survived every drawn
+    // case. r1 deletes a row it holds without its children; the remote
+    // cascades to the child after it (a later seq), and the grandchild had
+    // moved under another parent by a natural-key merge. r0 and r2, which
+    // hold the grandchild under the dying child, must re-point it, not
+    // lose it: the search for moved rows goes down every level.
+    check("pulled_death_spares_a_grandchild_moved_by_a_merge.json");
+}
+
+#[test]
+fn pulled_death_through_a_circle_of_references() {
+    // Found by a deep random-schema run (a stack overflow, the process
+    // aborted), written down by hand: two replicas inserted the same two
+    // natural keys under each other in opposite order, and the merges by
+    // stamp left each row the other's parent on the remote. A replica
+    // holding that circle pulled the rows' deaths, and the search for moved
+    // children went round the circle forever. Each dying row is now
+    // searched once.
+    check("pulled_death_through_a_circle_of_references.json");
+}
