@@ -12,14 +12,9 @@ use std::path::Path;
 use rusqlite::{Connection, OpenFlags};
 use syncgate_protocol as protocol;
 
+use super::ddl::{run_ddl, statements};
 use super::model_schema;
-
-/// What a declared schema may hold today, for refusals.
-pub(super) const SUPPORTED: &str =
-    "supported: `id INTEGER PRIMARY KEY` (AUTOINCREMENT allowed); columns of INTEGER or \
-     TEXT affinity, nullable or NOT NULL, with or without a DEFAULT; at most one UNIQUE TEXT column per table (its natural \
-     key); `REFERENCES parent(id) ON DELETE CASCADE` on an INTEGER column, chains of any depth and references to \
-     the table itself; plain (non-unique) indexes and views, which sync nothing";
+use super::refused::SchemaRefused;
 
 /// Clauses PROTOCOL.md designs ("Designed, not yet checked") that this
 /// syncgate does not check yet.
@@ -35,33 +30,6 @@ pub struct DeclaredSchema {
     pub source: String,
     /// The tables, as the protocol sends them (without DDL).
     pub tables: protocol::Schema,
-}
-
-/// Why a declared schema cannot be checked.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("the schema cannot be checked: table {table:?}: {clause}: {why}\n  {SUPPORTED}")]
-pub struct SchemaRefused {
-    pub table: String,
-    /// The clause, as the schema writes it.
-    pub clause: String,
-    /// Why it is refused (or what to write instead).
-    pub why: String,
-}
-
-impl SchemaRefused {
-    pub fn new(table: &str, clause: &str, why: &str) -> SchemaRefused {
-        SchemaRefused {
-            table: table.to_string(),
-            clause: clause.to_string(),
-            why: why.to_string(),
-        }
-    }
-
-    /// A refusal not tied to one table (an empty schema, a file SQLite
-    /// cannot read).
-    fn whole(clause: &str, why: impl std::fmt::Display) -> SchemaRefused {
-        SchemaRefused::new("(the schema)", clause, &why.to_string())
-    }
 }
 
 /// Reads the schema in `path`: a SQLite database, the protocol's JSON, or
@@ -87,102 +55,6 @@ pub fn read_declared(path: &Path) -> Result<DeclaredSchema, SchemaRefused> {
     };
     check_shape(&tables)?;
     Ok(DeclaredSchema { source: shown, tables })
-}
-
-/// Runs `ddl` in a database in memory, after checking that it holds only
-/// statements that declare tables, indexes and views.
-fn run_ddl(ddl: &str) -> Result<Connection, SchemaRefused> {
-    for statement in statements(ddl) {
-        let words: Vec<String> = statement.iter().take(4).map(|w| w.to_ascii_uppercase()).collect();
-        let word = |i: usize| words.get(i).map(String::as_str).unwrap_or("");
-        let declares = match word(0) {
-            "CREATE" => {
-                let kind = if matches!(word(1), "TEMP" | "TEMPORARY" | "UNIQUE") {
-                    word(2)
-                } else {
-                    word(1)
-                };
-                if word(1) == "VIRTUAL" {
-                    return Err(SchemaRefused::whole(
-                        "CREATE VIRTUAL TABLE",
-                        "a virtual table is not synced",
-                    ));
-                }
-                if matches!(word(1), "TEMP" | "TEMPORARY") {
-                    return Err(SchemaRefused::whole(
-                        &format!("CREATE {} {}", word(1), word(2)),
-                        "a temporary table is not synced",
-                    ));
-                }
-                matches!(kind, "TABLE" | "INDEX" | "VIEW" | "TRIGGER")
-            }
-            "BEGIN" | "COMMIT" | "END" => true,
-            _ => false,
-        };
-        if !declares {
-            return Err(SchemaRefused::whole(
-                &statement.join(" "),
-                "a schema file holds CREATE TABLE, CREATE INDEX and CREATE VIEW statements only",
-            ));
-        }
-    }
-    let conn = Connection::open_in_memory().map_err(|e| SchemaRefused::whole("(memory)", e))?;
-    conn.execute_batch(ddl)
-        .map_err(|e| SchemaRefused::whole("the DDL", format!("SQLite cannot run it: {e}")))?;
-    Ok(conn)
-}
-
-/// The words of each statement of `sql` (strings, quoted identifiers and
-/// comments skipped; quoted identifiers kept as one word).
-fn statements(sql: &str) -> Vec<Vec<String>> {
-    let mut out = vec![Vec::new()];
-    let chars: Vec<char> = sql.chars().collect();
-    let mut i = 0;
-    while i < chars.len() {
-        let c = chars[i];
-        let skip_until = |from: usize, end: &str| -> usize {
-            let rest: String = chars[from..].iter().collect();
-            match rest.find(end) {
-                Some(at) => from + rest[..at].chars().count() + end.chars().count(),
-                None => chars.len(),
-            }
-        };
-        if c == '-' && chars.get(i + 1) == Some(&'-') {
-            i = skip_until(i, "\n");
-        } else if c == '/' && chars.get(i + 1) == Some(&'*') {
-            i = skip_until(i + 2, "*/");
-        } else if c == '\'' {
-            i = skip_until(i + 1, "'");
-        } else if c == '"' || c == '`' || c == '[' {
-            let end = if c == '[' { ']' } else { c };
-            let next = skip_until(i + 1, &end.to_string());
-            let word: String = chars[i + 1..next.saturating_sub(1).max(i + 1)].iter().collect();
-            if let Some(last) = out.last_mut() {
-                last.push(word);
-            }
-            i = next;
-        } else if c == ';' {
-            out.push(Vec::new());
-            i += 1;
-        } else if c.is_alphanumeric() || c == '_' {
-            let start = i;
-            while i < chars.len() && (chars[i].is_alphanumeric() || chars[i] == '_') {
-                i += 1;
-            }
-            if let Some(last) = out.last_mut() {
-                last.push(chars[start..i].iter().collect());
-            }
-        } else {
-            if !c.is_whitespace() {
-                if let Some(last) = out.last_mut() {
-                    last.push(c.to_string());
-                }
-            }
-            i += 1;
-        }
-    }
-    out.retain(|s| !s.is_empty());
-    out
 }
 
 /// The synced tables of `conn`, in the order they were created.

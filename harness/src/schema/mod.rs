@@ -2,12 +2,15 @@
 //! and the conversions between their values. A case uses the built-in
 //! schema unless a run declares its own (`--schema`, `declared.rs`).
 
+mod ddl;
 mod declared;
+mod refused;
 
 use syncgate_model as model;
 use syncgate_protocol as protocol;
 
-pub use declared::{read_declared, DeclaredSchema, SchemaRefused};
+pub use declared::{read_declared, DeclaredSchema};
+pub use refused::SchemaRefused;
 
 /// The schema as the protocol sends it, with the DDL the harness expects.
 pub fn protocol_schema(schema: &model::Schema) -> protocol::Schema {
