@@ -359,3 +359,39 @@ fn not_null_columns_never_get_null() {
         summary.failures.first().map(|f| &f.detail)
     );
 }
+
+#[test]
+fn a_random_schema_shrinks_to_the_tables_and_columns_the_failure_needs() {
+    let mut compared = 0;
+    for k in 0..6 {
+        let mut opts = hunt_options(60, &format!("shrink-schema-{k}"), 2);
+        opts.gen.random_schemas = true;
+        let summary = check(&ReferenceEngine::mutant(Mutant::NoTombstones), &opts).expect("runs");
+        let Some(failure) = summary.failures.first() else {
+            continue;
+        };
+        let original = syncgate::seed::generate(&failure.seed, &opts.gen_for(failure.case)).expect("generates");
+        let size = |s: &syncgate_protocol::Schema| {
+            (s.tables.len(), s.tables.iter().map(|t| t.columns.len()).sum::<usize>())
+        };
+        let (tables, columns) = size(original.schema.as_ref().expect("a drawn schema"));
+        let (shrunk_tables, shrunk_columns) = size(failure.scenario.schema.as_ref().expect("kept"));
+        assert!(shrunk_tables <= tables && shrunk_columns <= columns);
+        if tables >= 3 {
+            assert!(
+                shrunk_tables < tables && shrunk_columns < columns,
+                "{}: {tables} tables / {columns} columns shrunk only to {shrunk_tables} / {shrunk_columns}",
+                failure.seed
+            );
+            compared += 1;
+        }
+        // The shrunk case, its smaller schema included, fails the same way.
+        let again = syncgate::run::run_case(
+            &ReferenceEngine::mutant(Mutant::NoTombstones),
+            &failure.scenario,
+            &default_base_dir(),
+        );
+        assert_eq!(again.failure.map(|(_, v)| v.invariant), Some(failure.invariant));
+    }
+    assert!(compared > 0, "no failing case had three tables or more");
+}

@@ -3,8 +3,11 @@
 //! Works on the concrete steps (not on proptest's value tree), so a trace
 //! loaded from a file shrinks as well as a freshly generated one: first
 //! remove chunks of steps (halves, quarters, ... single steps), then make
-//! each remaining step simpler, then drop unused replicas; repeat until
-//! nothing changes or the budget of runs is spent.
+//! each remaining step simpler, then drop unused replicas, then shrink a
+//! case's own schema (`schema.rs`); repeat until nothing changes or the
+//! budget of runs is spent.
+
+mod schema;
 
 use std::path::Path;
 
@@ -42,7 +45,8 @@ pub fn shrink(
         let progress = shrinker.remove_chunks()
             | shrinker.simplify_steps()
             | shrinker.reset_configuration()
-            | shrinker.drop_replicas();
+            | shrinker.drop_replicas()
+            | shrinker.shrink_schema();
         if !progress || shrinker.runs >= runs_max {
             break;
         }
@@ -157,6 +161,28 @@ impl Shrinker<'_> {
             progress |= self.attempt(candidate);
         }
         progress
+    }
+
+    /// Pass 5: a case's own schema loses the tables, then the columns, no
+    /// step needs (`schema.rs`), one at a time.
+    fn shrink_schema(&mut self) -> bool {
+        let mut progress = false;
+        loop {
+            let candidates = schema::without_a_table(&self.best)
+                .into_iter()
+                .chain(schema::without_a_column(&self.best));
+            let mut shrunk = false;
+            for candidate in candidates {
+                if self.attempt(candidate) {
+                    shrunk = true;
+                    break;
+                }
+            }
+            if !shrunk || self.runs >= self.runs_max {
+                return progress;
+            }
+            progress = true;
+        }
     }
 
     /// Pass 4: drop replicas no step uses, highest first.
