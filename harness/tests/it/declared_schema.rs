@@ -371,9 +371,8 @@ fn a_random_schema_shrinks_to_the_tables_and_columns_the_failure_needs() {
             continue;
         };
         let original = syncgate::seed::generate(&failure.seed, &opts.gen_for(failure.case)).expect("generates");
-        let size = |s: &syncgate_protocol::Schema| {
-            (s.tables.len(), s.tables.iter().map(|t| t.columns.len()).sum::<usize>())
-        };
+        let size =
+            |s: &syncgate_protocol::Schema| (s.tables.len(), s.tables.iter().map(|t| t.columns.len()).sum::<usize>());
         let (tables, columns) = size(original.schema.as_ref().expect("a drawn schema"));
         let (shrunk_tables, shrunk_columns) = size(failure.scenario.schema.as_ref().expect("kept"));
         assert!(shrunk_tables <= tables && shrunk_columns <= columns);
