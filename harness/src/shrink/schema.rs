@@ -68,15 +68,22 @@ fn family_names(schema: &Schema) -> Option<Option<(String, String)>> {
     )
 }
 
+/// The case's own schema, and whether a smaller one is still a schema the
+/// gate accepts whose family tables (if the case has family steps) are the
+/// same, so those steps mean what they meant.
+fn shrinkable(scenario: &Scenario) -> Option<(&Schema, impl Fn(&Schema) -> bool)> {
+    let schema = scenario.schema.as_ref()?;
+    let family = family_names(schema)?;
+    let families = has_family(&scenario.steps);
+    let keeps = move |smaller: &Schema| family_names(smaller).is_some_and(|f| !families || f == family);
+    Some((schema, keeps))
+}
+
 /// The case without one of its tables, for each table it can lose.
 pub(super) fn without_a_table(scenario: &Scenario) -> Vec<Scenario> {
-    let Some(schema) = &scenario.schema else {
+    let Some((schema, keeps_families)) = shrinkable(scenario) else {
         return Vec::new();
     };
-    let Some(family) = family_names(schema) else {
-        return Vec::new();
-    };
-    let families = has_family(&scenario.steps);
     let used: Vec<usize> = scenario.steps.iter().flat_map(named_tables).collect();
     let mut out = Vec::new();
     for t in (0..schema.tables.len()).rev() {
@@ -90,7 +97,7 @@ pub(super) fn without_a_table(scenario: &Scenario) -> Vec<Scenario> {
         }
         let mut smaller = schema.clone();
         smaller.tables.remove(t);
-        if family_names(&smaller).is_none_or(|f| families && f != family) {
+        if !keeps_families(&smaller) {
             continue;
         }
         let mut candidate = scenario.clone();
@@ -107,13 +114,9 @@ pub(super) fn without_a_table(scenario: &Scenario) -> Vec<Scenario> {
 /// sets it, it is not a family's reference, and its table keeps a column
 /// that is neither a key nor a reference).
 pub(super) fn without_a_column(scenario: &Scenario) -> Vec<Scenario> {
-    let Some(schema) = &scenario.schema else {
+    let Some((schema, keeps_families)) = shrinkable(scenario) else {
         return Vec::new();
     };
-    let Some(family) = family_names(schema) else {
-        return Vec::new();
-    };
-    let families = has_family(&scenario.steps);
     let mut out = Vec::new();
     for t in 0..schema.tables.len() {
         let table = &schema.tables[t];
@@ -128,7 +131,7 @@ pub(super) fn without_a_column(scenario: &Scenario) -> Vec<Scenario> {
                 .columns
                 .iter()
                 .any(|k| k.references.is_none() && kept.natural_key.as_ref() != Some(&k.name));
-            if !plain_left || family_names(&smaller).is_none_or(|f| families && f != family) {
+            if !plain_left || !keeps_families(&smaller) {
                 continue;
             }
             let mut updates_it = false;
