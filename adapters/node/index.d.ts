@@ -2,9 +2,11 @@
 
 /** An integer the protocol carries exactly: a safe number, or a BigInt beyond 2^53. */
 export type Int = number | bigint;
-/** A column value: null, an integer, a string (a reference to an earlier insert of the same
- * request arrives as {"ref": k}; resolveRefs replaces it). */
-export type Value = null | Int | string;
+/** A synced column's value: NULL, an integer (a BigInt beyond 2^53), a real (a finite number),
+ * text, or a blob (a Buffer; the protocol's {"blob": "<base64>"}, decoded by the helper). A
+ * reference to an earlier insert of the same request arrives as {"ref": k}; resolveRefs
+ * replaces it. */
+export type Value = null | Int | number | string | Buffer;
 export type Ref = { ref: number };
 
 export type Op =

@@ -103,6 +103,26 @@ export function isInteger(x) {
   return Number.isSafeInteger(x) || typeof x === "bigint";
 }
 
+const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+
+/** `values` with every {"blob": "<base64>"} as a Buffer (PROTOCOL.md, values): better-sqlite3
+ * binds a Buffer as a BLOB. Reals arrive as numbers, integers as numbers or BigInts. */
+function blobsAsBuffers(values) {
+  if (values === null || typeof values !== "object") return values;
+  const out = {};
+  for (const [column, value] of Object.entries(values)) {
+    if (value !== null && typeof value === "object" && "blob" in value) {
+      if (Object.keys(value).length !== 1 || typeof value.blob !== "string" || !BASE64.test(value.blob)) {
+        throw new Malformed(`value of ${column} is ${stringify(value)}: a blob is {"blob": "<standard base64>"}`);
+      }
+      out[column] = Buffer.from(value.blob, "base64");
+    } else {
+      out[column] = value;
+    }
+  }
+  return out;
+}
+
 /**
  * Returns `values` with every {"ref": k} replaced by the id op `k` inserted. `inserted` maps
  * the index (in this request's ops) of each insert done so far to its id (a Map, or an object
@@ -112,10 +132,12 @@ export function resolveRefs(values, inserted) {
   const get = (k) => (inserted instanceof Map ? inserted.get(k) : inserted[k]);
   const out = {};
   for (const [column, value] of Object.entries(values)) {
-    if (value !== null && typeof value === "object") {
+    if (value !== null && typeof value === "object" && !(value instanceof Uint8Array)) {
       const k = value.ref;
       if (Object.keys(value).length !== 1 || !Number.isSafeInteger(k)) {
-        throw new Malformed(`value of ${column} is ${stringify(value)}: expected null, an integer, a string or {"ref": k}`);
+        throw new Malformed(
+          `value of ${column} is ${stringify(value)}: expected null, a number, a string, a Buffer or {"ref": k}`,
+        );
       }
       if (get(k) === undefined) throw new Malformed(`${column} refers to op ${k}, which is not an earlier insert of this request`);
       out[column] = get(k);
@@ -381,6 +403,10 @@ const HANDLERS = {
         throw new Malformed(`op ${k}: unknown op ${stringify(op.op)}`);
       }
     });
+    for (const op of ops) {
+      if (op.values !== undefined) op.values = blobsAsBuffers(op.values);
+      if (op.set !== undefined) op.set = blobsAsBuffers(op.set);
+    }
     const abort = msg.abort ?? false;
     if (typeof abort !== "boolean") throw new Malformed(`write: field "abort" must be a boolean, got ${stringify(abort)}`);
     if (abort) {
@@ -443,9 +469,19 @@ const HANDLERS = {
       const ok =
         values !== null &&
         typeof values === "object" &&
-        Object.values(values).every((v) => v === null || typeof v === "string" || isInteger(v));
-      if (!ok) throw new AdapterBug(`read returned ${stringify(values)} for row ${id}: expected {column: integer, string or null}`);
-      rows.push({ id, values: { ...values } });
+        Object.values(values).every(
+          (v) => v === null || typeof v === "string" || isInteger(v) || Number.isFinite(v) || v instanceof Uint8Array,
+        );
+      if (!ok) {
+        throw new AdapterBug(
+          `read returned ${stringify(values)} for row ${id}: expected {column: integer, number, string, Buffer or null}`,
+        );
+      }
+      const answered = {};
+      for (const [column, v] of Object.entries(values)) {
+        answered[column] = v instanceof Uint8Array ? { blob: Buffer.from(v).toString("base64") } : v;
+      }
+      rows.push({ id, values: answered });
     }
     return { type: "read_ok", rows };
   },

@@ -71,6 +71,7 @@ fresh child per replica; :func:`run` runs that server in the server process. It 
 
 from __future__ import annotations  # the hints below cost nothing at import (no typing import)
 
+import binascii  # built into the interpreter: blobs in base64 without base64's imports
 import io  # loaded at interpreter start: free
 import os
 import sys
@@ -180,7 +181,7 @@ def resolve_refs(values: dict[str, object], inserted: dict[int, int]) -> dict[st
             k = value.get("ref")
             if len(value) != 1 or type(k) is not int:
                 raise Malformed(
-                    f'value of {column!r} is {value!r}: expected null, int, string or {{"ref": k}}'
+                    f'value of {column!r} is {value!r}: expected null, int, float, string, bytes or {{"ref": k}}'
                 )
             if k not in inserted:
                 raise Malformed(
@@ -506,6 +507,7 @@ class _Dispatcher:
                     raise Malformed(f"op {k}: delete needs an integer id")
             else:
                 raise Malformed(f"op {k}: unknown op {kind!r}")
+        ops = [_blobs_as_bytes(op) for op in ops]
         abort = msg.get("abort", False)
         if type(abort) is not bool:
             raise Malformed(f"write: field 'abort' must be a boolean, got {abort!r}")
@@ -583,10 +585,12 @@ class _Dispatcher:
                 raise _AdapterBug(f"read returned the row {row!r}: expected (id, {{column: value}})")
             row_id, values = row
             if not isinstance(values, dict) or any(
-                not isinstance(k, str) or not (v is None or type(v) in (int, str)) for k, v in values.items()
+                not isinstance(k, str) or not (v is None or type(v) in (int, float, str, bytes)) for k, v in values.items()
             ):
-                raise _AdapterBug(f"read returned {values!r} for row {row_id}: expected {{column: int, str or None}}")
-            rows.append({"id": row_id, "values": dict(values)})
+                raise _AdapterBug(
+                    f"read returned {values!r} for row {row_id}: expected {{column: int, float, str, bytes or None}}"
+                )
+            rows.append({"id": row_id, "values": {k: _blob_as_json(v) for k, v in values.items()}})
         return {"type": "read_ok", "rows": rows}
 
     HANDLERS = {
@@ -601,6 +605,33 @@ class _Dispatcher:
         "mint_id": mint_id,
         "read": read,
     }
+
+
+def _blobs_as_bytes(op):
+    """``op`` with every ``{"blob": "<base64>"}`` value of its ``values`` or ``set`` as ``bytes``
+    (PROTOCOL.md, values): an adapter binds them as they are, and SQLite stores a BLOB."""
+    out = dict(op)
+    for field in ("values", "set"):
+        if isinstance(op.get(field), dict):
+            out[field] = {column: _bytes_of(column, v) for column, v in op[field].items()}
+    return out
+
+
+def _bytes_of(column, value):
+    if not (isinstance(value, dict) and "blob" in value):
+        return value
+    if len(value) != 1 or not isinstance(value["blob"], str):
+        raise Malformed(f'value of {column!r} is {value!r}: a blob is {{"blob": "<base64>"}}')
+    try:
+        return binascii.a2b_base64(value["blob"], strict_mode=True)
+    except binascii.Error as e:
+        raise Malformed(f"value of {column!r}: the blob is not standard base64 ({e})") from None
+
+
+def _blob_as_json(value):
+    if isinstance(value, bytes):
+        return {"blob": binascii.b2a_base64(value, newline=False).decode("ascii")}
+    return value
 
 
 class _AdapterBug(Exception):

@@ -612,8 +612,8 @@ class InProcess(unittest.TestCase):
 
             def read(self, table):
                 if table == "bad":
-                    return [(1, {"name": 1.5})]
-                return [(1, {"name": "a", "n": None}), (2, {"name": "b", "n": 3})]
+                    return [(1, {"name": [1.5]})]
+                return [(1, {"name": "a", "n": None}), (2, {"name": "b", "n": 3, "r": 0.5, "b": b"\x00\xff"})]
 
         replies = self.serve(Reads, self.INIT, {"type": "read", "table": "hosts"}, {"type": "read", "table": "bad"})
         self.assertEqual(
@@ -621,11 +621,14 @@ class InProcess(unittest.TestCase):
             {
                 "type": "read_ok",
                 "in_reply_to": 1,
-                "rows": [{"id": 1, "values": {"name": "a", "n": None}}, {"id": 2, "values": {"name": "b", "n": 3}}],
+                "rows": [
+                    {"id": 1, "values": {"name": "a", "n": None}},
+                    {"id": 2, "values": {"name": "b", "n": 3, "r": 0.5, "b": {"blob": "AP8="}}},
+                ],
             },
         )
         self.assertEqual(replies[2]["code"], "internal")
-        self.assertIn("expected {column: int, str or None}", replies[2]["message"])
+        self.assertIn("expected {column: int, float, str, bytes or None}", replies[2]["message"])
         # Not declared: unsupported, whatever the adapter could do.
         replies = self.serve(self.Declared, self.INIT, {"type": "read", "table": "hosts"})
         self.assertEqual(replies[1]["code"], "unsupported")
@@ -837,6 +840,28 @@ class InProcess(unittest.TestCase):
 
         (reply,) = self.serve(Single, {**self.INIT, "protocols": [1, 2]})
         self.assertEqual((reply["type"], reply["protocol"]), ("init_ok", 2))
+
+    def test_blobs_reach_the_adapter_as_bytes_and_reals_as_floats(self):
+        seen = []
+
+        class Values(self.Declared):
+            def write(self, ops):
+                seen.extend(ops)
+                return [1]
+
+        ops = [
+            {"op": "insert", "table": "t", "values": {"b": {"blob": "AP8="}, "e": {"blob": ""}, "r": 1.0}},
+            {"op": "update", "table": "t", "id": 1, "set": {"b": {"blob": "/w=="}, "r": 5e-324}},
+        ]
+        replies = self.serve(Values, self.INIT, {"type": "write", "ops": ops})
+        self.assertEqual(replies[1], {"type": "write_ok", "in_reply_to": 1, "ids": [1]})
+        self.assertEqual(seen[0]["values"], {"b": b"\x00\xff", "e": b"", "r": 1.0})
+        self.assertIs(type(seen[0]["values"]["r"]), float)
+        self.assertEqual(seen[1]["set"], {"b": b"\xff", "r": 5e-324})
+        bad = [{"op": "insert", "table": "t", "values": {"b": {"blob": "not base64!"}}}]
+        replies = self.serve(Values, self.INIT, {"type": "write", "ops": bad})
+        self.assertEqual(replies[1]["code"], "malformed")
+        self.assertIn("base64", replies[1]["message"])
 
     def test_resolve_refs(self):
         self.assertEqual(

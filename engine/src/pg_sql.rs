@@ -21,6 +21,7 @@ pub(crate) fn pg_type(kind: ColumnType) -> &'static str {
         ColumnType::Integer => "bigint",
         ColumnType::Text => "text",
         ColumnType::Real => "double precision",
+        ColumnType::Blob => "bytea",
     }
 }
 
@@ -238,6 +239,15 @@ pub(crate) fn column_array<'a>(
                 })
                 .collect::<Result<Vec<Option<f64>>>>()?,
         ),
+        ColumnType::Blob => Box::new(
+            values
+                .map(|v| match v {
+                    Value::Null => Ok(None),
+                    Value::Blob(b) => Ok(Some(b.clone())),
+                    other => Err(mismatch(value_kind(other))),
+                })
+                .collect::<Result<Vec<Option<Vec<u8>>>>>()?,
+        ),
     })
 }
 
@@ -257,6 +267,7 @@ pub(crate) fn read_value(row: &Row, at: usize, kind: ColumnType) -> Result<Value
         ColumnType::Integer => row.try_get::<_, Option<i64>>(at)?.map_or(Value::Null, Value::Integer),
         ColumnType::Text => row.try_get::<_, Option<String>>(at)?.map_or(Value::Null, Value::Text),
         ColumnType::Real => row.try_get::<_, Option<f64>>(at)?.map_or(Value::Null, Value::Real),
+        ColumnType::Blob => row.try_get::<_, Option<Vec<u8>>>(at)?.map_or(Value::Null, Value::Blob),
     })
 }
 

@@ -9,6 +9,7 @@ pub enum ColumnType {
     Integer,
     Text,
     Real,
+    Blob,
 }
 
 impl ColumnType {
@@ -17,6 +18,7 @@ impl ColumnType {
             ColumnType::Integer => "INTEGER",
             ColumnType::Text => "TEXT",
             ColumnType::Real => "REAL",
+            ColumnType::Blob => "BLOB",
         }
     }
 }

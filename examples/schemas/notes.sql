@@ -3,6 +3,7 @@
 -- named uniquely and attach to notes through a join table. References go
 -- three levels deep (notebooks -> notes -> attachments), and deleting a
 -- notebook takes its notes, their sub-notes and their attachments along.
+-- Notes sort by a REAL position; attachments keep their bytes in a BLOB.
 --
 --   syncgate check --schema examples/schemas/notes.sql
 
@@ -19,6 +20,9 @@ CREATE TABLE notes (
     title TEXT,
     body TEXT,
     pinned INTEGER,
+    -- Where the note sorts among its siblings: a fraction between its
+    -- neighbours' positions, so a move writes one row.
+    position REAL,
     edited_at INTEGER
 );
 
@@ -28,7 +32,9 @@ CREATE TABLE attachments (
     file_name TEXT,
     media_type TEXT,
     size INTEGER,
-    sha256 TEXT
+    sha256 TEXT,
+    -- The file itself (small files are kept inline).
+    content BLOB
 );
 
 CREATE TABLE tags (

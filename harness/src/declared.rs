@@ -180,6 +180,7 @@ pub(crate) fn in_schema(event: Event, schema: &syncgate_model::Schema) -> bool {
         Event::NaturalKeyMerge => natural_key,
         Event::CascadeDelete | Event::PulledParentDeath => references,
         Event::MultiWriteTransaction => schema.family().is_some(),
+        Event::CacheFromOlderVersion => crate::places::older_formats_hold(schema),
         Event::NullTransition | Event::ConflictWonLocally | Event::ConflictWonRemotely | Event::DeleteAbsorbedWrite => {
             updatable
         }

@@ -28,6 +28,27 @@ pub enum Val {
     /// Text written as it is: empty, shared by several writes, or equal to
     /// another replica's value.
     Raw(String),
+    /// A real, written as it is (a finite double other than `-0.0`).
+    Real(syncgate_protocol::Real),
+    /// A blob, by its length and the byte it starts from ([`BlobSpec`]):
+    /// a trace file stays small however large its blobs are.
+    Blob(BlobSpec),
+}
+
+/// A blob's bytes, made from a length and a salt: every byte value occurs,
+/// so blobs are not UTF-8, and two salts give two different blobs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobSpec {
+    pub len: usize,
+    pub salt: u8,
+}
+
+impl BlobSpec {
+    pub fn bytes(self) -> Vec<u8> {
+        (0..self.len)
+            .map(|i| (i.wrapping_mul(167) ^ (i >> 8)) as u8 ^ self.salt)
+            .collect()
+    }
 }
 
 /// Which id an insert asks for.

@@ -8,13 +8,33 @@ use syncgate_model as model;
 use crate::scenario::{CrashAt, LockKind, Reconnect, SyncKind};
 use crate::subject::Answer;
 
-/// A value as traces print it: NULL, an integer, or quoted text.
+/// A value as traces print it: NULL, an integer, a real with its fraction or
+/// exponent (the shortest digits that read back to the same bits), quoted
+/// text, or a blob in SQL's hex form (a long one by its first bytes, its
+/// length and a checksum, so two long blobs that differ look different).
 pub fn show_value(v: &model::Value) -> String {
     match v {
         model::Value::Null => "NULL".into(),
         model::Value::Int(i) => i.to_string(),
+        model::Value::Real(r) => format!("{:?}", r.get()),
         model::Value::Text(s) => format!("{s:?}"),
+        model::Value::Blob(b) => show_blob(b),
     }
+}
+
+/// Blobs up to this many bytes are shown whole.
+const BLOB_SHOWN_WHOLE: usize = 16;
+
+fn show_blob(bytes: &[u8]) -> String {
+    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    if bytes.len() <= BLOB_SHOWN_WHOLE {
+        return format!("x'{}'", hex(bytes));
+    }
+    // FNV-1a: a stable checksum of the whole blob, for telling blobs apart.
+    let sum = bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    format!("x'{}…' ({} bytes, fnv {sum:016x})", hex(&bytes[..8]), bytes.len())
 }
 
 /// A row's values in parentheses, in column order.

@@ -223,7 +223,7 @@ fn check_hosts_merge(captured: &[Captured], hosts: &model::Rows, report: &mut St
     }
     for (id, (live, cols)) in &expected {
         report.hosts_checked += 1;
-        let want: Vec<model::Value> = cols.iter().map(|(v, _)| to_model(v)).collect();
+        let want: Vec<model::Value> = cols.iter().map(|(v, _)| to_model(v, model::ColumnKind::Text)).collect();
         match (live, hosts.get(id)) {
             (true, Some(got)) if *got == want => {}
             (false, None) => {}

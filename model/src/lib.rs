@@ -27,7 +27,32 @@ use std::collections::BTreeMap;
 pub enum Value {
     Null,
     Int(i64),
+    Real(Real),
     Text(String),
+    Blob(Vec<u8>),
+}
+
+/// A real value: a finite IEEE-754 double other than `-0.0` (see
+/// "Value" in SEMANTICS.md). Two reals are equal when their bits are, so
+/// convergence is bit-exact and `Value` keeps `Eq`, `Ord` and `Hash`.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Real(u64);
+
+impl Real {
+    /// `None` for NaN, the infinities and `-0.0`: values no place holds.
+    pub fn new(x: f64) -> Option<Real> {
+        (x.is_finite() && !(x == 0.0 && x.is_sign_negative())).then(|| Real(x.to_bits()))
+    }
+
+    pub fn get(self) -> f64 {
+        f64::from_bits(self.0)
+    }
+}
+
+impl std::fmt::Debug for Real {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.get())
+    }
 }
 
 /// A hybrid-logical-clock stamp and the replica that made it. Stamps compare

@@ -31,7 +31,9 @@ pub struct Column {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ColumnKind {
     Integer,
+    Real,
     Text,
+    Blob,
 }
 
 /// Index of a table in [`Schema::tables`].

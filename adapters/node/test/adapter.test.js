@@ -108,6 +108,35 @@ test("64-bit integers stay exact both ways", async () => {
   assert.equal(parse("9007199254740991"), 9007199254740991, "safe integers stay numbers");
 });
 
+test("blobs reach the adapter as Buffers and go back as base64; reals as numbers", async () => {
+  const seen = [];
+  class Values extends Declared {
+    static capabilities = { ...Declared.capabilities, reads: true };
+    write(ops) {
+      seen.push(...ops);
+      return [1];
+    }
+    read() {
+      return [[1, { b: Buffer.from([0, 255]), r: 0.5, e: Buffer.alloc(0) }]];
+    }
+  }
+  const lines = [
+    stringify({ msg_id: 0, ...INIT }),
+    `{"msg_id":1,"type":"write","ops":[{"op":"insert","table":"t","values":{"b":{"blob":"AP8="},"r":5e-324}},` +
+      `{"op":"update","table":"t","id":1,"set":{"b":{"blob":""}}}]}`,
+    `{"msg_id":2,"type":"read","table":"t"}`,
+    `{"msg_id":3,"type":"write","ops":[{"op":"insert","table":"t","values":{"b":{"blob":"not base64!"}}}]}`,
+  ];
+  const replies = await session(Values, ...lines);
+  assert.deepEqual(replies[1], { type: "write_ok", in_reply_to: 1, ids: [1] });
+  assert.deepEqual([...seen[0].values.b], [0, 255]);
+  assert.equal(seen[0].values.r, 5e-324);
+  assert.equal(seen[1].set.b.length, 0);
+  assert.deepEqual(replies[2].rows, [{ id: 1, values: { b: { blob: "AP8=" }, r: 0.5, e: { blob: "" } } }]);
+  assert.equal(replies[3].code, "malformed");
+  assert.match(replies[3].message, /base64/);
+});
+
 test("errors are answered and the process goes on serving", async () => {
   class Refuses extends Declared {
     write(ops) {

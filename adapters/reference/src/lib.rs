@@ -22,9 +22,10 @@ use syncgate_engine::{
     SqliteRemote, TableDef, WriteRefusal,
 };
 use syncgate_protocol::{
-    Capabilities, ColumnKind, CrashPoint, DeletePolicy, ErrorCode, IdPolicy, Init, InitOk, MergePolicy,
+    Blob, Capabilities, ColumnKind, CrashPoint, DeletePolicy, ErrorCode, IdPolicy, Init, InitOk, MergePolicy,
     NaturalKeyPolicy, Op, OutsideInsertIds, OutsideWrites, PendingAfterSync, Policies, Profile, PushPolicy, PushPull,
-    ReadRow, RefusalClass, RemoteLocation, Request, Response, SyncFailureClass, SyncReport, Value, LATEST, VERSION,
+    ReadRow, Real, RefusalClass, RemoteLocation, Request, Response, SyncFailureClass, SyncReport, Value, LATEST,
+    VERSION,
 };
 
 /// How this adapter runs the reference engine.
@@ -240,7 +241,9 @@ pub fn engine_schema(schema: &syncgate_protocol::Schema) -> Result<Schema, Strin
                     name: c.name.clone(),
                     kind: match c.kind {
                         ColumnKind::Integer => ColumnType::Integer,
+                        ColumnKind::Real => ColumnType::Real,
                         ColumnKind::Text => ColumnType::Text,
+                        ColumnKind::Blob => ColumnType::Blob,
                     },
                     references: c.references.clone(),
                 })
@@ -552,7 +555,9 @@ fn named_values(
             let value = match v {
                 Value::Null => EValue::Null,
                 Value::Int(i) => EValue::Integer(*i),
+                Value::Real(r) => EValue::Real(r.0),
                 Value::Text(s) => EValue::Text(s.clone()),
+                Value::Blob { blob } => EValue::Blob(blob.0.clone()),
                 Value::Ref { op } => match minted.get(*op) {
                     Some(Some(id)) => EValue::Integer(*id),
                     _ => {
@@ -572,8 +577,8 @@ fn protocol_value(v: EValue) -> Value {
     match v {
         EValue::Integer(i) => Value::Int(i),
         EValue::Text(s) => Value::Text(s),
-        EValue::Real(r) => Value::Text(r.to_string()),
-        EValue::Blob(b) => Value::Text(String::from_utf8_lossy(&b).into_owned()),
+        EValue::Real(r) => Value::Real(Real(r)),
+        EValue::Blob(b) => Value::Blob { blob: Blob(b) },
         EValue::Null => Value::Null,
     }
 }

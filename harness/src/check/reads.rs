@@ -11,6 +11,7 @@ use syncgate_model as model;
 use syncgate_protocol::{ReadRow, Value};
 
 use super::{Invariant, Violation};
+use crate::schema::real_of_place;
 use crate::show::show_value;
 
 /// Checks the rows the engine read from `table` against the cache's.
@@ -52,8 +53,22 @@ pub fn check_reads_match_cache(
             };
             let value = match value {
                 Value::Null => model::Value::Null,
+                // PROTOCOL.md: an integer answered for a real is that real.
+                Value::Int(i) if column.kind == model::ColumnKind::Real => {
+                    real_of_place(*i as f64).map_or(model::Value::Null, model::Value::Real)
+                }
                 Value::Int(i) => model::Value::Int(*i),
+                Value::Real(r) => match real_of_place(r.0) {
+                    Some(r) => model::Value::Real(r),
+                    None => {
+                        return fail(format!(
+                            "the engine's read of {}/{}.{} is {}, which no place can hold",
+                            def.name, row.id, column.name, r.0
+                        ))
+                    }
+                },
                 Value::Text(s) => model::Value::Text(s.clone()),
+                Value::Blob { blob } => model::Value::Blob(blob.0.clone()),
                 Value::Ref { .. } => {
                     return fail(format!(
                         "the engine's read of {}/{}.{} is a ref, which only a write may carry",

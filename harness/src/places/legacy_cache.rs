@@ -58,6 +58,10 @@ pub enum Downgrade {
     Done { pending: usize },
     /// The file is not a reference-engine cache in format 2: left alone.
     NotReferenceFormat,
+    /// The schema has columns the older formats could not keep (their
+    /// outbox held values as JSON: no blobs, reals as decimal text), so no
+    /// older version of the engine ever left such a cache: left alone.
+    NoOlderVersion,
 }
 
 /// The format-0 meta row (`engine/tests/fixtures/v0`); format 1 adds
@@ -94,6 +98,13 @@ const OUTBOX_V0_INDEX: &str = "CREATE INDEX _sg_outbox_row ON _sg_outbox (tbl, r
 const OP_FLOOR: i64 = 0;
 const OP_DELETE: i64 = 3;
 
+/// Whether the older formats could keep a cache of `schema`: their outbox
+/// held values as JSON, which has no blobs and writes reals as decimal text.
+pub fn older_formats_hold(schema: &model::Schema) -> bool {
+    let json_holds = |c: &model::Column| matches!(c.kind, model::ColumnKind::Integer | model::ColumnKind::Text);
+    schema.tables.iter().all(|t| t.columns.iter().all(json_holds))
+}
+
 /// Rewrites the cache behind `conn` into `to`, in one transaction. The
 /// engine must not have the file open.
 pub(super) fn downgrade(
@@ -101,6 +112,9 @@ pub(super) fn downgrade(
     schema: &model::Schema,
     to: LegacyFormat,
 ) -> Result<Downgrade, PlaceError> {
+    if !older_formats_hold(schema) {
+        return Ok(Downgrade::NoOlderVersion);
+    }
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     if !is_format_2(&tx)? {
         return Ok(Downgrade::NotReferenceFormat);

@@ -13,7 +13,7 @@ mod wire_tap;
 use std::path::{Path, PathBuf};
 
 pub use error::{pg_text, PlaceError};
-pub use legacy_cache::{Downgrade, LegacyFormat};
+pub use legacy_cache::{older_formats_hold, Downgrade, LegacyFormat};
 pub use remote::{RemotePlace, RemoteTarget, UnknownRemote, PG_URL_VAR};
 use rusqlite::types::Value as SValue;
 use rusqlite::Connection;
@@ -23,7 +23,7 @@ use syncgate_protocol::{Op, Value};
 use wire_tap::WireTap;
 
 use crate::scenario::LockKind;
-use crate::schema::quote;
+use crate::schema::{quote, real_of_place};
 
 /// What a reference-profile engine's durable sync state says about every
 /// captured write of a replica (the write ledger).
@@ -257,7 +257,9 @@ impl Places {
         let bind = |v: &Value| match v {
             Value::Null | Value::Ref { .. } => SValue::Null,
             Value::Int(i) => SValue::Integer(*i),
+            Value::Real(r) => SValue::Real(r.0),
             Value::Text(s) => SValue::Text(s.clone()),
+            Value::Blob { blob } => SValue::Blob(blob.0.clone()),
         };
         let known = |table: &str| schema.tables.iter().any(|t| t.name == table);
         let outcome = match op {
@@ -388,7 +390,7 @@ fn read_tables_in_transaction(conn: &Connection, schema: &model::Schema) -> rusq
             .query_map([], |r| {
                 let id: i64 = r.get("id")?;
                 let values = (1..=n)
-                    .map(|i| r.get::<_, SValue>(i).map(|v| to_model(&v)))
+                    .map(|i| r.get::<_, SValue>(i).map(|v| to_model(&v, t.columns[i - 1].kind)))
                     .collect::<Result<Vec<_>, _>>()?;
                 Ok((id, values))
             })?
@@ -398,12 +400,21 @@ fn read_tables_in_transaction(conn: &Connection, schema: &model::Schema) -> rusq
     Ok(out)
 }
 
-pub fn to_model(v: &SValue) -> model::Value {
-    match v {
-        SValue::Null => model::Value::Null,
-        SValue::Integer(i) => model::Value::Int(*i),
-        SValue::Text(s) => model::Value::Text(s.clone()),
-        SValue::Real(f) => model::Value::Text(format!("<real {f}>")),
-        SValue::Blob(b) => model::Value::Text(format!("<blob {} bytes>", b.len())),
+/// A cell as the model sees it. A real column's integer is that real (an
+/// engine may declare the column without REAL affinity); a real no write
+/// can have sent (NaN, an infinity) reads as text that says so, and then
+/// differs from every value the model holds.
+pub fn to_model(v: &SValue, kind: model::ColumnKind) -> model::Value {
+    match (v, kind) {
+        (SValue::Null, _) => model::Value::Null,
+        (SValue::Integer(i), model::ColumnKind::Real) => real_cell(*i as f64),
+        (SValue::Integer(i), _) => model::Value::Int(*i),
+        (SValue::Text(s), _) => model::Value::Text(s.clone()),
+        (SValue::Real(f), _) => real_cell(*f),
+        (SValue::Blob(b), _) => model::Value::Blob(b.clone()),
     }
+}
+
+fn real_cell(x: f64) -> model::Value {
+    real_of_place(x).map_or_else(|| model::Value::Text(format!("<real {x}>")), model::Value::Real)
 }

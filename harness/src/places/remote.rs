@@ -31,7 +31,7 @@ use syncgate_protocol::RemoteLocation;
 
 use super::PlaceError;
 use crate::scenario::LockKind;
-use crate::schema::quote;
+use crate::schema::{quote, real_of_place};
 
 /// The environment variable that names the PostgreSQL server.
 pub const PG_URL_VAR: &str = "SYNCGATE_PG_URL";
@@ -117,8 +117,11 @@ pub struct UnknownRemote(pub String);
 fn connect(url: &str) -> Result<Client, PlaceError> {
     let mut client = Client::connect(url, NoTls)
         .map_err(|e| PlaceError::Harness(format!("cannot connect to PostgreSQL ({})", super::pg_text(&e))))?;
+    // Reals and blobs read in text forms that keep every bit, whatever the
+    // server's configuration says (`parse_real`, `parse_bytea`).
     client.query(
-        "SELECT set_config('lock_timeout', $1, false)",
+        "SELECT set_config('lock_timeout', $1, false), set_config('extra_float_digits', '1', false), \
+         set_config('bytea_output', 'hex', false)",
         &[&PG_HARNESS_LOCK_TIMEOUT],
     )?;
     Ok(client)
@@ -492,7 +495,9 @@ fn read_pg_tables(reader: &mut PgReader, schema: &model::Schema) -> Result<model
                     values.push(match (cell, col.kind) {
                         (None, _) => model::Value::Null,
                         (Some(v), model::ColumnKind::Integer) => model::Value::Int(parse(Some(v), &col.name)?),
+                        (Some(v), model::ColumnKind::Real) => parse_real(v, &col.name)?,
                         (Some(v), model::ColumnKind::Text) => model::Value::Text(v.to_string()),
+                        (Some(v), model::ColumnKind::Blob) => parse_bytea(v, &col.name)?,
                     });
                 }
                 out[t].insert(id, values);
@@ -501,6 +506,31 @@ fn read_pg_tables(reader: &mut PgReader, schema: &model::Schema) -> Result<model
         }
     }
     Ok(out)
+}
+
+/// A `double precision` cell in PostgreSQL's text form, whose default
+/// since version 12 is the shortest text that reads back to the same bits.
+fn parse_real(cell: &str, column: &str) -> Result<model::Value, PlaceError> {
+    cell.parse::<f64>()
+        .ok()
+        .and_then(real_of_place)
+        .map(model::Value::Real)
+        .ok_or_else(|| PlaceError::Content(format!("the remote's {column} holds {cell:?}, not a finite real")))
+}
+
+/// A `bytea` cell in PostgreSQL's text form (`bytea_output = hex`: `\x0aff`).
+fn parse_bytea(cell: &str, column: &str) -> Result<model::Value, PlaceError> {
+    let bad = || PlaceError::Content(format!("the remote's {column} holds {cell:?}, not bytea in hex form"));
+    let hex = cell.strip_prefix("\\x").ok_or_else(bad)?;
+    if hex.len() % 2 != 0 {
+        return Err(bad());
+    }
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| hex.get(i..i + 2).and_then(|pair| u8::from_str_radix(pair, 16).ok()))
+        .collect::<Option<Vec<u8>>>()
+        .map(model::Value::Blob)
+        .ok_or_else(bad)
 }
 
 fn parse(cell: Option<&str>, column: &str) -> Result<i64, PlaceError> {

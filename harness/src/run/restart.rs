@@ -194,7 +194,7 @@ impl Runner<'_> {
                     format.number()
                 ))
             }
-            Ok(Downgrade::NotReferenceFormat) => Ok(String::new()),
+            Ok(Downgrade::NotReferenceFormat | Downgrade::NoOlderVersion) => Ok(String::new()),
             Err(e) => Err(StepOutcome::new(
                 format!("r{r} cache from an older version -> error"),
                 Err(blame(

@@ -155,6 +155,11 @@ impl View<'_> {
             Val::Text(s) if table.natural_key == Some(c) => model::Value::Text(s.clone()),
             Val::Text(s) => model::Value::Text(format!("{s}.w{tag}")),
             Val::Raw(s) => model::Value::Text(s.clone()),
+            Val::Real(r) => match model::Real::new(r.0) {
+                Some(real) => model::Value::Real(real),
+                None => return Err(Skip(format!("{} is no place's value", r.0))),
+            },
+            Val::Blob(spec) => model::Value::Blob(spec.bytes()),
             Val::Parent(n) => {
                 let p = table.columns[c].references.unwrap_or(0);
                 let what = format!("{} row to refer to", self.schema.tables[p].name);

@@ -1,8 +1,8 @@
 //! Random schemas (`--schema random`): each case draws its own tables
 //! from its seed, so the engine meets shapes no one wrote down: 1 to 6
 //! tables, reference chains up to 5 deep (a table references only tables
-//! drawn before it, or itself), natural keys or none, integer and text
-//! columns. Every drawn schema is one `--schema` accepts.
+//! drawn before it, or itself), natural keys or none, integer, real, text
+//! and blob columns. Every drawn schema is one `--schema` accepts.
 
 use proptest::prelude::*;
 use syncgate_protocol::{Column, ColumnKind, Schema, Table};
@@ -10,11 +10,11 @@ use syncgate_protocol::{Column, ColumnKind, Schema, Table};
 /// Most tables a drawn schema has.
 pub const TABLES_MAX: usize = 6;
 
-/// One table's draw: its plain columns (text or not, NOT NULL or not),
+/// One table's draw: its plain columns (kind, NOT NULL or not),
 /// whether it has a natural key (and whether NOT NULL), the earlier tables
 /// it references (and whether those references are NOT NULL), and whether
 /// it references itself.
-type TableDraw = (Vec<(bool, bool)>, (bool, bool), (Vec<usize>, bool), bool);
+type TableDraw = (Vec<(ColumnKind, bool)>, (bool, bool), (Vec<usize>, bool), bool);
 
 fn table_draw(index: usize) -> BoxedStrategy<TableDraw> {
     let parents = if index == 0 {
@@ -23,14 +23,23 @@ fn table_draw(index: usize) -> BoxedStrategy<TableDraw> {
         proptest::collection::vec(0..index, 0..=2).boxed()
     };
     (
-        // true: a text column. At least one plain column: the identity
-        // column of engines whose ids move.
-        proptest::collection::vec((any::<bool>(), proptest::bool::weighted(0.25)), 1..=3),
+        // At least one plain column: the identity column of engines whose
+        // ids move (a text one, half of them).
+        proptest::collection::vec((plain_kind(), proptest::bool::weighted(0.25)), 1..=3),
         (proptest::bool::weighted(0.5), proptest::bool::weighted(0.3)),
         (parents, proptest::bool::weighted(0.5)),
         proptest::bool::weighted(0.25),
     )
         .boxed()
+}
+
+fn plain_kind() -> impl Strategy<Value = ColumnKind> {
+    prop_oneof![
+        4 => Just(ColumnKind::Text),
+        2 => Just(ColumnKind::Integer),
+        1 => Just(ColumnKind::Real),
+        1 => Just(ColumnKind::Blob),
+    ]
 }
 
 fn table(
@@ -61,9 +70,8 @@ fn table(
             false,
         ));
     }
-    for (k, (text, not_null)) in plain.iter().enumerate() {
-        let kind = if *text { ColumnKind::Text } else { ColumnKind::Integer };
-        columns.push(column(&format!("c{k}"), kind, None, *not_null));
+    for (k, (kind, not_null)) in plain.iter().enumerate() {
+        columns.push(column(&format!("c{k}"), *kind, None, *not_null));
     }
     Table {
         name: format!("t{index}"),
@@ -115,7 +123,9 @@ fn compact_column(table: &Table, c: &Column) -> String {
         (None, true) => format!("{} UNIQUE", c.name),
         (None, false) => match c.kind {
             ColumnKind::Integer => format!("{} integer", c.name),
+            ColumnKind::Real => format!("{} real", c.name),
             ColumnKind::Text => format!("{} text", c.name),
+            ColumnKind::Blob => format!("{} blob", c.name),
         },
     };
     if c.not_null {

@@ -1,6 +1,6 @@
 //! What the generator draws for each table and column of a case's schema:
 //! values by column kind (natural keys that collide, references to rows a
-//! replica holds, integers and text at their edges), which columns an
+//! replica holds, integers, reals, text and blobs at their edges), which columns an
 //! update may set, and which tables a family insert spans.
 //!
 //! The built-in schema's columns keep the vocabularies its traces have
@@ -11,7 +11,7 @@ use proptest::prelude::*;
 use proptest::strategy::Union;
 use syncgate_model as model;
 
-use super::Val;
+use super::{BlobSpec, Val};
 
 const NAMES: [&str; 4] = ["a.example", "b.example", "c.example", "d.example"];
 /// Natural keys at the edges: non-ASCII, and empty (a key like any other).
@@ -23,6 +23,21 @@ const KINDS: [&str; 3] = ["A", "MX", "TXT"];
 const RAW: [&str; 3] = ["", "ünïcødé ✓", "shared"];
 /// Integers at the edges of SQLite's and JSON's range.
 const EDGE_INTS: [i64; 5] = [i64::MIN, i64::MIN + 1, -1, i64::MAX - 1, i64::MAX];
+/// Reals at the edges: the smallest subnormal, the smallest normal, the
+/// largest doubles, an integer past 2^53, and decimals a parser rounds.
+const EDGE_REALS: [f64; 10] = [
+    0.0,
+    5e-324,
+    -5e-324,
+    f64::MIN_POSITIVE,
+    f64::MAX,
+    f64::MIN,
+    9_007_199_254_740_994.0,
+    0.1,
+    1e23,
+    // The largest subnormal (the decimal that hung parsers of other languages).
+    -f64::from_bits(0x000f_ffff_ffff_ffff),
+];
 /// Rows a reference or a row choice picks among (by position).
 pub(super) const ROW_CHOICES: usize = 8;
 
@@ -48,6 +63,12 @@ enum Draw {
         pool: &'static [&'static str],
         nullable: bool,
     },
+    Real {
+        nullable: bool,
+    },
+    Blob {
+        nullable: bool,
+    },
 }
 
 impl Draw {
@@ -71,6 +92,8 @@ impl Draw {
                 },
                 nullable,
             },
+            (None, model::ColumnKind::Real) => Draw::Real { nullable },
+            (None, model::ColumnKind::Blob) => Draw::Blob { nullable },
         }
     }
 
@@ -90,11 +113,16 @@ impl Draw {
             Draw::Parent { .. } => (0..ROW_CHOICES).prop_map(Val::Parent).boxed(),
             Draw::Int { nullable } => int_value(null(nullable)),
             Draw::Text { pool, nullable } => text_value(pool, null(nullable)),
+            Draw::Real { nullable } => real_value(null(nullable)),
+            Draw::Blob { nullable } => blob_value(null(nullable)),
         }
     }
 
     fn updatable(self) -> bool {
-        matches!(self, Draw::Int { .. } | Draw::Text { .. })
+        matches!(
+            self,
+            Draw::Int { .. } | Draw::Text { .. } | Draw::Real { .. } | Draw::Blob { .. }
+        )
     }
 }
 
@@ -278,6 +306,37 @@ fn int_value(null: u32) -> BoxedStrategy<Val> {
         16 => (0_i64..100).prop_map(Val::Int),
         2 * null => Just(Val::Null),
         2 => proptest::sample::select(&EDGE_INTS[..]).prop_map(Val::Int),
+    ]
+    .boxed()
+}
+
+/// A real column's value: mostly short decimals (which no binary double
+/// holds exactly), sometimes NULL, an edge (subnormals, the largest
+/// doubles, integers past 2^53) or any finite double at all.
+fn real_value(null: u32) -> BoxedStrategy<Val> {
+    let real = |x: f64| Val::Real(syncgate_protocol::Real(x));
+    prop_oneof![
+        12 => (-1000_i32..1000).prop_map(move |n| real(f64::from(n) / 10.0)),
+        2 * null => Just(Val::Null),
+        3 => proptest::sample::select(&EDGE_REALS[..]).prop_map(real),
+        3 => any::<u64>().prop_map(move |bits| {
+            let x = f64::from_bits(bits);
+            // NaN, the infinities and -0.0 are no place's values: 0.5 stands in.
+            real(if x.is_finite() && x.to_bits() != (-0.0_f64).to_bits() { x } else { 0.5 })
+        }),
+    ]
+    .boxed()
+}
+
+/// A blob column's value: mostly a few bytes, sometimes NULL, empty, or
+/// larger than a SQLite page (overflow pages; a PostgreSQL TOAST value).
+fn blob_value(null: u32) -> BoxedStrategy<Val> {
+    let blob = |len: usize, salt: u8| Val::Blob(BlobSpec { len, salt });
+    prop_oneof![
+        12 => (1_usize..48, any::<u8>()).prop_map(move |(len, salt)| blob(len, salt)),
+        2 * null => Just(Val::Null),
+        2 => any::<u8>().prop_map(move |salt| blob(0, salt)),
+        1 => (4_000_usize..70_000, any::<u8>()).prop_map(move |(len, salt)| blob(len, salt)),
     ]
     .boxed()
 }

@@ -156,13 +156,18 @@ fn read_table(conn: &Connection, name: &str, sql: &str) -> Result<protocol::Tabl
         let kind = match affinity(declared) {
             Affinity::Integer => protocol::ColumnKind::Integer,
             Affinity::Text => protocol::ColumnKind::Text,
-            Affinity::Real | Affinity::Blob => return Err(refuse(&clause(declared_or_none(declared)), NOT_YET)),
-            Affinity::Numeric => {
+            Affinity::Real => protocol::ColumnKind::Real,
+            Affinity::Blob if !declared.is_empty() => protocol::ColumnKind::Blob,
+            Affinity::Blob => {
                 return Err(refuse(
-                    &clause(declared),
-                    "NUMERIC affinity (BOOLEAN, DATE, DECIMAL, ...) is not supported: declare INTEGER or TEXT",
+                    &clause("(no type: BLOB affinity)"),
+                    "a column without a type holds any value: declare INTEGER, REAL, TEXT or BLOB",
                 ))
             }
+            Affinity::Numeric => return Err(refuse(
+                &clause(declared),
+                "NUMERIC affinity (BOOLEAN, DATE, DECIMAL, ...) is not supported: declare INTEGER, REAL, TEXT or BLOB",
+            )),
         };
         let references = match foreign.iter().find(|fk| &fk.from == column) {
             None => None,
@@ -197,14 +202,6 @@ fn read_table(conn: &Connection, name: &str, sql: &str) -> Result<protocol::Tabl
         columns,
         natural_key,
     })
-}
-
-fn declared_or_none(declared: &str) -> &str {
-    if declared.is_empty() {
-        "(no type: BLOB affinity)"
-    } else {
-        declared
-    }
 }
 
 /// One `REFERENCES` clause of a table.

@@ -27,7 +27,9 @@ pub fn protocol_schema(schema: &model::Schema) -> protocol::Schema {
                     name: c.name.clone(),
                     kind: match c.kind {
                         model::ColumnKind::Integer => protocol::ColumnKind::Integer,
+                        model::ColumnKind::Real => protocol::ColumnKind::Real,
                         model::ColumnKind::Text => protocol::ColumnKind::Text,
+                        model::ColumnKind::Blob => protocol::ColumnKind::Blob,
                     },
                     references: c.references.map(|p| schema.tables[p].name.clone()),
                     not_null: c.not_null,
@@ -72,12 +74,22 @@ pub fn model_schema(schema: &protocol::Schema) -> Result<model::Schema, SchemaRe
                     )
                 })?),
             };
+            let kind = match c.kind {
+                protocol::ColumnKind::Integer => model::ColumnKind::Integer,
+                protocol::ColumnKind::Real => model::ColumnKind::Real,
+                protocol::ColumnKind::Text => model::ColumnKind::Text,
+                protocol::ColumnKind::Blob => model::ColumnKind::Blob,
+            };
+            if references.is_some() && kind != model::ColumnKind::Integer {
+                return Err(SchemaRefused::new(
+                    &t.name,
+                    &format!("{} REFERENCES on a column that is not INTEGER", c.name),
+                    "references in INTEGER columns (a parent's id)",
+                ));
+            }
             columns.push(model::Column {
                 name: c.name.clone(),
-                kind: match c.kind {
-                    protocol::ColumnKind::Integer => model::ColumnKind::Integer,
-                    protocol::ColumnKind::Text => model::ColumnKind::Text,
-                },
+                kind,
                 references,
                 not_null: c.not_null,
             });
@@ -129,7 +141,9 @@ pub fn ddl(schema: &model::Schema) -> Vec<String> {
             for (c, col) in t.columns.iter().enumerate() {
                 let kind = match col.kind {
                     model::ColumnKind::Integer => "INTEGER",
+                    model::ColumnKind::Real => "REAL",
                     model::ColumnKind::Text => "TEXT",
+                    model::ColumnKind::Blob => "BLOB",
                 };
                 let mut def = format!("{} {kind}", quote(&col.name));
                 if col.not_null {
@@ -160,6 +174,18 @@ pub fn to_protocol(v: &model::Value) -> protocol::Value {
     match v {
         model::Value::Null => protocol::Value::Null,
         model::Value::Int(i) => protocol::Value::Int(*i),
+        model::Value::Real(r) => protocol::Value::Real(protocol::Real(r.get())),
         model::Value::Text(s) => protocol::Value::Text(s.clone()),
+        model::Value::Blob(b) => protocol::Value::Blob {
+            blob: protocol::Blob(b.clone()),
+        },
     }
+}
+
+/// A real as a place holds it, in the model's terms: SQLite and
+/// PostgreSQL keep `-0.0` apart from `0.0` only in name (they compare equal,
+/// and SQLite stores it as `0.0`), so it reads as `0.0`; NaN (which SQLite
+/// turns into NULL) and the infinities (which no write sends) are `None`.
+pub fn real_of_place(x: f64) -> Option<model::Real> {
+    model::Real::new(if x == 0.0 { 0.0 } else { x })
 }

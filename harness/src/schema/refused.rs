@@ -3,8 +3,8 @@
 
 /// What a declared schema may hold today, for refusals.
 const SUPPORTED: &str =
-    "supported: `id INTEGER PRIMARY KEY` (AUTOINCREMENT allowed); columns of INTEGER or \
-     TEXT affinity, nullable or NOT NULL, with or without a DEFAULT; at most one UNIQUE TEXT column per table (its natural \
+    "supported: `id INTEGER PRIMARY KEY` (AUTOINCREMENT allowed); columns of INTEGER, \
+     REAL, TEXT or BLOB affinity, nullable or NOT NULL, with or without a DEFAULT; at most one UNIQUE TEXT column per table (its natural \
      key); `REFERENCES parent(id) ON DELETE CASCADE` on an INTEGER column, chains of any depth and references to \
      the table itself; plain (non-unique) indexes and views, which sync nothing";
 
