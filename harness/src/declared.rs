@@ -120,13 +120,6 @@ pub fn notes(init: &InitOk) -> Vec<String> {
             missing.join(", ")
         ));
     }
-    if init.policies.transactions == TransactionsPolicy::Atomic {
-        notes.push(
-            "transactions: atomic is checked for missing inserts (a write of a transaction shown while a row it \
-             inserted is missing); a shown write beside a stale cell of the same transaction is not checked yet"
-                .into(),
-        );
-    }
     if !init.policies.explicit_ids {
         notes.push("the engine mints every id: inserts with colliding explicit ids were skipped".into());
     }

@@ -58,7 +58,8 @@ pub enum Invariant {
     ReadYourWrites,
     /// (`transactions: atomic`) no place but the writer's replica shows
     /// part of a committed local transaction: one of its writes while a
-    /// row it inserted is missing (a fractured read).
+    /// row it inserted is missing, or a cell another of its writes set
+    /// holds an older value that write causally follows (a fractured read).
     AtomicVisibility,
     /// Adya's G1a, aborted read (engines that declare `aborts`): no value a
     /// transaction the application rolled back wrote is seen in any cache,

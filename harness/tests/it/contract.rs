@@ -696,3 +696,111 @@ fn atomic_visibility_fails_a_fractured_read_and_nothing_else() {
     let (invariant, _) = failing(check_atomic_visibility(&schema, "remote", None, &h, &half, &atomic));
     assert_eq!(invariant, Invariant::AtomicVisibility);
 }
+
+/// r0 inserts host 1 (w1) and pushes; r1 pulls, then commits one transaction
+/// at step 4: it renames host 1 (w2) and inserts host 2 (w3). A place that
+/// shows w3 while host 1 still holds w1's name (which w2 follows) saw half
+/// of the transaction: the stale-cell half of the fractured read.
+#[test]
+fn atomic_visibility_fails_a_stale_cell_beside_a_shown_write() {
+    use syncgate::check::contract::check_atomic_visibility;
+    let mut h = History::new(3);
+    h.record(host_insert(0, 1, 1, "a.w1"));
+    h.pushed_all(2, 0);
+    h.pulled(3, 1);
+    h.record(host_update(1, 4, 1, "b.w2"));
+    h.record(host_insert(1, 4, 2, "c.w3"));
+    let schema = test_schema();
+    let atomic = |merge| Policies {
+        transactions: TransactionsPolicy::Atomic,
+        ..policies(merge)
+    };
+    let half = tables(&[
+        (HOSTS, 1, vec![t("a.w1"), t("ip")]),
+        (HOSTS, 2, vec![t("c.w3"), t("ip")]),
+    ]);
+    let (invariant, detail) = failing(check_atomic_visibility(
+        &schema,
+        "r2",
+        Some(2),
+        &h,
+        &half,
+        &atomic(MergePolicy::Column),
+    ));
+    assert_eq!(invariant, Invariant::AtomicVisibility);
+    assert!(
+        detail.starts_with(
+            "fractured read: r2 shows w3 of r1's transaction at step 4 (hosts/2.hostname holds \"c.w3\") but not w2 \
+             of the same transaction: hosts/1.hostname holds \"a.w1\" of w1, which w2 causally follows (w2 on r1 \
+             causally follows w1 on r0 (r0 pushed at step 2, r1 pulled at step 3))"
+        ),
+        "{detail}"
+    );
+    // The whole transaction passes; so does none of it (host 2 absent: the
+    // insert half has nothing shown to judge by).
+    let whole = tables(&[
+        (HOSTS, 1, vec![t("b.w2"), t("ip")]),
+        (HOSTS, 2, vec![t("c.w3"), t("ip")]),
+    ]);
+    let none = tables(&[(HOSTS, 1, vec![t("a.w1"), t("ip")])]);
+    for (name, place) in [("whole", &whole), ("none", &none)] {
+        assert_eq!(
+            check_atomic_visibility(&schema, "r2", Some(2), &h, place, &atomic(MergePolicy::Column)),
+            Ok(()),
+            "{name}"
+        );
+    }
+    // A concurrent winner is not stale: r2 renamed host 1 (w4) without
+    // knowing w2, and its name won there.
+    let mut concurrent = h.clone();
+    concurrent.record(host_update(2, 5, 1, "d.w4"));
+    let won = tables(&[
+        (HOSTS, 1, vec![t("d.w4"), t("ip")]),
+        (HOSTS, 2, vec![t("c.w3"), t("ip")]),
+    ]);
+    assert_eq!(
+        check_atomic_visibility(&schema, "r0", Some(0), &concurrent, &won, &atomic(MergePolicy::Column)),
+        Ok(())
+    );
+    // Under row merges, a write concurrent with w2 to host 1 may win with
+    // its whole row, w1's older name included: nothing to say.
+    let mut row_winner = h.clone();
+    row_winner.record(write(2, 5, HOSTS, 1, WriteKind::Update, vec![(1, t("ip2.w4"))]));
+    let old_name = tables(&[
+        (HOSTS, 1, vec![t("a.w1"), t("ip2.w4")]),
+        (HOSTS, 2, vec![t("c.w3"), t("ip")]),
+    ]);
+    assert_eq!(
+        check_atomic_visibility(
+            &schema,
+            "r0",
+            Some(0),
+            &row_winner,
+            &old_name,
+            &atomic(MergePolicy::Row)
+        ),
+        Ok(())
+    );
+    let (invariant, _) = failing(check_atomic_visibility(
+        &schema,
+        "r0",
+        Some(0),
+        &row_winner,
+        &old_name,
+        &atomic(MergePolicy::Column),
+    ));
+    assert_eq!(
+        invariant,
+        Invariant::AtomicVisibility,
+        "column merges: w1's name is stale"
+    );
+    // Not declared, or the writer's own cache: not judged.
+    assert_eq!(
+        check_atomic_visibility(&schema, "r2", Some(2), &h, &half, &policies(MergePolicy::Column)),
+        Ok(())
+    );
+    assert_eq!(
+        check_atomic_visibility(&schema, "r1", Some(1), &h, &half, &atomic(MergePolicy::Column)),
+        Ok(())
+    );
+}

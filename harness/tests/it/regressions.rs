@@ -142,3 +142,15 @@ fn pulled_death_through_a_circle_of_references() {
     // searched once.
     check("pulled_death_through_a_circle_of_references.json");
 }
+
+#[test]
+fn a_cascade_reaches_its_depth_bound() {
+    // Hand-written for cargo-mutants survivors (TEETH.md: the remote
+    // cascade's depth, never reached by a generated schema): r1 holds only
+    // the root of a self-referencing chain of 65 rows that r0 built, so its
+    // delete is one outbox entry and the remote cascades it 64 levels down
+    // (`CASCADE_DEPTH_MAX`, which it must reach and not refuse). The chain
+    // one row longer is refused with CascadeTooDeep (engine/tests/it/bounds.rs);
+    // the model knows no bound, so a generated case must never go past it.
+    check("a_cascade_reaches_its_depth_bound.json");
+}
