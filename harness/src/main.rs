@@ -177,6 +177,10 @@ struct StressArgs {
     /// sqlite, postgres (SYNCGATE_PG_URL) or a postgresql:// URL.
     #[arg(long, default_value = "sqlite")]
     remote: String,
+    /// The tables the replicas write instead of the built-in schema (as for
+    /// check: SQL DDL, a SQLite database or the protocol's schema JSON).
+    #[arg(long)]
+    schema: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -428,7 +432,22 @@ fn mutants_command(args: MutantsArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn stress_command(args: StressArgs) -> anyhow::Result<ExitCode> {
+    let schema =
+        match &args.schema {
+            None => None,
+            Some(path) if path.as_path() == std::path::Path::new("random") => return Err(HarnessError::Setup(
+                "stress runs one schema for all its threads: --schema FILE, not random (check draws random schemas)"
+                    .into(),
+            )
+            .into()),
+            Some(path) => Some(
+                syncgate::schema::read_declared(path)
+                    .map_err(HarnessError::from)?
+                    .tables,
+            ),
+        };
     let opts = syncgate::stress::StressOptions {
+        schema,
         replicas: usize::from(args.replicas),
         writes_per_replica: args.writes,
         seed: args.seed,
@@ -440,8 +459,24 @@ fn stress_command(args: StressArgs) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         println!(
-            "syncgate stress: {} replicas on {}, {} writes ({} refused), {} syncs, {} busy, quiet after {} rounds, {} hosts rows checked",
-            args.replicas, report.remote, report.writes, report.refused, report.syncs, report.busy, report.quiescence_rounds, report.hosts_checked
+            "syncgate stress: {} replicas on {}, {} writes ({} refused), {} syncs, {} busy, quiet after {} rounds, {}",
+            args.replicas,
+            report.remote,
+            report.writes,
+            report.refused,
+            report.syncs,
+            report.busy,
+            report.quiescence_rounds,
+            if report.merge_checked_tables.is_empty() {
+                "no plain table (each has a natural key or a reference): no row checked against the stamp-order merge"
+                    .to_string()
+            } else {
+                format!(
+                    "{} rows of {} checked against the stamp-order merge",
+                    report.rows_checked,
+                    report.merge_checked_tables.join(", ")
+                )
+            }
         );
         println!(
             "held {:.0} writes/s and {:.0} syncs/s over {} ms (this machine, all replicas together)",

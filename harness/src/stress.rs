@@ -5,9 +5,11 @@
 //! Unlike `check`, thread timing decides the interleaving here, so a run is
 //! not replayable step by step; what it checks does not depend on timing:
 //! after quiescence every replica equals the remote, no natural key is held
-//! twice, no reference dangles, and every `hosts` row equals the merge of
+//! twice, no reference dangles, and every row of a plain table (no natural
+//! key, no reference: `hosts` in the built-in schema) equals the merge of
 //! every captured write to it by stamp (delete wins; each column takes the
-//! value of its latest-stamped write).
+//! value of its latest-stamped write). Any declared schema (`--schema`)
+//! works: writes go to every table, with values of each column's kind.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -18,7 +20,7 @@ use syncgate_engine::outbox::{self, Op};
 use syncgate_engine::rusqlite::types::Value;
 use syncgate_engine::{Config, Remote, Replica, Schema, SystemClock};
 use syncgate_model as model;
-use syncgate_reference_adapter::{open_remote, Options};
+use syncgate_reference_adapter::{engine_schema, open_remote, Options};
 
 use crate::check::contract::check_integrity;
 use crate::error::HarnessError;
@@ -36,6 +38,8 @@ pub struct StressOptions {
     /// Sync after this many writes.
     pub sync_every: usize,
     pub remote: RemoteTarget,
+    /// The tables (`--schema FILE`); `None`: the built-in schema.
+    pub schema: Option<syncgate_protocol::Schema>,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -53,13 +57,17 @@ pub struct StressReport {
     pub syncs: u64,
     pub busy: u64,
     pub quiescence_rounds: usize,
-    pub hosts_checked: usize,
+    /// The plain tables whose rows were checked against the stamp-order
+    /// merge of their captured writes, and how many rows that was.
+    pub merge_checked_tables: Vec<String>,
+    pub rows_checked: usize,
     pub problems: Vec<String>,
 }
 
-/// One captured write to `hosts`, read back from a replica's outbox.
+/// One captured write to a plain table, read back from a replica's outbox.
 #[derive(Clone, Debug)]
 struct Captured {
+    table: usize,
     id: i64,
     op: Op,
     stamp: (i64, u32),
@@ -78,18 +86,30 @@ fn stopped(e: impl std::fmt::Display) -> HarnessError {
     HarnessError::Setup(e.to_string())
 }
 
-/// Per hosts id: still live, and per column the latest value and its stamp.
-type Merged = BTreeMap<i64, (bool, Vec<(Value, (i64, u32))>)>;
+/// Per row (table, id): still live, and per column the latest value and its stamp.
+type Merged = BTreeMap<(usize, i64), (bool, Vec<(Value, (i64, u32))>)>;
+
+/// Tables whose rows only the application's own writes change: no natural
+/// key (no merges) and no reference (no cascades the remote makes alone).
+fn plain_tables(schema: &model::Schema) -> Vec<usize> {
+    (0..schema.tables.len())
+        .filter(|&t| {
+            let table = &schema.tables[t];
+            table.natural_key.is_none() && table.columns.iter().all(|c| c.references.is_none())
+        })
+        .collect()
+}
 
 pub fn stress(opts: &StressOptions, base: &Path) -> Result<StressReport, HarnessError> {
     let dir = tempfile::Builder::new()
         .prefix("syncgate-stress-")
         .tempdir_in(base)
         .map_err(stopped)?;
-    let schema = Schema::test_schema();
+    let model_schema = crate::schema::of_case(opts.schema.as_ref())?;
+    let schema: Schema = engine_schema(&crate::schema::protocol_schema(&model_schema)).map_err(stopped)?;
     opts.remote.probe()?;
     // Dropped at the end: a PostgreSQL schema with it.
-    let mut place = RemotePlace::new(&opts.remote, dir.path(), &model::test_schema());
+    let mut place = RemotePlace::new(&opts.remote, dir.path(), &model_schema);
     let location = place.location();
     drop(open_remote(&location, &schema, &Options::default(), true).map_err(stopped)?);
     let config = Config {
@@ -118,7 +138,10 @@ pub fn stress(opts: &StressOptions, base: &Path) -> Result<StressReport, Harness
         let handles: Vec<_> = replicas
             .into_iter()
             .enumerate()
-            .map(|(r, replica)| s.spawn(move || worker(replica, r, opts)))
+            .map(|(r, replica)| {
+                let model_schema = &model_schema;
+                s.spawn(move || worker(replica, r, opts, model_schema))
+            })
             .collect();
         handles
             .into_iter()
@@ -149,8 +172,8 @@ pub fn stress(opts: &StressOptions, base: &Path) -> Result<StressReport, Harness
     report.writes_per_s = report.writes as f64 / seconds;
     report.syncs_per_s = report.syncs as f64 / seconds;
     let remote = place.read_tables()?;
-    check_converged(&replicas, &remote, &mut report)?;
-    check_hosts_merge(&captured, &remote[1], &mut report);
+    check_converged(&replicas, &model_schema, &remote, &mut report)?;
+    check_merge(&model_schema, &captured, &remote, &mut report);
     Ok(report)
 }
 
@@ -180,15 +203,15 @@ fn quiesce(replicas: &mut [AnyReplica], report: &mut StressReport) -> Result<(),
 /// it and has nothing pending.
 fn check_converged(
     replicas: &[AnyReplica],
+    model_schema: &model::Schema,
     remote: &model::Tables,
     report: &mut StressReport,
 ) -> Result<(), HarnessError> {
-    let model_schema = model::test_schema();
-    if let Err(v) = check_integrity(&model_schema, "remote", remote) {
+    if let Err(v) = check_integrity(model_schema, "remote", remote) {
         report.problems.push(format!("{}: {}", v.invariant, v.detail));
     }
     for (r, replica) in replicas.iter().enumerate() {
-        let tables = read_tables(replica.connection(), &model_schema)?;
+        let tables = read_tables(replica.connection(), model_schema)?;
         if tables != *remote {
             report
                 .problems
@@ -203,14 +226,20 @@ fn check_converged(
     Ok(())
 }
 
-/// Every hosts row equals the stamp-order merge of its captured writes
-/// (delete wins; each column takes its latest-stamped write's value).
-fn check_hosts_merge(captured: &[Captured], hosts: &model::Rows, report: &mut StressReport) {
+/// Every row of a plain table equals the stamp-order merge of its captured
+/// writes (delete wins; each column takes its latest-stamped write's value).
+fn check_merge(schema: &model::Schema, captured: &[Captured], remote: &model::Tables, report: &mut StressReport) {
+    let plain = plain_tables(schema);
+    report.merge_checked_tables = plain.iter().map(|&t| schema.tables[t].name.clone()).collect();
     let mut expected: Merged = BTreeMap::new();
     for w in captured {
+        let columns = schema.tables[w.table].columns.len();
         let entry = expected
-            .entry(w.id)
-            .or_insert_with(|| (true, vec![(Value::Null, (i64::MIN, 0)); 2]));
+            .entry((w.table, w.id))
+            .or_insert_with(|| (true, vec![(Value::Null, (i64::MIN, 0)); columns]));
+        if !entry.0 {
+            continue;
+        }
         if w.op == Op::Delete {
             entry.0 = false;
             continue;
@@ -221,27 +250,37 @@ fn check_hosts_merge(captured: &[Captured], hosts: &model::Rows, report: &mut St
             }
         }
     }
-    for (id, (live, cols)) in &expected {
-        report.hosts_checked += 1;
-        let want: Vec<model::Value> = cols.iter().map(|(v, _)| to_model(v, model::ColumnKind::Text)).collect();
-        match (live, hosts.get(id)) {
+    for (&(t, id), (live, cols)) in &expected {
+        let table = &schema.tables[t];
+        report.rows_checked += 1;
+        let want: Vec<model::Value> = cols
+            .iter()
+            .zip(&table.columns)
+            .map(|((v, _), column)| to_model(v, column.kind))
+            .collect();
+        match (live, remote[t].get(&id)) {
             (true, Some(got)) if *got == want => {}
             (false, None) => {}
             (true, got) => report.problems.push(format!(
-                "hosts/{id}: the stamp-order merge is {} but the remote has {}",
+                "{}/{id}: the stamp-order merge is {} but the remote has {}",
+                table.name,
                 show_row(&want),
                 got.map_or("nothing".into(), |g| show_row(g))
             )),
             (false, Some(got)) => report.problems.push(format!(
-                "RowResurrected: hosts/{id} was deleted but the remote has {}",
+                "RowResurrected: {}/{id} was deleted but the remote has {}",
+                table.name,
                 show_row(got)
             )),
         }
     }
-    if let Some(id) = hosts.keys().find(|id| !expected.contains_key(id)) {
-        report
-            .problems
-            .push(format!("RowUnexpected: hosts/{id} was never written"));
+    for &t in &plain {
+        if let Some(id) = remote[t].keys().find(|id| !expected.contains_key(&(t, **id))) {
+            report.problems.push(format!(
+                "RowUnexpected: {}/{id} was never written",
+                schema.tables[t].name
+            ));
+        }
     }
 }
 
@@ -253,8 +292,11 @@ fn clock() -> std::time::Instant {
     std::time::Instant::now()
 }
 
-/// One replica's thread: seeded writes, a sync every few writes.
-fn worker(mut replica: AnyReplica, r: usize, opts: &StressOptions) -> WorkerResult {
+/// One replica's thread: seeded writes to every table (inserts with values
+/// of each column's kind and references to rows the replica holds, updates
+/// of plain columns, deletes, and inserts of shared natural keys), a sync
+/// every few writes.
+fn worker(mut replica: AnyReplica, r: usize, opts: &StressOptions, schema: &model::Schema) -> WorkerResult {
     let mut rng = opts.seed ^ (0x9e37_79b9_7f4a_7c15_u64.wrapping_mul(r as u64 + 1));
     let mut next = move || {
         rng ^= rng << 13;
@@ -265,45 +307,57 @@ fn worker(mut replica: AnyReplica, r: usize, opts: &StressOptions) -> WorkerResu
     let mut report = StressReport::default();
     let mut captured = Vec::new();
     let mut last_seq = 0_i64;
-    let names = ["a.example", "b.example", "c.example", "d.example"];
+    let plain = plain_tables(schema);
     for i in 0..opts.writes_per_replica {
         let roll = next() % 100;
-        let hosts: Vec<i64> = replica
-            .rows("hosts")
-            .map_err(stopped)?
-            .iter()
-            .map(|row| row.id)
-            .collect();
-        let outcome = if roll < 40 || hosts.is_empty() {
-            replica
-                .insert(
-                    "hosts",
-                    None,
-                    &[
-                        ("hostname", Value::Text(format!("h{}", next() % 50))),
-                        ("ip", Value::Text(format!("10.0.{r}.{}", next() % 250))),
-                    ],
-                )
-                .map(drop)
-        } else if roll < 75 {
-            let id = hosts[(next() % hosts.len() as u64) as usize];
-            let column = if next() % 2 == 0 { "hostname" } else { "ip" };
-            replica.update("hosts", id, &[(column, Value::Text(format!("v{r}-{i}")))])
+        let t = (next() % schema.tables.len() as u64) as usize;
+        let table = &schema.tables[t];
+        let held = |replica: &AnyReplica, t: usize| -> Result<Vec<i64>, HarnessError> {
+            Ok(replica
+                .rows(&schema.tables[t].name)
+                .map_err(stopped)?
+                .iter()
+                .map(|row| row.id)
+                .collect())
+        };
+        let ids = held(&replica, t)?;
+        let outcome = if roll < 55 || ids.is_empty() {
+            let mut values: Vec<(&str, Value)> = Vec::new();
+            let mut possible = true;
+            for (c, column) in table.columns.iter().enumerate() {
+                let value = if let Some(p) = column.references {
+                    let parents = held(&replica, p)?;
+                    if parents.is_empty() || (!column.not_null && next() % 4 == 0) {
+                        Value::Null
+                    } else {
+                        Value::Integer(parents[(next() % parents.len() as u64) as usize])
+                    }
+                } else if table.natural_key == Some(c) {
+                    Value::Text(NAMES[(next() % NAMES.len() as u64) as usize].into())
+                } else {
+                    value_of(column.kind, next(), r, i)
+                };
+                possible &= !(column.not_null && value == Value::Null);
+                values.push((&column.name, value));
+            }
+            if !possible {
+                continue;
+            }
+            replica.insert(&table.name, None, &values).map(drop)
         } else if roll < 85 {
-            let id = hosts[(next() % hosts.len() as u64) as usize];
-            replica.delete("hosts", id)
+            let updatable: Vec<usize> = (0..table.columns.len())
+                .filter(|&c| table.natural_key != Some(c) && table.columns[c].references.is_none())
+                .collect();
+            if updatable.is_empty() {
+                continue;
+            }
+            let id = ids[(next() % ids.len() as u64) as usize];
+            let c = updatable[(next() % updatable.len() as u64) as usize];
+            let value = value_of(table.columns[c].kind, next(), r, i);
+            replica.update(&table.name, id, &[(&table.columns[c].name, value)])
         } else {
-            let name = names[(next() % names.len() as u64) as usize];
-            replica
-                .insert(
-                    "domains",
-                    None,
-                    &[
-                        ("name", Value::Text(name.into())),
-                        ("registrar", Value::Text(format!("r{r}"))),
-                    ],
-                )
-                .map(drop)
+            let id = ids[(next() % ids.len() as u64) as usize];
+            replica.delete(&table.name, id)
         };
         match outcome {
             Ok(()) => report.writes += 1,
@@ -311,7 +365,7 @@ fn worker(mut replica: AnyReplica, r: usize, opts: &StressOptions) -> WorkerResu
             Err(e) if e.is_busy() => report.busy += 1,
             Err(e) => return Err(stopped(format!("r{r} write: {e}"))),
         }
-        last_seq = read_captured(&replica, last_seq, &mut captured)?;
+        last_seq = read_captured(&replica, &plain, last_seq, &mut captured)?;
         if (i + 1) % opts.sync_every.max(1) == 0 {
             report.syncs += 1;
             match replica.sync() {
@@ -324,13 +378,33 @@ fn worker(mut replica: AnyReplica, r: usize, opts: &StressOptions) -> WorkerResu
     Ok((replica, captured, report))
 }
 
-/// Appends the hosts writes captured after `after` and returns the new high seq.
-fn read_captured(replica: &AnyReplica, after: i64, out: &mut Vec<Captured>) -> Result<i64, HarnessError> {
+/// Natural keys the replicas share, so that their inserts collide.
+const NAMES: [&str; 4] = ["a.example", "b.example", "c.example", "d.example"];
+
+/// A value of `kind` from the random word `word`, distinct per replica `r`
+/// and write `i` where the kind allows.
+fn value_of(kind: model::ColumnKind, word: u64, r: usize, i: usize) -> Value {
+    match kind {
+        model::ColumnKind::Integer => Value::Integer((word % 1000) as i64),
+        model::ColumnKind::Real => Value::Real((word % 100_000) as f64 / 8.0 + 0.1),
+        model::ColumnKind::Text => Value::Text(format!("v{r}-{i}")),
+        model::ColumnKind::Blob => Value::Blob(word.to_le_bytes()[..(word % 9) as usize].to_vec()),
+    }
+}
+
+/// Appends the writes to `plain` tables captured after `after` and returns
+/// the new high seq.
+fn read_captured(
+    replica: &AnyReplica,
+    plain: &[usize],
+    after: i64,
+    out: &mut Vec<Captured>,
+) -> Result<i64, HarnessError> {
     let schema = replica.schema();
-    let hosts = schema.table_names().position(|name| name == "hosts");
     let entries = outbox::read_entries(replica.connection(), schema, after).map_err(stopped)?;
-    for entry in entries.iter().filter(|entry| Some(entry.table) == hosts) {
+    for entry in entries.iter().filter(|entry| plain.contains(&entry.table)) {
         out.push(Captured {
+            table: entry.table,
             id: entry.id,
             op: entry.op,
             stamp: (entry.stamp.hlc, entry.stamp.replica),

@@ -447,3 +447,32 @@ fn a_random_schema_shrinks_to_the_tables_and_columns_the_failure_needs() {
     }
     assert!(compared > 0, "no failing case had three tables or more");
 }
+
+#[test]
+fn stress_writes_a_declared_schema_and_checks_its_plain_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |schema: &std::ffi::OsStr| {
+        Command::new(env!("CARGO_BIN_EXE_syncgate"))
+            .args(["stress", "--replicas", "3", "--writes", "120", "--json", "--schema"])
+            .arg(schema)
+            .env("TMPDIR", dir.path())
+            .output()
+            .expect("syncgate runs")
+    };
+    let out = run(example("notes.sql").as_os_str());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(&stdout).expect("a JSON report");
+    assert_eq!(report["merge_checked_tables"], serde_json::json!(["notebooks"]));
+    assert!(report["rows_checked"].as_u64().unwrap() > 0, "{report}");
+    assert!(report["writes"].as_u64().unwrap() > 200, "{report}");
+    // One schema for every thread: a random one is a usage error.
+    let out = run("random".as_ref());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--schema FILE, not random"));
+}
