@@ -5,8 +5,8 @@
 //! events it can reach.
 
 use syncgate_protocol::{
-    CrashPoint, DeletePolicy, IdPolicy, InitOk, OutsideWrites, PendingAfterSync, Profile, PushPolicy, PushPull,
-    TransactionsPolicy,
+    ConsistencyPolicy, CrashPoint, DeletePolicy, IdPolicy, InitOk, OutsideWrites, PendingAfterSync, Profile,
+    PushPolicy, PushPull, TransactionsPolicy,
 };
 
 use crate::check::{Invariant, Oracle};
@@ -33,6 +33,13 @@ pub fn check_declared(init: &InitOk, schema: &syncgate_model::Schema) -> Result<
         return Err(HarnessError::Setup(
             "the engine declares transactions: atomic and ids that change or differ between places: this syncgate \
              checks atomic visibility on stable ids only (not yet on rows named by their writes); declare one of the two"
+                .into(),
+        ));
+    }
+    if policies.consistency == ConsistencyPolicy::Causal && policies.ids != IdPolicy::Stable {
+        return Err(HarnessError::Setup(
+            "the engine declares consistency: causal and ids that change or differ between places: this syncgate \
+             checks causal visibility on stable ids only (not yet on rows named by their writes); declare one of the two"
                 .into(),
         ));
     }
@@ -120,6 +127,13 @@ pub fn notes(init: &InitOk) -> Vec<String> {
             missing.join(", ")
         ));
     }
+    if init.policies.consistency == ConsistencyPolicy::Causal {
+        notes.push(
+            "consistency: causal is checked for causal visibility (no write shown without the writes it follows); \
+             monotonic reads (a cache never going back to an older value) are not checked yet"
+                .into(),
+        );
+    }
     if !init.policies.explicit_ids {
         notes.push("the engine mints every id: inserts with colliding explicit ids were skipped".into());
     }
@@ -191,6 +205,7 @@ pub fn checked_properties(init: &InitOk, profile: bool) -> Vec<Invariant> {
         .filter(|i| match i {
             Invariant::NoAbortedRead => init.capabilities.aborts,
             Invariant::AtomicVisibility => init.policies.transactions == TransactionsPolicy::Atomic,
+            Invariant::CausalVisibility => init.policies.consistency == ConsistencyPolicy::Causal,
             Invariant::ReadsTruthful => init.capabilities.reads,
             Invariant::NoResurrection => init.policies.delete == DeletePolicy::DeleteWins,
             Invariant::RenumberingReported | Invariant::ReferencesFollowIds | Invariant::WriteOnWrongRow => ids_move,

@@ -111,6 +111,11 @@ impl History {
 
     /// The number the next write gets (its value tag): committed and
     /// aborted writes share one numbering, so no two writes share a tag.
+    /// How many replicas the case has.
+    pub fn replicas(&self) -> usize {
+        self.known.len()
+    }
+
     pub fn next_write_number(&self) -> usize {
         self.writes.len() + self.aborted.len() + 1
     }

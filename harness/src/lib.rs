@@ -43,6 +43,7 @@ pub fn subject_names() -> Vec<String> {
         "reference+aborts".to_string(),
         "reference+write-through".to_string(),
         "reference+atomic".to_string(),
+        "reference+causal".to_string(),
     ];
     names.extend(
         syncgate_engine::Mutant::ALL
@@ -65,7 +66,8 @@ pub enum OracleChoice {
 /// `reference+shifted-ids`, `reference+no-conflict-counts`,
 /// `reference+aborts` (protocol version 2, application rollbacks),
 /// `reference+write-through` (protocol version 2, `push: on_commit`),
-/// `reference+atomic` (protocol version 2, `transactions: atomic`), or
+/// `reference+atomic` (protocol version 2, `transactions: atomic`),
+/// `reference+causal` (also `consistency: causal`), or
 /// `exec:COMMAND` for any engine behind the protocol; its cases run on
 /// `remote`.
 pub fn subject_by_name(
@@ -90,6 +92,11 @@ pub fn subject_by_name(
         })),
         "reference+atomic" => Box::new(ReferenceEngine::with(Options {
             atomic: true,
+            ..Options::default()
+        })),
+        "reference+causal" => Box::new(ReferenceEngine::with(Options {
+            atomic: true,
+            causal: true,
             ..Options::default()
         })),
         "reference+no-conflict-counts" => Box::new(ReferenceEngine::with(Options {

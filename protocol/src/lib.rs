@@ -471,6 +471,22 @@ pub struct Policies {
     /// Version 2: what another place may see of a local transaction.
     #[serde(default, skip_serializing_if = "is_default")]
     pub transactions: TransactionsPolicy,
+    /// Version 2: what a place may show before quiescence, across
+    /// transactions (PROTOCOL.md, "Consistency levels").
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub consistency: ConsistencyPolicy,
+}
+
+/// What a place may show of writes before quiescence.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConsistencyPolicy {
+    /// Nothing before quiescence (version 1's contract).
+    #[default]
+    Eventual,
+    /// No place shows a write without the writes it causally follows
+    /// (`CausalVisibility`; writes follow reads).
+    Causal,
 }
 
 /// What another place may see of a committed local transaction before
@@ -562,6 +578,7 @@ pub const KNOWN_FIELDS: [(&str, &[&str]); 3] = [
             "pending_after_sync",
             "ids",
             "transactions",
+            "consistency",
         ],
     ),
 ];
@@ -569,13 +586,12 @@ pub const KNOWN_FIELDS: [(&str, &[&str]); 3] = [
 /// Declarations of version 2's design that this crate knows by name but
 /// the harness does not check yet (PROTOCOL.md, "Designed, not yet
 /// checked"), as `object.field`.
-pub const DESIGNED_NOT_CHECKED: [&str; 7] = [
+pub const DESIGNED_NOT_CHECKED: [&str; 6] = [
     "capabilities.topologies",
     "capabilities.outside_connection",
     "capabilities.value_domain",
     "policies.references",
     "policies.constraints",
-    "policies.consistency",
     "capabilities.pause_points",
 ];
 
@@ -1019,6 +1035,7 @@ mod tests {
             pending_after_sync: PendingAfterSync::Zero,
             ids: IdPolicy::Stable,
             transactions: TransactionsPolicy::Unit,
+            consistency: ConsistencyPolicy::Eventual,
         };
         assert_eq!(
             serde_json::to_string(&policies).expect("encode"),
@@ -1031,12 +1048,12 @@ mod tests {
         let raw: serde_json::Value = serde_json::from_str(
             r#"{"type":"init_ok","in_reply_to":0,"protocol":2,"engine":"x","future":1,
                 "capabilities":{"clock":false,"outside_writes":"captured","topologies":["peer"]},
-                "policies":{"merge":"row","delete":"delete_wins","natural_keys":"merge","explicit_ids":false,"consistency":"causal"}}"#,
+                "policies":{"merge":"row","delete":"delete_wins","natural_keys":"merge","explicit_ids":false,"references":"unenforced"}}"#,
         )
         .expect("json");
         assert_eq!(
             unknown_declarations(&raw),
-            vec!["init_ok.future", "capabilities.topologies", "policies.consistency"]
+            vec!["init_ok.future", "capabilities.topologies", "policies.references"]
         );
     }
 

@@ -54,6 +54,10 @@ pub struct Options {
     /// the reference spec keeps (a push sends whole local transactions, S2;
     /// a pull is one local transaction, P5), so the contract checks it.
     pub atomic: bool,
+    /// Speaks protocol version 2 and declares `consistency: causal`: what
+    /// the reference spec keeps (a pull brings everything the remote has,
+    /// P1, and the remote has a write only after every write it follows).
+    pub causal: bool,
 }
 
 impl Options {
@@ -65,7 +69,7 @@ impl Options {
     /// The protocol version the engine answers: 2 when it declares
     /// anything of version 2.
     pub fn protocol(&self) -> u32 {
-        if self.aborts || self.write_through || self.atomic {
+        if self.aborts || self.write_through || self.atomic || self.causal {
             LATEST
         } else {
             VERSION
@@ -92,6 +96,9 @@ impl Options {
         }
         if self.atomic {
             name.push_str("+atomic");
+        }
+        if self.causal {
+            name.push_str("+causal");
         }
         name
     }
@@ -222,6 +229,11 @@ pub fn init_ok(options: &Options) -> InitOk {
                 syncgate_protocol::TransactionsPolicy::Atomic
             } else {
                 syncgate_protocol::TransactionsPolicy::Unit
+            },
+            consistency: if options.causal {
+                syncgate_protocol::ConsistencyPolicy::Causal
+            } else {
+                syncgate_protocol::ConsistencyPolicy::Eventual
             },
         },
     }

@@ -61,6 +61,12 @@ pub enum Invariant {
     /// row it inserted is missing, or a cell another of its writes set
     /// holds an older value that write causally follows (a fractured read).
     AtomicVisibility,
+    /// (`consistency: causal`) writes follow reads: no place shows a write
+    /// while a write it causally follows (program order, push then pull)
+    /// is missing there (a row it inserted, that no delete or natural-key
+    /// merge took) or stale (a cell it set holds an older value it
+    /// follows). Adya's G-single's cousin across replicas; Elle's "causal".
+    CausalVisibility,
     /// Adya's G1a, aborted read (engines that declare `aborts`): no value a
     /// transaction the application rolled back wrote is seen in any cache,
     /// on the remote or through the engine's reads, at any step.
@@ -121,7 +127,7 @@ pub enum Invariant {
 
 impl Invariant {
     /// Every property, in the order reports list them.
-    pub const ALL: [Invariant; 25] = [
+    pub const ALL: [Invariant; 26] = [
         Invariant::Convergence,
         Invariant::Integrity,
         Invariant::NoLostWrite,
@@ -129,6 +135,7 @@ impl Invariant {
         Invariant::NoResurrection,
         Invariant::ReadYourWrites,
         Invariant::AtomicVisibility,
+        Invariant::CausalVisibility,
         Invariant::NoAbortedRead,
         Invariant::ReadsTruthful,
         Invariant::TruthfulStatus,
@@ -158,6 +165,7 @@ impl Invariant {
             | Invariant::NoResurrection
             | Invariant::ReadYourWrites
             | Invariant::AtomicVisibility
+            | Invariant::CausalVisibility
             | Invariant::NoAbortedRead
             | Invariant::ReadsTruthful
             | Invariant::TruthfulStatus

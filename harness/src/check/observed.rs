@@ -89,6 +89,7 @@ pub fn cache(seen: &CacheObservation, expect: &Expectation<'_>) -> Verdict {
     contract::check_integrity(schema, &place, tables)?;
     contract::check_no_aborted_read(schema, &place, expect.history, tables)?;
     contract::check_atomic_visibility(schema, &place, Some(r), expect.history, tables, expect.policies)?;
+    contract::check_causal_visibility(schema, &place, expect.history, tables, expect.policies)?;
     let view = match &seen.named {
         Some(Ok((logical, maps))) => {
             check_renumberings(
@@ -131,6 +132,7 @@ pub fn remote(tables: &model::Tables, expect: &Expectation<'_>) -> Verdict {
     contract::check_integrity(expect.schema, "remote", tables)?;
     contract::check_no_aborted_read(expect.schema, "remote", expect.history, tables)?;
     contract::check_atomic_visibility(expect.schema, "remote", None, expect.history, tables, expect.policies)?;
+    contract::check_causal_visibility(expect.schema, "remote", expect.history, tables, expect.policies)?;
     let Some(m) = expect.model else { return Ok(()) };
     let dead: BTreeSet<(usize, i64)> = m
         .remote

@@ -28,6 +28,7 @@ fn policies(merge: MergePolicy) -> Policies {
         pending_after_sync: PendingAfterSync::Zero,
         ids: IdPolicy::Stable,
         transactions: TransactionsPolicy::Unit,
+        consistency: syncgate_protocol::ConsistencyPolicy::Eventual,
     }
 }
 
@@ -801,6 +802,64 @@ fn atomic_visibility_fails_a_stale_cell_beside_a_shown_write() {
     );
     assert_eq!(
         check_atomic_visibility(&schema, "r1", Some(1), &h, &half, &atomic(MergePolicy::Column)),
+        Ok(())
+    );
+}
+
+/// r0 inserts host 1 (w1) and pushes; r1 pulls it, renames it (w2, step 4)
+/// and inserts host 2 (w3, step 5): w3 follows w2 (program order) and w1
+/// (push then pull). A place that shows w3 must show both.
+#[test]
+fn causal_visibility_fails_a_write_shown_without_one_it_follows() {
+    use syncgate::check::contract::check_causal_visibility;
+    use syncgate_protocol::ConsistencyPolicy;
+    let mut h = History::new(3);
+    h.record(host_insert(0, 1, 1, "a.w1"));
+    h.pushed_all(2, 0);
+    h.pulled(3, 1);
+    h.record(host_update(1, 4, 1, "b.w2"));
+    h.record(host_insert(1, 5, 2, "c.w3"));
+    let schema = test_schema();
+    let causal = Policies {
+        consistency: ConsistencyPolicy::Causal,
+        ..policies(MergePolicy::Column)
+    };
+    // Stale: host 1 still has w1's name, which w2 (followed by w3) replaced.
+    let stale = tables(&[(HOSTS, 1, vec![t("a.w1"), t("ip")]), (HOSTS, 2, vec![t("c.w3"), t("ip")])]);
+    let (invariant, detail) = failing(check_causal_visibility(&schema, "r2", &h, &stale, &causal));
+    assert_eq!(invariant, Invariant::CausalVisibility);
+    assert!(
+        detail.starts_with(
+            "r2 shows w3 of r1 (hosts/2.hostname holds \"c.w3\") but not w2, which it causally follows (w3 comes \
+             after w2 on r1): hosts/1.hostname holds \"a.w1\" of w1, which w2 causally follows"
+        ),
+        "{detail}"
+    );
+    // Missing: host 1 is not there at all, and nothing took it.
+    let missing = tables(&[(HOSTS, 2, vec![t("c.w3"), t("ip")])]);
+    let (invariant, detail) = failing(check_causal_visibility(&schema, "remote", &h, &missing, &causal));
+    assert_eq!(invariant, Invariant::CausalVisibility);
+    assert!(
+        detail.contains("but not w1, which it causally follows (w3 on r1 causally follows w1 on r0 (r0 pushed at step 2, r1 pulled at step 3)): no hosts/1 there"),
+        "{detail}"
+    );
+    // Quiet: everything w3 follows is there; w3 is not shown (nothing to
+    // judge by); a concurrent winner holds the name; a delete took host 1;
+    // the engine does not declare causal.
+    let whole = tables(&[(HOSTS, 1, vec![t("b.w2"), t("ip")]), (HOSTS, 2, vec![t("c.w3"), t("ip")])]);
+    let before = tables(&[(HOSTS, 1, vec![t("a.w1"), t("ip")])]);
+    for (name, place) in [("whole", &whole), ("before w2", &before)] {
+        assert_eq!(check_causal_visibility(&schema, "r2", &h, place, &causal), Ok(()), "{name}");
+    }
+    let mut concurrent = h.clone();
+    concurrent.record(host_update(2, 6, 1, "d.w4"));
+    let won = tables(&[(HOSTS, 1, vec![t("d.w4"), t("ip")]), (HOSTS, 2, vec![t("c.w3"), t("ip")])]);
+    assert_eq!(check_causal_visibility(&schema, "r2", &concurrent, &won, &causal), Ok(()));
+    let mut deleted = h.clone();
+    deleted.record(write(2, 6, HOSTS, 1, WriteKind::Delete, Vec::new()));
+    assert_eq!(check_causal_visibility(&schema, "r2", &deleted, &missing, &causal), Ok(()));
+    assert_eq!(
+        check_causal_visibility(&schema, "r2", &h, &stale, &policies(MergePolicy::Column)),
         Ok(())
     );
 }

@@ -76,26 +76,10 @@ pub fn check_atomic_visibility(
             ));
         }
         for w in writes.iter().filter(|w| w.kind == WriteKind::Insert) {
+            if !missing_insert(schema, history, tables, policies, &mut doom, w) {
+                continue;
+            }
             let table = &schema.tables[w.table];
-            if tables[w.table].contains_key(&w.id) {
-                continue;
-            }
-            // A row with a natural key may have merged into the key's row
-            // (or, with natural_keys refuse, been refused at push).
-            if let (Some(k), Some(key)) = (table.natural_key, &w.key) {
-                if *key != model::Value::Null
-                    && (policies.natural_keys == NaturalKeyPolicy::Refuse
-                        || tables[w.table].values().any(|row| row[k] == *key))
-                {
-                    continue;
-                }
-            }
-            if doom
-                .get_or_insert_with(|| Doom::of(schema, history))
-                .doomed(w.table, w.id)
-            {
-                continue;
-            }
             return Err(Violation::new(
                 Invariant::AtomicVisibility,
                 format!(
@@ -117,13 +101,40 @@ pub fn check_atomic_visibility(
     Ok(())
 }
 
+/// Whether the row insert `w` made is missing from `tables`: absent, and
+/// no natural-key merge (or, with natural_keys refuse, a refusal at push)
+/// and no delete of it, its key or an ancestor took it. `doom` is made
+/// once, when first needed.
+pub(super) fn missing_insert(
+    schema: &model::Schema,
+    history: &History,
+    tables: &model::Tables,
+    policies: &Policies,
+    doom: &mut Option<Doom>,
+    w: &WriteRecord,
+) -> bool {
+    if w.kind != WriteKind::Insert || tables[w.table].contains_key(&w.id) {
+        return false;
+    }
+    if let (Some(k), Some(key)) = (schema.tables[w.table].natural_key, &w.key) {
+        if *key != model::Value::Null
+            && (policies.natural_keys == NaturalKeyPolicy::Refuse || tables[w.table].values().any(|row| row[k] == *key))
+        {
+            return false;
+        }
+    }
+    !doom
+        .get_or_insert_with(|| Doom::of(schema, history))
+        .doomed(w.table, w.id)
+}
+
 /// A cell `v` set that holds, in `tables`, the value of an older write `v`
 /// causally follows: `v` never reached this place. A cell of a concurrent
 /// winner, or of a later write, is not stale; nor, under row merges, any
 /// cell of a row a write not before `v` touched (its whole row may have won);
 /// nor a natural key or a reference (merges and cascades write those), nor a
 /// value several writes wrote (it names none of them).
-fn stale_cell<'a>(
+pub(super) fn stale_cell<'a>(
     schema: &model::Schema,
     history: &'a History,
     tables: &'a model::Tables,
@@ -156,7 +167,10 @@ fn stale_cell<'a>(
 }
 
 /// A cell of `tables` that holds `w`'s own tagged value: `w` is shown there.
-fn shown_cell<'a>(w: &'a WriteRecord, tables: &model::Tables) -> Option<(&'a WriteRecord, usize, &'a model::Value)> {
+pub(super) fn shown_cell<'a>(
+    w: &'a WriteRecord,
+    tables: &model::Tables,
+) -> Option<(&'a WriteRecord, usize, &'a model::Value)> {
     if w.kind == WriteKind::Delete {
         return None;
     }

@@ -5,9 +5,11 @@
 //! after each step, in `settled.rs` those after quiescence.
 
 mod atomic;
+mod causal;
 mod settled;
 
 pub use atomic::check_atomic_visibility;
+pub use causal::check_causal_visibility;
 pub use settled::{check_converged, check_final, check_settled};
 
 use std::collections::{BTreeMap, BTreeSet};
