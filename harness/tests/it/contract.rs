@@ -825,7 +825,10 @@ fn causal_visibility_fails_a_write_shown_without_one_it_follows() {
         ..policies(MergePolicy::Column)
     };
     // Stale: host 1 still has w1's name, which w2 (followed by w3) replaced.
-    let stale = tables(&[(HOSTS, 1, vec![t("a.w1"), t("ip")]), (HOSTS, 2, vec![t("c.w3"), t("ip")])]);
+    let stale = tables(&[
+        (HOSTS, 1, vec![t("a.w1"), t("ip")]),
+        (HOSTS, 2, vec![t("c.w3"), t("ip")]),
+    ]);
     let (invariant, detail) = failing(check_causal_visibility(&schema, "r2", &h, &stale, &causal));
     assert_eq!(invariant, Invariant::CausalVisibility);
     assert!(
@@ -846,18 +849,34 @@ fn causal_visibility_fails_a_write_shown_without_one_it_follows() {
     // Quiet: everything w3 follows is there; w3 is not shown (nothing to
     // judge by); a concurrent winner holds the name; a delete took host 1;
     // the engine does not declare causal.
-    let whole = tables(&[(HOSTS, 1, vec![t("b.w2"), t("ip")]), (HOSTS, 2, vec![t("c.w3"), t("ip")])]);
+    let whole = tables(&[
+        (HOSTS, 1, vec![t("b.w2"), t("ip")]),
+        (HOSTS, 2, vec![t("c.w3"), t("ip")]),
+    ]);
     let before = tables(&[(HOSTS, 1, vec![t("a.w1"), t("ip")])]);
     for (name, place) in [("whole", &whole), ("before w2", &before)] {
-        assert_eq!(check_causal_visibility(&schema, "r2", &h, place, &causal), Ok(()), "{name}");
+        assert_eq!(
+            check_causal_visibility(&schema, "r2", &h, place, &causal),
+            Ok(()),
+            "{name}"
+        );
     }
     let mut concurrent = h.clone();
     concurrent.record(host_update(2, 6, 1, "d.w4"));
-    let won = tables(&[(HOSTS, 1, vec![t("d.w4"), t("ip")]), (HOSTS, 2, vec![t("c.w3"), t("ip")])]);
-    assert_eq!(check_causal_visibility(&schema, "r2", &concurrent, &won, &causal), Ok(()));
+    let won = tables(&[
+        (HOSTS, 1, vec![t("d.w4"), t("ip")]),
+        (HOSTS, 2, vec![t("c.w3"), t("ip")]),
+    ]);
+    assert_eq!(
+        check_causal_visibility(&schema, "r2", &concurrent, &won, &causal),
+        Ok(())
+    );
     let mut deleted = h.clone();
     deleted.record(write(2, 6, HOSTS, 1, WriteKind::Delete, Vec::new()));
-    assert_eq!(check_causal_visibility(&schema, "r2", &deleted, &missing, &causal), Ok(()));
+    assert_eq!(
+        check_causal_visibility(&schema, "r2", &deleted, &missing, &causal),
+        Ok(())
+    );
     assert_eq!(
         check_causal_visibility(&schema, "r2", &h, &stale, &policies(MergePolicy::Column)),
         Ok(())
