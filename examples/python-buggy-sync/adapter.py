@@ -2,7 +2,8 @@
 
     syncgate check --engine "exec:python3 -S examples/python-buggy-sync/adapter.py"
 
-BUGGY_SYNC_BUGS picks the planted bugs (default all; see README.md).
+BUGGY_SYNC_BUGS picks the planted bugs (default all; see README.md). The app keeps the tables
+``init`` sends: the gate's built-in ones, or yours (``syncgate check --schema FILE``).
 """
 
 import os
@@ -37,7 +38,7 @@ class BuggySyncAdapter(sg.Adapter):
         bugs = app.enabled_bugs(os.environ.get("BUGGY_SYNC_BUGS", "all"))
         if self.create_remote:
             sync.create_remote(self.remote_path, self.ddl)
-        self.app = app.App(self.cache, self.ddl, self.replica, bugs)
+        self.app = app.App(self.cache, self.schema, self.replica, bugs)  # its models: the schema's tables
         self.layer = sync.SyncLayer(
             self.app, self.remote_path, clock=lambda: self.clock_ms, crash_point=self.crash_point
         )
@@ -57,7 +58,7 @@ class BuggySyncAdapter(sg.Adapter):
         try:
             with self.app.transaction(app.endpoint_for(ops)) as tx:
                 for k, op in enumerate(ops):
-                    if op["table"] not in app.MODELS:
+                    if op["table"] not in self.app.models.classes:
                         raise sg.Malformed(f"unknown table {op['table']!r}")
                     if op["op"] == "insert":
                         inserted[k] = tx.insert(op["table"], sg.resolve_refs(op["values"], inserted))
@@ -71,7 +72,7 @@ class BuggySyncAdapter(sg.Adapter):
         return ids
 
     def read(self, table):
-        if table not in app.MODELS:
+        if table not in self.app.models.classes:
             raise sg.Malformed(f"unknown table {table!r}")
         return self.app.rows(table)
 

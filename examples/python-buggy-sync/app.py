@@ -4,13 +4,20 @@ Written the way the applications that shipped sync bugs were written. Every plan
 marked ``BUG(name)`` where it lives, and can be switched off with ``BUGGY_SYNC_BUGS`` (see
 README.md). This module is the app's side: models, engines, session factories and the three
 write paths the UI uses. ``sync.py`` is the sync layer that hooks into them.
+
+The ORM models are built from the tables the app is told to keep (``Models``): the harness
+sends them in ``init``, its built-in registry (domains, hosts, DNS records) unless the run
+declares your application's own (``syncgate check --schema FILE``). Past ``BUILT_IN_TABLES``
+the code names no table: what it does to a domain and its DNS records it does to any table and
+its children.
 """
 
+import json
 import sqlite3
 
-from sqlalchemy import ForeignKey, Integer, Text, create_engine, event, select
+from sqlalchemy import Float, ForeignKey, Integer, LargeBinary, Text, create_engine, event, select
 from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, mapped_column, relationship, sessionmaker
 from sqlalchemy.pool import QueuePool
 from sqlalchemy.schema import CreateTable
 
@@ -46,45 +53,110 @@ def enabled_bugs(spec):
     return frozenset(names)
 
 
-class Base(DeclarativeBase):
-    pass
+# The tables of the app's built-in registry, as the harness sends them in ``init`` when the run
+# declares no schema of its own; the fork server builds and warms their models once (warm_up).
+BUILT_IN_TABLES = [
+    {
+        "name": "domains",
+        "columns": [
+            {"name": "name", "type": "text"},
+            {"name": "registrar", "type": "text"},
+            {"name": "updated", "type": "integer"},
+        ],
+        "natural_key": "name",
+    },
+    {
+        "name": "hosts",
+        "columns": [{"name": "hostname", "type": "text"}, {"name": "ip", "type": "text"}],
+        "natural_key": None,
+    },
+    {
+        "name": "dns_records",
+        "columns": [
+            {"name": "domain_id", "type": "integer", "references": "domains"},
+            {"name": "kind", "type": "text"},
+            {"name": "value", "type": "text"},
+        ],
+        "natural_key": None,
+    },
+]
+
+# A column's SQLAlchemy type, by its type in the schema (PROTOCOL.md, values): a real is a
+# Python float, a blob Python bytes.
+COLUMN_TYPES = {"integer": Integer, "real": Float, "text": Text, "blob": LargeBinary}
+# Names a declarative class cannot give a column attribute.
+RESERVED_ATTRIBUTES = {"metadata", "registry"}
 
 
-class Domain(Base):
-    __tablename__ = "domains"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)  # App.next_id mints the ids
-    name: Mapped[str | None] = mapped_column(Text, unique=True)
-    registrar: Mapped[str | None] = mapped_column(Text)
-    updated: Mapped[int | None] = mapped_column(Integer)
-    records: Mapped[list["DnsRecord"]] = relationship(back_populates="domain", cascade="all, delete-orphan")
+class Models:
+    """The app's ORM models: one declarative class per table of ``tables`` (the schema's
+    ``tables``), as the app's models module would declare them, with the schema's facts about
+    them that the app and the sync layer look up by table name.
+
+    Each class has an integer primary key ``id`` (the app mints the ids) and one attribute per
+    column, named as the column; a column that refers to another table is a foreign key with
+    ``ON DELETE CASCADE``, and the parent class gets a one-to-many relationship to those
+    children with ``cascade="all, delete-orphan"`` (a domain's DNS records), so that
+    deleting a row through the ORM deletes its children through the ORM too, down every chain
+    and under a table's own rows, and the tracking hook sees each of those deletes."""
+
+    def __init__(self, tables):
+        class Base(DeclarativeBase):
+            pass
+
+        self.Base = Base
+        self.classes = {}  # table -> its mapped class
+        self.columns = {}  # table -> its synced columns, in the schema's order ("id" aside)
+        self.types = {}  # table -> {column: "integer" | "real" | "text" | "blob"}
+        self.natural_keys = {}  # table -> its natural key column (tables that have one)
+        self.references = {}  # table -> {column: parent}: {"dns_records": {"domain_id": "domains"}}
+        for table in tables:
+            name, columns = table["name"], table["columns"]
+            self.columns[name] = [column["name"] for column in columns]
+            self.types[name] = {column["name"]: column["type"] for column in columns}
+            if table.get("natural_key"):
+                self.natural_keys[name] = table["natural_key"]
+            self.references[name] = {c["name"]: c["references"] for c in columns if c.get("references")}
+            attributes = {"__tablename__": name, "id": mapped_column(Integer, primary_key=True)}
+            for column in columns:
+                if column["name"] in RESERVED_ATTRIBUTES or column["name"].startswith(("_sa_", "__")):
+                    raise ValueError(f"{name}.{column['name']}: a column name this app's models cannot map")
+                parent = column.get("references")
+                attributes[column["name"]] = mapped_column(
+                    COLUMN_TYPES[column["type"]],
+                    *([ForeignKey(f"{parent}.id", ondelete="CASCADE")] if parent else []),
+                    nullable=not column.get("not_null", False),
+                    unique=column["name"] == table.get("natural_key"),
+                )
+            self.classes[name] = type(_class_name(name), (Base,), attributes)
+        for child, references in self.references.items():
+            for column, parent in references.items():
+                children = self.classes[child]
+                attribute = f"{child}_by_{column}"  # "dns_records_by_domain_id", a domain's records
+                while attribute in self.types[parent]:
+                    attribute += "_"
+                to_children = relationship(
+                    children, foreign_keys=[children.__table__.c[column]], cascade="all, delete-orphan"
+                )
+                setattr(self.classes[parent], attribute, to_children)
 
 
-class Host(Base):
-    __tablename__ = "hosts"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    hostname: Mapped[str | None] = mapped_column(Text)
-    ip: Mapped[str | None] = mapped_column(Text)
+def _class_name(table):
+    """``dns_records`` -> ``DnsRecords``."""
+    return "".join(part[:1].upper() + part[1:] for part in table.split("_")) or table
 
 
-class DnsRecord(Base):
-    __tablename__ = "dns_records"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    domain_id: Mapped[int | None] = mapped_column(ForeignKey("domains.id", ondelete="CASCADE"))
-    kind: Mapped[str | None] = mapped_column(Text)
-    value: Mapped[str | None] = mapped_column(Text)
-    domain: Mapped[Domain | None] = relationship(back_populates="records")
+_MODELS = {}  # the models of each set of tables this process has seen
 
 
-MODELS = {"domains": Domain, "hosts": Host, "dns_records": DnsRecord}
-COLUMNS = {name: [c.key for c in model.__table__.columns if c.key != "id"] for name, model in MODELS.items()}
-NATURAL_KEYS = {"domains": "name"}
-# Per table, its columns that refer to another table's id: {"dns_records": {"domain_id": "domains"}}.
-REFERENCES = {
-    name: {
-        c.key: next(iter(c.foreign_keys)).column.table.name for c in model.__table__.columns if c.foreign_keys
-    }
-    for name, model in MODELS.items()
-}
+def models_for(tables):
+    """The models of ``tables``, built once per process (the built-in tables' in the fork server,
+    by warm_up, so that every replica it forks finds them made and their statements compiled)."""
+    key = json.dumps(tables, sort_keys=True)
+    if key not in _MODELS:
+        _MODELS[key] = Models(tables)
+    return _MODELS[key]
+
 
 # The app's own bookkeeping in the cache (the sync layer's tables are in sync.py).
 APP_DDL = ["CREATE TABLE IF NOT EXISTS app_state (key TEXT PRIMARY KEY, value INTEGER NOT NULL)"]
@@ -151,12 +223,15 @@ def endpoint_for(ops):
 
 
 class App:
-    def __init__(self, cache_path, ddl, replica, bugs):
+    def __init__(self, cache_path, schema, replica, bugs):
+        """``schema``: the tables to keep and their ``ddl``, as the harness sends them."""
         self.bugs = bugs
         self.replica = replica
+        self.models = models_for(schema["tables"])
         self.engine = CACHE.open(cache_path, bugs)
         with self.engine.connect() as conn:  # the tables in one transaction, one call
-            conn.connection.driver_connection.executescript(";\n".join(["BEGIN", *ddl, *APP_DDL, "COMMIT"]))
+            script = ["BEGIN", *schema["ddl"], *APP_DDL, "COMMIT"]
+            conn.connection.driver_connection.executescript(";\n".join(script))
         self.Session = sessionmaker(self.engine)  # the sync layer hooks into this factory
         # BUG(untracked_import): the importer was written later, with its own session factory;
         # the sync layer's hooks are registered on Session, so nothing it writes is captured.
@@ -168,22 +243,27 @@ class App:
 
     def rows(self, table):
         """The app's list views: every row of ``table`` as ``(id, {column: value})``."""
+        columns = self.models.columns[table]
+        parents = self.models.references[table]
         with self.Session() as session:
-            if table == "dns_records" and "guessed_row_shape" in self.bugs:
-                # BUG(guessed_row_shape): the records view shows each record's domain, so it
-                # reads a join, as the driver's plain rows, and names each value after the
-                # cursor's column names. Both tables have an ``id``: the dict keeps the last one,
-                # the domain's, so every record shows (and is edited) under its domain's id.
+            if parents and "guessed_row_shape" in self.bugs:
+                # BUG(guessed_row_shape): the view of a table that refers to another shows each
+                # row's parent (the DNS records view, each record's domain), so it reads a join,
+                # as the driver's plain rows, and names each value after the cursor's column
+                # names. Both tables have an ``id``: the dict keeps the last one, the parent's, so
+                # every record shows (and is edited) under its domain's id.
+                column, parent = next(iter(parents.items()))
                 db = session.connection().connection.driver_connection
                 cursor = db.execute(
-                    "SELECT * FROM dns_records LEFT JOIN domains ON domains.id = dns_records.domain_id"
+                    f'SELECT * FROM "{table}" LEFT JOIN "{parent}" AS parent '
+                    f'ON parent.id = "{table}"."{column}"'
                 )
                 names = [d[0] for d in cursor.description]
                 shaped = [dict(zip(names, row)) for row in cursor]
-                return [(r["id"], {c: r[c] for c in COLUMNS[table]}) for r in shaped]
-            model = MODELS[table]
+                return [(r["id"], {c: r[c] for c in columns}) for r in shaped]
+            model = self.models.classes[table]
             return [
-                (obj.id, {c: getattr(obj, c) for c in COLUMNS[table]})
+                (obj.id, {c: getattr(obj, c) for c in columns})
                 for obj in session.scalars(select(model).order_by(model.id))
             ]
 
@@ -234,7 +314,7 @@ class _Transaction:
     # (a domain before its records), so the tracking hook sees the whole write at once.
 
     def insert(self, table, values):
-        obj = MODELS[table](**values)
+        obj = self.app.models.classes[table](**values)
         self.session.add(obj)
         if "colliding_ids" in self.app.bugs:
             # BUG(colliding_ids): SQLite numbers the row, max(id) + 1, as on every device.
@@ -246,17 +326,17 @@ class _Transaction:
     def update(self, table, row_id, changes):
         obj = self._get(table, row_id)
         for column, value in changes.items():
-            if column not in COLUMNS[table]:
+            if column not in self.app.models.columns[table]:
                 raise ValueError(f"{table} has no column {column!r}")
-            if column == NATURAL_KEYS.get(table) and value != getattr(obj, column):
+            if column == self.app.models.natural_keys.get(table) and value != getattr(obj, column):
                 raise WriteRefused("key_immutable", f"{table}.{column} cannot change")
             setattr(obj, column, value)
 
     def delete(self, table, row_id):
-        self.session.delete(self._get(table, row_id))  # records go with their domain (ORM cascade)
+        self.session.delete(self._get(table, row_id))  # children go with their parent (ORM cascade)
 
     def _get(self, table, row_id):
-        obj = self.session.get(MODELS[table], row_id)
+        obj = self.session.get(self.app.models.classes[table], row_id)
         if obj is None:
             raise WriteRefused("row_not_found", f"{table} {row_id} does not exist")
         return obj
@@ -278,35 +358,55 @@ def _refusal(error):
     return WriteRefused("other", message)
 
 
-def warm_up():
+# A value of each type, for warm_up.
+WARM_UP_VALUES = {"integer": 2, "real": 2.5, "text": "w", "blob": b"w"}
+
+
+def warm_up(tables=BUILT_IN_TABLES):
     """Runs each statement the app has SQLAlchemy compile (inserts, updates of each column,
-    deletes, loads) once, through the app and the sync layer, on throwaway files: the engines'
-    caches are then warm in every process forked after this (the fork server runs it)."""
+    deletes, loads) once, through the app and the sync layer, on throwaway files, with the
+    models of ``tables``: the engines' caches are then warm in every process forked after this
+    (the fork server runs it, for the built-in tables; a run on other tables builds their
+    models, and compiles their statements, in each replica's process)."""
     import shutil
     import tempfile
 
     import sync  # imports this module: import it here, once both are loaded
 
+    models = models_for(tables)
     folder = tempfile.mkdtemp(prefix="buggy-sync-warm-up-")
     try:
-        ddl = [str(CreateTable(table).compile(CACHE.engine)) for table in Base.metadata.sorted_tables]
+        order = [table.name for table in models.Base.metadata.sorted_tables]  # parents first
+        ddl = [str(CreateTable(models.classes[name].__table__).compile(CACHE.engine)) for name in order]
         sync.create_remote(f"{folder}/remote.db", ddl)
-        app = App(f"{folder}/replica0.db", ddl, 0, frozenset())
+        app = App(f"{folder}/replica0.db", {"tables": tables, "ddl": ddl}, 0, frozenset())
         layer = sync.SyncLayer(app, f"{folder}/remote.db", clock=lambda: 1)
-        with app.transaction("import") as tx:
-            ids = {"domains": tx.insert("domains", {"name": "warm.up"})}
-            ids["dns_records"] = tx.insert("dns_records", {"domain_id": ids["domains"]})
-            other = tx.insert("domains", {"name": "other.warm.up"})
-        with app.transaction("form") as tx:
-            ids["hosts"] = tx.insert("hosts", {"hostname": "h"})
-        for table, columns in COLUMNS.items():
-            for column in columns:
-                value = other if column in REFERENCES[table] else 2 if column == "updated" else "w"
-                if column != NATURAL_KEYS.get(table):
+
+        def row(table, key, ids):
+            types, parents = models.types[table], models.references[table]
+            values = {column: WARM_UP_VALUES[kind] for column, kind in types.items()}
+            for column, parent in parents.items():
+                values[column] = ids.get(parent) if parent != table else None  # no circles
+            if table in models.natural_keys:
+                values[models.natural_keys[table]] = key
+            return values
+
+        ids, others = {}, {}
+        with app.transaction("import") as tx:  # a row of each table, each under its parents'
+            for table in order:
+                ids[table] = tx.insert(table, row(table, "warm.up", ids))
+        for table in order:  # another row of each, through the form
+            with app.transaction("form") as tx:
+                others[table] = tx.insert(table, row(table, "other.warm.up", ids))
+        for table in order:
+            for column, kind in models.types[table].items():
+                parent = models.references[table].get(column)
+                if column != models.natural_keys.get(table):
                     with app.transaction("form") as tx:
+                        value = others[parent] if parent else WARM_UP_VALUES[kind]
                         tx.update(table, ids[table], {column: value})
         layer.push()
-        for table in ("hosts", "dns_records", "domains"):
+        for table in reversed(order):
             with app.transaction("form") as tx:
                 tx.delete(table, ids[table])
         layer.push()

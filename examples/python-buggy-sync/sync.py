@@ -4,20 +4,24 @@ How it works (and, marked ``BUG(name)``, where it goes wrong; README.md lists th
 
 - **Tracking.** A listener on the app's ``Session`` collects the objects each flush inserts,
   updates or deletes. Each change becomes a ``sync_log`` row (table, id, op, the row's
-  values, a stamp) and its id goes on an in-memory pending list.
+  values as JSON, a blob's bytes in base64, a real as its shortest repr; a stamp) and its id
+  goes on an in-memory pending list. The layer knows the tables from the app's models
+  (``app.models``: columns, natural keys, references), whatever tables those are.
 - **Push.** The pending changes are applied to the remote in one remote transaction (inserts,
-  updates, deletes; an older change loses to a newer one already there), each also appended
-  to the remote's change feed ``sync_changes``; then the changes are marked synced.
+  updates, deletes; an older change loses to a newer one already there, and any change to a
+  row deleted there loses), each also appended to the remote's change feed ``sync_changes``;
+  then the changes are marked synced.
 - **Pull.** Every feed entry after the local cursor made by another replica is applied to the
   cache with plain SQL (so pulling is not tracked as a local change), unless the local row's
   stamp is newer: last writer wins. Deletes always win, and are applied whatever their origin
-  (see natural keys).
-- **Natural keys.** Two replicas that insert the same domain name apart mean one domain. The
-  row that reached the remote first survives and keeps its id; the other id becomes its alias
-  (``sync_aliases``, on the remote and in the cache), its values merge into the survivor by
-  stamp (the whole row: last writer wins), its records move to the survivor, and every later
-  write addressed to it (pending in the outbox, or made before the replica pulled) applies to
-  the survivor. A push meets the key on the remote and merges there (a ``merge`` feed entry
+  (see natural keys). An entry brings the remote's current row, which may name a parent
+  further on in the feed: that parent is pulled first.
+- **Natural keys.** Two replicas that insert the same domain name (a table's natural key, its
+  ``UNIQUE`` column) apart mean one domain. The row that reached the remote first survives
+  and keeps its id; the other id becomes its alias (``sync_aliases``, on the remote and in the
+  cache), its values merge into the survivor by stamp (the whole row: last writer wins), its
+  records move to the survivor, and every later write addressed to it (pending in the outbox,
+  or made before the replica pulled) applies to the survivor. A push meets the key on the remote and merges there (a ``merge`` feed entry
   tells every replica); a pull that brings a row whose key a local row holds merges here, and
   the local row's pending writes follow it to the survivor at the next push.
 
@@ -25,12 +29,13 @@ The layer's bookkeeping runs as plain SQL on the driver's connection, where ``sq
 each statement prepared: no SQLAlchemy compilation or result objects per statement.
 """
 
+import binascii
 import json
 import logging
 import sqlite3
 from contextlib import contextmanager
 
-from app import COLUMNS, NATURAL_KEYS, REFERENCES, REMOTE
+from app import REMOTE
 from sqlalchemy import event
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
@@ -82,6 +87,8 @@ class SyncLayer:
     def __init__(self, app, remote_path, clock, crash_point=lambda name: None):
         self.app = app
         self.bugs = app.bugs
+        self.models = app.models  # the tables: their columns, natural keys and references
+        self.sql = {table: _TableSQL(self.models, table) for table in self.models.columns}
         self.clock = clock  # ms since the epoch
         assert 0 <= app.replica < STAMP_REPLICAS, f"replica {app.replica} out of the stamps' range"
         self.crash_point = crash_point  # a test seam: a no-op in the app
@@ -121,7 +128,7 @@ class SyncLayer:
             # recorded anyway.
             session.info.setdefault("sync_changes", []).extend(changes)
             return
-        rows = [_serialize(op, obj) for op, obj in changes]  # read now, inside the transaction
+        rows = [self._serialize(op, obj) for op, obj in changes]  # read now, inside the transaction
         db = _driver(session.connection())  # the flush's own connection and transaction
         session.info.setdefault("sync_log_ids", []).extend(self._write_log(db, rows))
 
@@ -137,12 +144,32 @@ class SyncLayer:
         rows = []
         for op, obj in session.info.pop("sync_changes", []):
             try:
-                rows.append(_serialize(op, obj))
+                rows.append(self._serialize(op, obj))
             except SQLAlchemyError as e:
                 log.warning("could not read a %s of %s after commit, skipped: %s", op, type(obj).__name__, e)
         if rows:
             with self.app.engine.connect() as conn, _transaction(conn) as db:
                 self.memory_pending.extend(self._write_log(db, rows))
+
+    def _serialize(self, op, obj):
+        """(table, id, op, values): the values of every column, as JSON can carry them."""
+        table = obj.__tablename__
+        if op == "delete":
+            return table, obj.id, op, None
+        types = self.models.types[table]
+        values = {c: getattr(obj, c) for c in self.models.columns[table]}
+        for column, value in values.items():
+            if types[column] == "blob" and value is not None:
+                values[column] = binascii.b2a_base64(value, newline=False).decode("ascii")
+        return table, obj.id, op, values
+
+    def _deserialize(self, table, payload):
+        """The values of a sync_log row, as _serialize wrote them: a blob's bytes again."""
+        values = json.loads(payload)
+        for column, kind in self.models.types[table].items():
+            if kind == "blob" and values[column] is not None:
+                values[column] = binascii.a2b_base64(values[column])
+        return values
 
     def _write_log(self, db, rows):
         """Appends ``rows`` (table, id, op, values) to sync_log, stamped; returns their ids."""
@@ -226,16 +253,17 @@ class SyncLayer:
     def _apply_on_remote(self, db, entry, aliases):
         """Applies one change; False when it loses (a newer write is there, or its parent is gone)."""
         _, table, row_id, op, payload, stamp = entry
+        sql = self.sql[table]
         values = None
         if op != "delete":
-            values = json.loads(payload)
-            for column, parent in REFERENCES[table].items():
+            values = self._deserialize(table, payload)
+            for column, parent in self.models.references[table].items():
                 if values[column] is not None:  # a record of a merged-away domain: the survivor's
                     values[column] = aliases.survivor(parent, values[column])
         target = aliases.survivor(table, row_id)
         theirs = _stamp(db, table, target)
         if op == "insert" and target == row_id and theirs is None and self.merge_keys:
-            holder = _key_holder(db, table, values, row_id)
+            holder = self._key_holder(db, table, values, row_id)
             if holder is not None:
                 # Inserted apart with the same natural key: the row already here survives.
                 db.execute(ALIAS_SQL, (table, row_id, holder))
@@ -244,10 +272,15 @@ class SyncLayer:
                 target, theirs = holder, _stamp(db, table, holder)
         if target != row_id and op == "insert":
             op = "update"  # the merged-away row's values are a write to its survivor
+        if op != "delete" and theirs is not None and db.execute(sql.exists, (target,)).fetchone() is None:
+            # Deleted on the remote (a stamp outlives its row): the delete wins whatever the
+            # stamps say, as in the pull. A re-push after a crash, or a write made apart to a row
+            # another replica's delete reached through a merge, would bring the row back.
+            return False
         if op != "delete" and theirs is not None and theirs > stamp:
             return False
         if op == "delete":
-            db.execute(TABLE_SQL[table].delete, (target,))
+            db.execute(sql.delete, (target,))
         else:
             try:  # a failed statement is undone alone: the transaction goes on
                 self._upsert(db, table, op, target, values)
@@ -261,8 +294,8 @@ class SyncLayer:
 
     def _upsert(self, db, table, op, row_id, values):
         """Writes ``values`` (every column) into row ``row_id`` of ``table``."""
-        sql = TABLE_SQL[table]
-        cells = [values[c] for c in COLUMNS[table]]
+        sql = self.sql[table]
+        cells = [values[c] for c in self.models.columns[table]]
         if op == "update":
             db.execute(sql.update, (*cells, row_id))
         elif "insert_or_replace" in self.bugs:
@@ -306,12 +339,13 @@ class SyncLayer:
                 else:
                     continue
                 if (table, wanted) not in rows:
-                    rows[(table, wanted)] = db.execute(TABLE_SQL[table].select_stamped, (wanted,)).fetchone()
+                    rows[(table, wanted)] = db.execute(self.sql[table].select_stamped, (wanted,)).fetchone()
         return feed, rows
 
     def _apply_feed(self, db, feed, rows):
         pulled = conflicts = 0
         high = _state(db, "stamp_high")
+        early = set()  # rows applied before their place in the feed (below)
         for _, table, row_id, op, stamp, origin, survivor in feed:
             high = max(high, stamp)
             if op == "merge":
@@ -321,42 +355,69 @@ class SyncLayer:
                 # Whatever its origin: this replica's own delete of a row merged away (on the
                 # remote, at its push) names the survivor, which it may hold; a row already
                 # gone here is a no-op.
-                db.execute(TABLE_SQL[table].delete, (row_id,))
+                db.execute(self.sql[table].delete, (row_id,))
                 if origin != self.app.replica:
                     pulled += 1
                 continue
-            if origin == self.app.replica:
+            if origin == self.app.replica or (table, row_id) in early:
                 continue
-            ours = _stamp(db, table, row_id)
-            row = rows[(table, row_id)]
-            if ours is not None and ours > stamp:
-                conflicts += 1  # ours is newer: last writer wins
-                continue
-            if ours is not None and db.execute(TABLE_SQL[table].select_stamped, (row_id,)).fetchone() is None:
-                # Deleted here (a stamp outlives its row): the delete wins whatever the stamps say,
-                # and is pushed or already pulled. Applying this write, or merging a local row with
-                # its natural key into it, would bring the deleted row back.
-                conflicts += 1
-                continue
-            if row is None:
-                continue  # gone since: its delete is further on in the feed
-            values = dict(zip(COLUMNS[table], row[2:]))
-            holder = _key_holder(db, table, values, row_id) if self.merge_keys else None
-            if holder is not None:
-                # A local row with the same natural key, not pushed yet: it merges into this one.
-                self._merge_here(db, table, holder, row_id, row)
-                pulled += 1
-                continue
+            got, lost = self._pull_row(db, table, row_id, op, stamp, rows, early)
+            pulled, conflicts = pulled + got, conflicts + lost
+        _set_state(db, "stamp_high", high)
+        return pulled, conflicts
+
+    def _pull_row(self, db, table, row_id, op, stamp, rows, early):
+        """Applies the remote's current row for one feed entry; returns (pulled, conflicts)."""
+        ours = _stamp(db, table, row_id)
+        row = rows[(table, row_id)]
+        if ours is not None and ours > stamp:
+            return 0, 1  # ours is newer: last writer wins
+        if ours is not None and db.execute(self.sql[table].exists, (row_id,)).fetchone() is None:
+            # Deleted here (a stamp outlives its row): the delete wins whatever the stamps say,
+            # and is pushed or already pulled. Applying this write, or merging a local row with
+            # its natural key into it, would bring the deleted row back.
+            return 0, 1
+        if row is None:
+            return 0, 0  # gone since: its delete is further on in the feed
+        values = dict(zip(self.models.columns[table], row[2:]))
+        holder = self._key_holder(db, table, values, row_id) if self.merge_keys else None
+        if holder is not None:
+            # A local row with the same natural key, not pushed yet: it merges into this one.
+            self._merge_here(db, table, holder, row_id, row)
+            return 1, 0
+        # A row never held here (ours is None) is written whole, whatever the entry's op: its
+        # insert may have lost to a parent deleted here that the row has left since.
+        op = op if ours is not None else "insert"
+        pulled = conflicts = 0
+        while True:
             try:
                 self._upsert(db, table, op, row_id, values)
+                break
             except sqlite3.IntegrityError as e:
                 if "FOREIGN KEY" not in str(e):
                     raise
-                conflicts += 1  # its parent was deleted here, not pushed yet: the delete wins
+            # The remote's current row may name a parent made after it, further on in this
+            # feed (an update moved it there, or a merge did): that parent comes first.
+            got, lost = self._pull_parents(db, table, values, rows, early)
+            pulled, conflicts = pulled + got, conflicts + lost
+            if not got:
+                return pulled, conflicts + 1  # its parent was deleted here, not pushed yet: the delete wins
+        _set_stamp(db, table, row_id, stamp)
+        return pulled + 1, conflicts
+
+    def _pull_parents(self, db, table, values, rows, early):
+        """Pulls, ahead of their place in the feed, the parents that ``values`` name and that
+        are not here but are in this pull; returns (pulled, conflicts)."""
+        pulled = conflicts = 0
+        for column, parent in self.models.references[table].items():
+            key = (parent, values[column])
+            if rows.get(key) is None or key in early:
+                continue  # not in this pull (or not on the remote now), or tried already
+            if db.execute(self.sql[parent].exists, (values[column],)).fetchone() is not None:
                 continue
-            _set_stamp(db, table, row_id, stamp)
-            pulled += 1
-        _set_state(db, "stamp_high", high)
+            early.add(key)  # its own entries in the feed are then skipped
+            got, lost = self._pull_row(db, parent, values[column], "insert", rows[key][0], rows, early)
+            pulled, conflicts = pulled + got, conflicts + lost
         return pulled, conflicts
 
     def _merge_here(self, db, table, gone, survivor, remote_row):
@@ -364,7 +425,7 @@ class SyncLayer:
         survivor takes the newer values of the two (by stamp), gone's records move to it, and
         gone becomes its alias, so that writes to gone still pending here reach the survivor."""
         db.execute(ALIAS_SQL, (table, gone, survivor))
-        sql = TABLE_SQL[table]
+        sql = self.sql[table]
         mine = db.execute(sql.select_stamped, (gone,)).fetchone()
         if mine is None:
             return  # not held here (never, or deleted: that delete is pushed to the survivor)
@@ -372,13 +433,25 @@ class SyncLayer:
             db.execute(sql.delete, (gone,))  # the survivor is deleted too: its delete follows
             return
         newer = mine if (mine[0] or 0) > (remote_row[0] or 0) else remote_row
-        db.execute(sql.clear_key, (gone,))  # frees the key for the survivor until gone is deleted
-        db.execute(sql.insert, (survivor, *newer[2:]))
-        _set_stamp(db, table, survivor, newer[0] or 0)
+        # Gone's row becomes the survivor (its id, the newer values), and gone's children follow
+        # it: until they do, they name an id no row has, so foreign keys wait for the commit, for
+        # these statements only. (Gone keeps its key throughout: a key may be NOT NULL.)
+        db.execute("PRAGMA defer_foreign_keys = ON")
+        db.execute(sql.renumber, (survivor, *newer[2:], gone))
         for move in sql.move_children:
             db.execute(move, (survivor, gone))
-        db.execute(sql.delete, (gone,))
+        db.execute("PRAGMA defer_foreign_keys = OFF")
+        _set_stamp(db, table, survivor, newer[0] or 0)
         db.execute(DELETE_STAMP_SQL, (table, gone))
+
+    def _key_holder(self, db, table, values, row_id):
+        """Another row of ``table`` holding the natural key in ``values``, or None."""
+        sql = self.sql[table].key_holder
+        key = self.models.natural_keys.get(table)
+        if sql is None or values[key] is None:
+            return None  # no natural key, or NULL: NULL never collides
+        found = db.execute(sql, (values[key], row_id)).fetchone()
+        return found[0] if found else None
 
 
 class _Aliases:
@@ -402,10 +475,10 @@ class _Aliases:
 
 
 class _TableSQL:
-    """The prepared statements for one synced table (every column named, in COLUMNS order)."""
+    """The prepared statements for one synced table (every column named, in the models' order)."""
 
-    def __init__(self, table):
-        columns = COLUMNS[table]
+    def __init__(self, models, table):
+        columns = models.columns[table]
         names = [f'"{c}"' for c in ["id", *columns]]
         marks = ", ".join("?" for _ in names)
         # (stamp, id, *columns): the stamp from the same file's sync_stamps (None if unstamped).
@@ -421,20 +494,20 @@ class _TableSQL:
             + ", ".join(f"{n} = excluded.{n}" for n in names[1:])
         )
         self.update = f'UPDATE "{table}" SET ' + ", ".join(f"{n} = ?" for n in names[1:]) + " WHERE id = ?"
+        self.renumber = f'UPDATE "{table}" SET ' + ", ".join(f"{n} = ?" for n in names) + " WHERE id = ?"
         self.delete = f'DELETE FROM "{table}" WHERE id = ?'
+        self.exists = f'SELECT 1 FROM "{table}" WHERE id = ?'
         # Children of a row (rows that refer to it) moved to another row of this table.
         self.move_children = [
             f'UPDATE "{child}" SET "{column}" = ? WHERE "{column}" = ?'
-            for child, refs in REFERENCES.items()
+            for child, refs in models.references.items()
             for column, parent in refs.items()
             if parent == table
         ]
-        key = NATURAL_KEYS.get(table)
+        key = models.natural_keys.get(table)
         self.key_holder = f'SELECT id FROM "{table}" WHERE "{key}" = ? AND id != ?' if key else None
-        self.clear_key = f'UPDATE "{table}" SET "{key}" = NULL WHERE id = ?' if key else None
 
 
-TABLE_SQL = {table: _TableSQL(table) for table in COLUMNS}
 LOG_INSERT_SQL = (
     "INSERT INTO sync_log (tbl, row_id, op, payload, updated_at) VALUES (?, ?, ?, ?, ?) RETURNING id"
 )
@@ -478,16 +551,6 @@ def _unsynced_ids(db):
     return [row[0] for row in db.execute(UNSYNCED_SQL)]
 
 
-def _key_holder(db, table, values, row_id):
-    """Another row of ``table`` holding the natural key in ``values``, or None."""
-    sql = TABLE_SQL[table].key_holder
-    key = NATURAL_KEYS.get(table)
-    if sql is None or values[key] is None:
-        return None  # no natural key, or NULL: NULL never collides
-    found = db.execute(sql, (values[key], row_id)).fetchone()
-    return found[0] if found else None
-
-
 def _message(error):
     return str(getattr(error, "orig", None) or error)
 
@@ -495,12 +558,6 @@ def _message(error):
 def _sync_error(error):
     message = _message(error)
     return SyncError("busy" if "locked" in message else "other", message)
-
-
-def _serialize(op, obj):
-    table = obj.__tablename__
-    values = None if op == "delete" else {c: getattr(obj, c) for c in COLUMNS[table]}
-    return table, obj.id, op, values
 
 
 def _stamp(db, table, row_id):
