@@ -30,7 +30,7 @@ export type SyncFailureClass = "busy" | "clock_drift" | "unavailable" | "login_r
 export interface Capabilities {
   clock: boolean;
   crash_points: CrashPoint[];
-  outside_writes: "captured" | "not_captured";
+  outside_writes: "captured" | "not_captured" | "delegated";
   outside_insert_ids: "engine" | "sqlite";
   profile: "reference" | null;
   reads?: boolean;
@@ -43,13 +43,16 @@ export interface Capabilities {
 export interface Policies {
   merge: "column" | "row";
   delete: "delete_wins" | "update_wins";
-  natural_keys: "merge" | "refuse";
+  /** `local_only` and `unenforced`: version 2 (PROTOCOL.md, "Promises per constraint"). */
+  natural_keys: "merge" | "refuse" | "local_only" | "unenforced";
   explicit_ids: boolean;
   /** Version 2. */
   push?: "explicit" | "on_commit";
   pending_after_sync?: "zero" | "resolutions";
   ids?: "stable" | "remote_map" | "renumbered";
   transactions?: "unit" | "atomic";
+  consistency?: "eventual" | "causal";
+  references?: "enforced" | "local_only" | "unenforced";
 }
 
 /** [pushed, pulled, conflicts], or the same as an object. */
@@ -116,6 +119,8 @@ export class Adapter {
   pending(): Maybe<Int>;
   setClock(ms: Int): Maybe<void>;
   mintId(table: string): Maybe<Int>;
+  /** Version 2, outside_writes: "delegated": [changes, lastInsertRowid]. */
+  execSql(sql: string, params: Value[]): Maybe<[Int, Int]>;
   read(table: string): Maybe<Array<[Int, Record<string, Value>]>>;
   /** Version 2, ids "renumbered": report a committed new id of a row during a request. */
   renumbered(table: string, from: Int, to: Int): void;

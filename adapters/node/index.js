@@ -36,14 +36,14 @@ export const REQUEST_BYTES_MAX = 64 << 20;
 
 const CAPABILITY_VALUES = {
   clock: [true, false],
-  outside_writes: ["captured", "not_captured"],
+  outside_writes: ["captured", "not_captured", "delegated"],
   outside_insert_ids: ["engine", "sqlite"],
   profile: ["reference", null],
 };
 const POLICY_VALUES = {
   merge: ["column", "row"],
   delete: ["delete_wins", "update_wins"],
-  natural_keys: ["merge", "refuse"],
+  natural_keys: ["merge", "refuse", "local_only", "unenforced"],
   explicit_ids: [true, false],
 };
 /** Version 2's declarations, each optional, with the values this helper knows (PROTOCOL.md,
@@ -58,7 +58,11 @@ export const VERSION_2_POLICIES = Object.freeze({
   pending_after_sync: ["zero", "resolutions"],
   ids: ["stable", "remote_map", "renumbered"],
   transactions: ["unit", "atomic"],
+  consistency: ["eventual", "causal"],
+  references: ["enforced", "local_only", "unenforced"],
 });
+/** natural_keys values that only version 2 knows (PROTOCOL.md, "Promises per constraint"). */
+const VERSION_2_NATURAL_KEYS = ["local_only", "unenforced"];
 /** The replies that may carry `renumbered`. */
 const RENUMBERED_REPLIES = ["write_ok", "sync_ok", "sync_failed", "init_ok"];
 
@@ -207,6 +211,15 @@ export class Adapter {
     throw new Unsupported("mintId is not implemented");
   }
 
+  /** Version 2, outside_writes: "delegated": runs one statement written around your API (`sql`,
+   * `params` bound by position, blobs as Buffers) on a connection set up as the application's
+   * others are, in a transaction of its own, and nothing else. Returns [changes,
+   * lastInsertRowid]; throw Refused("busy") when the cache is locked, Refused("other", SQLite's
+   * message) when the statement failed. */
+  execSql(sql, params) {
+    throw new Unsupported("execSql is not implemented");
+  }
+
   /** Every row of `table` as your read API hands it to the application (capabilities.reads):
    * [[id, {column: value}], ...]. */
   read(table) {
@@ -326,7 +339,9 @@ class Dispatcher {
       if (e instanceof Malformed) return error(id, "malformed", e.message);
       if (e instanceof Unsupported) return error(id, "unsupported", e.message);
       if (e instanceof Refused) {
-        if (kind !== "write") return internal(id, e, `Refused thrown by ${kind} (only write may refuse)`);
+        if (kind !== "write" && kind !== "exec_sql") {
+          return internal(id, e, `Refused thrown by ${kind} (only write and exec_sql may refuse)`);
+        }
         return { type: "refused", in_reply_to: id, class: e.cls, message: e.detail };
       }
       if (e instanceof SyncFailed) {
@@ -450,6 +465,17 @@ const HANDLERS = {
     return { type: "arm_crash_ok" };
   },
 
+  async exec_sql(msg) {
+    const sql = field(msg, "sql", "string");
+    if (!Array.isArray(msg.params)) throw new Malformed(`exec_sql: params is ${stringify(msg.params)}: expected a list`);
+    const params = Object.values(blobsAsBuffers(Object.fromEntries(msg.params.map((v, i) => [`?${i + 1}`, v]))));
+    const done = await this.adapter.execSql(sql, params);
+    if (!Array.isArray(done) || done.length !== 2 || !done.every(isInteger) || done[0] < 0) {
+      throw new AdapterBug(`execSql returned ${stringify(done)}: expected [changes, lastInsertRowid], two integers`);
+    }
+    return { type: "exec_sql_ok", changes: done[0], last_insert_rowid: done[1] };
+  },
+
   async mint_id(msg) {
     const table = field(msg, "table", "string");
     const id = await this.adapter.mintId(table);
@@ -555,7 +581,9 @@ function checkDeclaration(capabilities, policies) {
 function declaresVersion2(capabilities, policies) {
   return (
     Object.keys(VERSION_2_CAPABILITIES).some((k) => k in capabilities) ||
-    Object.keys(VERSION_2_POLICIES).some((k) => k in policies)
+    Object.keys(VERSION_2_POLICIES).some((k) => k in policies) ||
+    VERSION_2_NATURAL_KEYS.includes(policies.natural_keys) ||
+    capabilities.outside_writes === "delegated"
   );
 }
 

@@ -102,7 +102,11 @@ VERSION_2_POLICIES = {
     "pending_after_sync": ("zero", "resolutions"),
     "ids": ("stable", "remote_map", "renumbered"),
     "transactions": ("unit", "atomic"),
+    "consistency": ("eventual", "causal"),
+    "references": ("enforced", "local_only", "unenforced"),
 }
+# natural_keys values that only version 2 knows (PROTOCOL.md, "Promises per constraint").
+VERSION_2_NATURAL_KEYS = ("local_only", "unenforced")
 # The replies that may carry ``renumbered`` (PROTOCOL.md, "Version 2").
 RENUMBERED_REPLIES = ("write_ok", "sync_ok", "sync_failed", "init_ok")
 
@@ -266,6 +270,16 @@ class Adapter:
         "engine"``)."""
         raise Unsupported("mint_id is not implemented")
 
+    def exec_sql(self, sql: str, params: list) -> tuple[int, int]:
+        """Version 2, ``outside_writes: "delegated"``: runs one statement written around your
+        layer's API (``sql``, its ``params`` bound by position; blobs as ``bytes``) on a
+        connection to the cache set up as the application's other connections are (your
+        extension loaded, ``foreign_keys`` and ``recursive_triggers`` on), in a transaction of
+        its own, and nothing else. Returns ``(changes, last_insert_rowid)``; raise
+        ``Refused("busy", ...)`` when the cache is locked, ``Refused("other", <SQLite's
+        message>)`` when the statement failed."""
+        raise Unsupported("exec_sql is not implemented")
+
     def read(self, table: str) -> list[tuple[int, dict[str, int | str | None]]]:
         """Returns every row of ``table`` as your layer's read API hands it to the application
         (only with ``capabilities["reads"] = True``): a list of ``(id, {column: value})``, each
@@ -422,8 +436,8 @@ class _Dispatcher:
         except Unsupported as e:
             return _error(msg_id, "unsupported", str(e))
         except Refused as e:
-            if kind != "write":
-                return _internal(msg_id, e, f"Refused raised by {kind} (only write may refuse)")
+            if kind not in ("write", "exec_sql"):
+                return _internal(msg_id, e, f"Refused raised by {kind} (only write and exec_sql may refuse)")
             return {"type": "refused", "in_reply_to": msg_id, "class": e.cls, "message": e.message}
         except SyncFailed as e:
             if kind not in ("push", "pull", "sync"):
@@ -575,6 +589,20 @@ class _Dispatcher:
             raise _AdapterBug(f"mint_id returned {row_id!r}: expected an int")
         return {"type": "mint_id_ok", "id": row_id}
 
+    def exec_sql(self, msg):
+        sql = _field(msg, "sql", str)
+        params = _field(msg, "params", list)
+        params = [_bytes_of(f"?{i + 1}", v) for i, v in enumerate(params)]
+        done = self.adapter.exec_sql(sql, params)
+        if (
+            not isinstance(done, (tuple, list))
+            or len(done) != 2
+            or any(type(n) is not int for n in done)
+            or done[0] < 0
+        ):
+            raise _AdapterBug(f"exec_sql returned {done!r}: expected (changes, last_insert_rowid), two ints")
+        return {"type": "exec_sql_ok", "changes": done[0], "last_insert_rowid": done[1]}
+
     def read(self, msg):
         table = _field(msg, "table", str)
         if not self.reads:
@@ -604,6 +632,7 @@ class _Dispatcher:
         "arm_crash": arm_crash,
         "mint_id": mint_id,
         "read": read,
+        "exec_sql": exec_sql,
     }
 
 
@@ -640,14 +669,14 @@ class _AdapterBug(Exception):
 
 _CAPABILITY_VALUES = {
     "clock": (True, False),
-    "outside_writes": ("captured", "not_captured"),
+    "outside_writes": ("captured", "not_captured", "delegated"),
     "outside_insert_ids": ("engine", "sqlite"),
     "profile": ("reference", None),
 }
 _POLICY_VALUES = {
     "merge": ("column", "row"),
     "delete": ("delete_wins", "update_wins"),
-    "natural_keys": ("merge", "refuse"),
+    "natural_keys": ("merge", "refuse", "local_only", "unenforced"),
     "explicit_ids": (True, False),
 }
 
@@ -686,8 +715,11 @@ def _check_declaration(capabilities, policies):
 
 def _declares_version_2(capabilities, policies):
     """Whether the declaration has any field of version 2 (at any value, the default included)."""
-    return any(key in capabilities for key in VERSION_2_CAPABILITIES) or any(
-        key in policies for key in VERSION_2_POLICIES
+    return (
+        any(key in capabilities for key in VERSION_2_CAPABILITIES)
+        or any(key in policies for key in VERSION_2_POLICIES)
+        or policies.get("natural_keys") in VERSION_2_NATURAL_KEYS
+        or capabilities.get("outside_writes") == "delegated"
     )
 
 

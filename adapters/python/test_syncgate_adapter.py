@@ -572,7 +572,33 @@ class InProcess(unittest.TestCase):
         self.assertEqual(replies[0]["type"], "init_ok")
         self.assertEqual([r.get("code") for r in replies[1:]], ["internal"] * 4 + ["unsupported"])
         self.assertIn("write returned [1, 2] for 1 insert(s)", replies[1]["message"])
-        self.assertIn("only write may refuse", replies[3]["message"])
+        self.assertIn("only write and exec_sql may refuse", replies[3]["message"])
+
+    def test_exec_sql_runs_the_statement_given_and_may_refuse(self):
+        seen = []
+
+        class Delegating(self.Declared):
+            capabilities = dict(self.Declared.capabilities, outside_writes="delegated")
+
+            def exec_sql(self, sql, params):
+                seen.append((sql, params))
+                if "locked" in sql:
+                    raise sg.Refused("busy", "the cache is locked")
+                return 1, 42
+
+        sql = 'INSERT INTO "hosts" ("hostname", "ip") VALUES (?1, ?2)'
+        replies = self.serve(
+            Delegating,
+            self.INIT,
+            {"type": "exec_sql", "sql": sql, "params": ["a.w1", {"blob": "AAE="}]},
+            {"type": "exec_sql", "sql": "locked", "params": []},
+            {"type": "exec_sql", "sql": sql},
+        )
+        self.assertEqual(replies[0]["protocol"], 2, "delegated outside writes are version 2's")
+        self.assertEqual(replies[1], {"type": "exec_sql_ok", "in_reply_to": 1, "changes": 1, "last_insert_rowid": 42})
+        self.assertEqual(seen[0], (sql, ["a.w1", b"\x00\x01"]))
+        self.assertEqual((replies[2]["type"], replies[2]["class"]), ("refused", "busy"))
+        self.assertEqual(replies[3]["code"], "malformed")
 
     def test_a_reply_that_is_not_json_is_an_adapter_bug(self):
         class Odd(self.Declared):

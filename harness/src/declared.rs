@@ -6,7 +6,7 @@
 
 use syncgate_protocol::{
     ConsistencyPolicy, CrashPoint, DeletePolicy, IdPolicy, InitOk, OutsideWrites, PendingAfterSync, Profile,
-    PushPolicy, PushPull, TransactionsPolicy,
+    PushPolicy, PushPull, ReferencesPolicy, TransactionsPolicy,
 };
 
 use crate::check::{Invariant, Oracle};
@@ -53,6 +53,23 @@ pub fn check_declared(init: &InitOk, schema: &syncgate_model::Schema) -> Result<
         return Err(HarnessError::Setup(
             "the engine declares the reference profile and a push or pending rule of its own: the reference spec \
              pushes only on push and sync and leaves nothing pending after a sync (SEMANTICS.md); drop one of the two"
+                .into(),
+        ));
+    }
+    let weaker_keys = !policies.natural_keys.identifies_rows();
+    if profile && (weaker_keys || policies.references != ReferencesPolicy::Enforced) {
+        return Err(HarnessError::Setup(
+            "the engine declares the reference profile and weaker promises per constraint (natural_keys local_only or \
+             unenforced, references local_only or unenforced): the reference spec merges rows by natural key (rule N2) \
+             and keeps every reference (D2); drop one of the two"
+                .into(),
+        ));
+    }
+    if weaker_keys && policies.ids != IdPolicy::Stable {
+        return Err(HarnessError::Setup(
+            "the engine declares natural_keys local_only or unenforced and ids that change or differ between places: \
+             this syncgate names rows by their writes only where natural keys merge or refuse (not yet for keys that \
+             name nothing); declare one of the two"
                 .into(),
         ));
     }
@@ -113,6 +130,13 @@ pub fn notes(init: &InitOk) -> Vec<String> {
             "the engine declares that writes bypassing its API are not synced: no outside writes were made".into(),
         );
     }
+    if caps.outside_writes == OutsideWrites::Delegated {
+        notes.push(
+            "the engine runs writes made around its API itself (outside_writes: delegated): each was sent as \
+             exec_sql, the statement the harness would have run"
+                .into(),
+        );
+    }
     if !caps.clock {
         notes.push("the engine takes no injected clock: clock-skew steps were skipped".into());
     }
@@ -137,7 +161,55 @@ pub fn notes(init: &InitOk) -> Vec<String> {
     if !init.policies.explicit_ids {
         notes.push("the engine mints every id: inserts with colliding explicit ids were skipped".into());
     }
+    if !init.policies.natural_keys.identifies_rows() || init.policies.references != ReferencesPolicy::Enforced {
+        let (keys, _) = allowed_by(Event::KeyDuplicateByMerge, init);
+        let (references, _) = allowed_by(Event::DanglingByMerge, init);
+        let names = if init.policies.natural_keys.identifies_rows() {
+            ""
+        } else {
+            "; rows are named by their ids alone, not by natural keys"
+        };
+        notes.push(format!(
+            "the engine promises less than every constraint everywhere ({keys}, {references}): the natural-key \
+             duplicates and dangling references its declarations allow were counted (below, when any), not \
+             failed{names}"
+        ));
+    }
     notes
+}
+
+/// The declaration that lets a declared-breach event happen, and what the
+/// event counts, in words.
+pub(crate) fn allowed_by(event: Event, init: &InitOk) -> (String, String) {
+    let name = |v: Result<String, serde_json::Error>| v.unwrap_or_default().trim_matches('"').to_string();
+    let keys = format!(
+        "natural_keys: {}",
+        name(serde_json::to_string(&init.policies.natural_keys))
+    );
+    let references = format!("references: {}", name(serde_json::to_string(&init.policies.references)));
+    // Under local_only the engine's own writes make none (that fails), so
+    // the writes that did were made around its API.
+    let by_writes = |local_only: bool| {
+        if local_only {
+            "writes around the engine's API"
+        } else {
+            "writes"
+        }
+    };
+    let keys_local = init.policies.natural_keys == syncgate_protocol::NaturalKeyPolicy::LocalOnly;
+    let references_local = init.policies.references == ReferencesPolicy::LocalOnly;
+    match event {
+        Event::KeyDuplicateByMerge => (keys, "natural-key duplicates made by merges".into()),
+        Event::KeyDuplicateByWrite => (
+            keys,
+            format!("natural-key duplicates made by {}", by_writes(keys_local)),
+        ),
+        Event::DanglingByMerge => (references, "dangling references made by merges".into()),
+        _ => (
+            references,
+            format!("dangling references made by {}", by_writes(references_local)),
+        ),
+    }
 }
 
 /// Whether a run on an engine that declared `init` can reach `event`.
@@ -155,7 +227,7 @@ pub(crate) fn reachable(event: Event, init: &InitOk, profile: bool) -> bool {
         // Drawn only for engines that declare the reference profile (an
         // engine may write at every open by design; the reference may not).
         Event::RestartUnderCacheLock => profile,
-        Event::OutsideWrite => caps.outside_writes == OutsideWrites::Captured,
+        Event::OutsideWrite => caps.outside_writes != OutsideWrites::NotCaptured,
         // A write-through engine has something to push (and so to crash in,
         // or to hold over a restart) only after a push inside a commit
         // failed: reachable, but too rare to require of a run.

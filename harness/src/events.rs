@@ -76,9 +76,29 @@ pub enum Event {
     /// A write-through engine kept a committed write pending (its push
     /// inside the commit could not finish).
     KeptPendingOnCommit,
+    /// A merge made a row hold a natural key an older row holds too, as the
+    /// engine's promises allow (counted once per row per case).
+    KeyDuplicateByMerge,
+    /// A write (the engine's own under `natural_keys: unenforced`, or one
+    /// around its API) made a natural-key duplicate, as the promises allow.
+    KeyDuplicateByWrite,
+    /// A merge left a reference naming a parent the place does not hold, as
+    /// the engine's promises allow.
+    DanglingByMerge,
+    /// A write left a reference dangling, as the promises allow.
+    DanglingByWrite,
 }
 
 impl Event {
+    /// The events that count what an engine's promises per constraint
+    /// let through (reported as declared notes, never required).
+    pub const DECLARED_BREACHES: [Event; 4] = [
+        Event::KeyDuplicateByMerge,
+        Event::KeyDuplicateByWrite,
+        Event::DanglingByMerge,
+        Event::DanglingByWrite,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             Event::BatchCut => "batch-cut",
@@ -118,6 +138,10 @@ impl Event {
             Event::ApplicationAbort => "application-abort",
             Event::PushedOnCommit => "pushed-on-commit",
             Event::KeptPendingOnCommit => "kept-pending-on-commit",
+            Event::KeyDuplicateByMerge => "key-duplicate-by-merge",
+            Event::KeyDuplicateByWrite => "key-duplicate-by-write",
+            Event::DanglingByMerge => "dangling-reference-by-merge",
+            Event::DanglingByWrite => "dangling-reference-by-write",
         }
     }
 

@@ -139,6 +139,9 @@ pub struct Summary {
     /// Seeds of failing cases beyond the first (not shrunk).
     pub other_failing_seeds: Vec<String>,
     pub events: Events,
+    /// What the engine's promises per constraint let through, counted, with
+    /// an example each (PROTOCOL.md, "Promises per constraint").
+    pub declared_breaches: Vec<DeclaredBreach>,
     /// The events a run of this engine must reach (`syncgate merge` judges
     /// them over all shards; one shard of several does not).
     pub required_events: Vec<Event>,
@@ -152,6 +155,56 @@ impl Summary {
         self.failures.is_empty() && self.other_failing_seeds.is_empty() && self.missing_events.is_empty()
     }
 }
+
+/// Breaches of one kind that the engine's declarations allow: counted over
+/// the run, never a failure, never silent.
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
+pub struct DeclaredBreach {
+    /// The event that counts them (`key-duplicate-by-merge`, ...).
+    pub event: String,
+    /// The declaration that allows them (`natural_keys: local_only`).
+    pub declaration: String,
+    /// What they are, in words.
+    pub what: String,
+    pub count: u64,
+    /// Cases that made at least one.
+    pub cases: u64,
+    /// The first case that made one and failed nothing, shrunk.
+    pub example: Option<BreachExample>,
+}
+
+/// A case that made a declared breach, shrunk to the fewest steps that
+/// still make one.
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
+pub struct BreachExample {
+    pub seed: String,
+    pub case: u64,
+    /// The command that runs the case as generated (before shrinking).
+    pub replay: String,
+    pub original_steps: usize,
+    pub shrunk_steps: usize,
+    pub trace: Vec<String>,
+}
+
+impl DeclaredBreach {
+    /// The note a report prints: the counts, and where the example is.
+    pub fn note(&self, cases: u64) -> String {
+        let example = match &self.example {
+            Some(e) => format!(
+                "; the first, case {} ({}), shrunk from {} to {} steps below; unshrunk: {}",
+                e.case, e.seed, e.original_steps, e.shrunk_steps, e.replay
+            ),
+            None => "; no case that made one passed everything else (see the failures)".into(),
+        };
+        format!(
+            "declared ({}): {} {}, in {} of {cases} cases, not failures{example}",
+            self.declaration, self.count, self.what, self.cases
+        )
+    }
+}
+
+/// Most runs spent shrinking one declared breach's example.
+const EXAMPLE_SHRINK_RUNS_MAX: usize = 100;
 
 /// A RAM-backed folder for case files when there is one.
 pub fn default_base_dir() -> PathBuf {
@@ -237,9 +290,12 @@ pub fn check(subject: &dyn Subject, opts: &CheckOptions) -> Result<Summary, Harn
         failing,
         done,
         cases_end,
+        breach_cases,
+        breach_examples,
     } = run_cases(subject, opts)?;
     let elapsed = started.elapsed().as_secs_f64();
     let (failures, other_failing_seeds) = shrink_failures(subject, opts, failing);
+    let declared_breaches = declared_breaches(subject, opts, &declared, &events, &breach_cases, breach_examples);
     let required_events: Vec<Event> = REQUIRED_EVENTS
         .iter()
         .copied()
@@ -281,6 +337,7 @@ pub fn check(subject: &dyn Subject, opts: &CheckOptions) -> Result<Summary, Harn
         failures,
         other_failing_seeds,
         events,
+        declared_breaches,
         required_events,
         missing_events,
         elapsed_s: elapsed,
@@ -310,6 +367,10 @@ struct Ran {
     failing: Vec<(u64, Scenario, CaseResult)>,
     done: u64,
     cases_end: u64,
+    /// Per declared-breach event: the cases that reached it, and the first
+    /// of them that failed nothing.
+    breach_cases: Events,
+    breach_examples: std::collections::BTreeMap<Event, (u64, Scenario)>,
 }
 
 /// Runs the cases on rayon, in batches when the run stops at the first
@@ -332,6 +393,8 @@ fn run_cases(subject: &dyn Subject, opts: &CheckOptions) -> Result<Ran, HarnessE
         failing: Vec::new(),
         done: 0,
         cases_end: 0,
+        breach_cases: Events::new(),
+        breach_examples: std::collections::BTreeMap::new(),
     };
     let started = now();
     let mut start = 0_u64;
@@ -360,6 +423,16 @@ fn run_cases(subject: &dyn Subject, opts: &CheckOptions) -> Result<Ran, HarnessE
             ran.done += 1;
             for (k, v) in &result.events {
                 *ran.events.entry(*k).or_insert(0) += v;
+            }
+            for event in Event::DECLARED_BREACHES {
+                if !result.events.contains_key(&event) {
+                    continue;
+                }
+                *ran.breach_cases.entry(event).or_insert(0) += 1;
+                let first = ran.breach_examples.get(&event).is_none_or(|(j, _)| i < *j);
+                if first && result.failure.is_none() {
+                    ran.breach_examples.insert(event, (i, scenario.clone()));
+                }
             }
             if result.failure.is_some() {
                 ran.failing.push((i, scenario, result));
@@ -415,6 +488,58 @@ fn harness_failed(
     }
 }
 
+/// The breaches the engine's declarations let through, each kind with its
+/// counts and its first passing case shrunk.
+fn declared_breaches(
+    subject: &dyn Subject,
+    opts: &CheckOptions,
+    declared: &InitOk,
+    events: &Events,
+    cases: &Events,
+    examples: std::collections::BTreeMap<Event, (u64, Scenario)>,
+) -> Vec<DeclaredBreach> {
+    let mut out = Vec::new();
+    for event in Event::DECLARED_BREACHES {
+        let Some(&count) = events.get(&event) else { continue };
+        let example = examples.get(&event).map(|(i, scenario)| {
+            let shrunk = shrink(
+                subject,
+                scenario,
+                crate::shrink::Target::Reaches(event),
+                &opts.base_dir,
+                opts.shrink_runs_max.min(EXAMPLE_SHRINK_RUNS_MAX),
+            );
+            let seed = case_seed(&opts.seed, *i);
+            let gen = opts.gen_for(*i);
+            BreachExample {
+                replay: crate::show::replay_command(
+                    &subject.name(),
+                    subject.remote().kind(),
+                    &seed,
+                    gen.replicas.unwrap_or(scenario.replicas),
+                    gen.steps,
+                    gen.schema_arg().as_deref(),
+                ),
+                seed,
+                case: *i,
+                original_steps: scenario.steps.len(),
+                shrunk_steps: shrunk.scenario.steps.len(),
+                trace: shrunk.result.trace,
+            }
+        });
+        let (declaration, what) = crate::declared::allowed_by(event, declared);
+        out.push(DeclaredBreach {
+            event: event.name().to_string(),
+            declaration,
+            what,
+            count,
+            cases: cases.get(&event).copied().unwrap_or(0),
+            example,
+        });
+    }
+    out
+}
+
 /// Shrinks the first failure (with `each_property`, the first of every
 /// property that failed); the other failing cases are reported by seed.
 fn shrink_failures(
@@ -441,7 +566,7 @@ fn shrink_failures(
         let shrunk = shrink(
             subject,
             &scenario,
-            violation.invariant,
+            crate::shrink::Target::Fails(violation.invariant),
             &opts.base_dir,
             opts.shrink_runs_max,
         );

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use crate::error::HarnessError;
-use crate::gate::REQUIRED_EVENTS_MIN_CASES;
+use crate::gate::{DeclaredBreach, REQUIRED_EVENTS_MIN_CASES};
 use crate::shard::Shard;
 use crate::show::{replay_command, shell_quote};
 
@@ -28,6 +28,8 @@ pub struct ShardSummary {
     failures: Vec<FailureRecord>,
     other_failing_seeds: Vec<String>,
     events: BTreeMap<String, u64>,
+    #[serde(default)]
+    declared_breaches: Vec<DeclaredBreach>,
     required_events: Vec<String>,
     elapsed_s: f64,
 }
@@ -77,6 +79,9 @@ pub struct Merged {
     pub failures: Vec<FailureRecord>,
     pub other_failing_seeds: Vec<String>,
     pub events: BTreeMap<String, u64>,
+    /// What the engine's declarations let through, summed over the shards,
+    /// with the example of the lowest case.
+    pub declared_breaches: Vec<DeclaredBreach>,
     pub missing_events: Vec<String>,
     /// The slowest shard's time (the shards ran side by side).
     pub elapsed_s_max: f64,
@@ -142,6 +147,7 @@ pub fn merge(shards: Vec<(String, ShardSummary)>) -> Result<Merged, HarnessError
         failures: Vec::new(),
         other_failing_seeds: Vec::new(),
         events: BTreeMap::new(),
+        declared_breaches: Vec::new(),
         missing_events: Vec::new(),
         elapsed_s_max: 0.0,
         ok: false,
@@ -164,6 +170,9 @@ pub fn merge(shards: Vec<(String, ShardSummary)>) -> Result<Merged, HarnessError
             *merged.events.entry(event).or_insert(0) += n;
         }
         required.extend(s.required_events);
+        for breach in s.declared_breaches {
+            add_breaches(&mut merged.declared_breaches, breach);
+        }
         for note in s.notes {
             if !merged.notes.contains(&note) {
                 merged.notes.push(note);
@@ -183,6 +192,24 @@ pub fn merge(shards: Vec<(String, ShardSummary)>) -> Result<Merged, HarnessError
     }
     merged.ok = !failed && merged.missing_events.is_empty();
     Ok(merged)
+}
+
+/// Adds one shard's count of a kind of declared breach to the run's.
+fn add_breaches(run: &mut Vec<DeclaredBreach>, shard: DeclaredBreach) {
+    let Some(kind) = run.iter_mut().find(|b| b.event == shard.event) else {
+        run.push(shard);
+        return;
+    };
+    kind.count += shard.count;
+    kind.cases += shard.cases;
+    let lower = match (&kind.example, &shard.example) {
+        (Some(ours), Some(theirs)) => theirs.case < ours.case,
+        (None, Some(_)) => true,
+        _ => false,
+    };
+    if lower {
+        kind.example = shard.example;
+    }
 }
 
 /// The case index of a case seed `S/i`.
@@ -209,6 +236,12 @@ pub fn text(m: &Merged) -> String {
     ));
     let events: Vec<String> = m.events.iter().map(|(k, v)| format!("{k}={v}")).collect();
     out.push_str(&format!("events: {}\n", events.join(" ")));
+    for breach in &m.declared_breaches {
+        out.push_str(&format!("note: {}\n", breach.note(m.cases)));
+        for line in breach.example.iter().flat_map(|e| &e.trace) {
+            out.push_str(&format!("    {line}\n"));
+        }
+    }
     for f in &m.failures {
         out.push_str(&format!(
             "\nCOUNTEREXAMPLE {} (case {}): {} at step {} — shrunk from {} to {} steps\n  {}\n  {}\n",

@@ -22,7 +22,7 @@ use syncgate_engine::{Config, Remote, Replica, Schema, SystemClock};
 use syncgate_model as model;
 use syncgate_reference_adapter::{engine_schema, open_remote, Options};
 
-use crate::check::contract::check_integrity;
+use crate::check::contract::{check_integrity, Promises};
 use crate::error::HarnessError;
 use crate::places::{read_tables, to_model, RemotePlace, RemoteTarget};
 use crate::show::show_row;
@@ -207,7 +207,7 @@ fn check_converged(
     remote: &model::Tables,
     report: &mut StressReport,
 ) -> Result<(), HarnessError> {
-    if let Err(v) = check_integrity(model_schema, "remote", remote) {
+    if let Err(v) = check_integrity(model_schema, "remote", remote, &Promises::STRICT) {
         report.problems.push(format!("{}: {}", v.invariant, v.detail));
     }
     for (r, replica) in replicas.iter().enumerate() {

@@ -76,6 +76,13 @@ pub enum Request {
     Read {
         table: String,
     },
+    /// Version 2, `outside_writes: delegated`: one statement written around
+    /// the engine's API, to run on a connection set up as the
+    /// application's other connections are.
+    ExecSql {
+        sql: String,
+        params: Vec<Value>,
+    },
 }
 
 impl Request {
@@ -92,6 +99,7 @@ impl Request {
             Request::ArmCrash { .. } => "arm_crash",
             Request::MintId { .. } => "mint_id",
             Request::Read { .. } => "read",
+            Request::ExecSql { .. } => "exec_sql",
         }
     }
 }
@@ -149,6 +157,11 @@ pub enum Response {
     MintIdOk {
         id: i64,
     },
+    /// Version 2: the statement of an `exec_sql` ran and committed.
+    ExecSqlOk {
+        changes: u64,
+        last_insert_rowid: i64,
+    },
     Error {
         code: ErrorCode,
         message: String,
@@ -170,6 +183,7 @@ impl Response {
             Response::ArmCrashOk => "arm_crash_ok",
             Response::MintIdOk { .. } => "mint_id_ok",
             Response::ReadOk { .. } => "read_ok",
+            Response::ExecSqlOk { .. } => "exec_sql_ok",
             Response::Error { .. } => "error",
         }
     }
@@ -435,6 +449,9 @@ fn default_outside_insert_ids() -> OutsideInsertIds {
 pub enum OutsideWrites {
     Captured,
     NotCaptured,
+    /// Version 2: captured on a connection the engine sets up, so the
+    /// harness sends them as `exec_sql`.
+    Delegated,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -475,6 +492,26 @@ pub struct Policies {
     /// transactions (PROTOCOL.md, "Consistency levels").
     #[serde(default, skip_serializing_if = "is_default")]
     pub consistency: ConsistencyPolicy,
+    /// Version 2: where references to a parent are kept valid.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub references: ReferencesPolicy,
+}
+
+/// Where a reference to a parent row is kept valid (PROTOCOL.md,
+/// "Promises per constraint").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReferencesPolicy {
+    /// Everywhere, always (version 1): no place ever holds a row whose
+    /// parent it does not hold.
+    #[default]
+    Enforced,
+    /// The engine's own writes never leave a reference dangling in its
+    /// cache; a merge may (a child inserted under a parent another replica
+    /// deleted concurrently), and such rows are counted, not failed.
+    LocalOnly,
+    /// Nowhere: dangling references are counted wherever they appear.
+    Unenforced,
 }
 
 /// What a place may show of writes before quiescence.
@@ -579,6 +616,7 @@ pub const KNOWN_FIELDS: [(&str, &[&str]); 3] = [
             "ids",
             "transactions",
             "consistency",
+            "references",
         ],
     ),
 ];
@@ -586,11 +624,10 @@ pub const KNOWN_FIELDS: [(&str, &[&str]); 3] = [
 /// Declarations of version 2's design that this crate knows by name but
 /// the harness does not check yet (PROTOCOL.md, "Designed, not yet
 /// checked"), as `object.field`.
-pub const DESIGNED_NOT_CHECKED: [&str; 6] = [
+pub const DESIGNED_NOT_CHECKED: [&str; 5] = [
     "capabilities.topologies",
     "capabilities.outside_connection",
     "capabilities.value_domain",
-    "policies.references",
     "policies.constraints",
     "capabilities.pause_points",
 ];
@@ -630,8 +667,26 @@ pub enum DeletePolicy {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum NaturalKeyPolicy {
+    /// Two rows inserted apart with one natural key become one row.
     Merge,
+    /// The later of two such rows is refused (at its write or its push).
     Refuse,
+    /// Version 2: unique among a replica's own rows (its writes that would
+    /// duplicate a key it holds are refused); rows with one key inserted
+    /// on different replicas stay distinct rows, and the duplicates merging
+    /// makes are counted, not failed.
+    LocalOnly,
+    /// Version 2: not kept unique anywhere; a natural key is a plain column
+    /// and every duplicate is counted, not failed.
+    Unenforced,
+}
+
+impl NaturalKeyPolicy {
+    /// Whether a natural key names its row across places (so two rows with
+    /// one key are one logical row, merged or refused).
+    pub fn identifies_rows(self) -> bool {
+        matches!(self, NaturalKeyPolicy::Merge | NaturalKeyPolicy::Refuse)
+    }
 }
 
 /// A named point inside a sync where an engine can be made to stop.
@@ -1036,6 +1091,7 @@ mod tests {
             ids: IdPolicy::Stable,
             transactions: TransactionsPolicy::Unit,
             consistency: ConsistencyPolicy::Eventual,
+            references: ReferencesPolicy::Enforced,
         };
         assert_eq!(
             serde_json::to_string(&policies).expect("encode"),
@@ -1048,12 +1104,12 @@ mod tests {
         let raw: serde_json::Value = serde_json::from_str(
             r#"{"type":"init_ok","in_reply_to":0,"protocol":2,"engine":"x","future":1,
                 "capabilities":{"clock":false,"outside_writes":"captured","topologies":["peer"]},
-                "policies":{"merge":"row","delete":"delete_wins","natural_keys":"merge","explicit_ids":false,"references":"unenforced"}}"#,
+                "policies":{"merge":"row","delete":"delete_wins","natural_keys":"merge","explicit_ids":false,"constraints":{}}}"#,
         )
         .expect("json");
         assert_eq!(
             unknown_declarations(&raw),
-            vec!["init_ok.future", "capabilities.topologies", "policies.references"]
+            vec!["init_ok.future", "capabilities.topologies", "policies.constraints"]
         );
     }
 

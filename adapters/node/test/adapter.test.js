@@ -185,7 +185,7 @@ test("errors are answered and the process goes on serving", async () => {
   assert.equal(replies[6].class, "busy");
   assert.match(replies[7].message, /Error: boom/);
   assert.deepEqual([replies[8].class, replies[8].message], ["unavailable", "no server"]);
-  assert.match(replies[9].message, /Refused thrown by pull \(only write may refuse\)/);
+  assert.match(replies[9].message, /Refused thrown by pull \(only write and exec_sql may refuse\)/);
 });
 
 test("a ref to an op that is not an earlier insert is malformed", async () => {

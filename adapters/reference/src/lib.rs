@@ -235,6 +235,7 @@ pub fn init_ok(options: &Options) -> InitOk {
             } else {
                 syncgate_protocol::ConsistencyPolicy::Eventual
             },
+            references: syncgate_protocol::ReferencesPolicy::Enforced,
         },
     }
 }
@@ -465,6 +466,11 @@ impl ReferenceAdapter {
                 }
             }
             Request::Read { table } => self.read(table),
+            // Its outside writes are captured by triggers on any connection.
+            Request::ExecSql { .. } => error(
+                ErrorCode::Unsupported,
+                "exec_sql: the reference declares outside_writes captured, not delegated",
+            ),
         };
         Handled::Reply(reply)
     }

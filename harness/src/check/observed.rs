@@ -86,7 +86,7 @@ pub fn cache(seen: &CacheObservation, expect: &Expectation<'_>) -> Verdict {
             other => return Err(engine_violation(&format!("r{r} read {}", schema.tables[t].name), other).into()),
         }
     }
-    contract::check_integrity(schema, &place, tables)?;
+    contract::check_integrity(schema, &place, tables, &contract::Promises::of(expect.policies))?;
     contract::check_no_aborted_read(schema, &place, expect.history, tables)?;
     contract::check_atomic_visibility(schema, &place, Some(r), expect.history, tables, expect.policies)?;
     contract::check_causal_visibility(schema, &place, expect.history, tables, expect.policies)?;
@@ -129,7 +129,12 @@ pub fn cache(seen: &CacheObservation, expect: &Expectation<'_>) -> Verdict {
 
 /// The checks every observation of the remote gets.
 pub fn remote(tables: &model::Tables, expect: &Expectation<'_>) -> Verdict {
-    contract::check_integrity(expect.schema, "remote", tables)?;
+    contract::check_integrity(
+        expect.schema,
+        "remote",
+        tables,
+        &contract::Promises::of(expect.policies),
+    )?;
     contract::check_no_aborted_read(expect.schema, "remote", expect.history, tables)?;
     contract::check_atomic_visibility(expect.schema, "remote", None, expect.history, tables, expect.policies)?;
     contract::check_causal_visibility(expect.schema, "remote", expect.history, tables, expect.policies)?;

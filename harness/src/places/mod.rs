@@ -252,7 +252,8 @@ impl Places {
     /// connection, as another part of the application would. Returns the id
     /// an insert got.
     pub fn outside_write(&mut self, r: usize, op: &Op) -> Result<Option<i64>, OutsideRefusal> {
-        let schema = self.schema.clone();
+        let statement = outside_statement(&self.schema, op)
+            .ok_or_else(|| OutsideRefusal::Refused(format!("not a synced table: {op:?}")))?;
         let conn = self.cache(r).map_err(OutsideRefusal::Unwritable)?;
         let bind = |v: &Value| match v {
             Value::Null | Value::Ref { .. } => SValue::Null,
@@ -261,50 +262,12 @@ impl Places {
             Value::Text(s) => SValue::Text(s.clone()),
             Value::Blob { blob } => SValue::Blob(blob.0.clone()),
         };
-        let known = |table: &str| schema.tables.iter().any(|t| t.name == table);
-        let outcome = match op {
-            Op::Insert { table, id, values } if known(table) => {
-                let mut cols: Vec<String> = Vec::new();
-                let mut vals: Vec<SValue> = Vec::new();
-                if let Some(id) = id {
-                    cols.push(quote("id"));
-                    vals.push(SValue::Integer(*id));
-                }
-                for (c, v) in values {
-                    cols.push(quote(c));
-                    vals.push(bind(v));
-                }
-                let marks: Vec<String> = (1..=vals.len()).map(|i| format!("?{i}")).collect();
-                let sql = format!(
-                    "INSERT INTO {} ({}) VALUES ({})",
-                    quote(table),
-                    cols.join(", "),
-                    marks.join(", ")
-                );
-                conn.execute(&sql, rusqlite::params_from_iter(vals))
-                    .map(|_| Some(conn.last_insert_rowid()))
-            }
-            Op::Update { table, id, set } if known(table) => {
-                let assignments: Vec<String> = set
-                    .keys()
-                    .enumerate()
-                    .map(|(i, c)| format!("{} = ?{}", quote(c), i + 2))
-                    .collect();
-                let sql = format!(
-                    "UPDATE {} SET {} WHERE \"id\" = ?1",
-                    quote(table),
-                    assignments.join(", ")
-                );
-                let mut vals = vec![SValue::Integer(*id)];
-                vals.extend(set.values().map(bind));
-                conn.execute(&sql, rusqlite::params_from_iter(vals)).map(|_| None)
-            }
-            Op::Delete { table, id } if known(table) => conn
-                .execute(&format!("DELETE FROM {} WHERE \"id\" = ?1", quote(table)), [id])
-                .map(|_| None),
-            other => return Err(OutsideRefusal::Refused(format!("not a synced table: {other:?}"))),
-        };
-        outcome.map_err(|e| match e.sqlite_error_code() {
+        conn.execute(
+            &statement.sql,
+            rusqlite::params_from_iter(statement.params.iter().map(bind)),
+        )
+        .map(|_| matches!(op, Op::Insert { .. }).then(|| conn.last_insert_rowid()))
+        .map_err(|e| match e.sqlite_error_code() {
             Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => OutsideRefusal::Busy,
             _ => OutsideRefusal::Refused(e.to_string()),
         })
@@ -417,4 +380,68 @@ pub fn to_model(v: &SValue, kind: model::ColumnKind) -> model::Value {
 
 fn real_cell(x: f64) -> model::Value {
     real_of_place(x).map_or_else(|| model::Value::Text(format!("<real {x}>")), model::Value::Real)
+}
+
+/// One write around the engine's API as one SQL statement: identifiers from
+/// the schema, quoted; values bound by position (`?1`, ...).
+#[derive(Clone, Debug, PartialEq)]
+pub struct OutsideStatement {
+    pub sql: String,
+    pub params: Vec<Value>,
+}
+
+/// The statement another part of the application would run for `op`
+/// (none for a table the schema does not declare).
+pub fn outside_statement(schema: &model::Schema, op: &Op) -> Option<OutsideStatement> {
+    let known = |table: &str| schema.tables.iter().any(|t| t.name == table);
+    let plain = |v: &Value| match v {
+        Value::Ref { .. } => Value::Null,
+        other => other.clone(),
+    };
+    match op {
+        Op::Insert { table, id, values } if known(table) => {
+            let mut cols: Vec<String> = Vec::new();
+            let mut params: Vec<Value> = Vec::new();
+            if let Some(id) = id {
+                cols.push(quote("id"));
+                params.push(Value::Int(*id));
+            }
+            for (c, v) in values {
+                cols.push(quote(c));
+                params.push(plain(v));
+            }
+            let marks: Vec<String> = (1..=params.len()).map(|i| format!("?{i}")).collect();
+            Some(OutsideStatement {
+                sql: format!(
+                    "INSERT INTO {} ({}) VALUES ({})",
+                    quote(table),
+                    cols.join(", "),
+                    marks.join(", ")
+                ),
+                params,
+            })
+        }
+        Op::Update { table, id, set } if known(table) => {
+            let assignments: Vec<String> = set
+                .keys()
+                .enumerate()
+                .map(|(i, c)| format!("{} = ?{}", quote(c), i + 2))
+                .collect();
+            let mut params = vec![Value::Int(*id)];
+            params.extend(set.values().map(plain));
+            Some(OutsideStatement {
+                sql: format!(
+                    "UPDATE {} SET {} WHERE \"id\" = ?1",
+                    quote(table),
+                    assignments.join(", ")
+                ),
+                params,
+            })
+        }
+        Op::Delete { table, id } if known(table) => Some(OutsideStatement {
+            sql: format!("DELETE FROM {} WHERE \"id\" = ?1", quote(table)),
+            params: vec![Value::Int(*id)],
+        }),
+        _ => None,
+    }
 }

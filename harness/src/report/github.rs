@@ -12,6 +12,13 @@ pub fn annotations(s: &Summary) -> String {
     for note in &s.notes {
         out.push_str(&command("notice", "syncgate note", note));
     }
+    for breach in &s.declared_breaches {
+        out.push_str(&command(
+            "warning",
+            "syncgate: declared breaches",
+            &breach.note(s.cases),
+        ));
+    }
     for f in &s.failures {
         let title = format!("syncgate: {} at step {} ({})", f.invariant, f.step, f.seed);
         out.push_str(&command("error", &title, &counterexample(s, f)));

@@ -54,6 +54,7 @@ pub fn junit(s: &Summary) -> String {
     let mut out_text: Vec<String> = s.notes.iter().map(|n| format!("note: {n}")).collect();
     let counted: Vec<String> = s.events.iter().map(|(k, v)| format!("{}={v}", k.name())).collect();
     out_text.push(format!("events: {}", counted.join(" ")));
+    out_text.extend(s.declared_breaches.iter().map(|b| format!("note: {}", b.note(s.cases))));
     let suite = Suite {
         name: format!("syncgate check: {} (remote {})", s.engine, s.remote),
         time_s: s.elapsed_s,

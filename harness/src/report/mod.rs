@@ -63,6 +63,12 @@ pub fn summary(s: &Summary, opts: &CheckOptions) -> String {
     ));
     let events: Vec<String> = s.events.iter().map(|(k, v)| format!("{}={v}", k.name())).collect();
     out.push_str(&format!("events: {}\n", events.join(" ")));
+    for breach in &s.declared_breaches {
+        out.push_str(&format!("note: {}\n", breach.note(s.cases)));
+        for line in breach.example.iter().flat_map(|e| &e.trace) {
+            out.push_str(&format!("    {line}\n"));
+        }
+    }
     for f in &s.failures {
         out.push('\n');
         out.push_str(&counterexample(s, f));

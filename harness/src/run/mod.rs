@@ -237,6 +237,9 @@ struct Runner<'a> {
     offsets_ahead_max: i64,
     /// Per replica: its last push failed busy (for the busy-then-pushed event).
     push_was_busy: Vec<bool>,
+    /// Every breach of a constraint some place showed in this case (what
+    /// the engine's promises let through), so each is counted once.
+    breaches_seen: BTreeSet<contract::Breach>,
 }
 
 impl<'a> Runner<'a> {
@@ -272,6 +275,7 @@ impl<'a> Runner<'a> {
             limits: scenario.limits,
             offsets_ahead_max: 0,
             push_was_busy: vec![false; n],
+            breaches_seen: BTreeSet::new(),
             schema,
             declared,
         };

@@ -4,9 +4,11 @@
 //! `crate::check::observed`'s.
 
 use super::Runner;
+use crate::check::contract::{self, Breach, MadeBy};
 use crate::check::identity::Renumberings;
 use crate::check::observed::{self, CacheObservation};
 use crate::check::{blame, Verdict};
+use crate::events::{count, Event};
 use crate::subject::Answer;
 
 /// What to ask besides the cache's rows.
@@ -88,13 +90,15 @@ impl Runner<'_> {
         Ok(())
     }
 
-    /// Keeps an observation's rows as the replica's view (it passed).
+    /// Keeps an observation's rows as the replica's view (it passed), and
+    /// counts the breaches it shows first as made by a merge.
     pub(super) fn keep(&mut self, seen: CacheObservation) {
         let r = seen.replica;
         if let Some(Answer::Ok(pending)) = seen.pending {
             self.last_pending[r] = Some(pending);
         }
         if let Ok(tables) = seen.tables {
+            self.count_breaches(&tables, MadeBy::Merge);
             self.caches[r] = tables;
         }
         if let Some(Ok((logical, maps))) = seen.named {
@@ -130,6 +134,7 @@ impl Runner<'_> {
             .read_remote()
             .map_err(|e| blame("remote read", "read the remote", e))?;
         observed::remote(&tables, &self.expectation())?;
+        self.count_breaches(&tables, MadeBy::Merge);
         if let Some(naming) = &self.naming {
             let (logical, _) = naming.logical(&self.schema, &self.history, "remote", &tables)?;
             self.logical_remote = logical;
@@ -147,6 +152,23 @@ impl Runner<'_> {
         match &seen.pending {
             Some(answer) => answer,
             None => unreachable!("asked when the step needs it, of a replica that is up"),
+        }
+    }
+
+    /// Counts each breach of a constraint that `tables` shows and no place
+    /// showed before in this case, as made by `made_by`: what the engine's
+    /// promises let through (anything else failed `Integrity` already).
+    pub(super) fn count_breaches(&mut self, tables: &syncgate_model::Tables, made_by: MadeBy) {
+        for breach in contract::breaches(&self.schema, tables) {
+            let event = match (&breach, made_by) {
+                (Breach::Duplicate { .. }, MadeBy::Merge) => Event::KeyDuplicateByMerge,
+                (Breach::Duplicate { .. }, MadeBy::Write) => Event::KeyDuplicateByWrite,
+                (Breach::Dangling { .. }, MadeBy::Merge) => Event::DanglingByMerge,
+                (Breach::Dangling { .. }, MadeBy::Write) => Event::DanglingByWrite,
+            };
+            if self.breaches_seen.insert(breach) {
+                count(&mut self.events, event, 1);
+            }
         }
     }
 }

@@ -5,7 +5,9 @@
 //! Then the history records what was committed, and the cache is observed.
 
 use syncgate_model as model;
-use syncgate_protocol::{OutsideInsertIds, OutsideWrites, PushPolicy, RefusalClass, SyncFailureClass};
+use syncgate_protocol::{
+    OutsideInsertIds, OutsideWrites, PushPolicy, ReferencesPolicy, RefusalClass, SyncFailureClass,
+};
 
 use super::observe::Look;
 use super::translate::{describe, model_writes, protocol_ops};
@@ -103,6 +105,9 @@ impl Runner<'_> {
             m.write_outside(r, &writes)
         });
         let op = &protocol_ops(&self.schema, &ops)[0];
+        if self.caps().outside_writes == OutsideWrites::Delegated {
+            return self.delegated_write(r, &ops, op, tag, &gave_up, expected);
+        }
         let answer = match self.places.outside_write(r, op) {
             Ok(id) => Answer::Ok(id.map(|id| vec![id]).unwrap_or_default()),
             Err(OutsideRefusal::Busy) => Answer::Refused(RefusalClass::Busy, "the cache is locked".into()),
@@ -133,6 +138,57 @@ impl Runner<'_> {
             .map_err(Stop::from)
             .and_then(|()| self.after_write(r, &ops, tag, &answer, true));
         StepOutcome::new(line, verdict)
+    }
+
+    /// An outside write the engine runs on a connection of its own
+    /// (`outside_writes: delegated`): the same statement the harness would
+    /// run, sent as `exec_sql`. Anything but `exec_sql_ok` or `refused` is
+    /// the engine's failure.
+    fn delegated_write(
+        &mut self,
+        r: usize,
+        ops: &[PlannedOp],
+        op: &syncgate_protocol::Op,
+        tag: usize,
+        gave_up: &[i64],
+        expected: Option<Result<Vec<i64>, model::WriteRefusal>>,
+    ) -> StepOutcome {
+        let desc = describe(&self.schema, ops);
+        let line = |answer: &str| {
+            format!(
+                "r{r} outside the engine, run by it: {}{desc} -> {answer}",
+                given_up(gave_up)
+            )
+        };
+        let Some(statement) = crate::places::outside_statement(&self.schema, op) else {
+            unreachable!("the harness planned a write on a table it does not know: {op:?}")
+        };
+        let Some(replica) = self.replicas[r].as_mut() else {
+            unreachable!("r{r} is up")
+        };
+        let inserted = matches!(op, syncgate_protocol::Op::Insert { .. });
+        let answer = match replica.exec_sql(&statement.sql, &statement.params) {
+            Answer::Ok((_, rowid)) => Answer::Ok(if inserted { vec![rowid] } else { Vec::new() }),
+            Answer::Refused(class, message) => Answer::Refused(class, message),
+            other => {
+                let shown = show_answer(&other);
+                let violation = answers::engine_violation(&format!("r{r} exec_sql"), &other);
+                return StepOutcome::new(line(&shown), Err(violation.into()));
+            }
+        };
+        let shown = shown_ids(&answer);
+        count(
+            &mut self.events,
+            Event::OutsideWrite,
+            u64::from(matches!(answer, Answer::Ok(_))),
+        );
+        if matches!(answer, Answer::Refused(RefusalClass::Busy, _)) {
+            count(&mut self.events, Event::Busy, 1);
+        }
+        let verdict = answers::outside_write_outcome(r, expected.as_ref(), &answer, &shown)
+            .map_err(Stop::from)
+            .and_then(|()| self.after_write(r, ops, tag, &answer, true));
+        StepOutcome::new(line(&shown), verdict)
     }
 
     /// An application write whose transaction the application rolls back
@@ -331,6 +387,19 @@ impl Runner<'_> {
             self.history.record(record);
         }
         contract::check_read_your_writes(&self.schema, &format!("r{r}"), &what, &expect, tables)?;
+        if let Ok(read) = &seen.tables {
+            if !outside {
+                contract::check_own_write_kept_constraints(
+                    &self.schema,
+                    &format!("r{r}"),
+                    &what,
+                    &self.caches[r],
+                    read,
+                    &contract::Promises::of(self.policies()),
+                )?;
+            }
+            self.count_breaches(read, contract::MadeBy::Write);
+        }
         let pending = changes.then(|| Self::pending_of(&seen).clone());
         self.keep(seen);
         let Some(pending) = pending else {
@@ -382,9 +451,21 @@ impl Runner<'_> {
         let mut next_id = ids.iter();
         let mut expect = Vec::new();
         let mut records = Vec::new();
+        // A natural key names a row only where the engine merges or refuses
+        // by it; under weaker promises it is a plain column (PROTOCOL.md,
+        // "Promises per constraint"). Children go with a deleted parent
+        // where the engine keeps references: always, or (local_only) in its
+        // own writes; a write around its API cascades only where the cache
+        // has the foreign keys for it, which such an engine does not promise.
+        let keys_name_rows = self.policies().natural_keys.identifies_rows();
+        let deletes_cascade = match self.policies().references {
+            ReferencesPolicy::Enforced => true,
+            ReferencesPolicy::LocalOnly => !outside,
+            ReferencesPolicy::Unenforced => false,
+        };
         for (k, op) in ops.iter().enumerate() {
             let t = op.table;
-            let key_col = self.schema.tables[t].natural_key;
+            let key_col = self.schema.tables[t].natural_key.filter(|_| keys_name_rows);
             let set = naming.values(&self.schema, op, op.resolved(&minted));
             let (physical, kind) = match op.kind {
                 PlannedKind::Insert { .. } => (*next_id.next().unwrap_or(&0), WriteKind::Insert),
@@ -400,7 +481,7 @@ impl Runner<'_> {
                 WriteKind::Insert => set.iter().find(|(sc, _)| *sc == c).map(|(_, v)| v.clone()),
                 _ => before[t].get(&physical).map(|row| row[c].clone()),
             });
-            let cascade: Vec<(usize, i64)> = if kind == WriteKind::Delete {
+            let cascade: Vec<(usize, i64)> = if kind == WriteKind::Delete && deletes_cascade {
                 descendants(&self.schema, before, t, physical)
                     .into_iter()
                     .map(|(ct, cid)| (ct, naming.row(ct, cid)))

@@ -12,10 +12,32 @@ mod schema;
 use std::path::Path;
 
 use crate::check::Invariant;
+use crate::events::Event;
 use crate::run::{run_case, CaseResult};
 use crate::scenario::{IdChoice, Reconnect, Scenario, Step, SyncKind, Val};
 use crate::subject::Subject;
 use syncgate_protocol::Limits;
+
+/// What a shrunk case must still do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// Fail this property.
+    Fails(Invariant),
+    /// Reach this event and fail nothing (an example of what an engine's
+    /// declarations let through).
+    Reaches(Event),
+}
+
+impl Target {
+    fn hit(self, result: &CaseResult) -> bool {
+        match self {
+            Target::Fails(invariant) => result.failure.as_ref().is_some_and(|(_, v)| v.invariant == invariant),
+            Target::Reaches(event) => {
+                result.failure.is_none() && result.fault.is_none() && result.events.get(&event).is_some_and(|n| *n > 0)
+            }
+        }
+    }
+}
 
 /// The shrunk scenario, its run, and how many runs shrinking took.
 pub struct Shrunk {
@@ -24,16 +46,10 @@ pub struct Shrunk {
     pub runs: usize,
 }
 
-pub fn shrink(
-    subject: &dyn Subject,
-    scenario: &Scenario,
-    invariant: Invariant,
-    base: &Path,
-    runs_max: usize,
-) -> Shrunk {
+pub fn shrink(subject: &dyn Subject, scenario: &Scenario, target: Target, base: &Path, runs_max: usize) -> Shrunk {
     let mut shrinker = Shrinker {
         subject,
-        invariant,
+        target,
         base,
         runs_max,
         best: scenario.clone(),
@@ -76,7 +92,7 @@ pub fn shrink(
 /// The smallest failing scenario found so far, and the budget left.
 struct Shrinker<'a> {
     subject: &'a dyn Subject,
-    invariant: Invariant,
+    target: Target,
     base: &'a Path,
     runs_max: usize,
     best: Scenario,
@@ -85,21 +101,19 @@ struct Shrinker<'a> {
 }
 
 impl Shrinker<'_> {
-    /// Runs `candidate`; keeps it when it fails with the same invariant.
+    /// Runs `candidate`; keeps it when it still hits the target.
     fn attempt(&mut self, candidate: Scenario) -> bool {
         if self.runs >= self.runs_max {
             return false;
         }
         self.runs += 1;
         let result = run_case(self.subject, &candidate, self.base);
-        match &result.failure {
-            Some((_, v)) if v.invariant == self.invariant => {
-                self.best = candidate;
-                self.best_result = result;
-                true
-            }
-            _ => false,
+        if !self.target.hit(&result) {
+            return false;
         }
+        self.best = candidate;
+        self.best_result = result;
+        true
     }
 
     /// Pass 1: remove chunks of steps: halves, quarters, ... single steps.

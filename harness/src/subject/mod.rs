@@ -215,6 +215,11 @@ pub trait SubjectReplica {
     /// The rows of `table` through the engine's read API (only asked of
     /// engines that declare `reads`).
     fn read(&mut self, table: &str) -> Answer<Vec<ReadRow>>;
+    /// One statement written around the engine's API, run by the engine on
+    /// a connection of its own (only asked of engines that declare
+    /// `outside_writes: delegated`): the rows it changed and the
+    /// connection's last insert rowid.
+    fn exec_sql(&mut self, sql: &str, params: &[syncgate_protocol::Value]) -> Answer<(u64, i64)>;
     /// What the engine reported with its last sync's `busy` failure: how
     /// often it tried, how long it waited (PROTOCOL.md, `sync_failed`).
     fn last_busy_tries(&self) -> Option<BusyTriesReported> {

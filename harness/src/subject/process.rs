@@ -382,6 +382,20 @@ impl SubjectReplica for Process {
         })
     }
 
+    fn exec_sql(&mut self, sql: &str, params: &[syncgate_protocol::Value]) -> Answer<(u64, i64)> {
+        let answer = self.request(Request::ExecSql {
+            sql: sql.into(),
+            params: params.to_vec(),
+        });
+        expect(answer, "exec_sql", |r| match r {
+            Response::ExecSqlOk {
+                changes,
+                last_insert_rowid,
+            } => Some((changes, last_insert_rowid)),
+            _ => None,
+        })
+    }
+
     fn take_renumbered(&mut self) -> Vec<Renumbering> {
         std::mem::take(&mut self.renumbered)
     }

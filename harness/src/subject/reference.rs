@@ -168,6 +168,20 @@ impl SubjectReplica for InProcess {
         })
     }
 
+    fn exec_sql(&mut self, sql: &str, params: &[syncgate_protocol::Value]) -> Answer<(u64, i64)> {
+        let answer = self.ask(&Request::ExecSql {
+            sql: sql.into(),
+            params: params.to_vec(),
+        });
+        expect(answer, "exec_sql", |r| match r {
+            Response::ExecSqlOk {
+                changes,
+                last_insert_rowid,
+            } => Some((changes, last_insert_rowid)),
+            _ => None,
+        })
+    }
+
     fn last_busy_tries(&self) -> Option<BusyTriesReported> {
         self.last_busy
     }

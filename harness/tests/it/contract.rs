@@ -4,7 +4,7 @@
 
 use syncgate::check::contract::{
     check_abort_left_pending, check_converged, check_final, check_integrity, check_no_aborted_read,
-    check_not_resurrected, check_pushed_on_commit, check_read_your_writes, Expect,
+    check_not_resurrected, check_pushed_on_commit, check_read_your_writes, Expect, Promises,
 };
 use syncgate::check::Invariant;
 use syncgate::history::{History, WriteKind, WriteRecord};
@@ -29,6 +29,7 @@ fn policies(merge: MergePolicy) -> Policies {
         ids: IdPolicy::Stable,
         transactions: TransactionsPolicy::Unit,
         consistency: syncgate_protocol::ConsistencyPolicy::Eventual,
+        references: syncgate_protocol::ReferencesPolicy::Enforced,
     }
 }
 
@@ -293,11 +294,11 @@ fn integrity_fires_on_a_duplicate_key_and_a_dangling_reference() {
         (DOMAINS, 2, vec![t("a.example"), Value::Null, Value::Null]),
     ]);
     assert_eq!(
-        failing(check_integrity(&schema, "remote", &twice)).0,
+        failing(check_integrity(&schema, "remote", &twice, &Promises::STRICT)).0,
         Invariant::Integrity
     );
     let dangling = tables(&[(RECORDS, 5, vec![Value::Int(1), t("A"), t("v")])]);
-    let (invariant, detail) = failing(check_integrity(&schema, "r1", &dangling));
+    let (invariant, detail) = failing(check_integrity(&schema, "r1", &dangling, &Promises::STRICT));
     assert_eq!(invariant, Invariant::Integrity);
     assert!(
         detail.contains("dns_records/5.domain_id references missing domains/1"),

@@ -9,6 +9,7 @@ mod layout;
 mod pg_cursor;
 mod pg_places;
 mod pg_sessions;
+mod promises;
 mod property;
 mod regressions;
 mod shards;

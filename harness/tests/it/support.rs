@@ -73,6 +73,9 @@ impl SubjectReplica for MisreportingReplica {
     fn read(&mut self, table: &str) -> Answer<Vec<ReadRow>> {
         self.0.read(table)
     }
+    fn exec_sql(&mut self, sql: &str, params: &[syncgate_protocol::Value]) -> Answer<(u64, i64)> {
+        self.0.exec_sql(sql, params)
+    }
     fn last_busy_tries(&self) -> Option<BusyTriesReported> {
         let tries = self.0.last_busy_tries();
         if self.1.one_busy_try {
@@ -105,6 +108,15 @@ pub(crate) enum Twist {
     /// One combined sync only (`push_pull: together`), at most `replicas`
     /// replicas (`replicas_max`).
     SyncOnly { replicas: u32 },
+    /// Writes around the API are sent to it (`outside_writes: delegated`):
+    /// it runs each statement on a connection of its own to the cache
+    /// (where the reference's triggers capture it), or, unless `runs`,
+    /// answers `exec_sql_ok` without running it.
+    Delegated { runs: bool },
+    /// Declares `natural_keys: local_only` (rows with one key inserted apart
+    /// stay two rows), yet merges them as the reference does: the merged
+    /// row is lost.
+    ClaimsLocalOnlyKeys,
 }
 
 /// The reference engine speaking protocol version 2 with a twist.
@@ -113,6 +125,8 @@ pub(crate) struct Declaring(pub(crate) Twist);
 struct DeclaringReplica {
     inner: Box<dyn SubjectReplica>,
     twist: Twist,
+    /// The replica's cache file (for the statements it runs itself).
+    cache: std::path::PathBuf,
     /// A push inside a write failed and the engine says nothing is pending.
     claims_pushed: bool,
 }
@@ -140,10 +154,17 @@ impl Subject for Declaring {
                 init_ok.capabilities.push_pull = syncgate_protocol::PushPull::Together;
                 init_ok.capabilities.replicas_max = Some(replicas);
             }
+            Twist::Delegated { .. } => {
+                init_ok.capabilities.outside_writes = syncgate_protocol::OutsideWrites::Delegated;
+            }
+            Twist::ClaimsLocalOnlyKeys => {
+                init_ok.policies.natural_keys = syncgate_protocol::NaturalKeyPolicy::LocalOnly;
+            }
         }
         let replica = DeclaringReplica {
             inner,
             twist: self.0,
+            cache: spec.cache.clone(),
             claims_pushed: false,
         };
         Ok((Box::new(replica), init_ok))
@@ -195,5 +216,33 @@ impl SubjectReplica for DeclaringReplica {
     }
     fn read(&mut self, table: &str) -> Answer<Vec<ReadRow>> {
         self.inner.read(table)
+    }
+    fn exec_sql(&mut self, sql: &str, params: &[syncgate_protocol::Value]) -> Answer<(u64, i64)> {
+        if !matches!(self.twist, Twist::Delegated { runs: true }) {
+            return Answer::Ok((1, 0));
+        }
+        let run = || -> rusqlite::Result<(u64, i64)> {
+            let conn = rusqlite::Connection::open(&self.cache)?;
+            conn.pragma_update(None, "foreign_keys", "ON")?;
+            conn.pragma_update(None, "recursive_triggers", "ON")?;
+            let bound = params.iter().map(|v| match v {
+                syncgate_protocol::Value::Int(i) => rusqlite::types::Value::Integer(*i),
+                syncgate_protocol::Value::Real(r) => rusqlite::types::Value::Real(r.0),
+                syncgate_protocol::Value::Text(s) => rusqlite::types::Value::Text(s.clone()),
+                syncgate_protocol::Value::Blob { blob } => rusqlite::types::Value::Blob(blob.0.clone()),
+                _ => rusqlite::types::Value::Null,
+            });
+            let changes = conn.execute(sql, rusqlite::params_from_iter(bound))?;
+            Ok((changes as u64, conn.last_insert_rowid()))
+        };
+        match run() {
+            Ok(done) => Answer::Ok(done),
+            Err(e) => match e.sqlite_error_code() {
+                Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+                    Answer::Refused(syncgate_protocol::RefusalClass::Busy, e.to_string())
+                }
+                _ => Answer::Refused(syncgate_protocol::RefusalClass::Other, e.to_string()),
+            },
+        }
     }
 }

@@ -180,3 +180,32 @@ fn atomic_transactions_hold_on_the_reference_and_a_split_push_is_a_fractured_rea
     let plain = check(&ReferenceEngine::new(), &options(20, "atomic")).expect("runs");
     assert!(!plain.checked.contains(&Invariant::AtomicVisibility));
 }
+
+/// `outside_writes: delegated`: the writes around the API go to the engine
+/// as `exec_sql`, the statement the harness would run. An engine that runs
+/// them (the reference's triggers capture them) passes; one that answers
+/// `exec_sql_ok` without running them is caught.
+#[test]
+fn delegated_outside_writes_are_run_by_the_engine_and_checked() {
+    let runs = check(&Declaring(Twist::Delegated { runs: true }), &options(120, "delegated")).expect("runs");
+    assert!(runs.ok(), "{:?}", runs.failures.first().map(|f| f.detail.clone()));
+    let outside = runs
+        .events
+        .get(&syncgate::events::Event::OutsideWrite)
+        .copied()
+        .unwrap_or(0);
+    assert!(outside > 20, "only {outside} outside writes were made");
+    assert!(
+        runs.notes.iter().any(|n| n.contains("outside_writes: delegated")),
+        "{:?}",
+        runs.notes
+    );
+    let drops = check(&Declaring(Twist::Delegated { runs: false }), &options(120, "delegated")).expect("runs");
+    assert!(!drops.ok(), "an engine that does not run the writes passed");
+    let first = drops.failures.first().expect("a failure");
+    assert!(
+        first.trace.iter().any(|l| l.contains("outside the engine, run by it")),
+        "{:?}",
+        first.trace
+    );
+}

@@ -6,10 +6,12 @@
 
 mod atomic;
 mod causal;
+mod integrity;
 mod settled;
 
 pub use atomic::check_atomic_visibility;
 pub use causal::check_causal_visibility;
+pub use integrity::{breaches, check_integrity, check_own_write_kept_constraints, Breach, MadeBy, Promises};
 pub use settled::{check_converged, check_final, check_settled};
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -491,46 +493,4 @@ pub(super) fn tagged_columns(schema: &model::Schema, t: usize) -> Vec<usize> {
     (0..table.columns.len())
         .filter(|&c| table.columns[c].references.is_none() && table.natural_key != Some(c))
         .collect()
-}
-
-/// No natural key held twice, no reference to a missing parent.
-pub fn check_integrity(schema: &model::Schema, place: &str, tables: &model::Tables) -> Result<(), Violation> {
-    for (t, table) in schema.tables.iter().enumerate() {
-        if let Some(k) = table.natural_key {
-            let mut seen = std::collections::BTreeMap::new();
-            for (id, row) in &tables[t] {
-                if row[k] != model::Value::Null {
-                    if let Some(other) = seen.insert(row[k].clone(), *id) {
-                        return Err(Violation::new(
-                            Invariant::Integrity,
-                            format!(
-                                "{place}: {}.{} = {} held by rows {other} and {id}",
-                                table.name,
-                                table.columns[k].name,
-                                show_value(&row[k])
-                            ),
-                        ));
-                    }
-                }
-            }
-        }
-        for (c, col) in table.columns.iter().enumerate() {
-            if let Some(p) = col.references {
-                for (id, row) in &tables[t] {
-                    if let model::Value::Int(parent) = row[c] {
-                        if !tables[p].contains_key(&parent) {
-                            return Err(Violation::new(
-                                Invariant::Integrity,
-                                format!(
-                                    "{place}: {}/{id}.{} references missing {}/{parent}",
-                                    table.name, col.name, schema.tables[p].name
-                                ),
-                            ));
-                        }
-                    }
-                }
-            }
-        }
-    }
-    Ok(())
 }
