@@ -52,6 +52,7 @@ export const VERSION_2_CAPABILITIES = Object.freeze({
   push_pull: ["separate", "together"],
   replicas_max: null,
   aborts: [true, false],
+  value_domain: null, // an object, e.g. {integers: "safe"}; checked by the harness
 });
 export const VERSION_2_POLICIES = Object.freeze({
   push: ["explicit", "on_commit"],

@@ -96,6 +96,7 @@ VERSION_2_CAPABILITIES = {
     "push_pull": ("separate", "together"),
     "replicas_max": None,
     "aborts": (True, False),
+    "value_domain": None,  # an object, e.g. {"integers": "safe"}; checked by the harness
 }
 VERSION_2_POLICIES = {
     "push": ("explicit", "on_commit"),

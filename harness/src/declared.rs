@@ -86,6 +86,7 @@ pub fn fit(gen: &GenConfig, init: &InitOk) -> GenConfig {
         gen.replicas_max = gen.replicas_max.min(max);
     }
     gen.aborts = init.capabilities.aborts;
+    gen.integers = init.capabilities.value_domain.integers;
     gen
 }
 
@@ -137,6 +138,13 @@ pub fn notes(init: &InitOk) -> Vec<String> {
                 .into(),
         );
     }
+    if caps.value_domain.integers == syncgate_protocol::IntegerDomain::Safe {
+        notes.push(format!(
+            "the engine holds integers up to 2^53 - 1 in magnitude (value_domain: integers safe): none beyond \
+             ±{} was sent",
+            syncgate_protocol::IntegerDomain::Safe.max()
+        ));
+    }
     if !caps.clock {
         notes.push("the engine takes no injected clock: clock-skew steps were skipped".into());
     }
@@ -150,13 +158,6 @@ pub fn notes(init: &InitOk) -> Vec<String> {
             "crash points the engine does not offer (those crash steps ran as plain syncs): {}",
             missing.join(", ")
         ));
-    }
-    if init.policies.consistency == ConsistencyPolicy::Causal {
-        notes.push(
-            "consistency: causal is checked for causal visibility (no write shown without the writes it follows); \
-             monotonic reads (a cache never going back to an older value) are not checked yet"
-                .into(),
-        );
     }
     if !init.policies.explicit_ids {
         notes.push("the engine mints every id: inserts with colliding explicit ids were skipped".into());
@@ -277,7 +278,9 @@ pub fn checked_properties(init: &InitOk, profile: bool) -> Vec<Invariant> {
         .filter(|i| match i {
             Invariant::NoAbortedRead => init.capabilities.aborts,
             Invariant::AtomicVisibility => init.policies.transactions == TransactionsPolicy::Atomic,
-            Invariant::CausalVisibility => init.policies.consistency == ConsistencyPolicy::Causal,
+            Invariant::CausalVisibility | Invariant::MonotonicReads => {
+                init.policies.consistency == ConsistencyPolicy::Causal
+            }
             Invariant::ReadsTruthful => init.capabilities.reads,
             Invariant::NoResurrection => init.policies.delete == DeletePolicy::DeleteWins,
             Invariant::RenumberingReported | Invariant::ReferencesFollowIds | Invariant::WriteOnWrongRow => ids_move,

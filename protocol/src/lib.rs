@@ -419,6 +419,39 @@ pub struct Capabilities {
     /// Version 2: `write` may carry `abort` (the application rolls back).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub aborts: bool,
+    /// Version 2: the values the engine's platform holds, so the harness
+    /// sends no other.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub value_domain: ValueDomain,
+}
+
+/// The values an engine can hold (PROTOCOL.md, "Value domain").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ValueDomain {
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub integers: IntegerDomain,
+}
+
+/// Which integers an engine holds exactly.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IntegerDomain {
+    /// Every 64-bit signed integer, as SQLite does (version 1).
+    #[default]
+    I64,
+    /// Only the integers a double holds exactly, |n| <= 2^53 - 1
+    /// (JavaScript's safe integers): the harness sends no other.
+    Safe,
+}
+
+impl IntegerDomain {
+    /// The largest magnitude of an integer this domain holds.
+    pub fn max(self) -> i64 {
+        match self {
+            IntegerDomain::I64 => i64::MAX,
+            IntegerDomain::Safe => (1_i64 << 53) - 1,
+        }
+    }
 }
 
 /// Whether the layer syncs in two halves or only whole.
@@ -602,6 +635,7 @@ pub const KNOWN_FIELDS: [(&str, &[&str]); 3] = [
             "push_pull",
             "replicas_max",
             "aborts",
+            "value_domain",
         ],
     ),
     (
@@ -624,10 +658,9 @@ pub const KNOWN_FIELDS: [(&str, &[&str]); 3] = [
 /// Declarations of version 2's design that this crate knows by name but
 /// the harness does not check yet (PROTOCOL.md, "Designed, not yet
 /// checked"), as `object.field`.
-pub const DESIGNED_NOT_CHECKED: [&str; 5] = [
+pub const DESIGNED_NOT_CHECKED: [&str; 4] = [
     "capabilities.topologies",
     "capabilities.outside_connection",
-    "capabilities.value_domain",
     "policies.constraints",
     "capabilities.pause_points",
 ];
@@ -1076,6 +1109,7 @@ mod tests {
             push_pull: PushPull::Separate,
             replicas_max: None,
             aborts: false,
+            value_domain: Default::default(),
         };
         assert_eq!(
             serde_json::to_string(&caps).expect("encode"),

@@ -211,6 +211,7 @@ pub fn init_ok(options: &Options) -> InitOk {
             push_pull: PushPull::Separate,
             replicas_max: None,
             aborts: options.aborts,
+            value_domain: Default::default(),
         },
         renumbered: Vec::new(),
         policies: Policies {

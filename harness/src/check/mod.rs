@@ -67,6 +67,11 @@ pub enum Invariant {
     /// merge took) or stale (a cell it set holds an older value it
     /// follows). Adya's G-single's cousin across replicas; Elle's "causal".
     CausalVisibility,
+    /// (`consistency: causal`) monotonic reads: a replica's cache never
+    /// goes back; once a cell showed the value of write `x`, it never later
+    /// shows the value of a write `x` causally follows (a restart from its
+    /// files included). Jepsen's "monotonic reads", a session guarantee.
+    MonotonicReads,
     /// Adya's G1a, aborted read (engines that declare `aborts`): no value a
     /// transaction the application rolled back wrote is seen in any cache,
     /// on the remote or through the engine's reads, at any step.
@@ -127,7 +132,7 @@ pub enum Invariant {
 
 impl Invariant {
     /// Every property, in the order reports list them.
-    pub const ALL: [Invariant; 26] = [
+    pub const ALL: [Invariant; 27] = [
         Invariant::Convergence,
         Invariant::Integrity,
         Invariant::NoLostWrite,
@@ -136,6 +141,7 @@ impl Invariant {
         Invariant::ReadYourWrites,
         Invariant::AtomicVisibility,
         Invariant::CausalVisibility,
+        Invariant::MonotonicReads,
         Invariant::NoAbortedRead,
         Invariant::ReadsTruthful,
         Invariant::TruthfulStatus,
@@ -166,6 +172,7 @@ impl Invariant {
             | Invariant::ReadYourWrites
             | Invariant::AtomicVisibility
             | Invariant::CausalVisibility
+            | Invariant::MonotonicReads
             | Invariant::NoAbortedRead
             | Invariant::ReadsTruthful
             | Invariant::TruthfulStatus

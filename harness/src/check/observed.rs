@@ -40,6 +40,9 @@ pub struct CacheObservation {
     /// since.
     pub named: Option<Result<(model::Tables, IdMaps), Violation>>,
     pub renumberings: Renumberings,
+    /// The cache as the runner kept it last (engines that declare
+    /// `consistency: causal`, for monotonic reads).
+    pub before: Option<model::Tables>,
 }
 
 impl CacheObservation {
@@ -90,6 +93,9 @@ pub fn cache(seen: &CacheObservation, expect: &Expectation<'_>) -> Verdict {
     contract::check_no_aborted_read(schema, &place, expect.history, tables)?;
     contract::check_atomic_visibility(schema, &place, Some(r), expect.history, tables, expect.policies)?;
     contract::check_causal_visibility(schema, &place, expect.history, tables, expect.policies)?;
+    if let Some(before) = &seen.before {
+        contract::check_monotonic_reads(schema, &place, expect.history, before, tables, expect.policies)?;
+    }
     let view = match &seen.named {
         Some(Ok((logical, maps))) => {
             check_renumberings(

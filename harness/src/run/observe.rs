@@ -64,6 +64,8 @@ impl Runner<'_> {
                 .unwrap_or_default(),
             crashed: std::mem::take(&mut self.crashed_since_read[r]),
         };
+        let before = (self.policies().consistency == syncgate_protocol::ConsistencyPolicy::Causal)
+            .then(|| self.caches[r].clone());
         CacheObservation {
             replica: r,
             tables,
@@ -72,6 +74,7 @@ impl Runner<'_> {
             ledger,
             named,
             renumberings,
+            before,
         }
     }
 

@@ -166,7 +166,9 @@ impl Runner<'_> {
             Answer::Ok(report) => {
                 count(events, Event::Pushed, report.pushed);
                 count(events, Event::Pulled, report.pulled);
-                if self.limits.pull_page_rows.is_some_and(|rows| report.pulled > rows) {
+                // Only the reference's knob pages a pull by the drawn size:
+                // another engine's pull is counted by what it says, not cut.
+                if self.model.is_some() && self.limits.pull_page_rows.is_some_and(|rows| report.pulled > rows) {
                     count(events, Event::PageCut, 1);
                 }
                 if kind != SyncKind::Pull && report.pushed > 0 && std::mem::take(&mut self.push_was_busy[r]) {

@@ -28,6 +28,8 @@ pub struct GenConfig {
     pub schema: Option<DeclaredSchema>,
     /// Each case draws a schema of its own (`--schema random`).
     pub random_schemas: bool,
+    /// The integers the engine holds (`value_domain`): none beyond are drawn.
+    pub integers: syncgate_protocol::IntegerDomain,
 }
 
 impl Default for GenConfig {
@@ -41,6 +43,7 @@ impl Default for GenConfig {
             aborts: false,
             schema: None,
             random_schemas: false,
+            integers: syncgate_protocol::IntegerDomain::I64,
         }
     }
 }
@@ -375,14 +378,14 @@ pub fn scenario_strategy(config: &GenConfig) -> Result<BoxedStrategy<Scenario>, 
         let config = config.clone();
         return Ok(random_schema()
             .prop_flat_map(move |tables| match crate::schema::model_schema(&tables) {
-                Ok(schema) => cases_on(&config, Shape::of(&schema), Some(tables)),
+                Ok(schema) => cases_on(&config, Shape::of(&schema, config.integers), Some(tables)),
                 Err(e) => unreachable!("every drawn schema is one --schema accepts: {e}"),
             })
             .boxed());
     }
     let declared = config.schema.as_ref().map(|d| d.tables.clone());
     let schema = crate::schema::of_case(declared.as_ref())?;
-    Ok(cases_on(config, Shape::of(&schema), declared))
+    Ok(cases_on(config, Shape::of(&schema, config.integers), declared))
 }
 
 /// Cases on one schema (`schema`: the case's own, `None` for the built-in).

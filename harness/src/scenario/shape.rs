@@ -10,6 +10,7 @@
 use proptest::prelude::*;
 use proptest::strategy::Union;
 use syncgate_model as model;
+use syncgate_protocol::IntegerDomain;
 
 use super::{BlobSpec, Val};
 
@@ -23,6 +24,8 @@ const KINDS: [&str; 3] = ["A", "MX", "TXT"];
 const RAW: [&str; 3] = ["", "ünïcødé ✓", "shared"];
 /// Integers at the edges of SQLite's and JSON's range.
 const EDGE_INTS: [i64; 5] = [i64::MIN, i64::MIN + 1, -1, i64::MAX - 1, i64::MAX];
+/// The edges of JavaScript's safe integers (`value_domain: {"integers": "safe"}`).
+const EDGE_SAFE_INTS: [i64; 5] = [-(1 << 53) + 1, -(1 << 53) + 2, -1, (1 << 53) - 2, (1 << 53) - 1];
 /// Reals at the edges: the smallest subnormal, the smallest normal, the
 /// largest doubles, an integer past 2^53, and decimals a parser rounds.
 const EDGE_REALS: [f64; 10] = [
@@ -58,6 +61,7 @@ enum Draw {
     },
     Int {
         nullable: bool,
+        domain: IntegerDomain,
     },
     Text {
         pool: &'static [&'static str],
@@ -72,7 +76,7 @@ enum Draw {
 }
 
 impl Draw {
-    fn of(schema: &model::Schema, t: usize, c: usize) -> Draw {
+    fn of(schema: &model::Schema, t: usize, c: usize, domain: IntegerDomain) -> Draw {
         let table = &schema.tables[t];
         let column = &table.columns[c];
         let nullable = !column.not_null;
@@ -83,7 +87,7 @@ impl Draw {
                 nullable,
             },
             _ if table.natural_key == Some(c) => Draw::Key { nullable },
-            (None, model::ColumnKind::Integer) => Draw::Int { nullable },
+            (None, model::ColumnKind::Integer) => Draw::Int { nullable, domain },
             (None, model::ColumnKind::Text) => Draw::Text {
                 pool: match column.name.as_str() {
                     "ip" => &IPS,
@@ -111,7 +115,7 @@ impl Draw {
             ]
             .boxed(),
             Draw::Parent { .. } => (0..ROW_CHOICES).prop_map(Val::Parent).boxed(),
-            Draw::Int { nullable } => int_value(null(nullable)),
+            Draw::Int { nullable, domain } => int_value(null(nullable), domain),
             Draw::Text { pool, nullable } => text_value(pool, null(nullable)),
             Draw::Real { nullable } => real_value(null(nullable)),
             Draw::Blob { nullable } => blob_value(null(nullable)),
@@ -145,11 +149,12 @@ struct TableShape {
 }
 
 impl Shape {
-    pub fn of(schema: &model::Schema) -> Shape {
+    /// The draws for `schema`, integers within `integers`.
+    pub fn of(schema: &model::Schema, integers: IntegerDomain) -> Shape {
         let tables: Vec<TableShape> = (0..schema.tables.len())
             .map(|t| TableShape {
                 columns: (0..schema.tables[t].columns.len())
-                    .map(|c| Draw::of(schema, t, c))
+                    .map(|c| Draw::of(schema, t, c, integers))
                     .collect(),
                 natural_key: schema.tables[t].natural_key.is_some(),
             })
@@ -300,12 +305,17 @@ fn text_value(pool: &'static [&'static str], null: u32) -> BoxedStrategy<Val> {
     .boxed()
 }
 
-/// An integer column's value: mostly small, sometimes NULL or at the edges.
-fn int_value(null: u32) -> BoxedStrategy<Val> {
+/// An integer column's value: mostly small, sometimes NULL or at the edges
+/// of the engine's domain.
+fn int_value(null: u32, domain: IntegerDomain) -> BoxedStrategy<Val> {
+    let edges: &'static [i64] = match domain {
+        IntegerDomain::I64 => &EDGE_INTS,
+        IntegerDomain::Safe => &EDGE_SAFE_INTS,
+    };
     prop_oneof![
         16 => (0_i64..100).prop_map(Val::Int),
         2 * null => Just(Val::Null),
-        2 => proptest::sample::select(&EDGE_INTS[..]).prop_map(Val::Int),
+        2 => proptest::sample::select(edges).prop_map(Val::Int),
     ]
     .boxed()
 }

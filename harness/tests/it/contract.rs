@@ -883,3 +883,77 @@ fn causal_visibility_fails_a_write_shown_without_one_it_follows() {
         Ok(())
     );
 }
+
+#[test]
+fn monotonic_reads_fail_a_cache_that_goes_back() {
+    use syncgate::check::contract::check_monotonic_reads;
+    use syncgate_protocol::ConsistencyPolicy;
+    // w2 (r1, after pulling w1) renames host 1; r2 showed w2's name and then
+    // shows w1's again.
+    let h = rename_after_pull();
+    let schema = test_schema();
+    let causal = |merge| Policies {
+        consistency: ConsistencyPolicy::Causal,
+        ..policies(merge)
+    };
+    let newer = tables(&[(HOSTS, 1, vec![t("b.w2"), t("ip")])]);
+    let older = tables(&[(HOSTS, 1, vec![t("a.w1"), t("ip")])]);
+    let (invariant, detail) = failing(check_monotonic_reads(
+        &schema,
+        "r2",
+        &h,
+        &newer,
+        &older,
+        &causal(MergePolicy::Column),
+    ));
+    assert_eq!(invariant, Invariant::MonotonicReads);
+    assert!(
+        detail.starts_with(
+            "r2 went back: hosts/1.hostname showed \"b.w2\" of w2, and now shows \"a.w1\" of w1, which w2 causally \
+             follows (w2 on r1 causally follows w1 on r0 (r0 pushed at step 2, r1 pulled at step 3))"
+        ),
+        "{detail}"
+    );
+    // Quiet: forward; a concurrent value either way; undeclared.
+    assert_eq!(
+        check_monotonic_reads(&schema, "r2", &h, &older, &newer, &causal(MergePolicy::Column)),
+        Ok(())
+    );
+    let mut concurrent = History::new(2);
+    concurrent.record(host_insert(0, 1, 1, "a.w1"));
+    concurrent.pushed_all(2, 0);
+    concurrent.pulled(3, 1);
+    concurrent.record(host_update(0, 4, 1, "x.w2"));
+    concurrent.record(host_update(1, 5, 1, "y.w3"));
+    let x = tables(&[(HOSTS, 1, vec![t("x.w2"), t("ip")])]);
+    let y = tables(&[(HOSTS, 1, vec![t("y.w3"), t("ip")])]);
+    assert_eq!(
+        check_monotonic_reads(&schema, "r0", &concurrent, &x, &y, &causal(MergePolicy::Column)),
+        Ok(())
+    );
+    assert_eq!(
+        check_monotonic_reads(&schema, "r2", &h, &newer, &older, &policies(MergePolicy::Column)),
+        Ok(())
+    );
+    // Under row merges a concurrent write to the row may win with its whole
+    // row, the older name in it: quiet then, not otherwise.
+    let mut row_won = h.clone();
+    row_won.record(write(0, 6, HOSTS, 1, WriteKind::Update, vec![(1, t("ip.w3"))]));
+    let whole_row = tables(&[(HOSTS, 1, vec![t("a.w1"), t("ip.w3")])]);
+    assert_eq!(
+        check_monotonic_reads(&schema, "r2", &row_won, &newer, &whole_row, &causal(MergePolicy::Row)),
+        Ok(())
+    );
+    assert_eq!(
+        failing(check_monotonic_reads(
+            &schema,
+            "r2",
+            &h,
+            &newer,
+            &older,
+            &causal(MergePolicy::Row)
+        ))
+        .0,
+        Invariant::MonotonicReads
+    );
+}

@@ -113,6 +113,10 @@ pub(crate) enum Twist {
     /// (where the reference's triggers capture it), or, unless `runs`,
     /// answers `exec_sql_ok` without running it.
     Delegated { runs: bool },
+    /// Holds integers up to 2^53 - 1 only, as a JavaScript engine does: a
+    /// write of a bigger one fails with an error. Declares it
+    /// (`value_domain: {"integers": "safe"}`) when `declared`.
+    SafeIntegers { declared: bool },
     /// Declares `natural_keys: local_only` (rows with one key inserted apart
     /// stay two rows), yet merges them as the reference does: the merged
     /// row is lost.
@@ -157,6 +161,11 @@ impl Subject for Declaring {
             Twist::Delegated { .. } => {
                 init_ok.capabilities.outside_writes = syncgate_protocol::OutsideWrites::Delegated;
             }
+            Twist::SafeIntegers { declared } => {
+                if declared {
+                    init_ok.capabilities.value_domain.integers = syncgate_protocol::IntegerDomain::Safe;
+                }
+            }
             Twist::ClaimsLocalOnlyKeys => {
                 init_ok.policies.natural_keys = syncgate_protocol::NaturalKeyPolicy::LocalOnly;
             }
@@ -173,6 +182,16 @@ impl Subject for Declaring {
 
 impl SubjectReplica for DeclaringReplica {
     fn write(&mut self, ops: &[Op]) -> Answer<Vec<i64>> {
+        if let Twist::SafeIntegers { .. } = self.twist {
+            let safe = syncgate_protocol::IntegerDomain::Safe.max();
+            let unsafe_int = ops.iter().flat_map(op_values).find_map(|v| match v {
+                syncgate_protocol::Value::Int(i) if i.unsigned_abs() > safe.unsigned_abs() => Some(*i),
+                _ => None,
+            });
+            if let Some(i) = unsafe_int {
+                return Answer::Error(format!("{i} is not a safe integer: JSON.parse would round it"));
+            }
+        }
         let answer = self.inner.write(ops);
         if let (Twist::WriteThrough { swallows_failures }, Answer::Ok(_)) = (self.twist, &answer) {
             let pushed = matches!(self.inner.sync(SyncKind::Push), Answer::Ok(_));
@@ -244,5 +263,14 @@ impl SubjectReplica for DeclaringReplica {
                 _ => Answer::Refused(syncgate_protocol::RefusalClass::Other, e.to_string()),
             },
         }
+    }
+}
+
+/// The values an op writes.
+fn op_values(op: &Op) -> Vec<&syncgate_protocol::Value> {
+    match op {
+        Op::Insert { values, .. } => values.values().collect(),
+        Op::Update { set, .. } => set.values().collect(),
+        Op::Delete { .. } => Vec::new(),
     }
 }

@@ -209,3 +209,32 @@ fn delegated_outside_writes_are_run_by_the_engine_and_checked() {
         first.trace
     );
 }
+
+/// `value_domain: {"integers": "safe"}`: an engine that holds only
+/// JavaScript's safe integers is sent none beyond ±(2^53 - 1), and passes;
+/// the same engine undeclared is sent 64-bit edges, and fails on them.
+#[test]
+fn an_engine_of_safe_integers_is_sent_no_other() {
+    let declared = check(
+        &Declaring(Twist::SafeIntegers { declared: true }),
+        &options(150, "safe-ints"),
+    )
+    .expect("runs");
+    assert!(
+        declared.ok(),
+        "{:?}",
+        declared.failures.first().map(|f| f.detail.clone())
+    );
+    assert!(
+        declared.notes.iter().any(|n| n.contains("value_domain")),
+        "{:?}",
+        declared.notes
+    );
+    let undeclared = check(
+        &Declaring(Twist::SafeIntegers { declared: false }),
+        &options(150, "safe-ints"),
+    )
+    .expect("runs");
+    let first = undeclared.failures.first().expect("the 64-bit edges reach it");
+    assert!(first.detail.contains("is not a safe integer"), "{}", first.detail);
+}

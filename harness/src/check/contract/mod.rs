@@ -7,11 +7,13 @@
 mod atomic;
 mod causal;
 mod integrity;
+mod monotonic;
 mod settled;
 
 pub use atomic::check_atomic_visibility;
 pub use causal::check_causal_visibility;
 pub use integrity::{breaches, check_integrity, check_own_write_kept_constraints, Breach, MadeBy, Promises};
+pub use monotonic::check_monotonic_reads;
 pub use settled::{check_converged, check_final, check_settled};
 
 use std::collections::{BTreeMap, BTreeSet};
