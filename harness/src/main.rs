@@ -190,6 +190,10 @@ struct ReplayArgs {
     /// A saved trace file (overrides --seed and the scenario options).
     #[arg(long)]
     trace: Option<PathBuf>,
+    /// Also write the case as a timeline page (self-contained HTML:
+    /// replicas as lanes, steps as rows, the failure highlighted).
+    #[arg(long)]
+    html: Option<PathBuf>,
 }
 
 #[derive(Args, Clone)]
@@ -321,6 +325,13 @@ fn check_command(args: CheckArgs) -> anyhow::Result<ExitCode> {
     };
     if let Some(path) = &args.junit {
         write_report(path, &syncgate::report::junit::junit(&summary))?;
+    }
+    // A timeline page beside each saved trace.
+    for f in &summary.failures {
+        if let Some(trace) = &f.trace_file {
+            let page = syncgate::report::counterexample_timeline(&summary, f);
+            write_report(&trace.with_extension("html"), &page)?;
+        }
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
@@ -534,6 +545,29 @@ fn replay_command(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         println!("{line}");
     }
     println!("final state:\n{}", result.final_state);
+    if let Some(path) = &args.html {
+        let heading = format!(
+            "replay of {title} on engine {} (remote {})",
+            subject.name(),
+            remote.kind()
+        );
+        let failure = result
+            .failure
+            .as_ref()
+            .map(|(step, v)| (*step, v.invariant.to_string(), v.detail.as_str()));
+        let replicas = file
+            .as_ref()
+            .map_or(usize::from(scenario.replicas), |f| f.scenario.replicas);
+        let page = syncgate::report::timeline::html(&syncgate::report::timeline::Timeline {
+            title: &heading,
+            replicas,
+            trace: &result.trace,
+            failure,
+            notes: &[],
+        });
+        write_report(path, &page)?;
+        println!("timeline: {}", path.display());
+    }
     if let Some((step, fault)) = &result.fault {
         println!("HARNESS FAILED at step {step}: {fault}");
         anyhow::bail!("the harness failed at step {step} of the replay, not the engine: {fault}");

@@ -5,6 +5,7 @@
 
 pub mod github;
 pub mod junit;
+pub mod timeline;
 
 use crate::gate::{CaseFailure, CheckOptions, Summary};
 use crate::scenario::GenConfig;
@@ -89,6 +90,39 @@ pub fn summary(s: &Summary, opts: &CheckOptions) -> String {
 
 /// One counterexample as the text summary prints it: its heading, what
 /// failed, the case's configuration, the shrunk trace and how to replay it.
+/// A shrunk counterexample's timeline page (`timeline.rs`).
+pub fn counterexample_timeline(s: &Summary, f: &CaseFailure) -> String {
+    let title = format!(
+        "{} on engine {} (remote {}): {} at step {}",
+        f.seed, s.engine, s.remote, f.invariant, f.step
+    );
+    let notes = [
+        format!(
+            "shrunk from {} to {} steps; replicas {}; swarm {}",
+            f.original_steps, f.shrunk_steps, f.scenario.replicas, f.scenario.swarm
+        ),
+        f.scenario.config_line(),
+        format!(
+            "replay: {}",
+            replay_command(
+                &s.engine,
+                &s.remote,
+                &f.seed,
+                f.replicas,
+                f.steps,
+                f.schema_file.as_deref()
+            )
+        ),
+    ];
+    timeline::html(&timeline::Timeline {
+        title: &title,
+        replicas: f.scenario.replicas,
+        trace: &f.trace,
+        failure: Some((f.step, f.invariant.to_string(), &f.detail)),
+        notes: &notes,
+    })
+}
+
 pub fn counterexample(s: &Summary, f: &CaseFailure) -> String {
     let mut out = format!(
         "COUNTEREXAMPLE {} (case {}): {} ({:?}) at step {} — shrunk from {} to {} steps in {} runs\n",
@@ -128,6 +162,7 @@ pub fn counterexample(s: &Summary, f: &CaseFailure) -> String {
             shell_quote(&s.engine),
             path.display()
         ));
+        out.push_str(&format!("  its timeline: {}\n", path.with_extension("html").display()));
     }
     out
 }

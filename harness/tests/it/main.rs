@@ -15,4 +15,5 @@ mod regressions;
 mod shards;
 mod snapshots;
 mod support;
+mod timeline;
 mod version2;
