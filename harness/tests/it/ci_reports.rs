@@ -18,6 +18,39 @@ fn syncgate(args: &[&str], dir: &Path) -> (i32, String) {
     )
 }
 
+/// Whether `xml` validates against the common JUnit schema (`junit.xsd`,
+/// beside this file), by xmllint where `SYNCGATE_XMLLINT` names it (as
+/// `.ci/run` sets it): `None` (and SKIPPED said) without it, else xmllint's
+/// verdict and its words.
+fn junit_schema_verdict(xml: &Path, test: &str) -> Option<(bool, String)> {
+    let Some(xmllint) = std::env::var_os("SYNCGATE_XMLLINT").filter(|x| !x.is_empty()) else {
+        eprintln!(
+            "SKIPPED the JUnit schema half of {test}: SYNCGATE_XMLLINT is not set. Run it with \
+             SYNCGATE_XMLLINT=$(command -v xmllint) cargo test --workspace (Debian's libxml2-utils)"
+        );
+        return None;
+    };
+    let schema = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/junit.xsd");
+    let out = Command::new(xmllint)
+        .args(["--noout", "--schema"])
+        .arg(&schema)
+        .arg(xml)
+        .output()
+        .expect("xmllint runs");
+    Some((out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned()))
+}
+
+/// Fails unless `xml` validates (where xmllint is given).
+fn assert_valid_junit(xml: &Path, test: &str) {
+    if let Some((valid, words)) = junit_schema_verdict(xml, test) {
+        assert!(
+            valid,
+            "not valid JUnit: {words}\n{}",
+            std::fs::read_to_string(xml).unwrap_or_default()
+        );
+    }
+}
+
 /// `(name, child tag names)` of every test case of a JUnit document.
 fn test_cases(xml: &str) -> Vec<(String, Vec<String>)> {
     let doc = roxmltree::Document::parse(xml).unwrap_or_else(|e| panic!("not XML: {e}\n{xml}"));
@@ -57,6 +90,10 @@ fn a_counterexample_is_a_failed_property_in_junit_and_an_annotation() {
         dir.path(),
     );
     assert_eq!(code, 1, "{stdout}");
+    assert_valid_junit(
+        &junit,
+        "a_counterexample_is_a_failed_property_in_junit_and_an_annotation",
+    );
     let xml = std::fs::read_to_string(&junit).unwrap();
     let cases = test_cases(&xml);
     let failed: Vec<&str> = cases
@@ -129,6 +166,7 @@ fn a_passing_run_is_all_passed_and_says_nothing_to_annotate() {
         dir.path(),
     );
     assert_eq!(code, 0, "{stdout}");
+    assert_valid_junit(&junit, "a_passing_run_is_all_passed_and_says_nothing_to_annotate");
     let cases = test_cases(&std::fs::read_to_string(&junit).unwrap());
     assert!(cases.len() > 10, "{cases:?}");
     assert!(cases.iter().all(|(_, tags)| tags.is_empty()), "{cases:?}");
@@ -151,6 +189,10 @@ fn a_run_that_could_not_be_made_is_an_error_not_a_failure_of_the_engine() {
         dir.path(),
     );
     assert_eq!(code, 2, "{stdout}");
+    assert_valid_junit(
+        &junit,
+        "a_run_that_could_not_be_made_is_an_error_not_a_failure_of_the_engine",
+    );
     let cases = test_cases(&std::fs::read_to_string(&junit).unwrap());
     assert_eq!(cases, vec![("the gate ran".to_string(), vec!["error".to_string()])]);
     assert!(
@@ -159,4 +201,44 @@ fn a_run_that_could_not_be_made_is_an_error_not_a_failure_of_the_engine() {
         ),
         "{stdout}"
     );
+}
+
+/// The schema the reports are validated against rejects what CI systems
+/// would: a test case without a name, a count that is not one, a failure
+/// outside a test case (so validating says something).
+#[test]
+fn the_junit_schema_rejects_what_ci_systems_would() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, xml: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, xml).unwrap();
+        path
+    };
+    let good = write(
+        "good.xml",
+        r#"<testsuites><testsuite name="s" tests="1" failures="1" errors="0" time="0.5"><properties><property name="seed" value="x"/></properties><testcase classname="c" name="t" time="0"><failure message="m" type="t">trace</failure></testcase><system-out>o</system-out></testsuite></testsuites>"#,
+    );
+    let Some((valid, words)) = junit_schema_verdict(&good, "the_junit_schema_rejects_what_ci_systems_would") else {
+        return;
+    };
+    assert!(valid, "{words}");
+    for (name, xml) in [
+        (
+            "no-name.xml",
+            r#"<testsuites><testsuite name="s" tests="1" failures="0" errors="0"><testcase classname="c"/></testsuite></testsuites>"#,
+        ),
+        (
+            "bad-count.xml",
+            r#"<testsuites><testsuite name="s" tests="many" failures="0" errors="0"/></testsuites>"#,
+        ),
+        (
+            "stray-failure.xml",
+            r#"<testsuites><testsuite name="s" tests="0" failures="1" errors="0"><failure message="m"/></testsuite></testsuites>"#,
+        ),
+    ] {
+        let path = write(name, xml);
+        let (valid, _) =
+            junit_schema_verdict(&path, "the_junit_schema_rejects_what_ci_systems_would").expect("xmllint");
+        assert!(!valid, "{name} validated");
+    }
 }
