@@ -151,6 +151,19 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// No case ran (`--cases 0`, a shard with no case): nothing was
+    /// checked, which is no pass (exit 2, as test runners treat "no tests
+    /// ran").
+    pub fn nothing_checked(&self) -> Option<String> {
+        (self.cases == 0).then(|| {
+            format!(
+                "nothing was checked: no case ran (shard {} of the run); a run that checked nothing is not a pass: \
+                 give it cases (--cases N; a shard k/n runs the cases i < N with i % n == k, so N must exceed k)",
+                self.shard
+            )
+        })
+    }
+
     pub fn ok(&self) -> bool {
         self.failures.is_empty() && self.other_failing_seeds.is_empty() && self.missing_events.is_empty()
     }

@@ -323,6 +323,23 @@ fn check_command(args: CheckArgs) -> anyhow::Result<ExitCode> {
             return Err(e);
         }
     };
+    if let Some(why) = summary.nothing_checked() {
+        if let Some(path) = &args.junit {
+            write_report(
+                path,
+                &syncgate::report::junit::junit_not_run(&args.scenario.engine, &why),
+            )?;
+        }
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&summary)?);
+        } else {
+            print!("{}", syncgate::report::summary(&summary, &opts));
+        }
+        if args.github {
+            print!("{}", syncgate::report::github::annotation_not_run(&why));
+        }
+        return Ok(ExitCode::from(2));
+    }
     if let Some(path) = &args.junit {
         write_report(path, &syncgate::report::junit::junit(&summary))?;
     }
@@ -600,6 +617,10 @@ fn merge_command(args: MergeArgs) -> anyhow::Result<ExitCode> {
     }
     if args.github {
         print!("{}", syncgate::report::github::merged_annotations(&merged));
+    }
+    if merged.cases == 0 {
+        // Nothing was checked: no pass, and not the engine's failure either.
+        return Ok(ExitCode::from(2));
     }
     Ok(verdict(merged.ok))
 }

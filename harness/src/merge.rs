@@ -190,7 +190,7 @@ pub fn merge(shards: Vec<(String, ShardSummary)>) -> Result<Merged, HarnessError
             .filter(|e| merged.events.get(e).copied().unwrap_or(0) == 0)
             .collect();
     }
-    merged.ok = !failed && merged.missing_events.is_empty();
+    merged.ok = !failed && merged.missing_events.is_empty() && merged.cases > 0;
     Ok(merged)
 }
 
@@ -284,6 +284,10 @@ pub fn text(m: &Merged) -> String {
             m.missing_events.join(", ")
         ));
     }
-    out.push_str(if m.ok { "PASS\n" } else { "FAIL\n" });
+    if m.cases == 0 {
+        out.push_str("NOTHING CHECKED: no shard ran a case; a run that checked nothing is not a pass\n");
+    } else {
+        out.push_str(if m.ok { "PASS\n" } else { "FAIL\n" });
+    }
     out
 }

@@ -84,7 +84,10 @@ pub fn summary(s: &Summary, opts: &CheckOptions) -> String {
             names.join(", ")
         ));
     }
-    out.push_str(if s.ok() { "PASS\n" } else { "FAIL\n" });
+    match s.nothing_checked() {
+        Some(why) => out.push_str(&format!("NOTHING CHECKED: {why}\n")),
+        None => out.push_str(if s.ok() { "PASS\n" } else { "FAIL\n" }),
+    }
     out
 }
 

@@ -242,3 +242,30 @@ fn the_junit_schema_rejects_what_ci_systems_would() {
         assert!(!valid, "{name} validated");
     }
 }
+
+/// A run that checked nothing (`--cases 0`, a shard with no case) is no
+/// pass: exit 2, said in words, and a JUnit error, as test runners treat
+/// "no tests ran".
+#[test]
+fn a_run_that_checked_nothing_is_not_a_pass() {
+    for (seed, extra) in [
+        ("n0", vec!["--cases", "0"]),
+        ("n1", vec!["--cases", "3", "--shard", "5/9"]),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let junit = dir.path().join("junit.xml");
+        let mut args = vec!["check", "--seed", seed, "--github", "--junit", junit.to_str().unwrap()];
+        args.extend(extra.iter().copied());
+        let (code, stdout) = syncgate(&args, dir.path());
+        assert_eq!(code, 2, "{extra:?}: {stdout}");
+        assert!(
+            stdout.contains("NOTHING CHECKED: nothing was checked: no case ran"),
+            "{stdout}"
+        );
+        assert!(!stdout.contains("\nPASS"), "{stdout}");
+        assert!(stdout.contains("::error title=syncgate could not run"), "{stdout}");
+        assert_valid_junit(&junit, "a_run_that_checked_nothing_is_not_a_pass");
+        let cases = test_cases(&std::fs::read_to_string(&junit).unwrap());
+        assert_eq!(cases, vec![("the gate ran".to_string(), vec!["error".to_string()])]);
+    }
+}

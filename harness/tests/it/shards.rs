@@ -205,3 +205,24 @@ fn a_run_against_the_clock_says_which_cases_it_ran_and_they_replay() {
     let again: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(again["events"], timed["events"], "the same cases, run again");
 }
+
+/// Shards that ran no case merge into a run that checked nothing: exit 2,
+/// never a pass.
+#[test]
+fn shards_that_ran_nothing_merge_into_no_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut files = Vec::new();
+    for k in 0..2 {
+        let (code, file) = check(dir.path(), "reference", "shards-none", 0, Some(&format!("{k}/2")));
+        assert_eq!(code, 2, "shard {k} ran nothing");
+        files.push(file);
+    }
+    let refs: Vec<&Path> = files.iter().map(|f| f.as_path()).collect();
+    let (code, out) = merge(&refs);
+    assert_eq!(code, 2, "{out}");
+    let merged: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (merged["cases"].as_u64(), merged["ok"].as_bool()),
+        (Some(0), Some(false))
+    );
+}
