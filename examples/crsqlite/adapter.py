@@ -62,6 +62,8 @@ TRIGGER_SUFFIXES = ("__crsql_itrig", "__crsql_utrig", "__crsql_dtrig")
 # Row ids: replica r mints ids in [r << 40, (r + 1) << 40), so that no two replicas mint the
 # same id (cr-sqlite merges rows by primary key: a shared id would be one row).
 ID_SPACE_BITS = 40
+# The declared column types (PROTOCOL.md, values) as SQLite column types: a value keeps its type.
+SQL_TYPES = {"integer": "INTEGER", "real": "REAL", "text": "TEXT", "blob": "BLOB"}
 # A lock the harness holds is held until a later step: give up quickly.
 BUSY_TIMEOUT_MS = 20
 
@@ -228,7 +230,7 @@ class CrSqliteAdapter(sg.Adapter):
         besides it, no checked foreign keys (so no REFERENCES clause), then `crsql_as_crr`."""
         for t in self.schema["tables"]:
             cols = ['"id" INTEGER PRIMARY KEY NOT NULL']
-            cols += [f"{quote(c['name'])} {'INTEGER' if c['type'] == 'integer' else 'TEXT'}" for c in t["columns"]]
+            cols += [f"{quote(c['name'])} {SQL_TYPES[c['type']]}" for c in t["columns"]]
             db.conn.execute(f"CREATE TABLE IF NOT EXISTS {quote(t['name'])} ({', '.join(cols)})")
             # Plain indexes (allowed on a CRR) for this adapter's own checks.
             indexed = [c["name"] for c in t["columns"] if c.get("references")]
