@@ -43,6 +43,10 @@ for declared in "natural_keys: local_only): [0-9]+ natural-key duplicates made b
   fi
 done
 
+echo "== and on a schema drawn per case (100 cases: chains, self-references, REAL and BLOB columns)"
+"$syncgate" check --engine "$engine" --cases 100 --seed crsql-random-ci --schema random \
+  --failures-dir "$failures/random"
+
 echo "== without trigger restoration after a rebuilt table, the lost write is found"
 set +e
 CRSQLITE_NO_TRIGGER_RESTORE=1 "$syncgate" check --engine "$engine" --cases 300 \
