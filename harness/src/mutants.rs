@@ -124,6 +124,25 @@ pub fn run_mutants(
         };
         crate::on_remote(subject, remote)
     };
+    // The contract alone holds an engine to what it declares: the mutants
+    // declare what the reference keeps, atomic transactions and causal
+    // consistency (S2, P5, P1), so the contract checks those promises too
+    // (over the protocol, the adapter's flags say atomic only).
+    let declaring = |mutant: Mutant| -> Box<dyn Subject> {
+        let subject: Box<dyn Subject> = match adapter {
+            Some(path) => Box::new(ProcessEngine::new(
+                &format!("{path} --mutant {} --atomic", mutant.name()),
+                REQUEST_TIMEOUT_MS_DEFAULT,
+            )),
+            None => Box::new(ReferenceEngine::with(syncgate_reference_adapter::Options {
+                mutant: Some(mutant),
+                atomic: true,
+                causal: true,
+                ..Default::default()
+            })),
+        };
+        crate::on_remote(subject, remote)
+    };
     let reference = check(
         engine(None).as_ref(),
         &CheckOptions {
@@ -139,7 +158,7 @@ pub fn run_mutants(
         };
         let with_profile = check(engine(Some(mutant)).as_ref(), &hunt)?;
         let contract_alone = if contract_column {
-            Some(Catch::of(&check(&ContractOnly(engine(Some(mutant))), &hunt)?))
+            Some(Catch::of(&check(&ContractOnly(declaring(mutant)), &hunt)?))
         } else {
             None
         };
