@@ -13,6 +13,7 @@ use syncgate_protocol::{InitOk, Profile};
 use crate::check::{answers, Invariant};
 pub use crate::declared::{check_declared, fit, notes};
 use crate::declared::{checked_properties, reachable};
+pub use crate::declared_breaches::{BreachExample, DeclaredBreach};
 use crate::error::HarnessError;
 use crate::events::{Event, Events, REQUIRED_EVENTS};
 use crate::places::{PlaceError, RemotePlace};
@@ -169,56 +170,6 @@ impl Summary {
     }
 }
 
-/// Breaches of one kind that the engine's declarations allow: counted over
-/// the run, never a failure, never silent.
-#[derive(Clone, Debug, Serialize, serde::Deserialize)]
-pub struct DeclaredBreach {
-    /// The event that counts them (`key-duplicate-by-merge`, ...).
-    pub event: String,
-    /// The declaration that allows them (`natural_keys: local_only`).
-    pub declaration: String,
-    /// What they are, in words.
-    pub what: String,
-    pub count: u64,
-    /// Cases that made at least one.
-    pub cases: u64,
-    /// The first case that made one and failed nothing, shrunk.
-    pub example: Option<BreachExample>,
-}
-
-/// A case that made a declared breach, shrunk to the fewest steps that
-/// still make one.
-#[derive(Clone, Debug, Serialize, serde::Deserialize)]
-pub struct BreachExample {
-    pub seed: String,
-    pub case: u64,
-    /// The command that runs the case as generated (before shrinking).
-    pub replay: String,
-    pub original_steps: usize,
-    pub shrunk_steps: usize,
-    pub trace: Vec<String>,
-}
-
-impl DeclaredBreach {
-    /// The note a report prints: the counts, and where the example is.
-    pub fn note(&self, cases: u64) -> String {
-        let example = match &self.example {
-            Some(e) => format!(
-                "; the first, case {} ({}), shrunk from {} to {} steps below; unshrunk: {}",
-                e.case, e.seed, e.original_steps, e.shrunk_steps, e.replay
-            ),
-            None => "; no case that made one passed everything else (see the failures)".into(),
-        };
-        format!(
-            "declared ({}): {} {}, in {} of {cases} cases, not failures{example}",
-            self.declaration, self.count, self.what, self.cases
-        )
-    }
-}
-
-/// Most runs spent shrinking one declared breach's example.
-const EXAMPLE_SHRINK_RUNS_MAX: usize = 100;
-
 /// A RAM-backed folder for case files when there is one.
 pub fn default_base_dir() -> PathBuf {
     let shm = Path::new("/dev/shm");
@@ -308,7 +259,14 @@ pub fn check(subject: &dyn Subject, opts: &CheckOptions) -> Result<Summary, Harn
     } = run_cases(subject, opts)?;
     let elapsed = started.elapsed().as_secs_f64();
     let (failures, other_failing_seeds) = shrink_failures(subject, opts, failing);
-    let declared_breaches = declared_breaches(subject, opts, &declared, &events, &breach_cases, breach_examples);
+    let run = crate::declared_breaches::RunOf {
+        seed: &opts.seed,
+        gen_for: &|i| opts.gen_for(i),
+        base_dir: &opts.base_dir,
+        shrink_runs_max: opts.shrink_runs_max,
+    };
+    let declared_breaches =
+        crate::declared_breaches::declared_breaches(subject, &run, &declared, &events, &breach_cases, breach_examples);
     let required_events: Vec<Event> = REQUIRED_EVENTS
         .iter()
         .copied()
@@ -499,58 +457,6 @@ fn harness_failed(
         fault,
         replay,
     }
-}
-
-/// The breaches the engine's declarations let through, each kind with its
-/// counts and its first passing case shrunk.
-fn declared_breaches(
-    subject: &dyn Subject,
-    opts: &CheckOptions,
-    declared: &InitOk,
-    events: &Events,
-    cases: &Events,
-    examples: std::collections::BTreeMap<Event, (u64, Scenario)>,
-) -> Vec<DeclaredBreach> {
-    let mut out = Vec::new();
-    for event in Event::DECLARED_BREACHES {
-        let Some(&count) = events.get(&event) else { continue };
-        let example = examples.get(&event).map(|(i, scenario)| {
-            let shrunk = shrink(
-                subject,
-                scenario,
-                crate::shrink::Target::Reaches(event),
-                &opts.base_dir,
-                opts.shrink_runs_max.min(EXAMPLE_SHRINK_RUNS_MAX),
-            );
-            let seed = case_seed(&opts.seed, *i);
-            let gen = opts.gen_for(*i);
-            BreachExample {
-                replay: crate::show::replay_command(
-                    &subject.name(),
-                    subject.remote().kind(),
-                    &seed,
-                    gen.replicas.unwrap_or(scenario.replicas),
-                    gen.steps,
-                    gen.schema_arg().as_deref(),
-                ),
-                seed,
-                case: *i,
-                original_steps: scenario.steps.len(),
-                shrunk_steps: shrunk.scenario.steps.len(),
-                trace: shrunk.result.trace,
-            }
-        });
-        let (declaration, what) = crate::declared::allowed_by(event, declared);
-        out.push(DeclaredBreach {
-            event: event.name().to_string(),
-            declaration,
-            what,
-            count,
-            cases: cases.get(&event).copied().unwrap_or(0),
-            example,
-        });
-    }
-    out
 }
 
 /// Shrinks the first failure (with `each_property`, the first of every

@@ -8,6 +8,7 @@
 
 pub mod check;
 pub mod declared;
+pub mod declared_breaches;
 pub mod error;
 pub mod events;
 pub mod gate;

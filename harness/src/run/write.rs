@@ -126,6 +126,21 @@ impl Runner<'_> {
         };
         let shown = shown_ids(&answer);
         let line = format!("r{r} outside the engine: {}{desc_now} -> {shown}", given_up(&gave_up));
+        let verdict = self.outside_write_answered(r, &ops, tag, &answer, expected.as_ref(), &shown);
+        StepOutcome::new(line, verdict)
+    }
+
+    /// What every outside write does once answered, whoever ran it: its
+    /// events, the answer judged, then the cache observed as after any write.
+    fn outside_write_answered(
+        &mut self,
+        r: usize,
+        ops: &[PlannedOp],
+        tag: usize,
+        answer: &Answer<Vec<i64>>,
+        expected: Option<&Result<Vec<i64>, model::WriteRefusal>>,
+        shown: &str,
+    ) -> Verdict {
         count(
             &mut self.events,
             Event::OutsideWrite,
@@ -134,10 +149,9 @@ impl Runner<'_> {
         if matches!(answer, Answer::Refused(RefusalClass::Busy, _)) {
             count(&mut self.events, Event::Busy, 1);
         }
-        let verdict = answers::outside_write_outcome(r, expected.as_ref(), &answer, &shown)
+        answers::outside_write_outcome(r, expected, answer, shown)
             .map_err(Stop::from)
-            .and_then(|()| self.after_write(r, &ops, tag, &answer, true));
-        StepOutcome::new(line, verdict)
+            .and_then(|()| self.after_write(r, ops, tag, answer, true))
     }
 
     /// An outside write the engine runs on a connection of its own
@@ -177,17 +191,7 @@ impl Runner<'_> {
             }
         };
         let shown = shown_ids(&answer);
-        count(
-            &mut self.events,
-            Event::OutsideWrite,
-            u64::from(matches!(answer, Answer::Ok(_))),
-        );
-        if matches!(answer, Answer::Refused(RefusalClass::Busy, _)) {
-            count(&mut self.events, Event::Busy, 1);
-        }
-        let verdict = answers::outside_write_outcome(r, expected.as_ref(), &answer, &shown)
-            .map_err(Stop::from)
-            .and_then(|()| self.after_write(r, ops, tag, &answer, true));
+        let verdict = self.outside_write_answered(r, ops, tag, &answer, expected.as_ref(), &shown);
         StepOutcome::new(line(&shown), verdict)
     }
 

@@ -443,19 +443,7 @@ pub fn check_pull_kept_newer(
     before: &model::Tables,
     after: &model::Tables,
 ) -> Result<(), Violation> {
-    let writer = |t: usize, c: usize, v: &model::Value| -> Option<&WriteRecord> {
-        let mut found = history
-            .writes
-            .iter()
-            .filter(|w| w.table == t && w.set.iter().any(|(wc, wv)| *wc == c && wv == v));
-        let first = found.next();
-        // A value two writes wrote identifies neither (untagged integers).
-        if found.next().is_some() {
-            None
-        } else {
-            first
-        }
-    };
+    let writer = |t: usize, c: usize, v: &model::Value| sole_writer(history, t, c, v);
     for (t, rows) in after.iter().enumerate() {
         let columns = tagged_columns(schema, t);
         for (id, now) in rows {
@@ -486,6 +474,19 @@ pub fn check_pull_kept_newer(
         }
     }
     Ok(())
+}
+
+/// The one write that set column `c` of table `t` to `v`, if exactly one
+/// did: a value two writes wrote identifies neither (untagged integers).
+pub(super) fn sole_writer<'h>(history: &'h History, t: usize, c: usize, v: &model::Value) -> Option<&'h WriteRecord> {
+    let mut found = history
+        .writes
+        .iter()
+        .filter(|w| w.table == t && w.set.iter().any(|(wc, wv)| *wc == c && wv == v));
+    match (found.next(), found.next()) {
+        (Some(w), None) => Some(w),
+        _ => None,
+    }
 }
 
 /// Columns whose values identify their write: not references (a merge may

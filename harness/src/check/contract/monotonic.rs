@@ -14,9 +14,9 @@
 use syncgate_model as model;
 use syncgate_protocol::{ConsistencyPolicy, MergePolicy, Policies};
 
-use super::tagged_columns;
+use super::{sole_writer, tagged_columns};
 use crate::check::{Invariant, Violation};
-use crate::history::{History, WriteRecord};
+use crate::history::History;
 use crate::show::show_value;
 
 /// Checks that no cell of `after` went back from its value in `before`.
@@ -31,16 +31,7 @@ pub fn check_monotonic_reads(
     if policies.consistency != ConsistencyPolicy::Causal {
         return Ok(());
     }
-    let writer = |t: usize, c: usize, v: &model::Value| -> Option<&WriteRecord> {
-        let mut found = history
-            .writes
-            .iter()
-            .filter(|w| w.table == t && w.set.iter().any(|(wc, wv)| *wc == c && wv == v));
-        match (found.next(), found.next()) {
-            (Some(w), None) => Some(w),
-            _ => None,
-        }
-    };
+    let writer = |t: usize, c: usize, v: &model::Value| sole_writer(history, t, c, v);
     for (t, rows) in after.iter().enumerate() {
         let columns = tagged_columns(schema, t);
         for (id, now) in rows {
