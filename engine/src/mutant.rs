@@ -57,6 +57,16 @@ pub enum Mutant {
     /// when either side is NULL: an update over another connection that sets
     /// a key to or from NULL is accepted (rule N4; issue 21's example).
     KeyGuardNull,
+    /// A PostgreSQL pull reads its head and its pages in READ COMMITTED
+    /// instead of one REPEATABLE READ snapshot: a push that commits between
+    /// two pages shows the later pages rows the head does not cover, and
+    /// hides rows it moved past the head (issue 22's example; SQLite
+    /// remotes are unaffected, their read lock is the snapshot).
+    PullPagesReadCommitted,
+    /// A batch whose remote commit failed busy is counted in the sync
+    /// report, and counted again when the retry pushes it (issue 22's
+    /// example: seen only when a lock ends within the sync).
+    BusyRetryCountsTwice,
 }
 
 #[cfg_attr(
@@ -80,7 +90,7 @@ impl Mutant {
         }
     }
 
-    pub const ALL: [Mutant; 22] = [
+    pub const ALL: [Mutant; 24] = [
         Mutant::AckWithoutApply,
         Mutant::MemoryOutbox,
         Mutant::BypassCapture,
@@ -103,6 +113,8 @@ impl Mutant {
         Mutant::BusyReadLeaksTxn,
         Mutant::MergedIdReuse,
         Mutant::KeyGuardNull,
+        Mutant::PullPagesReadCommitted,
+        Mutant::BusyRetryCountsTwice,
     ];
 
     /// The kebab-case name `--engine mutant:NAME` takes.
@@ -130,7 +142,16 @@ impl Mutant {
             Mutant::BusyReadLeaksTxn => "busy-read-leaks-txn",
             Mutant::MergedIdReuse => "merged-id-reuse",
             Mutant::KeyGuardNull => "key-guard-null",
+            Mutant::PullPagesReadCommitted => "pull-pages-read-committed",
+            Mutant::BusyRetryCountsTwice => "busy-retry-counts-twice",
         }
+    }
+
+    /// Whether the gate reaches the bug only on a PostgreSQL remote: it
+    /// lives in that remote's code, or shows only when something happens
+    /// inside a sync, which the harness does through its wire tap.
+    pub fn postgres_only(self) -> bool {
+        matches!(self, Mutant::PullPagesReadCommitted | Mutant::BusyRetryCountsTwice)
     }
 
     pub fn by_name(name: &str) -> Option<Mutant> {

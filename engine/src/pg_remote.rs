@@ -304,7 +304,12 @@ impl Remote for PgRemote {
     }
 
     fn begin_read(&mut self) -> Result<()> {
-        let outcome = self.begin("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
+        let outcome = if self.planted.is(Mutant::PullPagesReadCommitted) {
+            // Mutant pull-pages-read-committed: each page sees the latest commits.
+            self.begin("BEGIN ISOLATION LEVEL READ COMMITTED READ ONLY")
+        } else {
+            self.begin("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        };
         // Mutant busy-read-leaks-txn: the failed read's BEGIN stays open.
         if outcome.is_err() && !self.planted.is(Mutant::BusyReadLeaksTxn) {
             self.rollback();

@@ -75,7 +75,14 @@ pub(crate) fn push<R: Remote>(
             continue;
         }
         // Step 8: commit the remote.
-        let conflicts = commit_remote(remote, applied)?;
+        let conflicts = match commit_remote(remote, applied) {
+            Err(e) if e.is_busy() && config.planted(Mutant::BusyRetryCountsTwice) => {
+                // Mutant: the busy batch is counted, and again by its retry.
+                report.pushed += batch.entries;
+                return Err(e);
+            }
+            committed => committed?,
+        };
         // Step 10: acknowledge locally.
         acknowledge(tx, batch)?;
         report.pushed += batch.entries;

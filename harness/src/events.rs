@@ -87,6 +87,16 @@ pub enum Event {
     DanglingByMerge,
     /// A write left a reference dangling, as the promises allow.
     DanglingByWrite,
+    /// Another replica's sync ran inside a sync, at a round trip the wire
+    /// tap held (PostgreSQL remotes).
+    StepInterleaved,
+    /// A push committed while a pulling replica's session was held inside a
+    /// transaction that had only read (between a pull's pages, or between
+    /// its head and its changes).
+    PushBetweenPullPages,
+    /// A sync met the remote lock busy, the lock ended during the sync, and
+    /// the sync succeeded (its retry found the remote free).
+    BusyThenSucceededWithinStep,
 }
 
 impl Event {
@@ -142,7 +152,19 @@ impl Event {
             Event::KeyDuplicateByWrite => "key-duplicate-by-write",
             Event::DanglingByMerge => "dangling-reference-by-merge",
             Event::DanglingByWrite => "dangling-reference-by-write",
+            Event::StepInterleaved => "step-interleaved",
+            Event::PushBetweenPullPages => "push-between-pull-pages",
+            Event::BusyThenSucceededWithinStep => "busy-then-succeeded-within-step",
         }
+    }
+
+    /// Whether only a wire tap brings it about (PostgreSQL remotes): what
+    /// happens inside a sync.
+    pub fn needs_wire_tap(self) -> bool {
+        matches!(
+            self,
+            Event::StepInterleaved | Event::PushBetweenPullPages | Event::BusyThenSucceededWithinStep
+        )
     }
 
     /// Whether only the model can count it (so only profile runs reach it).
@@ -170,7 +192,7 @@ impl Serialize for Event {
 }
 
 /// Events every `check` run of enough cases must reach at least once.
-pub const REQUIRED_EVENTS: [Event; 21] = [
+pub const REQUIRED_EVENTS: [Event; 24] = [
     Event::ConflictWonLocally,
     Event::ConflictWonRemotely,
     Event::NaturalKeyMerge,
@@ -194,6 +216,10 @@ pub const REQUIRED_EVENTS: [Event; 21] = [
     Event::HlcTie,
     Event::TableRebuilt,
     Event::CacheFromOlderVersion,
+    // Inside a sync: PostgreSQL remotes only, required of the reference.
+    Event::StepInterleaved,
+    Event::PushBetweenPullPages,
+    Event::BusyThenSucceededWithinStep,
 ];
 
 /// Counts per event.

@@ -178,10 +178,24 @@ impl History {
         }
     }
 
+    /// What the remote is known to hold now: per origin replica, how many
+    /// of its writes (for [`History::pulled_at_least`]).
+    pub fn remote_known(&self) -> Vec<usize> {
+        self.remote.clone()
+    }
+
     /// A successful pull by `r` at `step`: it now knows what the remote has.
     pub fn pulled(&mut self, step: usize, r: usize) {
+        let remote = self.remote.clone();
+        self.pulled_at_least(step, r, &remote);
+    }
+
+    /// A successful pull by `r` at `step` that is certain to have seen only
+    /// `remote` (what the remote held when the pull's sync began: another
+    /// replica's push inside the sync may have come after its snapshot).
+    pub fn pulled_at_least(&mut self, step: usize, r: usize, remote: &[usize]) {
         let mut changed = false;
-        for (k, remote) in self.known[r].iter_mut().zip(&self.remote) {
+        for (k, remote) in self.known[r].iter_mut().zip(remote) {
             if *remote > *k {
                 *k = *remote;
                 changed = true;

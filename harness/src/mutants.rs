@@ -17,6 +17,10 @@ use crate::subject::{ContractOnly, Subject};
 
 /// A mutant must be caught within this many cases.
 pub const CASES_TO_CATCH_MAX: u64 = 200;
+/// A bug that shows only inside a sync (a push between a pull's pages, a
+/// lock that ends inside a sync) gets this many times the budget: a case
+/// reaches such a moment in a few of its syncs only (issue 22: within 600).
+pub const INSIDE_A_STEP_BUDGET_FACTOR: u64 = 3;
 /// Goal for a shrunk counterexample's length.
 pub const SHRUNK_STEPS_GOAL: usize = 8;
 
@@ -64,6 +68,8 @@ pub struct MutantsReport {
     pub reference_passed: bool,
     pub reference_cases: u64,
     pub rows: Vec<MutantRow>,
+    /// Mutants not hunted on this remote, and why.
+    pub elsewhere: Vec<String>,
 }
 
 impl MutantsReport {
@@ -151,9 +157,23 @@ pub fn run_mutants(
         },
     )?;
     let mut rows = Vec::new();
+    let mut elsewhere = Vec::new();
     for mutant in Mutant::ALL {
+        if mutant.postgres_only() && !matches!(remote, RemoteTarget::Postgres { .. }) {
+            elsewhere.push(format!(
+                "mutant:{}: the gate reaches its bug only on a PostgreSQL remote (it lives in that remote's code, or inside a sync, where the wire tap acts); hunt it with --remote postgres",
+                mutant.name()
+            ));
+            continue;
+        }
+        let factor = if mutant.postgres_only() {
+            INSIDE_A_STEP_BUDGET_FACTOR
+        } else {
+            1
+        };
         let hunt = CheckOptions {
             stop_at_first: true,
+            cases: opts.cases * factor,
             ..opts.clone()
         };
         let with_profile = check(engine(Some(mutant)).as_ref(), &hunt)?;
@@ -172,6 +192,7 @@ pub fn run_mutants(
         reference_passed: reference.failures.is_empty() && reference.other_failing_seeds.is_empty(),
         reference_cases: reference.cases,
         rows,
+        elsewhere,
     })
 }
 
@@ -208,6 +229,9 @@ pub fn table(report: &MutantsReport) -> String {
             r.engine,
             cells(&r.profile, "NO")
         ));
+    }
+    for note in &report.elsewhere {
+        out.push_str(&format!("\nnot hunted on this remote: {note}\n"));
     }
     out
 }

@@ -81,6 +81,20 @@ pub enum SyncKind {
     Full,
 }
 
+/// Another replica's sync that runs inside a sync, at a point the harness
+/// picks on the wire (a PostgreSQL remote's tap; PROTOCOL.md "Interleavings
+/// inside a step"): after `after` round trips of the sync to the server, the
+/// session is held, `replica` syncs (`kind`) to the end and is observed,
+/// then the held session goes on. Where the paused session holds a lock a
+/// writer could wait on, or the sync makes fewer round trips, nothing runs
+/// inside it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Interleave {
+    pub after: u8,
+    pub replica: usize,
+    pub kind: SyncKind,
+}
+
 /// Where an injected crash stops a sync.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CrashAt {
@@ -175,6 +189,10 @@ pub enum Step {
         /// happens.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         sessions_cut: Option<Reconnect>,
+        /// Another replica's sync runs inside this one (PostgreSQL remotes;
+        /// on a SQLite remote nothing runs inside).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        interleave: Option<Interleave>,
     },
     /// A sync that crashes at `at`; the replica stays down until `Restart`.
     Crash {
@@ -197,6 +215,12 @@ pub enum Step {
     LockRemote {
         lock: LockKind,
         hold: usize,
+        /// The lock ends earlier, inside the first sync that meets it busy,
+        /// once the server refused that sync's statement (PostgreSQL
+        /// remotes: the wire tap sees the refusal; the engine's retry then
+        /// finds the remote free). On a SQLite remote it holds its steps.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        ends_when_busy: bool,
     },
     /// Another connection takes the cache's write lock for the next `hold` steps.
     LockCache {

@@ -413,10 +413,29 @@ impl World {
     /// each in one remote transaction, acknowledged locally after the remote
     /// commit.
     fn push(&mut self, r: usize, crash: Option<CrashPoint>) -> Result<(u64, u64), SyncFailure> {
+        self.push_up_to(r, crash, usize::MAX)
+    }
+
+    /// The first `batches` batches of replica `r`'s push (rules S1–S3), as
+    /// far as a push got when another replica's step ran inside it between
+    /// two of its remote transactions (SEMANTICS.md, "Interleavings").
+    pub fn push_batches(&mut self, r: usize, batches: usize) -> Result<SyncReport, SyncFailure> {
+        if !self.replicas[r].up {
+            return Err(SyncFailure::Down);
+        }
+        let (pushed, conflicts) = self.push_up_to(r, None, batches)?;
+        Ok(SyncReport {
+            pushed,
+            conflicts,
+            ..SyncReport::default()
+        })
+    }
+
+    fn push_up_to(&mut self, r: usize, crash: Option<CrashPoint>, batches: usize) -> Result<(u64, u64), SyncFailure> {
         let mut pushed = 0;
         let mut conflicts = 0;
         let mut first_batch = true;
-        loop {
+        for _ in 0..batches {
             let replica = &self.replicas[r];
             if replica.outbox.is_empty() {
                 return Ok((pushed, conflicts));
@@ -470,6 +489,7 @@ impl World {
             pushed += batch as u64;
             conflicts += batch_conflicts;
         }
+        Ok((pushed, conflicts))
     }
 
     /// Rule P1–P5: pull every remote row changed after the cursor, in one

@@ -1,8 +1,7 @@
 //! Crash points: a wrapper around the remote that stops a sync at a
 //! named point (PROTOCOL.md, `arm_crash`).
 
-use std::cell::Cell;
-use std::rc::Rc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use syncgate_engine::rusqlite::types::Value;
 use syncgate_engine::{Change, ChangeKind, Error, Remote, RemoteRow, RemoteWrites};
@@ -28,28 +27,40 @@ pub const CRASH_EXIT_CODE: i32 = 70;
 
 /// The crash point armed for the next sync, shared by the adapter and its
 /// remote wrapper, and whether one fired during it.
+/// (Shared across threads: the harness may run a sync on a thread of its
+/// own while it runs another replica's step.)
 #[derive(Clone, Default)]
 pub struct FaultSwitch {
-    armed: Rc<Cell<Option<CrashPoint>>>,
-    fired: Rc<Cell<Option<CrashPoint>>>,
+    points: Arc<Mutex<Points>>,
+}
+
+#[derive(Default)]
+struct Points {
+    armed: Option<CrashPoint>,
+    fired: Option<CrashPoint>,
 }
 
 impl FaultSwitch {
+    fn points(&self) -> MutexGuard<'_, Points> {
+        self.points.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
     pub fn arm(&self, point: CrashPoint) {
-        self.armed.set(Some(point));
-        self.fired.set(None);
+        let mut points = self.points();
+        points.armed = Some(point);
+        points.fired = None;
     }
     /// Disarms the switch (an armed crash lasts one sync request, reached or
     /// not); returns the point that fired during it, if one did.
     pub fn disarm(&self) -> Option<CrashPoint> {
-        self.armed.set(None);
-        self.fired.take()
+        let mut points = self.points();
+        points.armed = None;
+        points.fired.take()
     }
     fn armed(&self) -> Option<CrashPoint> {
-        self.armed.get()
+        self.points().armed
     }
     fn fire_if(&self, point: CrashPoint) -> bool {
-        if self.armed.get() == Some(point) {
+        if self.armed() == Some(point) {
             self.fire(point);
             true
         } else {
@@ -57,24 +68,32 @@ impl FaultSwitch {
         }
     }
     fn fire(&self, point: CrashPoint) {
-        self.armed.set(None);
-        self.fired.set(Some(point));
+        let mut points = self.points();
+        points.armed = None;
+        points.fired = Some(point);
     }
 }
 
 /// A remote (SQLite or PostgreSQL) with crash points.
 pub struct FaultyRemote {
-    pub(crate) inner: Box<dyn Remote>,
+    pub(crate) inner: Box<dyn Remote + Send>,
     pub(crate) faults: FaultSwitch,
+    pause: crate::pause::PauseSwitch,
     pub(crate) mode: CrashMode,
     writing: bool,
 }
 
 impl FaultyRemote {
-    pub fn new(inner: Box<dyn Remote>, faults: FaultSwitch, mode: CrashMode) -> FaultyRemote {
+    pub fn new(
+        inner: Box<dyn Remote + Send>,
+        faults: FaultSwitch,
+        pause: crate::pause::PauseSwitch,
+        mode: CrashMode,
+    ) -> FaultyRemote {
         FaultyRemote {
             inner,
             faults,
+            pause,
             mode,
             writing: false,
         }
@@ -94,10 +113,12 @@ impl Remote for FaultyRemote {
         self.inner.register_replica()
     }
     fn begin_write(&mut self) -> syncgate_engine::Result<()> {
+        self.pause.at_begin();
         self.writing = true;
         self.inner.begin_write()
     }
     fn begin_read(&mut self) -> syncgate_engine::Result<()> {
+        self.pause.at_begin();
         self.writing = false;
         self.inner.begin_read()
     }

@@ -8,6 +8,7 @@
 //! path and the in-process path are the same code.
 
 mod faults;
+mod pause;
 pub mod serve;
 
 use std::collections::BTreeMap;
@@ -16,6 +17,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
 pub use faults::{CrashMode, FaultSwitch, FaultyRemote, CRASH_EXIT_CODE, INJECTED};
+pub use pause::{PauseSwitch, Reached};
 use syncgate_engine::rusqlite::types::Value as EValue;
 use syncgate_engine::{
     id_space, Clock, ColumnDef, ColumnType, Config, Error, Mutant, PgRemote, Remote, Replica, RoundTrips, Schema,
@@ -187,6 +189,8 @@ pub struct ReferenceAdapter {
     schema: syncgate_protocol::Schema,
     clock: Arc<SetClock>,
     faults: FaultSwitch,
+    /// Holds a sync between two remote transactions (in-process only).
+    pause: PauseSwitch,
     options: Options,
     /// Round trips to a PostgreSQL remote, reported with every sync.
     round_trips: Option<RoundTrips>,
@@ -361,7 +365,8 @@ impl ReferenceAdapter {
         let faults = FaultSwitch::default();
         let clock = Arc::new(SetClock::default());
         clock.set(init.clock_ms);
-        let remote = FaultyRemote::new(remote, faults.clone(), mode);
+        let pause = PauseSwitch::default();
+        let remote = FaultyRemote::new(remote, faults.clone(), pause.clone(), mode);
         let replica =
             Replica::open(Path::new(&init.cache), &schema, remote, clock.clone(), config).map_err(|e| e.to_string())?;
         Ok(ReferenceAdapter {
@@ -369,9 +374,16 @@ impl ReferenceAdapter {
             schema: init.schema.clone(),
             clock,
             faults,
+            pause,
             options: options.clone(),
             round_trips,
         })
+    }
+
+    /// The switch that holds this replica's next sync between two of its
+    /// remote transactions (a harness running the adapter in its process).
+    pub fn pause_switch(&self) -> PauseSwitch {
+        self.pause.clone()
     }
 
     /// Answers one request after the handshake.

@@ -67,6 +67,21 @@ pub fn compare_tables(
     Ok(())
 }
 
+/// A sync inside another (SEMANTICS.md L3) that no order of the two, run on
+/// the model, explains: `mismatch` is how the order `name` (the first
+/// tried) differs from what happened.
+pub fn no_order_explains(inner: (usize, &str), outer: (usize, &str), name: &str, mismatch: Violation) -> Violation {
+    let ((s, inner_kind), (r, kind)) = (inner, outer);
+    Violation::new(
+        mismatch.invariant,
+        format!(
+            "no order of r{s}'s {inner_kind} and r{r}'s {kind} explains what they answered and what the places hold \
+             (tried r{s}'s before, after, and between r{r}'s push batches); in the order '{name}': {}",
+            mismatch.detail
+        ),
+    )
+}
+
 /// Rule of the ledger: every seq up to the highest captured one is pending
 /// or at most the remote's applied seq.
 pub fn check_ledger(place: &str, ledger: &Ledger) -> Result<(), Violation> {

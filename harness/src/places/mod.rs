@@ -8,6 +8,7 @@
 mod error;
 mod legacy_cache;
 mod remote;
+mod wire_server;
 mod wire_tap;
 
 use std::path::{Path, PathBuf};
@@ -21,6 +22,7 @@ use syncgate_model as model;
 use syncgate_protocol::RemoteLocation;
 use syncgate_protocol::{Op, Value};
 use wire_tap::WireTap;
+pub use wire_tap::{PauseAt, Paused};
 
 use crate::scenario::LockKind;
 use crate::schema::{quote, real_of_place};
@@ -140,6 +142,38 @@ impl Places {
     /// (`None`: no tap, so nothing to cut).
     pub fn cut_remote_sessions(&self, r: usize) -> Option<usize> {
         self.taps[r].as_ref().map(WireTap::cut)
+    }
+
+    /// Arms a pause in replica `r`'s wire tap for the step about to run
+    /// (`false`: no tap, a SQLite remote): its engine's first message after
+    /// `at` is held, `notify` told, until [`Places::resume_remote_session`].
+    pub fn arm_pause(&self, r: usize, at: PauseAt, notify: std::sync::mpsc::Sender<Paused>) -> bool {
+        match self.taps[r].as_ref() {
+            Some(tap) => {
+                tap.arm_pause(at, notify);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Lets replica `r`'s held message go on (and disarms its pause).
+    pub fn resume_remote_session(&self, r: usize) {
+        if let Some(tap) = self.taps[r].as_ref() {
+            tap.resume();
+        }
+    }
+
+    /// Whether replica `r` reaches its remote through a wire tap.
+    pub fn tapped(&self, r: usize) -> bool {
+        self.taps[r].is_some()
+    }
+
+    /// The locks a PostgreSQL server session holds that a writer could wait
+    /// on, described (all but read locks on relations and its own virtual
+    /// transaction id).
+    pub fn session_write_locks(&mut self, pid: i32) -> Result<Vec<String>, PlaceError> {
+        self.remote.session_write_locks(pid)
     }
 
     pub fn cache_path(&self, r: usize) -> PathBuf {
@@ -280,6 +314,11 @@ impl Places {
 
     pub fn remote_locked(&self) -> bool {
         self.remote.locked()
+    }
+
+    /// Ends the remote lock the harness holds, whatever its steps left.
+    pub fn release_remote_lock(&mut self) {
+        self.remote.release();
     }
 
     /// Another connection takes replica `r`'s cache write lock for `hold` steps.

@@ -249,6 +249,26 @@ impl RemotePlace {
         }
     }
 
+    /// See [`super::Places::session_write_locks`].
+    pub fn session_write_locks(&mut self, pid: i32) -> Result<Vec<String>, PlaceError> {
+        let schema = &self.schema;
+        match &mut self.store {
+            Store::Sqlite { .. } => Ok(Vec::new()),
+            Store::Postgres {
+                url, namespace, reader, ..
+            } => {
+                let reader = pg_reader(url, namespace, schema, reader)?;
+                let rows = reader.client.query(
+                    "SELECT locktype || ' ' || mode FROM pg_locks WHERE pid = $1 AND granted \
+                     AND locktype <> 'virtualxid' AND NOT (locktype = 'relation' AND mode = 'AccessShareLock') \
+                     ORDER BY 1",
+                    &[&pid],
+                )?;
+                rows.iter().map(|row| Ok(row.try_get::<_, String>(0)?)).collect()
+            }
+        }
+    }
+
     /// The highest outbox seq of `replica` the remote applied.
     pub fn acked(&mut self, replica: i64) -> Result<i64, PlaceError> {
         assert!(self.profile, "only a reference-profile remote has a ledger");

@@ -14,7 +14,14 @@
 //!   both ways, as a server restart, an idle timeout or a dropped network
 //!   would, between two steps; [`WireTap::refuse_logins`] then answers new
 //!   connections as a server that is starting up, or that no longer knows
-//!   the role, the password or the database, would.
+//!   the role, the password or the database, would;
+//! - **pausing a session inside a step** ([`WireTap::arm_pause`]): the
+//!   engine's first message after its k-th round trip of the step (or after
+//!   the server refused one of its statements as busy) is held until the
+//!   harness resumes it. The harness is told once the server has answered
+//!   everything the session sent, with the session's transaction status
+//!   (read from the server's `ReadyForQuery`) and its backend pid (from
+//!   `BackendKeyData`), so it can run another replica's step there.
 //!
 //! Counts belong to one engine process: [`WireTap::restart`] starts a new
 //! count for the connections accepted after it. The tap answers an SSL or
@@ -23,8 +30,12 @@
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
+use std::time::Duration;
+
+use super::wire_server::{pump_down, ServerEvent, Session};
 
 /// The startup codes a client may send before its real startup packet.
 const SSL_REQUEST: i32 = 80_877_103;
@@ -32,6 +43,36 @@ const GSSENC_REQUEST: i32 = 80_877_104;
 const CANCEL_REQUEST: i32 = 80_877_102;
 /// A startup packet is small; a longer one is not PostgreSQL's protocol.
 const STARTUP_LEN_MAX: i32 = 10_000;
+/// How long a held message waits for the server to answer what the session
+/// sent before it; a server that takes longer is not idle, and the pause is
+/// reported so.
+const ANSWERS_WAIT: Duration = Duration::from_secs(20);
+
+/// When a pause armed for a step holds the engine's next message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PauseAt {
+    /// After this many round trips of the step (the first message after
+    /// the k-th).
+    RoundTrips(u64),
+    /// After the server refused one of the engine's statements as busy.
+    Busy,
+}
+
+/// A session held by a pause, once the server answered all it sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Paused {
+    /// The session's transaction status at its last `ReadyForQuery`:
+    /// `I` idle, `T` in a transaction, `E` in a failed one.
+    pub status: u8,
+    /// The session's backend process id, when the server said it.
+    pub pid: Option<i32>,
+    /// Whether the server answered everything the session sent (else it
+    /// did not within the wait, and the session is not quiet).
+    pub quiet: bool,
+    /// The transactions the engine ended in the step before the hold (a
+    /// `ReadyForQuery` that went from in a transaction to idle), when known.
+    pub transactions: Option<u64>,
+}
 
 /// One replica's tap, listening on 127.0.0.1.
 pub(super) struct WireTap {
@@ -43,6 +84,22 @@ struct Shared {
     upstream: SocketAddr,
     stopping: AtomicBool,
     state: Mutex<State>,
+    /// Signalled when a held message may go on.
+    released: Condvar,
+}
+
+/// A pause armed for one step.
+struct Armed {
+    at: Trigger,
+    notify: Sender<Paused>,
+}
+
+#[derive(Clone, Copy)]
+enum Trigger {
+    /// The process's round-trip count at which the next message is held.
+    RoundTrips(u64),
+    /// The busy refusals counted when armed: one more holds.
+    Busy(u64),
 }
 
 #[derive(Default)]
@@ -57,6 +114,16 @@ struct State {
     /// While set, every new connection's startup is answered with this
     /// FATAL error (SQLSTATE, message) instead of reaching the server.
     refusal: Option<(&'static str, String)>,
+    /// Busy refusals the server sent the current engine process.
+    busy: u64,
+    /// Transactions the current engine process ended.
+    transactions: u64,
+    /// `transactions` when the armed pause was armed.
+    transactions_at_arm: u64,
+    /// The pause armed for the current step, until it fires.
+    armed: Option<Armed>,
+    /// A message is held until the harness resumes it.
+    holding: bool,
 }
 
 impl WireTap {
@@ -68,6 +135,7 @@ impl WireTap {
             upstream,
             stopping: AtomicBool::new(false),
             state: Mutex::new(State::default()),
+            released: Condvar::new(),
         });
         let accepting = Arc::clone(&shared);
         thread::Builder::new()
@@ -86,6 +154,8 @@ impl WireTap {
         let mut state = self.shared.lock();
         state.round_trips = Arc::new(AtomicU64::new(0));
         state.sessions.clear();
+        state.busy = 0;
+        state.transactions = 0;
     }
 
     /// Round trips of the current engine process so far.
@@ -105,6 +175,27 @@ impl WireTap {
         self.shared.lock().trouble.clone()
     }
 
+    /// Arms a pause for the step about to run: the engine's first message
+    /// after `at` is held, and `notify` is told once the server answered
+    /// all the session sent. [`WireTap::resume`] lets it go on.
+    pub(super) fn arm_pause(&self, at: PauseAt, notify: Sender<Paused>) {
+        let mut state = self.shared.lock();
+        let at = match at {
+            PauseAt::RoundTrips(k) => Trigger::RoundTrips(state.round_trips.load(Ordering::SeqCst) + k),
+            PauseAt::Busy => Trigger::Busy(state.busy),
+        };
+        state.transactions_at_arm = state.transactions;
+        state.armed = Some(Armed { at, notify });
+    }
+
+    /// Lets a held message go on, and disarms a pause that has not fired.
+    pub(super) fn resume(&self) {
+        let mut state = self.shared.lock();
+        state.armed = None;
+        state.holding = false;
+        self.shared.released.notify_all();
+    }
+
     /// Closes every open connection both ways; how many there were.
     pub(super) fn cut(&self) -> usize {
         let sessions = std::mem::take(&mut self.shared.lock().sessions);
@@ -119,6 +210,7 @@ impl WireTap {
 
 impl Drop for WireTap {
     fn drop(&mut self) {
+        self.resume();
         self.shared.stopping.store(true, Ordering::SeqCst);
         self.cut();
         // Wake the accepting thread so it sees `stopping`.
@@ -130,6 +222,52 @@ impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panicking forwarder leaves the counts as they were.
         self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Holds the session's next message when the armed pause is due: waits
+    /// for the server to answer what the session sent, tells the harness,
+    /// and waits until it resumes.
+    fn hold_if_due(&self, session: &Session) {
+        let mut state = self.lock();
+        let due = match state.armed.as_ref().map(|a| a.at) {
+            Some(Trigger::RoundTrips(at)) => state.round_trips.load(Ordering::SeqCst) >= at,
+            Some(Trigger::Busy(seen)) => state.busy > seen,
+            None => false,
+        };
+        if !due {
+            return;
+        }
+        let Some(armed) = state.armed.take() else { return };
+        state.holding = true;
+        drop(state);
+        let paused = {
+            let wire = session.lock();
+            let (wire, waited) = session
+                .answered
+                .wait_timeout_while(wire, ANSWERS_WAIT, |w| w.answered < w.sent)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            Paused {
+                status: wire.status,
+                pid: wire.pid,
+                quiet: !waited.timed_out(),
+                transactions: None,
+            }
+        };
+        let mut state = self.lock();
+        let paused = Paused {
+            transactions: Some(state.transactions - state.transactions_at_arm),
+            ..paused
+        };
+        if armed.notify.send(paused).is_err() {
+            state.holding = false;
+            return;
+        }
+        while state.holding && !self.stopping.load(Ordering::SeqCst) {
+            state = self
+                .released
+                .wait(state)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
     }
 
     fn note_trouble(&self, what: String) {
@@ -164,19 +302,30 @@ fn forward(client: TcpStream, shared: &Arc<Shared>) -> io::Result<()> {
         Arc::clone(&state.round_trips)
     };
     let (to_client, from_server) = (client.try_clone()?, server.try_clone()?);
+    let session = Arc::new(Session::default());
+    let (reading, answers) = (Arc::clone(shared), Arc::clone(&session));
     thread::Builder::new()
         .name("syncgate-wire-tap-down".into())
         .spawn(move || {
-            let mut from_server = from_server;
             let mut to_client = to_client;
-            let _ = io::copy(&mut from_server, &mut to_client);
+            let _ = pump_down(from_server, &mut to_client, &answers, |event| {
+                let mut state = reading.lock();
+                match event {
+                    ServerEvent::TransactionEnded => state.transactions += 1,
+                    ServerEvent::Busy => state.busy += 1,
+                }
+            });
             let _ = to_client.shutdown(Shutdown::Write);
+            // The session is gone: a held message waits for nothing more.
+            let mut wire = answers.lock();
+            wire.answered = wire.sent;
+            answers.answered.notify_all();
         })?;
     let counting = Arc::clone(shared);
     thread::Builder::new()
         .name("syncgate-wire-tap-up".into())
         .spawn(move || {
-            if let Err(e) = pump_up(client, server, &round_trips, &counting) {
+            if let Err(e) = pump_up(client, server, &round_trips, &session, &counting) {
                 if e.kind() == io::ErrorKind::InvalidData {
                     counting.note_trouble(e.to_string());
                 }
@@ -186,7 +335,13 @@ fn forward(client: TcpStream, shared: &Arc<Shared>) -> io::Result<()> {
 }
 
 /// Forwards the engine's side, counting its round trips.
-fn pump_up(mut client: TcpStream, mut server: TcpStream, round_trips: &AtomicU64, shared: &Shared) -> io::Result<()> {
+fn pump_up(
+    mut client: TcpStream,
+    mut server: TcpStream,
+    round_trips: &AtomicU64,
+    session: &Session,
+    shared: &Shared,
+) -> io::Result<()> {
     loop {
         let mut head = [0_u8; 8];
         client.read_exact(&mut head)?;
@@ -206,6 +361,7 @@ fn pump_up(mut client: TcpStream, mut server: TcpStream, round_trips: &AtomicU64
         }
         if code != CANCEL_REQUEST {
             round_trips.fetch_add(1, Ordering::SeqCst);
+            session.lock().sent += 1;
             let refusal = shared.lock().refusal.clone();
             if let Some((sqlstate, message)) = refusal {
                 client.write_all(&fatal_error(sqlstate, &message))?;
@@ -231,8 +387,10 @@ fn pump_up(mut client: TcpStream, mut server: TcpStream, round_trips: &AtomicU64
                 format!("the engine sent a message of length {len}, not PostgreSQL's protocol"),
             ));
         }
+        shared.hold_if_due(session);
         if matches!(head[0], b'Q' | b'S') {
             round_trips.fetch_add(1, Ordering::SeqCst);
+            session.lock().sent += 1;
         }
         server.write_all(&head)?;
         let body = u64::try_from(len - 4).unwrap_or(0);

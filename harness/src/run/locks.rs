@@ -10,12 +10,20 @@ use crate::scenario::LockKind;
 use crate::show::lock_name;
 
 impl Runner<'_> {
-    pub(super) fn lock_remote(&mut self, lock: LockKind, hold: usize) -> StepOutcome {
+    pub(super) fn lock_remote(&mut self, lock: LockKind, hold: usize, ends_when_busy: bool) -> StepOutcome {
         if self.places.remote_locked() {
             return StepOutcome::new("remote lock (already locked)".to_string(), Ok(()));
         }
         match self.places.lock_remote(lock, hold) {
             Ok(()) => {
+                // Only a wire tap sees a busy refusal (PostgreSQL remotes).
+                let ends_when_busy = ends_when_busy && self.places.tapped(0);
+                self.remote_lock_ends_when_busy = ends_when_busy;
+                let ends = if ends_when_busy {
+                    ", or until a sync meets it busy"
+                } else {
+                    ""
+                };
                 if let Some(m) = &mut self.model {
                     m.lock_remote(Some(match lock {
                         LockKind::Shared => model::RemoteLock::Shared,
@@ -23,7 +31,10 @@ impl Runner<'_> {
                         LockKind::Exclusive => model::RemoteLock::Exclusive,
                     }));
                 }
-                StepOutcome::new(format!("remote {} lock for {hold} steps", lock_name(lock)), Ok(()))
+                StepOutcome::new(
+                    format!("remote {} lock for {hold} steps{ends}", lock_name(lock)),
+                    Ok(()),
+                )
             }
             Err(e) => StepOutcome::new(
                 "remote lock -> error".to_string(),
@@ -53,6 +64,9 @@ impl Runner<'_> {
     /// Counts every held lock down one step; the model learns which went.
     pub(super) fn tick_locks(&mut self) {
         let (remote, caches) = self.places.tick_locks();
+        if remote || !self.places.remote_locked() {
+            self.remote_lock_ends_when_busy = false;
+        }
         if let Some(m) = &mut self.model {
             if remote {
                 m.lock_remote(None);
@@ -65,6 +79,7 @@ impl Runner<'_> {
 
     pub(super) fn release_locks(&mut self) {
         self.places.release_locks();
+        self.remote_lock_ends_when_busy = false;
         if let Some(m) = &mut self.model {
             m.lock_remote(None);
             for r in 0..m.replicas.len() {

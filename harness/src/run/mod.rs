@@ -5,18 +5,22 @@
 //! the final checks.
 //!
 //! One file per kind of step: `write.rs` (application and outside writes),
-//! `sync.rs`, `restart.rs` (and what befalls a replica while down),
+//! `sync.rs` (and `interleave.rs`, a sync inside a sync), `restart.rs` (and what befalls a replica while down),
 //! `locks.rs` and `clock.rs`; `template.rs` makes a case's starting files
 //! once per process.
 //!
 //! Architecture Invariant: a run is deterministic. One thread runs the
 //! steps in order; time comes from the scenario (step number plus each
 //! replica's offset); locks are held by connections the harness owns and
-//! releases at named steps. Same scenario, same trace, byte for byte. The
+//! releases at named steps. A sync with another inside it (`interleave.rs`)
+//! waits on a second thread only while the wire tap holds its engine at a
+//! round trip the scenario names. Same scenario, same trace, byte for byte. The
 //! runner reaches engines only through `crate::subject`, and files only
 //! through `crate::places`; it judges nothing itself.
 
 mod clock;
+mod held;
+mod interleave;
 mod locks;
 mod observe;
 mod restart;
@@ -240,6 +244,12 @@ struct Runner<'a> {
     /// Every breach of a constraint some place showed in this case (what
     /// the engine's promises let through), so each is counted once.
     breaches_seen: BTreeSet<contract::Breach>,
+    /// The remote lock the harness holds ends inside the first sync that
+    /// meets it busy (`held.rs`).
+    remote_lock_ends_when_busy: bool,
+    /// The last sync that passed its answer's checks: replica, kind, answer
+    /// (what a sync inside another one answered, `interleave.rs`).
+    last_sync: Option<(usize, SyncKind, Answer<crate::subject::SyncReport>)>,
 }
 
 impl<'a> Runner<'a> {
@@ -276,6 +286,8 @@ impl<'a> Runner<'a> {
             offsets_ahead_max: 0,
             push_was_busy: vec![false; n],
             breaches_seen: BTreeSet::new(),
+            last_sync: None,
+            remote_lock_ends_when_busy: false,
             schema,
             declared,
         };
@@ -420,9 +432,14 @@ impl<'a> Runner<'a> {
                 kind,
                 crash,
                 sessions_cut,
-            } => self.sync(replica, kind, crash, sessions_cut),
+                interleave,
+            } => self.sync(replica, kind, crash, sessions_cut, interleave),
             Action::Restart { replica, while_down } => self.restart_step(replica, &while_down),
-            Action::LockRemote { lock, hold } => self.lock_remote(lock, hold),
+            Action::LockRemote {
+                lock,
+                hold,
+                ends_when_busy,
+            } => self.lock_remote(lock, hold, ends_when_busy),
             Action::LockCache { replica, hold } => self.lock_cache(replica, hold),
             Action::Clock { replica, offset_ms } => self.clock_step(replica, offset_ms),
         };
@@ -467,7 +484,7 @@ impl<'a> Runner<'a> {
                 self.time_ms += STEP_MS;
                 self.step_no = line;
                 let before = self.model.as_ref().map(|m| m.events.clone());
-                let outcome = self.sync(r, SyncKind::Full, None, None);
+                let outcome = self.sync(r, SyncKind::Full, None, None, None);
                 self.count_model_events(before);
                 trace.push(format!("{line:>3}. {} (quiescence round {round})", outcome.line));
                 outcome.verdict.map_err(|stop| (line, stop))?;

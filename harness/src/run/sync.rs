@@ -12,7 +12,7 @@ use super::observe::Look;
 use super::{Runner, StepOutcome};
 use crate::check::{answers, contract, Stop, Verdict};
 use crate::events::{count, Event};
-use crate::scenario::{CrashAt, Reconnect, SyncKind};
+use crate::scenario::{CrashAt, Interleave, Reconnect, SyncKind};
 use crate::show::{crash_name, kind_name, reconnect_name, show_answer};
 use crate::subject::{Answer, SyncReport};
 
@@ -23,6 +23,7 @@ impl Runner<'_> {
         kind: SyncKind,
         crash: Option<CrashAt>,
         sessions_cut: Option<Reconnect>,
+        interleave: Option<Interleave>,
     ) -> StepOutcome {
         // A layer that only syncs whole gets every push and pull as a sync.
         let (kind, asked) = match self.caps().push_pull {
@@ -56,6 +57,35 @@ impl Runner<'_> {
             }
             None => title,
         };
+        // Another replica's sync inside this one, where the wire lets the
+        // harness hold this replica's session (interleave.rs).
+        let inner = interleave.filter(|i| {
+            crash.is_none()
+                && cut.is_none()
+                && i.replica != r
+                && i.replica < self.replicas.len()
+                && self.up(r)
+                && (self.places.tapped(r) || self.replicas[r].as_ref().is_some_and(|x| x.pausable()))
+        });
+        if let Some(inner) = inner {
+            if let Err(stop) = self.set_clock(r) {
+                return StepOutcome::new(format!("{title} -> error"), Err(stop));
+            }
+            return self.sync_with_inner(r, kind, title, inner);
+        }
+        // The remote lock may end inside this sync (held.rs).
+        let lock_ends = self.remote_lock_ends_when_busy
+            && self.places.remote_locked()
+            && crash.is_none()
+            && cut.is_none()
+            && self.up(r)
+            && self.places.tapped(r);
+        if lock_ends {
+            if let Err(stop) = self.set_clock(r) {
+                return StepOutcome::new(format!("{title} -> error"), Err(stop));
+            }
+            return self.sync_lock_ending(r, kind, title);
+        }
         let expected = self.expect_sync(r, kind, crash, refusal);
         if !self.up(r) {
             let verdict = answers::down_agrees(expected.as_ref().map(|e| e == &Err(model::SyncFailure::Down)));
@@ -77,30 +107,56 @@ impl Runner<'_> {
         self.places.refuse_remote_logins(r, None);
         let tries = replica.last_busy_tries();
         let round_trips = replica.last_remote_round_trips();
+        let synced = Synced {
+            r,
+            kind,
+            crash,
+            cut: cut.map(|(reconnect, _)| reconnect),
+            answer,
+            tries,
+            round_trips,
+        };
+        self.judge_sync(&title, synced, expected.as_ref(), None)
+    }
+
+    /// Counts and checks one sync's answer, then what it left (the places,
+    /// the history). `remote_before`: what the remote held when the sync
+    /// began, when another replica's push may have come inside it.
+    pub(super) fn judge_sync(
+        &mut self,
+        title: &str,
+        synced: Synced,
+        expected: Option<&Result<model::SyncReport, model::SyncFailure>>,
+        remote_before: Option<&[usize]>,
+    ) -> StepOutcome {
+        let Synced {
+            r,
+            kind,
+            crash,
+            cut,
+            answer,
+            tries,
+            round_trips,
+        } = synced;
         if let Some(attempts) = tries.and_then(|t| t.attempts) {
             count(&mut self.events, Event::BusyRetry, attempts.saturating_sub(1));
         }
-        let shown = match &answer {
-            Answer::Ok(rep) => format!(
-                "pushed {} pulled {} conflicts {}",
-                rep.pushed, rep.pulled, rep.conflicts
-            ),
-            other => show_answer(other),
-        };
+        let shown = show_sync_answer(&answer);
         let line = format!("{title} -> {shown}");
         if let Answer::Crashed = answer {
             // The process is gone: drop the handle without another call.
             self.replicas[r] = None;
             self.crashed_since_read[r] = true;
         }
-        self.count_sync_answer(r, kind, crash, refusal.is_some(), &answer);
-        if let Some(Ok(report)) = &expected {
+        let refused = cut.is_some_and(|reconnect| reconnect.refusal().is_some());
+        self.count_sync_answer(r, kind, crash, refused, &answer);
+        if let Some(Ok(report)) = expected {
             count(&mut self.events, Event::Conflict, report.conflicts);
         }
-        let verdict = match (&expected, &self.model) {
+        let verdict = match (expected, &self.model) {
             (Some(expected), Some(model)) => answers::sync_agrees(r, kind, expected, &answer, &shown)
                 .and_then(|()| answers::busy_tries_agree(r, kind, &model.config, &answer, tries)),
-            _ => answers::sync_in_contract(r, kind, &answer, crash.is_some(), cut.map(|(reconnect, _)| reconnect)),
+            _ => answers::sync_in_contract(r, kind, &answer, crash.is_some(), cut),
         };
         let verdict =
             verdict.and_then(|()| answers::round_trips_agree(r, kind, round_trips, self.places.remote_round_trips(r)));
@@ -110,12 +166,13 @@ impl Runner<'_> {
             }
             return StepOutcome::checked(line, Err(v));
         }
-        StepOutcome::new(line, self.after_sync(r, kind, &answer))
+        self.last_sync = Some((r, kind, answer.clone()));
+        StepOutcome::new(line, self.after_sync(r, kind, &answer, remote_before))
     }
 
     /// The model's answer to the same sync (profile runs): a sync whose
     /// new session the server refuses fails so (rule L2).
-    fn expect_sync(
+    pub(super) fn expect_sync(
         &mut self,
         r: usize,
         kind: SyncKind,
@@ -195,7 +252,13 @@ impl Runner<'_> {
     /// Records what the sync taught (happens-before), then observes: the
     /// replica (a push that answers ok has pushed everything pending; a
     /// pull keeps newer values), then the remote.
-    fn after_sync(&mut self, r: usize, kind: SyncKind, answer: &Answer<SyncReport>) -> Verdict {
+    fn after_sync(
+        &mut self,
+        r: usize,
+        kind: SyncKind,
+        answer: &Answer<SyncReport>,
+        remote_before: Option<&[usize]>,
+    ) -> Verdict {
         let ok = matches!(answer, Answer::Ok(_));
         let pushed = ok && kind != SyncKind::Pull;
         let seen = self.observe_cache(
@@ -216,7 +279,10 @@ impl Runner<'_> {
             }
         }
         if ok && kind != SyncKind::Push {
-            self.history.pulled(self.step_no, r);
+            match remote_before {
+                Some(remote) => self.history.pulled_at_least(self.step_no, r, remote),
+                None => self.history.pulled(self.step_no, r),
+            }
         }
         crate::check::observed::cache(&seen, &self.expectation())?;
         // Per cell only for column-level engines: a row-level engine may
@@ -228,6 +294,28 @@ impl Runner<'_> {
         }
         self.keep(seen);
         self.observe_remote()
+    }
+}
+
+/// One sync's answer and what the engine and the tap said about it.
+pub(super) struct Synced {
+    pub r: usize,
+    pub kind: SyncKind,
+    pub crash: Option<CrashAt>,
+    pub cut: Option<Reconnect>,
+    pub answer: Answer<SyncReport>,
+    pub tries: Option<crate::subject::BusyTriesReported>,
+    pub round_trips: Option<u64>,
+}
+
+/// A sync's answer in the trace: its counts, or the answer in one line.
+pub(super) fn show_sync_answer(answer: &Answer<SyncReport>) -> String {
+    match answer {
+        Answer::Ok(rep) => format!(
+            "pushed {} pulled {} conflicts {}",
+            rep.pushed, rep.pulled, rep.conflicts
+        ),
+        other => show_answer(other),
     }
 }
 

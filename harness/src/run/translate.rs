@@ -9,7 +9,7 @@ use syncgate_model as model;
 use syncgate_protocol as protocol;
 
 use crate::check::identity::Naming;
-use crate::scenario::{CrashAt, IdChoice, LockKind, Reconnect, Step, SyncKind, Val, WhileDown};
+use crate::scenario::{CrashAt, IdChoice, Interleave, LockKind, Reconnect, Step, SyncKind, Val, WhileDown};
 use crate::show::show_value;
 
 /// Why a step cannot run against what the harness last read (no row of the
@@ -89,6 +89,8 @@ pub enum Action {
         crash: Option<CrashAt>,
         /// The server closed the replica's remote sessions just before.
         sessions_cut: Option<Reconnect>,
+        /// Another replica's sync runs inside this one.
+        interleave: Option<Interleave>,
     },
     Restart {
         replica: usize,
@@ -97,6 +99,7 @@ pub enum Action {
     LockRemote {
         lock: LockKind,
         hold: usize,
+        ends_when_busy: bool,
     },
     LockCache {
         replica: usize,
@@ -228,25 +231,33 @@ impl View<'_> {
                 replica,
                 kind,
                 sessions_cut,
+                interleave,
             } => Ok(Action::Sync {
                 replica: *replica,
                 kind: *kind,
                 crash: None,
                 sessions_cut: *sessions_cut,
+                interleave: *interleave,
             }),
             Step::Crash { replica, kind, at } => Ok(Action::Sync {
                 replica: *replica,
                 kind: *kind,
                 crash: Some(*at),
                 sessions_cut: None,
+                interleave: None,
             }),
             Step::Restart { replica, while_down } => Ok(Action::Restart {
                 replica: *replica,
                 while_down: while_down.clone(),
             }),
-            Step::LockRemote { lock, hold } => Ok(Action::LockRemote {
+            Step::LockRemote {
+                lock,
+                hold,
+                ends_when_busy,
+            } => Ok(Action::LockRemote {
                 lock: *lock,
                 hold: *hold,
+                ends_when_busy: *ends_when_busy,
             }),
             Step::LockCache { replica, hold } => Ok(Action::LockCache {
                 replica: *replica,

@@ -9,7 +9,9 @@ use syncgate_protocol::Limits;
 
 use super::random_schema::random_schema;
 use super::shape::{Shape, ROW_CHOICES};
-use super::{CrashAt, IdChoice, LockKind, Reconnect, Scenario, Step, Swarm, SyncKind, WhileDown, NEWER_CACHE_FORMAT};
+use super::{
+    CrashAt, IdChoice, Interleave, LockKind, Reconnect, Scenario, Step, Swarm, SyncKind, WhileDown, NEWER_CACHE_FORMAT,
+};
 use crate::schema::{DeclaredSchema, SchemaRefused};
 
 /// The generator's knobs (CLI flags).
@@ -99,6 +101,10 @@ fn step_strategy(shape: &Arc<Shape>, replicas: usize, swarm: &Swarm) -> BoxedStr
 
 type Replicas = std::ops::Range<usize>;
 
+/// The most round trips of a sync before another replica's sync runs
+/// inside it (a reference sync makes 1 to 8).
+const INTERLEAVE_AFTER_MAX: u8 = 6;
+
 /// Rows of one table, or of any (by position).
 fn rows() -> std::ops::Range<usize> {
     0..ROW_CHOICES
@@ -177,7 +183,7 @@ fn delete_strategy(shape: &Arc<Shape>, r: Replicas) -> BoxedStrategy<Step> {
 /// A sync, sometimes just after the server closed the replica's sessions.
 fn sync_strategy(r: Replicas) -> BoxedStrategy<Step> {
     (
-        r,
+        r.clone(),
         sync_kind(),
         prop_oneof![
             32 => Just(None),
@@ -188,10 +194,27 @@ fn sync_strategy(r: Replicas) -> BoxedStrategy<Step> {
             1 => Just(Some(Reconnect::DatabaseMissing)),
         ],
     )
-        .prop_map(|(replica, kind, sessions_cut)| Step::Sync {
-            replica,
-            kind,
-            sessions_cut,
+        .prop_flat_map(move |(replica, kind, sessions_cut)| {
+            let interleave = match sessions_cut {
+                Some(_) => Just(None).boxed(),
+                // Early round trips most: a pull's snapshot begins at its first.
+                None => prop_oneof![
+                    1 => Just(None),
+                    1 => (
+                        prop_oneof![2 => 1..=2_u8, 1 => 3..=INTERLEAVE_AFTER_MAX],
+                        r.clone(),
+                        sync_kind()
+                    )
+                        .prop_map(|(after, replica, kind)| Some(Interleave { after, replica, kind })),
+                ]
+                .boxed(),
+            };
+            interleave.prop_map(move |interleave| Step::Sync {
+                replica,
+                kind,
+                sessions_cut,
+                interleave,
+            })
         })
         .boxed()
 }
@@ -219,10 +242,12 @@ fn restart_strategy(shape: &Arc<Shape>, r: Replicas) -> BoxedStrategy<Step> {
         r,
         prop_oneof![3 => Just(None), 1 => Just(Some(-30_000_i64)), 1 => Just(Some(-5_000_i64))],
         prop_oneof![1 => Just(None), 2 => (0..tables).prop_map(Some)],
+        // Older formats often: a run of 200 cases must reach an upgrade
+        // (a required event) however its seed falls.
         prop_oneof![
-            4 => Just(None),
-            1 => Just(Some(0_u8)),
-            1 => Just(Some(1_u8)),
+            3 => Just(None),
+            2 => Just(Some(0_u8)),
+            2 => Just(Some(1_u8)),
             1 => Just(Some(NEWER_CACHE_FORMAT))
         ],
         prop_oneof![Just(false), Just(true)],
@@ -253,8 +278,13 @@ fn lock_remote_strategy() -> BoxedStrategy<Step> {
             Just(LockKind::Exclusive)
         ],
         1_usize..4,
+        prop_oneof![1 => Just(false), 3 => Just(true)],
     )
-        .prop_map(|(lock, hold)| Step::LockRemote { lock, hold })
+        .prop_map(|(lock, hold, ends_when_busy)| Step::LockRemote {
+            lock,
+            hold,
+            ends_when_busy,
+        })
         .boxed()
 }
 

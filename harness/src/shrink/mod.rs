@@ -14,7 +14,7 @@ use std::path::Path;
 use crate::check::Invariant;
 use crate::events::Event;
 use crate::run::{run_case, CaseResult};
-use crate::scenario::{IdChoice, Reconnect, Scenario, Step, SyncKind, Val};
+use crate::scenario::{IdChoice, Interleave, Reconnect, Scenario, Step, SyncKind, Val};
 use crate::subject::Subject;
 use syncgate_protocol::Limits;
 
@@ -307,12 +307,20 @@ fn simplifications(step: &Step) -> Vec<Step> {
             replica,
             kind,
             sessions_cut,
+            interleave: Some(inner),
+        } => simpler_interleavings(*replica, *kind, *sessions_cut, *inner),
+        Step::Sync {
+            replica,
+            kind,
+            sessions_cut,
+            interleave: None,
         } => simpler_syncs(*replica, *kind, *sessions_cut),
         Step::Crash { replica, kind, at } => {
             let mut out = vec![Step::Sync {
                 replica: *replica,
                 kind: *kind,
                 sessions_cut: None,
+                interleave: None,
             }];
             if *kind == SyncKind::Full {
                 for kind in [SyncKind::Push, SyncKind::Pull] {
@@ -325,7 +333,28 @@ fn simplifications(step: &Step) -> Vec<Step> {
             }
             out
         }
-        Step::LockRemote { lock, hold } if *hold > 1 => vec![Step::LockRemote { lock: *lock, hold: 1 }],
+        Step::LockRemote {
+            lock,
+            hold,
+            ends_when_busy,
+        } => {
+            let mut out = Vec::new();
+            if *ends_when_busy {
+                out.push(Step::LockRemote {
+                    lock: *lock,
+                    hold: *hold,
+                    ends_when_busy: false,
+                });
+            }
+            if *hold > 1 {
+                out.push(Step::LockRemote {
+                    lock: *lock,
+                    hold: 1,
+                    ends_when_busy: *ends_when_busy,
+                });
+            }
+            out
+        }
         Step::LockCache { replica, hold } if *hold > 1 => vec![Step::LockCache {
             replica: *replica,
             hold: 1,
@@ -386,6 +415,39 @@ fn simpler_inserts(replica: usize, table: usize, id: &IdChoice, values: &[Val]) 
     out
 }
 
+/// A sync with nothing inside it, then the inner sync earlier in the
+/// sync, then the inner sync's halves.
+fn simpler_interleavings(
+    replica: usize,
+    kind: SyncKind,
+    sessions_cut: Option<Reconnect>,
+    inner: Interleave,
+) -> Vec<Step> {
+    let sync = |interleave| Step::Sync {
+        replica,
+        kind,
+        sessions_cut,
+        interleave,
+    };
+    let mut out = vec![sync(None)];
+    if inner.after > 1 {
+        out.push(sync(Some(Interleave {
+            after: inner.after / 2,
+            ..inner
+        })));
+        out.push(sync(Some(Interleave {
+            after: inner.after - 1,
+            ..inner
+        })));
+    }
+    if inner.kind == SyncKind::Full {
+        for half in [SyncKind::Push, SyncKind::Pull] {
+            out.push(sync(Some(Interleave { kind: half, ..inner })));
+        }
+    }
+    out
+}
+
 /// A sync with no sessions cut (or cut but accepted), then its halves, then
 /// on replica 0.
 fn simpler_syncs(replica: usize, kind: SyncKind, sessions_cut: Option<Reconnect>) -> Vec<Step> {
@@ -393,6 +455,7 @@ fn simpler_syncs(replica: usize, kind: SyncKind, sessions_cut: Option<Reconnect>
         replica,
         kind,
         sessions_cut,
+        interleave: None,
     };
     let mut out = Vec::new();
     if let Some(reconnect) = sessions_cut {

@@ -12,6 +12,8 @@ pub mod process;
 pub mod reference;
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 
 pub use syncgate_protocol::{
     Capabilities, CrashPoint, InitOk, Limits, Op, Policies, ReadRow, RefusalClass, RemoteLocation, Renumbering,
@@ -197,8 +199,35 @@ pub trait Subject: Sync {
     }
 }
 
+/// Whether the harness held a replica's engine at its wire tap while it
+/// acted in the middle of a request (`run/held.rs`): a request's timeout
+/// runs out only after a whole timeout without such a hold.
+#[derive(Debug, Default)]
+pub struct HoldClock {
+    holding: AtomicBool,
+    holds: AtomicU64,
+}
+
+impl HoldClock {
+    /// The harness starts holding the engine.
+    pub fn hold(&self) {
+        self.holds.fetch_add(1, Ordering::SeqCst);
+        self.holding.store(true, Ordering::SeqCst);
+    }
+
+    /// The harness lets the engine go on.
+    pub fn release(&self) {
+        self.holding.store(false, Ordering::SeqCst);
+    }
+
+    /// Whether the engine is held now, and how many holds began so far.
+    pub fn read(&self) -> (bool, u64) {
+        (self.holding.load(Ordering::SeqCst), self.holds.load(Ordering::SeqCst))
+    }
+}
+
 /// One running replica of a subject.
-pub trait SubjectReplica {
+pub trait SubjectReplica: Send {
     /// One local transaction: the ids each insert minted, in order.
     fn write(&mut self, ops: &[Op]) -> Answer<Vec<i64>>;
     /// One local transaction the application rolls back after its ops ran
@@ -222,6 +251,26 @@ pub trait SubjectReplica {
     fn exec_sql(&mut self, sql: &str, params: &[syncgate_protocol::Value]) -> Answer<(u64, i64)>;
     /// What the engine reported with its last sync's `busy` failure: how
     /// often it tried, how long it waited (PROTOCOL.md, `sync_failed`).
+    /// Whether the harness can hold this replica's sync between two of its
+    /// remote transactions through the seam (the in-process reference),
+    /// where no wire tap can (a SQLite remote).
+    fn pausable(&self) -> bool {
+        false
+    }
+    /// Arms that hold for the next sync: after `after` remote transactions,
+    /// before the next, `reached` is called and the sync waits until the
+    /// returned function is called (which also disarms a hold that did
+    /// not happen). `None`: this replica cannot be held so.
+    fn arm_pause(&mut self, after: u64, reached: Box<dyn FnOnce() + Send>) -> Option<Box<dyn Fn() + Send>> {
+        let _ = (after, reached);
+        None
+    }
+    /// The clock of the harness's holds of this replica's requests, for an
+    /// engine whose requests time out (a process): time the harness held
+    /// the engine at its wire tap does not count against it.
+    fn hold_clock(&self) -> Option<Arc<HoldClock>> {
+        None
+    }
     fn last_busy_tries(&self) -> Option<BusyTriesReported> {
         None
     }

@@ -18,8 +18,8 @@ use syncgate_protocol::{Envelope, InitOk, Reply, Request, Response, DESIGNED_NOT
 
 use super::reference::{expect, sync_request};
 use super::{
-    reported_renumberings, reported_round_trips, Answer, BusyTriesReported, CrashPoint, Op, OpenError, OpenSpec,
-    ReadRow, Renumbering, Subject, SubjectReplica, SyncReport,
+    reported_renumberings, reported_round_trips, Answer, BusyTriesReported, CrashPoint, HoldClock, Op, OpenError,
+    OpenSpec, ReadRow, Renumbering, Subject, SubjectReplica, SyncReport,
 };
 use crate::scenario::SyncKind;
 
@@ -124,6 +124,8 @@ struct Process {
     last_reply_fields: Vec<String>,
     /// Renumberings the replies reported, not yet taken.
     renumbered: Vec<Renumbering>,
+    /// The harness's holds at the wire tap, left out of the timeout.
+    holds: Arc<HoldClock>,
 }
 
 impl Process {
@@ -178,6 +180,7 @@ impl Process {
             last_round_trips: None,
             last_reply_fields: Vec::new(),
             renumbered: Vec::new(),
+            holds: Arc::default(),
         })
     }
 
@@ -214,7 +217,7 @@ impl Process {
         if !matches!(sent, Some(Ok(()))) {
             return self.exited(name, crash_expected);
         }
-        match self.lines.recv_timeout(self.timeout) {
+        match self.wait_for_line() {
             Ok(Some(line)) => self.parse(&line, msg_id, name),
             Ok(None) | Err(RecvTimeoutError::Disconnected) => self.exited(name, crash_expected),
             Err(RecvTimeoutError::Timeout) => {
@@ -223,6 +226,24 @@ impl Process {
                     "no answer within {} ms to a {name} request (process killed; raise --request-timeout-ms if the engine is just slow)",
                     self.timeout.as_millis()
                 ))
+            }
+        }
+    }
+
+    /// The next line; a request times out only after a whole timeout in
+    /// which the harness did not hold the engine at its wire tap.
+    fn wait_for_line(&self) -> Result<Option<String>, RecvTimeoutError> {
+        let (_, mut holds_seen) = self.holds.read();
+        loop {
+            match self.lines.recv_timeout(self.timeout) {
+                Err(RecvTimeoutError::Timeout) => {
+                    let (holding, holds) = self.holds.read();
+                    if !holding && holds == holds_seen {
+                        return Err(RecvTimeoutError::Timeout);
+                    }
+                    holds_seen = holds;
+                }
+                other => return other,
             }
         }
     }
@@ -307,6 +328,9 @@ impl Drop for Process {
 }
 
 impl SubjectReplica for Process {
+    fn hold_clock(&self) -> Option<Arc<HoldClock>> {
+        Some(Arc::clone(&self.holds))
+    }
     fn last_busy_tries(&self) -> Option<BusyTriesReported> {
         self.last_busy
     }

@@ -189,6 +189,16 @@ impl SubjectReplica for InProcess {
     fn last_remote_round_trips(&self) -> Option<u64> {
         self.last_round_trips
     }
+
+    fn pausable(&self) -> bool {
+        true
+    }
+
+    fn arm_pause(&mut self, after: u64, reached: Box<dyn FnOnce() + Send>) -> Option<Box<dyn Fn() + Send>> {
+        let switch = self.adapter.pause_switch();
+        switch.arm(after, reached);
+        Some(Box::new(move || switch.resume()))
+    }
 }
 
 /// The protocol request for a sync step.

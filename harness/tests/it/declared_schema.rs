@@ -348,8 +348,9 @@ fn the_reference_engine_passes_random_schemas_and_a_failure_replays_with_schema_
         .failures
         .first()
         .expect("no-tombstones is caught on random schemas");
+    // The drawn schema is printed (shrunk toward fewer tables: any may remain).
     assert!(
-        failure.configuration.contains("tables t0("),
+        failure.configuration.contains("; tables t"),
         "{}",
         failure.configuration
     );

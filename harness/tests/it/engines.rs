@@ -85,6 +85,7 @@ fn one_insert() -> Scenario {
                 replica: 0,
                 kind: SyncKind::Full,
                 sessions_cut: None,
+                interleave: None,
             },
         ],
     }

@@ -5,6 +5,7 @@ mod contract;
 mod declared_schema;
 mod engines;
 mod harness_faults;
+mod interleave;
 mod layout;
 mod pg_cursor;
 mod pg_places;

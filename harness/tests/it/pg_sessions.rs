@@ -32,6 +32,7 @@ fn sync_after_cut(replica: usize, reconnect: Option<Reconnect>) -> Step {
         replica,
         kind: SyncKind::Full,
         sessions_cut: reconnect,
+        interleave: None,
     }
 }
 

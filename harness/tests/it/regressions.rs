@@ -154,3 +154,15 @@ fn a_cascade_reaches_its_depth_bound() {
     // the model knows no bound, so a generated case must never go past it.
     check("a_cascade_reaches_its_depth_bound.json");
 }
+
+#[test]
+fn interleaved_order_that_hides_a_cursor() {
+    // A harness bug, found by the first deep run with syncs held on a SQLite
+    // remote: r1 pushed a delete between r2's push and pull. Two orders of
+    // the syncs explained every answer and place (r1's push after r2's
+    // whole sync, or between its push and pull), but left r2's cursor in
+    // two places; the model took the first, and the next pull's count
+    // disagreed. The held point's transaction count now picks the order
+    // first (SEMANTICS.md L3).
+    check("interleaved_order_that_hides_a_cursor.json");
+}
