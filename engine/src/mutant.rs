@@ -148,9 +148,16 @@ impl Mutant {
     }
 
     /// Whether the gate reaches the bug only on a PostgreSQL remote: it
-    /// lives in that remote's code, or shows only when something happens
-    /// inside a sync, which the harness does through its wire tap.
+    /// lives in that remote's code, or shows only when another sync runs
+    /// inside a pull's read transaction, where only the wire tap holds one.
     pub fn postgres_only(self) -> bool {
+        matches!(self, Mutant::PullPagesReadCommitted)
+    }
+
+    /// Whether the bug shows only when something happens inside a sync (a
+    /// held sync: another replica's sync inside it, or a remote lock that
+    /// ends once it met it busy), which a case reaches in few of its syncs.
+    pub fn inside_a_step(self) -> bool {
         matches!(self, Mutant::PullPagesReadCommitted | Mutant::BusyRetryCountsTwice)
     }
 

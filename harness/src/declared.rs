@@ -213,8 +213,37 @@ pub(crate) fn allowed_by(event: Event, init: &InitOk) -> (String, String) {
     }
 }
 
-/// Whether a run on an engine that declared `init` can reach `event`.
-pub(crate) fn reachable(event: Event, init: &InitOk, profile: bool) -> bool {
+/// How the harness can hold a run's syncs inside (`run/held.rs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum InsideHolds {
+    /// Not at all, or a run of one replica (no other to sync inside).
+    None,
+    /// The in-process reference's seam on a SQLite remote: before a remote
+    /// transaction, and at a backoff wait.
+    Seam,
+    /// A PostgreSQL remote's wire tap: after any round trip.
+    WireTap,
+}
+
+impl InsideHolds {
+    /// How `subject`'s syncs are held, on runs of at most `replicas`
+    /// replicas (`None`: the generator's choice, more than one).
+    pub(crate) fn of(subject: &dyn crate::subject::Subject, replicas: Option<usize>) -> InsideHolds {
+        if replicas.is_some_and(|n| n < 2) {
+            InsideHolds::None
+        } else if matches!(subject.remote(), crate::places::RemoteTarget::Postgres { .. }) {
+            InsideHolds::WireTap
+        } else if subject.held_at_seam() {
+            InsideHolds::Seam
+        } else {
+            InsideHolds::None
+        }
+    }
+}
+
+/// Whether a run on an engine that declared `init`, whose syncs the
+/// harness holds inside as `holds` says, can reach `event`.
+pub(crate) fn reachable(event: Event, init: &InitOk, profile: bool, holds: InsideHolds) -> bool {
     let caps = &init.capabilities;
     let write_through = init.policies.push == PushPolicy::OnCommit;
     match event {
@@ -240,9 +269,15 @@ pub(crate) fn reachable(event: Event, init: &InitOk, profile: bool) -> bool {
         // write-through example reached it in some 300-case runs, not all.
         Event::BusyThenPushed => !write_through,
         Event::IdCollisionRefused => init.policies.explicit_ids,
+        Event::AtomicVisibilityJudged => init.policies.transactions == TransactionsPolicy::Atomic,
+        Event::CausalVisibilityJudged | Event::MonotonicReadsJudged => {
+            init.policies.consistency == ConsistencyPolicy::Causal
+        }
         // How many round trips another engine's sync makes, and whether its
-        // statements wait or fail busy, is its own: required of the reference.
-        e if e.needs_wire_tap() => profile,
+        // statements wait or fail busy, is its own: required of the
+        // reference. Only a wire tap holds a sync inside a read transaction.
+        Event::PushBetweenPullPages => profile && holds == InsideHolds::WireTap,
+        e if e.needs_hold_inside() => profile && holds != InsideHolds::None,
         _ => true,
     }
 }
@@ -265,7 +300,8 @@ pub(crate) fn in_schema(event: Event, schema: &syncgate_model::Schema) -> bool {
     match event {
         Event::NaturalKeyMerge => natural_key,
         Event::CascadeDelete | Event::PulledParentDeath => references,
-        Event::MultiWriteTransaction => schema.family().is_some(),
+        Event::MultiWriteTransaction | Event::AtomicVisibilityJudged => schema.family().is_some(),
+        Event::MonotonicReadsJudged => updatable,
         Event::CacheFromOlderVersion => crate::places::older_formats_hold(schema),
         Event::NullTransition | Event::ConflictWonLocally | Event::ConflictWonRemotely | Event::DeleteAbsorbedWrite => {
             updatable

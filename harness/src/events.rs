@@ -97,6 +97,18 @@ pub enum Event {
     /// A sync met the remote lock busy, the lock ended during the sync, and
     /// the sync succeeded (its retry found the remote free).
     BusyThenSucceededWithinStep,
+    /// A place other than the writer's showed part of a transaction of
+    /// several writes, and atomic visibility judged the rest of it (engines
+    /// that declare `transactions: atomic`).
+    AtomicVisibilityJudged,
+    /// A place showed a write that causally follows another replica's
+    /// write, and causal visibility judged its causes there (engines that
+    /// declare `consistency: causal`).
+    CausalVisibilityJudged,
+    /// A replica's cell moved from one write's value to a write that
+    /// causally follows it, and monotonic reads judged the move (engines
+    /// that declare `consistency: causal`).
+    MonotonicReadsJudged,
 }
 
 impl Event {
@@ -155,12 +167,15 @@ impl Event {
             Event::StepInterleaved => "step-interleaved",
             Event::PushBetweenPullPages => "push-between-pull-pages",
             Event::BusyThenSucceededWithinStep => "busy-then-succeeded-within-step",
+            Event::AtomicVisibilityJudged => "atomic-visibility-judged",
+            Event::CausalVisibilityJudged => "causal-visibility-judged",
+            Event::MonotonicReadsJudged => "monotonic-reads-judged",
         }
     }
 
-    /// Whether only a wire tap brings it about (PostgreSQL remotes): what
-    /// happens inside a sync.
-    pub fn needs_wire_tap(self) -> bool {
+    /// Whether only a hold inside a sync brings it about (a PostgreSQL
+    /// remote's wire tap, or the in-process reference's seam).
+    pub fn needs_hold_inside(self) -> bool {
         matches!(
             self,
             Event::StepInterleaved | Event::PushBetweenPullPages | Event::BusyThenSucceededWithinStep
@@ -192,7 +207,7 @@ impl Serialize for Event {
 }
 
 /// Events every `check` run of enough cases must reach at least once.
-pub const REQUIRED_EVENTS: [Event; 24] = [
+pub const REQUIRED_EVENTS: [Event; 27] = [
     Event::ConflictWonLocally,
     Event::ConflictWonRemotely,
     Event::NaturalKeyMerge,
@@ -216,10 +231,15 @@ pub const REQUIRED_EVENTS: [Event; 24] = [
     Event::HlcTie,
     Event::TableRebuilt,
     Event::CacheFromOlderVersion,
-    // Inside a sync: PostgreSQL remotes only, required of the reference.
+    // Inside a sync: required of the reference where the harness holds it
+    // (declared::InsideHolds).
     Event::StepInterleaved,
     Event::PushBetweenPullPages,
     Event::BusyThenSucceededWithinStep,
+    // One per declared consistency property a run exercised.
+    Event::AtomicVisibilityJudged,
+    Event::CausalVisibilityJudged,
+    Event::MonotonicReadsJudged,
 ];
 
 /// Counts per event.

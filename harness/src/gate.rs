@@ -267,13 +267,11 @@ pub fn check(subject: &dyn Subject, opts: &CheckOptions) -> Result<Summary, Harn
     };
     let declared_breaches =
         crate::declared_breaches::declared_breaches(subject, &run, &declared, &events, &breach_cases, breach_examples);
-    // What happens inside a sync is brought about by a PostgreSQL remote's wire tap.
-    let tapped = matches!(subject.remote(), crate::places::RemoteTarget::Postgres { .. });
+    let holds = crate::declared::InsideHolds::of(subject, opts.gen.replicas);
     let required_events: Vec<Event> = REQUIRED_EVENTS
         .iter()
         .copied()
-        .filter(|e| reachable(*e, &declared, profile) && crate::declared::in_schema(*e, &schema))
-        .filter(|e| !e.needs_wire_tap() || (tapped && opts.gen.replicas.is_none_or(|n| n > 1)))
+        .filter(|e| reachable(*e, &declared, profile, holds) && crate::declared::in_schema(*e, &schema))
         .collect();
     let whole_run = opts.shard.count == 1;
     let missing_events = if whole_run {

@@ -161,12 +161,12 @@ pub fn run_mutants(
     for mutant in Mutant::ALL {
         if mutant.postgres_only() && !matches!(remote, RemoteTarget::Postgres { .. }) {
             elsewhere.push(format!(
-                "mutant:{}: the gate reaches its bug only on a PostgreSQL remote (it lives in that remote's code, or inside a sync, where the wire tap acts); hunt it with --remote postgres",
+                "mutant:{}: the gate reaches its bug only on a PostgreSQL remote (it lives in that remote's code, or inside a pull's read transaction, where only the wire tap holds a sync); hunt it with --remote postgres",
                 mutant.name()
             ));
             continue;
         }
-        let factor = if mutant.postgres_only() {
+        let factor = if mutant.inside_a_step() {
             INSIDE_A_STEP_BUDGET_FACTOR
         } else {
             1

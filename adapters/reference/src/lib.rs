@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
 pub use faults::{CrashMode, FaultSwitch, FaultyRemote, CRASH_EXIT_CODE, INJECTED};
-pub use pause::{PauseSwitch, Reached};
+pub use pause::{HoldAt, PauseSwitch, Reached};
 use syncgate_engine::rusqlite::types::Value as EValue;
 use syncgate_engine::{
     id_space, Clock, ColumnDef, ColumnType, Config, Error, Mutant, PgRemote, Remote, Replica, RoundTrips, Schema,
@@ -152,6 +152,8 @@ pub fn apply_limits(config: &mut Config, limits: &syncgate_protocol::Limits) {
 pub struct SetClock {
     now_ms: AtomicI64,
     slept_ms: AtomicU64,
+    /// A backoff is where a harness may hold the sync (`HoldAt::Backoff`).
+    pause: PauseSwitch,
 }
 
 impl SetClock {
@@ -171,6 +173,7 @@ impl Clock for SetClock {
     }
     fn sleep_ms(&self, ms: u64) {
         self.slept_ms.fetch_add(ms, Ordering::Relaxed);
+        self.pause.at_backoff();
     }
 }
 
@@ -363,9 +366,12 @@ impl ReferenceAdapter {
         apply_limits(&mut config, &init.limits);
         config.mutant = options.mutant;
         let faults = FaultSwitch::default();
-        let clock = Arc::new(SetClock::default());
-        clock.set(init.clock_ms);
         let pause = PauseSwitch::default();
+        let clock = Arc::new(SetClock {
+            pause: pause.clone(),
+            ..SetClock::default()
+        });
+        clock.set(init.clock_ms);
         let remote = FaultyRemote::new(remote, faults.clone(), pause.clone(), mode);
         let replica =
             Replica::open(Path::new(&init.cache), &schema, remote, clock.clone(), config).map_err(|e| e.to_string())?;
@@ -381,7 +387,8 @@ impl ReferenceAdapter {
     }
 
     /// The switch that holds this replica's next sync between two of its
-    /// remote transactions (a harness running the adapter in its process).
+    /// remote transactions, or at its backoff after a busy attempt (a
+    /// harness running the adapter in its process).
     pub fn pause_switch(&self) -> PauseSwitch {
         self.pause.clone()
     }

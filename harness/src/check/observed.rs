@@ -12,7 +12,8 @@ use syncgate_protocol::{Policies, ReadRow};
 
 use super::answers::engine_violation;
 use super::identity::{check_renumberings, IdMaps, Renumberings};
-use super::{blame, contract, profile, reads, Verdict, Violation};
+use super::{blame, contract, profile, reads, Stop, Violation};
+use crate::events::Event;
 use crate::history::History;
 use crate::places::{Ledger, PlaceError};
 use crate::subject::Answer;
@@ -68,8 +69,31 @@ pub struct Expectation<'a> {
     pub model: Option<&'a model::World>,
 }
 
-/// The checks every observation of a cache gets.
-pub fn cache(seen: &CacheObservation, expect: &Expectation<'_>) -> Verdict {
+/// Which declared consistency properties an observation gave something to
+/// judge (so a run proves it exercised each: required events).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Judged {
+    pub atomic: bool,
+    pub causal: bool,
+    pub monotonic: bool,
+}
+
+impl Judged {
+    /// The events these judgements count.
+    pub fn events(self) -> impl Iterator<Item = Event> {
+        [
+            (self.atomic, Event::AtomicVisibilityJudged),
+            (self.causal, Event::CausalVisibilityJudged),
+            (self.monotonic, Event::MonotonicReadsJudged),
+        ]
+        .into_iter()
+        .filter_map(|(judged, event)| judged.then_some(event))
+    }
+}
+
+/// The checks every observation of a cache gets, and which consistency
+/// properties it judged something for.
+pub fn cache(seen: &CacheObservation, expect: &Expectation<'_>) -> Result<Judged, Stop> {
     let r = seen.replica;
     let place = format!("r{r}");
     let schema = expect.schema;
@@ -91,10 +115,14 @@ pub fn cache(seen: &CacheObservation, expect: &Expectation<'_>) -> Verdict {
     }
     contract::check_integrity(schema, &place, tables, &contract::Promises::of(expect.policies))?;
     contract::check_no_aborted_read(schema, &place, expect.history, tables)?;
-    contract::check_atomic_visibility(schema, &place, Some(r), expect.history, tables, expect.policies)?;
-    contract::check_causal_visibility(schema, &place, expect.history, tables, expect.policies)?;
+    let mut judged = Judged {
+        atomic: contract::check_atomic_visibility(schema, &place, Some(r), expect.history, tables, expect.policies)?,
+        causal: contract::check_causal_visibility(schema, &place, expect.history, tables, expect.policies)?,
+        monotonic: false,
+    };
     if let Some(before) = &seen.before {
-        contract::check_monotonic_reads(schema, &place, expect.history, before, tables, expect.policies)?;
+        judged.monotonic =
+            contract::check_monotonic_reads(schema, &place, expect.history, before, tables, expect.policies)?;
     }
     let view = match &seen.named {
         Some(Ok((logical, maps))) => {
@@ -113,7 +141,7 @@ pub fn cache(seen: &CacheObservation, expect: &Expectation<'_>) -> Verdict {
         None => tables,
     };
     contract::check_not_resurrected(schema, &place, expect.history, r, view, expect.policies)?;
-    let Some(m) = expect.model else { return Ok(()) };
+    let Some(m) = expect.model else { return Ok(judged) };
     let state = &m.replicas[r];
     profile::compare_tables(schema, &place, &state.tables, tables, &state.tombstones)?;
     if let Some(pending) = &seen.pending {
@@ -130,11 +158,11 @@ pub fn cache(seen: &CacheObservation, expect: &Expectation<'_>) -> Verdict {
         }
         None => {}
     }
-    Ok(())
+    Ok(judged)
 }
 
-/// The checks every observation of the remote gets.
-pub fn remote(tables: &model::Tables, expect: &Expectation<'_>) -> Verdict {
+/// The checks every observation of the remote gets (see [`cache`]).
+pub fn remote(tables: &model::Tables, expect: &Expectation<'_>) -> Result<Judged, Stop> {
     contract::check_integrity(
         expect.schema,
         "remote",
@@ -142,9 +170,19 @@ pub fn remote(tables: &model::Tables, expect: &Expectation<'_>) -> Verdict {
         &contract::Promises::of(expect.policies),
     )?;
     contract::check_no_aborted_read(expect.schema, "remote", expect.history, tables)?;
-    contract::check_atomic_visibility(expect.schema, "remote", None, expect.history, tables, expect.policies)?;
-    contract::check_causal_visibility(expect.schema, "remote", expect.history, tables, expect.policies)?;
-    let Some(m) = expect.model else { return Ok(()) };
+    let judged = Judged {
+        atomic: contract::check_atomic_visibility(
+            expect.schema,
+            "remote",
+            None,
+            expect.history,
+            tables,
+            expect.policies,
+        )?,
+        causal: contract::check_causal_visibility(expect.schema, "remote", expect.history, tables, expect.policies)?,
+        monotonic: false,
+    };
+    let Some(m) = expect.model else { return Ok(judged) };
     let dead: BTreeSet<(usize, i64)> = m
         .remote
         .rows
@@ -153,5 +191,5 @@ pub fn remote(tables: &model::Tables, expect: &Expectation<'_>) -> Verdict {
         .map(|(key, _)| *key)
         .collect();
     profile::compare_tables(expect.schema, "remote", &m.remote_visible(), tables, &dead)?;
-    Ok(())
+    Ok(judged)
 }

@@ -1,5 +1,6 @@
-//! A sync the wire tap may hold inside (PostgreSQL remotes): it runs on a
-//! second thread while this one waits for the tap. When the tap holds the
+//! A sync the harness may hold inside (a PostgreSQL remote's wire tap, or
+//! the in-process reference's seam on SQLite): it runs on a second thread
+//! while this one waits for the hold. When the tap holds the
 //! engine's next message at the armed point, this thread does what the
 //! step asks there (`interleave.rs`: another replica's sync; a remote lock
 //! that ends once the engine met it busy) and lets the message go on. The
@@ -45,25 +46,28 @@ impl Runner<'_> {
         let holds = replica.hold_clock();
         // The wire tap holds a session; without one (a SQLite remote) the
         // in-process reference's seam holds the sync between two remote
-        // transactions, where it holds no remote lock.
+        // transactions, or at its backoff after a busy attempt: where it
+        // holds no remote lock.
         let tapped = self.places.tapped(r);
-        let seam = match at {
-            _ if tapped => {
-                self.places.arm_pause(r, at, notify);
-                None
-            }
-            PauseAt::RoundTrips(after) => replica.arm_pause(
-                after,
+        let seam = if tapped {
+            self.places.arm_pause(r, at, notify);
+            None
+        } else {
+            let transactions = match at {
+                PauseAt::RoundTrips(after) => Some(after),
+                PauseAt::Busy => None,
+            };
+            replica.arm_pause(
+                at,
                 Box::new(move || {
                     let _ = notify.send(Paused {
                         status: b'I',
                         pid: None,
                         quiet: true,
-                        transactions: Some(after),
+                        transactions,
                     });
                 }),
-            ),
-            PauseAt::Busy => None,
+            )
         };
         let resume = |places: &crate::places::Places| match &seam {
             Some(resume) => resume(),
@@ -148,6 +152,11 @@ impl Runner<'_> {
                 count(&mut self.events, Event::BusyThenSucceededWithinStep, 1);
             }
             format!("{title} [the remote lock ended once the sync met it busy]")
+        } else if matches!(
+            held.answer,
+            Answer::Failed(syncgate_protocol::SyncFailureClass::Busy, _)
+        ) {
+            format!("{title} [the sync failed busy with no retry to hold: the remote lock stays]")
         } else {
             format!("{title} [the sync never met the remote lock busy: it stays]")
         };

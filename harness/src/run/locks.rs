@@ -16,8 +16,9 @@ impl Runner<'_> {
         }
         match self.places.lock_remote(lock, hold) {
             Ok(()) => {
-                // Only a wire tap sees a busy refusal (PostgreSQL remotes).
-                let ends_when_busy = ends_when_busy && self.places.tapped(0);
+                // Only a hold inside a sync sees it meet the lock busy: a
+                // wire tap (PostgreSQL), or the in-process reference's seam.
+                let ends_when_busy = ends_when_busy && self.holds_inside;
                 self.remote_lock_ends_when_busy = ends_when_busy;
                 let ends = if ends_when_busy {
                     ", or until a sync meets it busy"

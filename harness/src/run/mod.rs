@@ -250,6 +250,9 @@ struct Runner<'a> {
     /// The last sync that passed its answer's checks: replica, kind, answer
     /// (what a sync inside another one answered, `interleave.rs`).
     last_sync: Option<(usize, SyncKind, Answer<crate::subject::SyncReport>)>,
+    /// Whether the harness can hold a sync inside: a wire tap (PostgreSQL)
+    /// or the in-process reference's seam (`held.rs`).
+    holds_inside: bool,
 }
 
 impl<'a> Runner<'a> {
@@ -288,6 +291,7 @@ impl<'a> Runner<'a> {
             breaches_seen: BTreeSet::new(),
             last_sync: None,
             remote_lock_ends_when_busy: false,
+            holds_inside: false,
             schema,
             declared,
         };
@@ -298,6 +302,7 @@ impl<'a> Runner<'a> {
                 Started::Refused(why) => return Err(answers::start_refused(&why).into()),
             }
         }
+        runner.holds_inside = (0..n).all(|r| runner.can_hold(r));
         if runner.policies().ids != syncgate_protocol::IdPolicy::Stable {
             // The gate refused a schema without identity columns already.
             runner.naming = Naming::of(&runner.schema).ok();
@@ -311,6 +316,12 @@ impl<'a> Runner<'a> {
             ));
         }
         Ok(runner)
+    }
+
+    /// Whether replica `r`'s sync can be held inside (it is up, and a wire
+    /// tap or its seam holds it).
+    fn can_hold(&self, r: usize) -> bool {
+        self.places.tapped(r) || self.replicas[r].as_ref().is_some_and(|x| x.pausable())
     }
 
     fn profile(&self) -> bool {

@@ -88,9 +88,17 @@ impl Runner<'_> {
     /// Checks an observation of a cache and keeps its rows as the replica's
     /// view.
     pub(super) fn check_and_keep(&mut self, seen: CacheObservation) -> Verdict {
-        observed::cache(&seen, &self.expectation())?;
+        let judged = observed::cache(&seen, &self.expectation())?;
+        self.count_judged(judged);
         self.keep(seen);
         Ok(())
+    }
+
+    /// Counts the consistency properties an observation judged something for.
+    pub(super) fn count_judged(&mut self, judged: observed::Judged) {
+        for event in judged.events() {
+            crate::events::count(&mut self.events, event, 1);
+        }
     }
 
     /// Keeps an observation's rows as the replica's view (it passed), and
@@ -136,7 +144,8 @@ impl Runner<'_> {
             .places
             .read_remote()
             .map_err(|e| blame("remote read", "read the remote", e))?;
-        observed::remote(&tables, &self.expectation())?;
+        let judged = observed::remote(&tables, &self.expectation())?;
+        self.count_judged(judged);
         self.count_breaches(&tables, MadeBy::Merge);
         if let Some(naming) = &self.naming {
             let (logical, _) = naming.logical(&self.schema, &self.history, "remote", &tables)?;

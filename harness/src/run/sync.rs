@@ -65,7 +65,7 @@ impl Runner<'_> {
                 && i.replica != r
                 && i.replica < self.replicas.len()
                 && self.up(r)
-                && (self.places.tapped(r) || self.replicas[r].as_ref().is_some_and(|x| x.pausable()))
+                && self.can_hold(r)
         });
         if let Some(inner) = inner {
             if let Err(stop) = self.set_clock(r) {
@@ -79,7 +79,7 @@ impl Runner<'_> {
             && crash.is_none()
             && cut.is_none()
             && self.up(r)
-            && self.places.tapped(r);
+            && self.can_hold(r);
         if lock_ends {
             if let Err(stop) = self.set_clock(r) {
                 return StepOutcome::new(format!("{title} -> error"), Err(stop));
@@ -284,7 +284,8 @@ impl Runner<'_> {
                 None => self.history.pulled(self.step_no, r),
             }
         }
-        crate::check::observed::cache(&seen, &self.expectation())?;
+        let judged = crate::check::observed::cache(&seen, &self.expectation())?;
+        self.count_judged(judged);
         // Per cell only for column-level engines: a row-level engine may
         // rightly take a concurrent row whose other cells are older.
         let column_level = self.policies().merge == MergePolicy::Column;

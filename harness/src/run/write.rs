@@ -257,7 +257,8 @@ impl Runner<'_> {
                 ledger: false,
             },
         );
-        let verdict = crate::check::observed::cache(&seen, &self.expectation()).and_then(|()| {
+        let verdict = crate::check::observed::cache(&seen, &self.expectation()).and_then(|judged| {
+            self.count_judged(judged);
             if what.is_empty() {
                 return Ok(());
             }

@@ -20,7 +20,7 @@ pub use syncgate_protocol::{
     SyncFailureClass, SyncReport, Value,
 };
 
-use crate::places::{PlaceError, RemoteTarget};
+use crate::places::{PauseAt, PlaceError, RemoteTarget};
 use crate::scenario::SyncKind;
 
 /// Why a replica could not be started, sorted by who is to blame.
@@ -188,6 +188,11 @@ pub trait Subject: Sync {
     fn remote(&self) -> RemoteTarget {
         RemoteTarget::Sqlite
     }
+    /// Whether its replicas' syncs can be held inside at the in-process
+    /// seam (`SubjectReplica::pausable`), where no wire tap can hold them.
+    fn held_at_seam(&self) -> bool {
+        false
+    }
     /// Starts one replica (new, or restarted from its files) and returns it
     /// with its handshake answer.
     fn open_replica(&self, spec: &OpenSpec) -> Result<(Box<dyn SubjectReplica>, InitOk), OpenError>;
@@ -257,12 +262,13 @@ pub trait SubjectReplica: Send {
     fn pausable(&self) -> bool {
         false
     }
-    /// Arms that hold for the next sync: after `after` remote transactions,
-    /// before the next, `reached` is called and the sync waits until the
-    /// returned function is called (which also disarms a hold that did
-    /// not happen). `None`: this replica cannot be held so.
-    fn arm_pause(&mut self, after: u64, reached: Box<dyn FnOnce() + Send>) -> Option<Box<dyn Fn() + Send>> {
-        let _ = (after, reached);
+    /// Arms that hold for the next sync: at `RoundTrips(k)`, after `k`
+    /// remote transactions, before the next; at `Busy`, at the engine's
+    /// backoff after a busy attempt. There `reached` is called and the sync
+    /// waits until the returned function is called (which also disarms a
+    /// hold that did not happen). `None`: this replica cannot be held so.
+    fn arm_pause(&mut self, at: PauseAt, reached: Box<dyn FnOnce() + Send>) -> Option<Box<dyn Fn() + Send>> {
+        let _ = (at, reached);
         None
     }
     /// The clock of the harness's holds of this replica's requests, for an
@@ -309,6 +315,10 @@ impl Subject for ContractOnly {
         self.0.remote()
     }
 
+    fn held_at_seam(&self) -> bool {
+        self.0.held_at_seam()
+    }
+
     fn open_replica(&self, spec: &OpenSpec) -> Result<(Box<dyn SubjectReplica>, InitOk), OpenError> {
         let (replica, mut init_ok) = self.0.open_replica(spec)?;
         init_ok.capabilities.profile = None;
@@ -335,6 +345,10 @@ impl Subject for OnRemote {
 
     fn remote(&self) -> RemoteTarget {
         self.remote.clone()
+    }
+
+    fn held_at_seam(&self) -> bool {
+        self.subject.held_at_seam()
     }
 
     fn open_replica(&self, spec: &OpenSpec) -> Result<(Box<dyn SubjectReplica>, InitOk), OpenError> {

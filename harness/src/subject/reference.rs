@@ -4,12 +4,13 @@
 
 use syncgate_engine::Mutant;
 use syncgate_protocol::{InitOk, Request, Response};
-use syncgate_reference_adapter::{init_ok, CrashMode, Handled, Options, ReferenceAdapter};
+use syncgate_reference_adapter::{init_ok, CrashMode, Handled, HoldAt, Options, ReferenceAdapter};
 
 use super::{
     reported_round_trips, Answer, BusyTriesReported, CrashPoint, Op, OpenError, OpenSpec, ReadRow, Subject,
     SubjectReplica, SyncReport,
 };
+use crate::places::PauseAt;
 use crate::scenario::SyncKind;
 
 /// The reference engine, optionally with one planted bug or an incidental
@@ -48,6 +49,10 @@ impl Subject for ReferenceEngine {
     }
 
     fn files_are_copyable(&self) -> bool {
+        true
+    }
+
+    fn held_at_seam(&self) -> bool {
         true
     }
 
@@ -194,9 +199,13 @@ impl SubjectReplica for InProcess {
         true
     }
 
-    fn arm_pause(&mut self, after: u64, reached: Box<dyn FnOnce() + Send>) -> Option<Box<dyn Fn() + Send>> {
+    fn arm_pause(&mut self, at: PauseAt, reached: Box<dyn FnOnce() + Send>) -> Option<Box<dyn Fn() + Send>> {
         let switch = self.adapter.pause_switch();
-        switch.arm(after, reached);
+        let at = match at {
+            PauseAt::RoundTrips(after) => HoldAt::Transaction(after),
+            PauseAt::Busy => HoldAt::Backoff,
+        };
+        switch.arm(at, reached);
         Some(Box::new(move || switch.resume()))
     }
 }

@@ -83,7 +83,7 @@ fn host_update(replica: usize, step: usize, id: i64, hostname: &str) -> WriteRec
     write(replica, step, HOSTS, id, WriteKind::Update, vec![(0, t(hostname))])
 }
 
-fn failing(result: Result<(), syncgate::check::Violation>) -> (Invariant, String) {
+fn failing<T: std::fmt::Debug>(result: Result<T, syncgate::check::Violation>) -> (Invariant, String) {
     let v = result.expect_err("the check must fire");
     (v.invariant, v.detail)
 }
@@ -665,34 +665,35 @@ fn atomic_visibility_fails_a_fractured_read_and_nothing_else() {
         ),
         "{detail}"
     );
-    // All of it, or none of it, passes; so does the writer's own cache, and
-    // an engine that does not declare atomic transactions.
+    // All of it passes (judged: true), or none of it, with nothing shown to
+    // judge (false); so does the writer's own cache, and an engine that does
+    // not declare atomic transactions (neither judged).
     let whole = tables(&[
         (HOSTS, 1, vec![t("a.w1"), t("ip")]),
         (HOSTS, 2, vec![t("b.w2"), t("ip")]),
     ]);
     assert_eq!(
         check_atomic_visibility(&schema, "r1", Some(1), &h, &whole, &atomic),
-        Ok(())
+        Ok(true)
     );
     assert_eq!(
         check_atomic_visibility(&schema, "r1", Some(1), &h, &tables(&[]), &atomic),
-        Ok(())
+        Ok(false)
     );
     assert_eq!(
         check_atomic_visibility(&schema, "r0", Some(0), &h, &half, &atomic),
-        Ok(())
+        Ok(false)
     );
     assert_eq!(
         check_atomic_visibility(&schema, "r1", Some(1), &h, &half, &policies(MergePolicy::Column)),
-        Ok(())
+        Ok(false)
     );
     // A delete of w2's row (anywhere, by anyone) explains its absence.
     let mut deleted = h.clone();
     deleted.record(write(1, 2, HOSTS, 2, WriteKind::Delete, Vec::new()));
     assert_eq!(
         check_atomic_visibility(&schema, "r1", Some(1), &deleted, &half, &atomic),
-        Ok(())
+        Ok(true)
     );
     // On the remote too: a push that sent half the transaction.
     let (invariant, _) = failing(check_atomic_visibility(&schema, "remote", None, &h, &half, &atomic));
@@ -745,10 +746,10 @@ fn atomic_visibility_fails_a_stale_cell_beside_a_shown_write() {
         (HOSTS, 2, vec![t("c.w3"), t("ip")]),
     ]);
     let none = tables(&[(HOSTS, 1, vec![t("a.w1"), t("ip")])]);
-    for (name, place) in [("whole", &whole), ("none", &none)] {
+    for (name, place, judged) in [("whole", &whole, true), ("none", &none, false)] {
         assert_eq!(
             check_atomic_visibility(&schema, "r2", Some(2), &h, place, &atomic(MergePolicy::Column)),
-            Ok(()),
+            Ok(judged),
             "{name}"
         );
     }
@@ -762,7 +763,7 @@ fn atomic_visibility_fails_a_stale_cell_beside_a_shown_write() {
     ]);
     assert_eq!(
         check_atomic_visibility(&schema, "r0", Some(0), &concurrent, &won, &atomic(MergePolicy::Column)),
-        Ok(())
+        Ok(true)
     );
     // Under row merges, a write concurrent with w2 to host 1 may win with
     // its whole row, w1's older name included: nothing to say.
@@ -781,7 +782,7 @@ fn atomic_visibility_fails_a_stale_cell_beside_a_shown_write() {
             &old_name,
             &atomic(MergePolicy::Row)
         ),
-        Ok(())
+        Ok(true)
     );
     let (invariant, _) = failing(check_atomic_visibility(
         &schema,
@@ -799,11 +800,11 @@ fn atomic_visibility_fails_a_stale_cell_beside_a_shown_write() {
     // Not declared, or the writer's own cache: not judged.
     assert_eq!(
         check_atomic_visibility(&schema, "r2", Some(2), &h, &half, &policies(MergePolicy::Column)),
-        Ok(())
+        Ok(false)
     );
     assert_eq!(
         check_atomic_visibility(&schema, "r1", Some(1), &h, &half, &atomic(MergePolicy::Column)),
-        Ok(())
+        Ok(false)
     );
 }
 
@@ -855,10 +856,12 @@ fn causal_visibility_fails_a_write_shown_without_one_it_follows() {
         (HOSTS, 2, vec![t("c.w3"), t("ip")]),
     ]);
     let before = tables(&[(HOSTS, 1, vec![t("a.w1"), t("ip")])]);
-    for (name, place) in [("whole", &whole), ("before w2", &before)] {
+    // Judged where a shown write follows another replica's (w2 and w3
+    // follow r0's w1); not where only r0's own w1 is shown.
+    for (name, place, judged) in [("whole", &whole, true), ("before w2", &before, false)] {
         assert_eq!(
             check_causal_visibility(&schema, "r2", &h, place, &causal),
-            Ok(()),
+            Ok(judged),
             "{name}"
         );
     }
@@ -870,17 +873,17 @@ fn causal_visibility_fails_a_write_shown_without_one_it_follows() {
     ]);
     assert_eq!(
         check_causal_visibility(&schema, "r2", &concurrent, &won, &causal),
-        Ok(())
+        Ok(true)
     );
     let mut deleted = h.clone();
     deleted.record(write(2, 6, HOSTS, 1, WriteKind::Delete, Vec::new()));
     assert_eq!(
         check_causal_visibility(&schema, "r2", &deleted, &missing, &causal),
-        Ok(())
+        Ok(true)
     );
     assert_eq!(
         check_causal_visibility(&schema, "r2", &h, &stale, &policies(MergePolicy::Column)),
-        Ok(())
+        Ok(false)
     );
 }
 
@@ -914,10 +917,11 @@ fn monotonic_reads_fail_a_cache_that_goes_back() {
         ),
         "{detail}"
     );
-    // Quiet: forward; a concurrent value either way; undeclared.
+    // Quiet: forward (judged: the move follows the causal order); a
+    // concurrent value either way, and undeclared (nothing judged).
     assert_eq!(
         check_monotonic_reads(&schema, "r2", &h, &older, &newer, &causal(MergePolicy::Column)),
-        Ok(())
+        Ok(true)
     );
     let mut concurrent = History::new(2);
     concurrent.record(host_insert(0, 1, 1, "a.w1"));
@@ -929,11 +933,11 @@ fn monotonic_reads_fail_a_cache_that_goes_back() {
     let y = tables(&[(HOSTS, 1, vec![t("y.w3"), t("ip")])]);
     assert_eq!(
         check_monotonic_reads(&schema, "r0", &concurrent, &x, &y, &causal(MergePolicy::Column)),
-        Ok(())
+        Ok(false)
     );
     assert_eq!(
         check_monotonic_reads(&schema, "r2", &h, &newer, &older, &policies(MergePolicy::Column)),
-        Ok(())
+        Ok(false)
     );
     // Under row merges a concurrent write to the row may win with its whole
     // row, the older name in it: quiet then, not otherwise.
@@ -942,7 +946,8 @@ fn monotonic_reads_fail_a_cache_that_goes_back() {
     let whole_row = tables(&[(HOSTS, 1, vec![t("a.w1"), t("ip.w3")])]);
     assert_eq!(
         check_monotonic_reads(&schema, "r2", &row_won, &newer, &whole_row, &causal(MergePolicy::Row)),
-        Ok(())
+        Ok(true),
+        "judged by its ip, which moved forward from w1's to w3's"
     );
     assert_eq!(
         failing(check_monotonic_reads(

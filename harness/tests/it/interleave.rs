@@ -269,6 +269,54 @@ fn without_retries_a_lock_that_ends_inside_a_sync_leaves_that_sync_busy() {
     assert!(trace.contains("r0 sync -> pushed 1 "), "{trace}");
 }
 
+/// On a SQLite remote the in-process reference is held at its backoff wait,
+/// after its busy attempt rolled back: the harness ends its lock there, the
+/// retry succeeds and counts once; the planted double count is caught.
+/// Without retries there is no backoff to hold: the lock stays.
+#[test]
+fn on_sqlite_a_lock_ends_at_the_backoff_and_the_retry_succeeds() {
+    let engine = ReferenceEngine::new();
+    let (result, trace) = passing(&engine, &lock_ending_when_busy(0, Default::default()));
+    assert!(
+        trace.contains("remote read lock for 3 steps, or until a sync meets it busy"),
+        "{trace}"
+    );
+    assert!(
+        trace.contains("r0 push [the remote lock ended once the sync met it busy] -> pushed 1 "),
+        "{trace}"
+    );
+    assert_eq!(
+        result.events.get(&Event::BusyThenSucceededWithinStep),
+        Some(&1),
+        "{trace}"
+    );
+    let result = run_case(
+        &ReferenceEngine::mutant(Mutant::BusyRetryCountsTwice),
+        &lock_ending_when_busy(0, Default::default()),
+        &default_base_dir(),
+    );
+    let (step, violation) = result.failure.expect("the double count is caught");
+    assert_eq!(
+        (step, violation.invariant),
+        (3, Invariant::OutcomeAgreement),
+        "{violation:?}"
+    );
+    assert!(
+        violation.detail.contains("engine says pushed 2"),
+        "{}",
+        violation.detail
+    );
+    let limits = syncgate_protocol::Limits {
+        busy_retries_max: Some(0),
+        ..Default::default()
+    };
+    let (_, trace) = passing(&engine, &lock_ending_when_busy(0, limits));
+    assert!(
+        trace.contains("r0 push [the sync failed busy with no retry to hold: the remote lock stays] -> failed Busy"),
+        "{trace}"
+    );
+}
+
 /// r0 commits two local transactions and pushes them in two batches (one
 /// per remote transaction); r1 pulls between the two, on a SQLite remote.
 fn pull_between_two_push_batches() -> Scenario {

@@ -5,7 +5,7 @@
 //! snapshot diff in review; in CI an unreviewed change fails the test.
 
 use syncgate::gate::{check, default_base_dir};
-use syncgate::mutants::hunt_options;
+use syncgate::mutants::{hunt_options, INSIDE_A_STEP_BUDGET_FACTOR};
 use syncgate::run::run_case;
 use syncgate::scenario::{CrashAt, IdChoice, LockKind, Scenario, Step, Swarm, SyncKind, Val, WhileDown};
 use syncgate::subject::reference::ReferenceEngine;
@@ -21,12 +21,17 @@ fn snapshot(name: &str, text: &str) {
 #[test]
 fn every_mutant_has_a_small_counterexample() {
     for mutant in Mutant::ALL.into_iter().filter(|m| !m.postgres_only()) {
-        let opts = hunt_options(200, "snapshot", 2);
+        let budget = if mutant.inside_a_step() {
+            200 * INSIDE_A_STEP_BUDGET_FACTOR
+        } else {
+            200
+        };
+        let opts = hunt_options(budget, "snapshot", 2);
         let summary = check(&ReferenceEngine::mutant(mutant), &opts).expect("check runs");
         let failure = summary
             .failures
             .first()
-            .unwrap_or_else(|| panic!("mutant {} was not caught in 200 cases", mutant.name()));
+            .unwrap_or_else(|| panic!("mutant {} was not caught in {budget} cases", mutant.name()));
         let mut report = format!(
             "mutant {} caught by {} at step {} (seed {}, case {} of the run)\n{}\n{}\n",
             mutant.name(),
@@ -47,7 +52,7 @@ fn every_mutant_has_a_small_counterexample() {
                 f.detail,
                 f.trace.join("\n")
             )),
-            None => report.push_str("\nthe contract alone does not catch it in 200 cases\n"),
+            None => report.push_str(&format!("\nthe contract alone does not catch it in {budget} cases\n")),
         }
         snapshot(&format!("mutant-{}", mutant.name()), &report);
     }

@@ -23,7 +23,9 @@ use crate::history::{tag_of, History, WriteKind, WriteRecord};
 use crate::show::show_value;
 
 /// Checks one observation of `place` (`own`: the replica it is, if any; its
-/// own transactions are not judged there).
+/// own transactions are not judged there). `Ok(true)`: the place showed
+/// part of another replica's transaction of several writes, and all of it
+/// was judged; `Ok(false)`: it showed none, so nothing was.
 pub fn check_atomic_visibility(
     schema: &model::Schema,
     place: &str,
@@ -31,15 +33,16 @@ pub fn check_atomic_visibility(
     history: &History,
     tables: &model::Tables,
     policies: &Policies,
-) -> Result<(), Violation> {
+) -> Result<bool, Violation> {
     if policies.transactions != TransactionsPolicy::Atomic {
-        return Ok(());
+        return Ok(false);
     }
     let mut transactions: BTreeMap<(usize, usize), Vec<&WriteRecord>> = BTreeMap::new();
     for w in history.writes.iter().filter(|w| !w.outside && Some(w.replica) != own) {
         transactions.entry((w.replica, w.step)).or_default().push(w);
     }
     let mut doom = None;
+    let mut judged = false;
     for ((replica, step), writes) in transactions {
         if writes.len() < 2 {
             continue;
@@ -47,6 +50,7 @@ pub fn check_atomic_visibility(
         let Some((shown, column, value)) = writes.iter().find_map(|w| shown_cell(w, tables)) else {
             continue;
         };
+        judged = true;
         if let Some(stale) = writes
             .iter()
             .find_map(|v| stale_cell(schema, history, tables, policies, v))
@@ -98,7 +102,7 @@ pub fn check_atomic_visibility(
             ));
         }
     }
-    Ok(())
+    Ok(judged)
 }
 
 /// Whether the row insert `w` made is missing from `tables`: absent, and

@@ -18,16 +18,18 @@ use crate::check::{Invariant, Violation};
 use crate::history::{History, WriteKind, WriteRecord};
 use crate::show::show_value;
 
-/// Checks one observation of `place`.
+/// Checks one observation of `place`. `Ok(true)`: the place showed a write
+/// that causally follows another replica's write (through a push and a
+/// pull), and its causes were judged; `Ok(false)`: nothing such was shown.
 pub fn check_causal_visibility(
     schema: &model::Schema,
     place: &str,
     history: &History,
     tables: &model::Tables,
     policies: &Policies,
-) -> Result<(), Violation> {
+) -> Result<bool, Violation> {
     if policies.consistency != ConsistencyPolicy::Causal {
-        return Ok(());
+        return Ok(false);
     }
     let shown: Vec<_> = history
         .writes
@@ -38,9 +40,11 @@ pub fn check_causal_visibility(
     // Per origin replica, how many of its first writes some shown write
     // follows: every write below that count is a cause to find here.
     let mut causes = vec![0_usize; history.replicas()];
+    let mut across_replicas = false;
     for (w, _, _) in &shown {
         for (origin, known) in causes.iter_mut().enumerate() {
             let follows = if origin == w.replica { w.seq } else { w.knew[origin] };
+            across_replicas |= origin != w.replica && follows > 0;
             *known = (*known).max(follows);
         }
     }
@@ -92,7 +96,7 @@ pub fn check_causal_visibility(
             ));
         }
     }
-    Ok(())
+    Ok(across_replicas)
 }
 
 fn shown_text(schema: &model::Schema, w: &WriteRecord, column: usize, value: &model::Value) -> String {

@@ -20,6 +20,9 @@ use crate::history::History;
 use crate::show::show_value;
 
 /// Checks that no cell of `after` went back from its value in `before`.
+/// `Ok(true)`: some cell moved from one write's value to another write's
+/// that is causally ordered with it, and the move was judged; `Ok(false)`:
+/// no such move happened.
 pub fn check_monotonic_reads(
     schema: &model::Schema,
     place: &str,
@@ -27,10 +30,11 @@ pub fn check_monotonic_reads(
     before: &model::Tables,
     after: &model::Tables,
     policies: &Policies,
-) -> Result<(), Violation> {
+) -> Result<bool, Violation> {
     if policies.consistency != ConsistencyPolicy::Causal {
-        return Ok(());
+        return Ok(false);
     }
+    let mut judged = false;
     let writer = |t: usize, c: usize, v: &model::Value| sole_writer(history, t, c, v);
     for (t, rows) in after.iter().enumerate() {
         let columns = tagged_columns(schema, t);
@@ -43,7 +47,11 @@ pub fn check_monotonic_reads(
                 let (Some(seen), Some(shown)) = (writer(t, c, &was[c]), writer(t, c, &now[c])) else {
                     continue;
                 };
-                if seen.n == shown.n || !history.follows(shown, seen) {
+                if seen.n == shown.n {
+                    continue;
+                }
+                if !history.follows(shown, seen) {
+                    judged |= history.follows(seen, shown);
                     continue;
                 }
                 let row_may_have_won = policies.merge == MergePolicy::Row
@@ -73,5 +81,5 @@ pub fn check_monotonic_reads(
             }
         }
     }
-    Ok(())
+    Ok(judged)
 }
