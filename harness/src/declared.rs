@@ -269,6 +269,7 @@ pub(crate) fn reachable(event: Event, init: &InitOk, profile: bool, holds: Insid
         // write-through example reached it in some 300-case runs, not all.
         Event::BusyThenPushed => !write_through,
         Event::IdCollisionRefused => init.policies.explicit_ids,
+        Event::ClockJump => caps.clock,
         Event::AtomicVisibilityJudged => init.policies.transactions == TransactionsPolicy::Atomic,
         Event::CausalVisibilityJudged | Event::MonotonicReadsJudged => {
             init.policies.consistency == ConsistencyPolicy::Causal

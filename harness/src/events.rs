@@ -18,6 +18,9 @@ pub enum Event {
     BusyThenPushed,
     CascadeDelete,
     ClockSkew,
+    /// A clock moved by minutes or more, as devices' clocks jump (a step,
+    /// or a restart), either way.
+    ClockJump,
     Conflict,
     ConflictWonLocally,
     ConflictWonRemotely,
@@ -129,6 +132,7 @@ impl Event {
             Event::BusyThenPushed => "busy-then-pushed",
             Event::CascadeDelete => "cascade-delete",
             Event::ClockSkew => "clock-skew",
+            Event::ClockJump => "clock-jump",
             Event::Conflict => "conflict",
             Event::ConflictWonLocally => "conflict-won-locally",
             Event::ConflictWonRemotely => "conflict-won-remotely",
@@ -207,7 +211,7 @@ impl Serialize for Event {
 }
 
 /// Events every `check` run of enough cases must reach at least once.
-pub const REQUIRED_EVENTS: [Event; 27] = [
+pub const REQUIRED_EVENTS: [Event; 28] = [
     Event::ConflictWonLocally,
     Event::ConflictWonRemotely,
     Event::NaturalKeyMerge,
@@ -229,6 +233,7 @@ pub const REQUIRED_EVENTS: [Event; 27] = [
     // Reached in about one case in 80 on a clock that ticks; a case in five
     // now runs on a clock that stands still, where ties are common.
     Event::HlcTie,
+    Event::ClockJump,
     Event::TableRebuilt,
     Event::CacheFromOlderVersion,
     // Inside a sync: required of the reference where the harness holds it

@@ -12,7 +12,7 @@ mod shape;
 use serde::{Deserialize, Deserializer, Serialize};
 use syncgate_protocol::Limits;
 
-pub use generate::{scenario_strategy, GenConfig, CLOCK_OFFSET_BEYOND_DRIFT_MS, CLOCK_OFFSET_MAX_MS};
+pub use generate::{scenario_strategy, GenConfig, CLOCK_JUMPS_MS, CLOCK_OFFSET_BEYOND_DRIFT_MS, CLOCK_OFFSET_MAX_MS};
 pub use random_schema::TABLES_MAX;
 pub use shape::Shape;
 

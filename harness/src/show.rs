@@ -144,6 +144,17 @@ pub fn reconnect_name(reconnect: Reconnect) -> &'static str {
     }
 }
 
+/// A clock offset: in ms, with the whole minutes, hours or days it makes
+/// when it makes some (`+90000 ms`, `-86400000 ms (-1 d)`).
+pub fn show_offset(ms: i64) -> String {
+    const UNITS: [(i64, &str); 3] = [(86_400_000, "d"), (3_600_000, "h"), (60_000, "min")];
+    let whole = UNITS
+        .iter()
+        .find(|(unit, _)| ms != 0 && ms % unit == 0)
+        .map(|(unit, name)| format!(" ({:+} {name})", ms / unit));
+    format!("{ms:+} ms{}", whole.unwrap_or_default())
+}
+
 pub fn lock_name(lock: LockKind) -> &'static str {
     match lock {
         LockKind::Shared => "read",
@@ -191,5 +202,19 @@ pub fn shell_quote(text: &str) -> String {
         text.to_string()
     } else {
         format!("'{}'", text.replace('\'', "'\\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::show_offset;
+
+    #[test]
+    fn an_offset_shows_its_whole_minutes_hours_or_days() {
+        assert_eq!(show_offset(90_000), "+90000 ms");
+        assert_eq!(show_offset(-360_000), "-360000 ms (-6 min)");
+        assert_eq!(show_offset(3_600_000), "+3600000 ms (+1 h)");
+        assert_eq!(show_offset(-2_592_000_000), "-2592000000 ms (-30 d)");
+        assert_eq!(show_offset(0), "+0 ms");
     }
 }

@@ -17,7 +17,11 @@ impl Runner<'_> {
         self.offsets[r] = offset_ms;
         self.offsets_ahead_max = self.offsets_ahead_max.max(offset_ms);
         count(&mut self.events, Event::ClockSkew, u64::from(offset_ms != 0));
-        StepOutcome::new(format!("r{r} clock offset {offset_ms:+} ms"), Ok(()))
+        count(&mut self.events, Event::ClockJump, u64::from(is_jump(offset_ms)));
+        StepOutcome::new(
+            format!("r{r} clock offset {}", crate::show::show_offset(offset_ms)),
+            Ok(()),
+        )
     }
 
     /// Tells the engine the replica's time, where it takes an injected clock.
@@ -32,4 +36,9 @@ impl Runner<'_> {
         answers::answered(&format!("r{r} set_clock"), &replica.set_clock(now))?;
         Ok(())
     }
+}
+
+/// Whether a clock offset is a jump: minutes or more away from true time.
+pub(super) fn is_jump(offset_ms: i64) -> bool {
+    offset_ms.abs() >= crate::scenario::CLOCK_JUMPS_MS[0]
 }

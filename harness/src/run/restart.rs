@@ -39,13 +39,20 @@ impl Runner<'_> {
         for item in &items {
             let note = match *item {
                 WhileDown::ClockMoved { offset_ms } => {
-                    // The process comes back to a clock that moved (backwards).
+                    // The process comes back to a clock that moved.
                     if self.caps().clock {
                         self.offsets[r] = offset_ms;
                         self.offsets_ahead_max = self.offsets_ahead_max.max(offset_ms);
                         count(&mut self.events, Event::ClockSkew, 1);
+                        count(
+                            &mut self.events,
+                            Event::ClockJump,
+                            u64::from(super::clock::is_jump(offset_ms)),
+                        );
+                        Ok(format!("clock moved {}, ", crate::show::show_offset(offset_ms)))
+                    } else {
+                        Ok(String::new())
                     }
-                    Ok(String::new())
                 }
                 WhileDown::TableRebuilt { table } => self.rebuild_while_down(r, table),
                 WhileDown::CacheFromNewerVersion => self.refuse_newer_while_down(r, i64::from(NEWER_CACHE_FORMAT)),

@@ -68,6 +68,16 @@ pub const CLOCK_OFFSET_MAX_MS: i64 = 20_000;
 /// A clock set past the default drift bound (60 s), so pulls refuse its
 /// stamps (rule O4) or it refuses everyone else's.
 pub const CLOCK_OFFSET_BEYOND_DRIFT_MS: i64 = 90_000;
+/// How far a clock jumps the way devices' clocks do (a dead battery, a user
+/// setting the date, a restore from a backup): minutes, an hour, a day, a
+/// month; forwards or back.
+pub const CLOCK_JUMPS_MS: [i64; 4] = [6 * 60_000, 3_600_000, 86_400_000, 30 * 86_400_000];
+
+/// A clock jump of one of `CLOCK_JUMPS_MS`, either way.
+fn clock_jump() -> impl Strategy<Value = i64> {
+    (proptest::sample::select(CLOCK_JUMPS_MS.to_vec()), any::<bool>())
+        .prop_map(|(jump, back)| if back { -jump } else { jump })
+}
 
 fn sync_kind() -> impl Strategy<Value = SyncKind> {
     prop_oneof![Just(SyncKind::Push), Just(SyncKind::Pull), Just(SyncKind::Full)]
@@ -240,7 +250,12 @@ fn restart_strategy(shape: &Arc<Shape>, r: Replicas) -> BoxedStrategy<Step> {
     let tables = shape.tables();
     (
         r,
-        prop_oneof![3 => Just(None), 1 => Just(Some(-30_000_i64)), 1 => Just(Some(-5_000_i64))],
+        prop_oneof![
+            6 => Just(None),
+            2 => Just(Some(-30_000_i64)),
+            2 => Just(Some(-5_000_i64)),
+            1 => clock_jump().prop_map(Some)
+        ],
         prop_oneof![1 => Just(None), 2 => (0..tables).prop_map(Some)],
         // Older formats often: a run of 200 cases must reach an upgrade
         // (a required event) however its seed falls.
@@ -307,6 +322,8 @@ fn clock_strategy(r: Replicas) -> BoxedStrategy<Step> {
             2 => (-3_i64..=3).prop_map(|k| k * 1_000),
             // Beyond the default drift bound, both ways.
             1 => prop_oneof![Just(-CLOCK_OFFSET_BEYOND_DRIFT_MS), Just(CLOCK_OFFSET_BEYOND_DRIFT_MS)],
+            // Far beyond it, as devices' clocks jump.
+            1 => clock_jump(),
         ],
     )
         .prop_map(|(replica, offset_ms)| Step::Clock { replica, offset_ms })

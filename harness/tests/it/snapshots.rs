@@ -402,6 +402,46 @@ fn a_skewed_clock_does_not_win_over_a_causally_later_write() {
     );
 }
 
+/// Clocks jump as devices' do: r0's clock a day ahead stamps a write that
+/// r1 refuses to pull (rule O4: a clear `clock_drift`, not a silent drop);
+/// then r0's clock goes a month back, and its next write still follows the
+/// last (the HLC never goes back), so it wins everywhere once quiescence
+/// moves time past the furthest stamp.
+#[test]
+fn a_clock_that_jumps_a_day_ahead_and_a_month_back_loses_nothing() {
+    let set = |replica: usize, ip: &str| Step::Update {
+        replica,
+        table: 1,
+        row: 0,
+        column: 1,
+        value: Val::Text(ip.into()),
+    };
+    regression(
+        "clock-jumps",
+        scenario(
+            2,
+            vec![
+                host(1),
+                sync(1),
+                sync(0),
+                Step::Clock {
+                    replica: 0,
+                    offset_ms: 86_400_000,
+                },
+                set(0, "10.0.0.2"),
+                sync(0),
+                Step::Clock {
+                    replica: 0,
+                    offset_ms: -30 * 86_400_000,
+                },
+                set(0, "10.0.0.3"),
+                sync(0),
+                sync(1),
+            ],
+        ),
+    );
+}
+
 #[test]
 fn pulled_changes_are_not_echoed() {
     regression(
