@@ -69,16 +69,15 @@ pub enum Error {
     #[error("corrupt remote row {table}/{id}: {detail}; nothing was applied locally")]
     CorruptRemote { table: String, id: i64, detail: String },
 
-    #[error(
-        "refused a pulled stamp from replica {replica} on {table}/{id}: it is {ahead_ms} ms ahead of this \
-         replica's clock (max drift {drift_ms_max} ms); nothing was applied: fix the clock of replica {replica} or of this machine"
-    )]
+    #[error("{}", clock_drift_text(table, *id, *replica, *ahead_ms, *drift_ms_max, *own))]
     ClockDrift {
         table: String,
         id: i64,
         replica: u32,
         ahead_ms: i64,
         drift_ms_max: i64,
+        /// The stamp is this replica's own: its clock went back since.
+        own: bool,
     },
 
     #[error(
@@ -221,3 +220,22 @@ pub enum WriteRefusal {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What a refused drift says, and whose clock to fix: the other replica's
+/// or this machine's, or, for a stamp this replica made itself, this
+/// machine's, whose clock went back since.
+fn clock_drift_text(table: &str, id: i64, replica: u32, ahead_ms: i64, drift_ms_max: i64, own: bool) -> String {
+    if own {
+        format!(
+            "refused a pulled stamp this replica (replica {replica}) made itself on {table}/{id}: it is {ahead_ms} ms \
+             ahead of this replica's clock (max drift {drift_ms_max} ms), so this machine's clock went back since it \
+             stamped it; nothing was applied: set this machine's clock right"
+        )
+    } else {
+        format!(
+            "refused a pulled stamp from replica {replica} on {table}/{id}: it is {ahead_ms} ms ahead of this \
+             replica's clock (max drift {drift_ms_max} ms); nothing was applied: fix the clock of replica {replica} \
+             or of this machine"
+        )
+    }
+}

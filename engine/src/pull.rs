@@ -132,7 +132,7 @@ fn apply_changes<R: Remote>(
                     });
                 }
                 if let RemoteRow::Live { stamps, .. } = &change.row {
-                    refuse_drift(schema, config, change, stamps, now_ms)?;
+                    refuse_drift(schema, config, (change, replica), stamps, now_ms)?;
                     if advance_clock {
                         hlc = stamps.iter().fold(hlc, |h, s| h.max(s.hlc));
                     }
@@ -171,8 +171,15 @@ fn defer_foreign_keys(tx: &Transaction<'_>) -> Result<()> {
 }
 
 /// Step 4 (rule O4): a stamp too far ahead of the local clock refuses the
-/// whole pull.
-fn refuse_drift(schema: &Schema, config: &Config, change: &Change, stamps: &[Stamp], now_ms: i64) -> Result<()> {
+/// whole pull (`replica`: this replica's id, to say when the stamp is its
+/// own: its clock went back since it stamped it).
+fn refuse_drift(
+    schema: &Schema,
+    config: &Config,
+    (change, replica): (&Change, u32),
+    stamps: &[Stamp],
+    now_ms: i64,
+) -> Result<()> {
     for s in stamps {
         let ahead_ms = s.ms() - now_ms;
         if ahead_ms > config.drift_ms_max {
@@ -182,6 +189,7 @@ fn refuse_drift(schema: &Schema, config: &Config, change: &Change, stamps: &[Sta
                 replica: s.replica,
                 ahead_ms,
                 drift_ms_max: config.drift_ms_max,
+                own: s.replica == replica,
             });
         }
     }

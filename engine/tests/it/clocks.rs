@@ -52,7 +52,7 @@ fn stamp_too_far_ahead_is_refused() {
 
     let err = b.sync().expect_err("the pull must refuse the stamp");
     assert!(
-        matches!(&err, Error::ClockDrift { table, id, replica, ahead_ms, drift_ms_max }
+        matches!(&err, Error::ClockDrift { table, id, replica, ahead_ms, drift_ms_max, own: false }
             if table == "hosts" && *id == h2 && *replica == a.replica_id()
                 && *ahead_ms > *drift_ms_max && *drift_ms_max == w.config.drift_ms_max),
         "{err:?}"
@@ -71,4 +71,29 @@ fn stamp_too_far_ahead_is_refused() {
     assert_eq!(ids(&b, "hosts"), vec![h1, h2]);
     assert_eq!(cursor(&b), head);
     assert_converged(&w, &[&a, &b]);
+}
+
+/// O4 for a replica whose own clock went back (a dead battery, a user
+/// setting the date): its own stamp, pushed while its clock was a day
+/// ahead, comes back in its next pull too far ahead, and the error says
+/// the stamp is its own and this machine's clock went back.
+#[test]
+fn a_replica_whose_clock_went_back_is_told_its_own_stamp_is_ahead() {
+    let w = World::new();
+    let clock = ManualClock::at(T0);
+    let mut a = w.replica("a", clock.clone());
+    clock.advance(86_400_000);
+    let h1 = host(&mut a, "h1", "10.0.0.1");
+    a.push().expect("the push is not affected by drift");
+    clock.set(T0);
+    let err = a.pull().expect_err("the pull must refuse its own stamp a day ahead");
+    assert!(
+        matches!(&err, Error::ClockDrift { id, replica, own: true, .. } if *id == h1 && *replica == a.replica_id()),
+        "{err:?}"
+    );
+    let text = err.to_string();
+    assert!(text.contains("made itself"), "{text}");
+    assert!(text.contains("this machine's clock went back"), "{text}");
+    clock.set(T0 + 86_400_000);
+    assert_eq!(a.pull().expect("the clock set right, the pull goes on").pulled, 1);
 }
