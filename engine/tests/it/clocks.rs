@@ -57,6 +57,11 @@ fn stamp_too_far_ahead_is_refused() {
                 && *ahead_ms > *drift_ms_max && *drift_ms_max == w.config.drift_ms_max),
         "{err:?}"
     );
+    let text = err.to_string();
+    assert!(
+        text.contains(&format!("fix the clock of replica {}", a.replica_id())),
+        "{text}"
+    );
     // Nothing applied: not even h1, which came before in the same pull.
     assert_eq!(ids(&b, "hosts"), Vec::<i64>::new());
     assert_eq!(cursor(&b), 0);
