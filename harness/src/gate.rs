@@ -146,6 +146,10 @@ pub struct Summary {
     /// The events a run of this engine must reach (`syncgate merge` judges
     /// them over all shards; one shard of several does not).
     pub required_events: Vec<Event>,
+    /// Per required event, the cases whose schema could reach it (all of
+    /// them on one schema; fewer when cases draw their own): an event is
+    /// judged only over `REQUIRED_EVENTS_MIN_CASES` such cases.
+    pub eligible_cases: Events,
     pub missing_events: Vec<Event>,
     pub elapsed_s: f64,
     pub cases_per_s: f64,
@@ -251,6 +255,7 @@ pub fn check(subject: &dyn Subject, opts: &CheckOptions) -> Result<Summary, Harn
     let started = now();
     let Ran {
         events,
+        eligible_cases,
         failing,
         done,
         cases_end,
@@ -271,11 +276,11 @@ pub fn check(subject: &dyn Subject, opts: &CheckOptions) -> Result<Summary, Harn
     let required_events: Vec<Event> = REQUIRED_EVENTS
         .iter()
         .copied()
-        .filter(|e| reachable(*e, &declared, profile, holds) && crate::declared::in_schema(*e, &schema))
+        .filter(|e| reachable(*e, &declared, profile, holds) && eligible_cases.contains_key(e))
         .collect();
     let whole_run = opts.shard.count == 1;
     let missing_events = if whole_run {
-        missing_events(&required_events, &events, done, failures.is_empty())
+        missing_events(&required_events, &events, &eligible_cases, failures.is_empty())
     } else {
         Vec::new()
     };
@@ -311,22 +316,25 @@ pub fn check(subject: &dyn Subject, opts: &CheckOptions) -> Result<Summary, Harn
         events,
         declared_breaches,
         required_events,
+        eligible_cases,
         missing_events,
         elapsed_s: elapsed,
         cases_per_s: if elapsed > 0.0 { done as f64 / elapsed } else { 0.0 },
     })
 }
 
-/// The required events a run of `cases` cases missed: judged only on runs of
-/// at least `REQUIRED_EVENTS_MIN_CASES` that failed nowhere else (a failing
-/// case ends early, before its events).
-pub fn missing_events(required: &[Event], events: &Events, cases: u64, no_failure: bool) -> Vec<Event> {
-    if cases < REQUIRED_EVENTS_MIN_CASES || !no_failure {
+/// The required events a run missed: each judged only over at least
+/// `REQUIRED_EVENTS_MIN_CASES` cases whose schema could reach it
+/// (`eligible`), on runs that failed nowhere else (a failing case ends
+/// early, before its events).
+pub fn missing_events(required: &[Event], events: &Events, eligible: &Events, no_failure: bool) -> Vec<Event> {
+    if !no_failure {
         return Vec::new();
     }
     required
         .iter()
         .copied()
+        .filter(|e| eligible.get(e).copied().unwrap_or(0) >= REQUIRED_EVENTS_MIN_CASES)
         .filter(|e| events.get(e).copied().unwrap_or(0) == 0)
         .collect()
 }
@@ -336,6 +344,8 @@ pub fn missing_events(required: &[Event], events: &Events, cases: u64, no_failur
 /// cover (every case of the shard below it ran).
 struct Ran {
     events: Events,
+    /// Per required event, the cases whose schema could reach it.
+    eligible_cases: Events,
     failing: Vec<(u64, Scenario, CaseResult)>,
     done: u64,
     cases_end: u64,
@@ -362,6 +372,7 @@ fn run_cases(subject: &dyn Subject, opts: &CheckOptions) -> Result<Ran, HarnessE
     };
     let mut ran = Ran {
         events: Events::new(),
+        eligible_cases: Events::new(),
         failing: Vec::new(),
         done: 0,
         cases_end: 0,
@@ -395,6 +406,9 @@ fn run_cases(subject: &dyn Subject, opts: &CheckOptions) -> Result<Ran, HarnessE
             ran.done += 1;
             for (k, v) in &result.events {
                 *ran.events.entry(*k).or_insert(0) += v;
+            }
+            for event in &result.schema_reaches {
+                *ran.eligible_cases.entry(*event).or_insert(0) += 1;
             }
             for event in Event::DECLARED_BREACHES {
                 if !result.events.contains_key(&event) {

@@ -31,6 +31,10 @@ pub struct ShardSummary {
     #[serde(default)]
     declared_breaches: Vec<DeclaredBreach>,
     required_events: Vec<String>,
+    /// Per required event, the shard's cases whose schema could reach it
+    /// (absent from summaries of older syncgates: every case of the shard).
+    #[serde(default)]
+    eligible_cases: Option<BTreeMap<String, u64>>,
     elapsed_s: f64,
 }
 
@@ -153,6 +157,7 @@ pub fn merge(shards: Vec<(String, ShardSummary)>) -> Result<Merged, HarnessError
         ok: false,
     };
     let mut required = BTreeSet::new();
+    let mut eligible: BTreeMap<String, u64> = BTreeMap::new();
     for (_, s) in shards {
         let shard = Shard::parse(&s.shard).map_err(|e| HarnessError::Setup(format!("syncgate merge: {e}")))?;
         merged.cases += s.cases;
@@ -169,6 +174,13 @@ pub fn merge(shards: Vec<(String, ShardSummary)>) -> Result<Merged, HarnessError
         for (event, n) in s.events {
             *merged.events.entry(event).or_insert(0) += n;
         }
+        for event in &s.required_events {
+            let n = match &s.eligible_cases {
+                Some(counts) => counts.get(event).copied().unwrap_or(0),
+                None => s.cases,
+            };
+            *eligible.entry(event.clone()).or_insert(0) += n;
+        }
         required.extend(s.required_events);
         for breach in s.declared_breaches {
             add_breaches(&mut merged.declared_breaches, breach);
@@ -184,9 +196,11 @@ pub fn merge(shards: Vec<(String, ShardSummary)>) -> Result<Merged, HarnessError
     merged.failures.sort_by_key(|f| f.case);
     merged.other_failing_seeds.sort_by_key(|seed| case_of(seed));
     let failed = !merged.failing_cases.is_empty();
-    if merged.cases >= REQUIRED_EVENTS_MIN_CASES && !failed {
+    if !failed {
+        // Each judged over enough cases whose schema could reach it.
         merged.missing_events = required
             .into_iter()
+            .filter(|e| eligible.get(e).copied().unwrap_or(0) >= REQUIRED_EVENTS_MIN_CASES)
             .filter(|e| merged.events.get(e).copied().unwrap_or(0) == 0)
             .collect();
     }

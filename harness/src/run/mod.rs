@@ -39,7 +39,7 @@ use crate::check::identity::{IdMaps, Naming};
 use crate::check::observed::Expectation;
 use crate::check::{answers, contract, Stop, Verdict, Violation};
 use crate::error::HarnessFault;
-use crate::events::{self, Events};
+use crate::events::{self, Event, Events};
 use crate::history::History;
 use crate::places::Places;
 use crate::scenario::{Scenario, Step, SyncKind};
@@ -67,6 +67,10 @@ pub struct CaseResult {
     /// the case says nothing about the engine.
     pub fault: Option<(usize, HarnessFault)>,
     pub events: Events,
+    /// The required events the case's schema lets a case reach
+    /// (`declared::in_schema`): a run requires an event only of enough
+    /// cases whose schema could reach it (a drawn schema may not).
+    pub schema_reaches: Vec<Event>,
     /// Every place's final rows as a table, for reports and the double-run
     /// check.
     pub final_state: String,
@@ -87,6 +91,7 @@ impl CaseResult {
             failure,
             fault,
             events: Events::new(),
+            schema_reaches: Vec::new(),
             final_state: String::new(),
             profile_checked: false,
             engine: None,
@@ -156,11 +161,16 @@ fn run_case_unguarded(subject: &dyn Subject, scenario: &Scenario, base: &Path) -
         None => {}
     }
     let final_state = runner.final_state();
+    let schema_reaches = crate::events::REQUIRED_EVENTS
+        .into_iter()
+        .filter(|e| crate::declared::in_schema(*e, &runner.schema))
+        .collect();
     CaseResult {
         trace,
         failure,
         fault,
         events: runner.events,
+        schema_reaches,
         final_state,
         profile_checked: runner.model.is_some(),
         engine: runner.engine,

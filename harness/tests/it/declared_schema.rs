@@ -358,6 +358,38 @@ fn the_reference_engine_passes_random_schemas_and_a_failure_replays_with_schema_
     assert!(text.contains("--schema random"), "{text}");
 }
 
+/// Regression (a deep run of 300 random-schema cases on PostgreSQL failed
+/// on a required event it missed, `cache-from-older-version`): an older
+/// cache format cannot hold REAL or BLOB columns, so only the cases that
+/// drew a schema without them could reach it. A run now counts, per
+/// required event, the cases whose schema could reach it, and judges the
+/// event only over `REQUIRED_EVENTS_MIN_CASES` of them.
+#[test]
+fn an_event_only_some_drawn_schemas_can_reach_is_judged_over_those_cases() {
+    use syncgate::events::Event;
+    use syncgate::gate::{missing_events, REQUIRED_EVENTS_MIN_CASES};
+    let mut opts = hunt_options(60, "eligible", 2);
+    opts.gen.random_schemas = true;
+    opts.stop_at_first = false;
+    let summary = check(&ReferenceEngine::new(), &opts).expect("runs");
+    let eligible = |e| summary.eligible_cases.get(&e).copied().unwrap_or(0);
+    assert_eq!(eligible(Event::Busy), 60, "every schema can meet a busy remote");
+    let older = eligible(Event::CacheFromOlderVersion);
+    assert!(
+        older > 0 && older < 60,
+        "{older} of 60 drawn schemas hold an older format"
+    );
+    // Judged only over enough eligible cases.
+    let required = [Event::CacheFromOlderVersion];
+    let none = syncgate::events::Events::new();
+    let mut counts = syncgate::events::Events::new();
+    counts.insert(Event::CacheFromOlderVersion, REQUIRED_EVENTS_MIN_CASES - 1);
+    assert_eq!(missing_events(&required, &none, &counts, true), Vec::<Event>::new());
+    counts.insert(Event::CacheFromOlderVersion, REQUIRED_EVENTS_MIN_CASES);
+    assert_eq!(missing_events(&required, &none, &counts, true), required.to_vec());
+    assert_eq!(missing_events(&required, &none, &counts, false), Vec::<Event>::new());
+}
+
 #[test]
 fn not_null_columns_never_get_null() {
     let dir = tempfile::tempdir().unwrap();
