@@ -139,6 +139,24 @@ pub(crate) fn apply_entry<R: Remote + ?Sized>(
     }
 }
 
+/// Rule D2, after a pushed delete applied: each of its victims (rows the
+/// delete reached in the pusher's pulls) still live here dies, following
+/// an alias, with the rows below it; one already dead or not here yet is
+/// left as it is.
+pub(crate) fn kill_victims<R: Remote + ?Sized>(
+    remote: &mut Staged<'_, R>,
+    schema: &Schema,
+    victims: &[(usize, i64)],
+) -> Result<()> {
+    for &(t, id) in victims {
+        let target = resolve(remote, t, id)?;
+        if is_live(remote, t, target)? {
+            kill(remote, schema, t, target, 0)?;
+        }
+    }
+    Ok(())
+}
+
 /// Whether a reference in `values` (a row of table `t`) names a row that is
 /// not live on the remote.
 fn parent_gone<R: Remote + ?Sized>(

@@ -7,6 +7,8 @@
 //! - 2: capture writes one outbox row and nothing else: values in columns,
 //!   stamps from the seq, no outbox index, no AUTOINCREMENT counter, no
 //!   per-write meta update (`outbox.rs` describes the format).
+//! - 3: `_sg_victims` keeps the rows a pull removed because a pending local
+//!   delete reached them (`victims.rs`).
 //!
 //! Triggers carry no number: at every open their text is compared with what
 //! this version of the engine would create, and any difference reinstalls
@@ -26,9 +28,10 @@ use crate::meta;
 use crate::outbox;
 use crate::schema::{quote, Schema};
 use crate::tombstones::TOMBSTONES_DDL;
+use crate::victims::VICTIMS_DDL;
 
 /// The format this version of the engine writes.
-pub const CACHE_FORMAT: i64 = 2;
+pub const CACHE_FORMAT: i64 = 3;
 
 /// Makes the file behind `conn` a cache in `CACHE_FORMAT` with the triggers
 /// `schema` and `config` call for: a new file gets its sync tables (and a
@@ -122,6 +125,7 @@ fn create(tx: &Transaction<'_>, schema: &Schema, replica: u32) -> Result<()> {
     tx.execute_batch(&outbox::ddl(schema))?;
     tx.execute_batch(TOMBSTONES_DDL)?;
     tx.execute_batch(ALIASES_DDL)?;
+    tx.execute_batch(VICTIMS_DDL)?;
     for stmt in schema.create_statements() {
         tx.execute_batch(&stmt)?;
     }
@@ -143,6 +147,9 @@ fn upgrade(tx: &Transaction<'_>, schema: &Schema, format: i64) -> Result<()> {
     if format < 2 {
         let seq_max = outbox::upgrade_to_2(tx, schema)?;
         meta::upgrade_to_2(tx, seq_max)?;
+    }
+    if format < 3 {
+        tx.execute_batch(VICTIMS_DDL)?;
     }
     meta::set_format(tx, CACHE_FORMAT)?;
     Ok(())

@@ -62,6 +62,7 @@ mod sqlite_remote;
 mod staged;
 mod stamp;
 mod tombstones;
+mod victims;
 mod writer;
 
 pub use aliases::ALIAS_HOPS_MAX;

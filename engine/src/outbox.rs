@@ -26,7 +26,7 @@
 //! in a temporary table (`index_pending`).
 
 use rusqlite::types::Value;
-use rusqlite::Connection;
+use rusqlite::{Connection, OptionalExtension};
 
 use crate::error::{Error, Result};
 use crate::meta::{self, CAPTURE_APPLYING_SQL, CAPTURE_HLC_OFFSET_SQL, CAPTURE_TXN_SQL};
@@ -91,6 +91,9 @@ pub struct Ledger {
     pub captured_max: i64,
     /// Seqs still pending, ascending.
     pub pending: Vec<i64>,
+    /// For each row remembered as a pending delete's victim (rule D2), the
+    /// seq of that delete, ascending; each must still be pending.
+    pub victim_causes: Vec<i64>,
 }
 
 /// The write ledger of the cache `conn` is connected to.
@@ -100,7 +103,12 @@ pub fn read_ledger(conn: &Connection) -> Result<Ledger> {
     let pending = stmt
         .query_map([], |r| r.get(0))?
         .collect::<rusqlite::Result<Vec<i64>>>()?;
-    Ok(Ledger { captured_max, pending })
+    let victim_causes = crate::victims::causes(conn)?;
+    Ok(Ledger {
+        captured_max,
+        pending,
+        victim_causes,
+    })
 }
 
 /// Every pending entry with a seq above `after`, in seq order.
@@ -287,6 +295,14 @@ pub(crate) fn cut_batch(conn: &Connection, batch_max: usize) -> Result<Option<Ba
 pub(crate) fn cut_first(conn: &Connection) -> Result<Option<Batch>> {
     let first: Option<i64> = conn.query_row("SELECT min(seq) FROM _sg_outbox WHERE op != 0", [], |r| r.get(0))?;
     Ok(first.map(|last| Batch { last, entries: 1 }))
+}
+
+/// The seq of the pending delete of row `id` of `table`, if one is pending.
+pub(crate) fn pending_delete_of(conn: &Connection, table: &str, id: i64) -> Result<Option<i64>> {
+    let mut stmt = conn.prepare_cached("SELECT seq FROM _sg_outbox WHERE tbl = ?1 AND row_id = ?2 AND op = ?3")?;
+    Ok(stmt
+        .query_row(rusqlite::params![table, id, Op::Delete.code()], |r| r.get(0))
+        .optional()?)
 }
 
 /// Streams the entries of `batch` to `apply`, in seq order, so memory stays

@@ -22,6 +22,7 @@ use crate::remote::{Change, ChangeKind, Remote, RemoteRow};
 use crate::schema::{quote, Schema};
 use crate::stamp::Stamp;
 use crate::tombstones;
+use crate::victims;
 
 /// What one pull did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -270,8 +271,11 @@ fn apply_change<R: Remote>(
             if cache::row_exists(tx, name, id)? {
                 let target = aliases::resolve(tx, name, *survivor)?;
                 if tombstones::tombstoned(tx, name, target)? {
-                    keep_moved_children(tx, remote, schema, t, id)?;
+                    let dying = keep_moved_children(tx, remote, schema, t, id)?;
                     cache::delete_row(tx, schema, t, id)?;
+                    if let Some(cause) = delete_reaching(tx, name, target)? {
+                        victims::record(tx, schema, &dying, cause)?;
+                    }
                 } else {
                     merge_away(tx, schema, t, id, target)?;
                 }
@@ -333,13 +337,27 @@ fn apply_live<R: Remote>(
     // D2 on the row as it stands after P3 (a pending reference of a row
     // merged into it may win): a parent deleted here takes it along, with
     // the rows merged into it just now and their children.
+    let mut parent_deleted = false;
+    let mut cause: Option<i64> = None;
     for (c, v) in values.iter().enumerate() {
         if let (Some(p), Value::Integer(parent)) = (def.parents[c], v) {
-            if tombstones::tombstoned(tx, &schema.table(p).name, *parent)? {
-                kill(tx, remote, schema, t, target)?;
-                return Ok(merged);
+            let parent_table = &schema.table(p).name;
+            if tombstones::tombstoned(tx, parent_table, *parent)? {
+                parent_deleted = true;
+                let reaching = delete_reaching(tx, parent_table, *parent)?;
+                cause = match (cause, reaching) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
             }
         }
+    }
+    if parent_deleted {
+        let dying = kill(tx, remote, schema, t, target)?;
+        if let Some(cause) = cause {
+            victims::record(tx, schema, &dying, cause)?;
+        }
+        return Ok(merged);
     }
     cache::upsert_row(tx, schema, t, target, &values)?;
     if config.planted(Mutant::EchoCapture) {
@@ -387,6 +405,15 @@ fn pending_columns(
     Ok(best)
 }
 
+/// The pending delete that reached tombstoned row `id` of `table` here: its
+/// own delete entry, or the delete it is a victim of (rule D2).
+fn delete_reaching(tx: &Connection, table: &str, id: i64) -> Result<Option<i64>> {
+    match outbox::pending_delete_of(tx, table, id)? {
+        Some(seq) => Ok(Some(seq)),
+        None => victims::cause_of(tx, table, id),
+    }
+}
+
 /// `from` becomes an alias of `to`: its children move to `to`, and the row
 /// goes without a tombstone (rule N3).
 fn merge_away(tx: &Connection, schema: &Schema, t: usize, from: i64, to: i64) -> Result<()> {
@@ -404,12 +431,14 @@ fn merge_away(tx: &Connection, schema: &Schema, t: usize, from: i64, to: i64) ->
 /// they are deleted directly (each cascading further). Every deleted row is
 /// tombstoned by the tombstone trigger, and `id` itself here. Children the
 /// remote holds live under another parent stay (`keep_moved_children`).
-fn kill<R: Remote>(tx: &Connection, remote: &mut R, schema: &Schema, t: usize, id: i64) -> Result<()> {
-    keep_moved_children(tx, remote, schema, t, id)?;
+/// Returns the rows that die: `id` and each child below it that stays.
+fn kill<R: Remote>(tx: &Connection, remote: &mut R, schema: &Schema, t: usize, id: i64) -> Result<Vec<(usize, i64)>> {
+    let dying = keep_moved_children(tx, remote, schema, t, id)?;
     if cache::delete_row(tx, schema, t, id)? == 0 {
         cache::delete_children(tx, schema, t, id)?;
     }
-    tombstones::add(tx, &schema.table(t).name, id)
+    tombstones::add(tx, &schema.table(t).name, id)?;
+    Ok(dying)
 }
 
 /// D2 in a pull, before a death cascades here: a child of `id` (at any
@@ -418,8 +447,15 @@ fn kill<R: Remote>(tx: &Connection, remote: &mut R, schema: &Schema, t: usize, i
 /// last saw it. It is re-pointed as the remote has it instead of dying with
 /// `id`; the rest of its row arrives with the live rows (P2). Each dying row
 /// is searched once: references may form a circle here (a merge that
-/// re-points a row's children can make a row its own parent).
-fn keep_moved_children<R: Remote>(tx: &Connection, remote: &mut R, schema: &Schema, t: usize, id: i64) -> Result<()> {
+/// re-points a row's children can make a row its own parent). Returns the
+/// rows that die: `id` and the children that were not moved, at any depth.
+fn keep_moved_children<R: Remote>(
+    tx: &Connection,
+    remote: &mut R,
+    schema: &Schema,
+    t: usize,
+    id: i64,
+) -> Result<Vec<(usize, i64)>> {
     let mut searched = std::collections::BTreeSet::new();
     let mut dying = vec![(t, id)];
     while let Some((t, id)) = dying.pop() {
@@ -452,5 +488,5 @@ fn keep_moved_children<R: Remote>(tx: &Connection, remote: &mut R, schema: &Sche
             );
         }
     }
-    Ok(())
+    Ok(searched.into_iter().collect())
 }

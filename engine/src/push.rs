@@ -7,10 +7,12 @@
 //! committed; the remote remembers the last applied seq per replica, so a
 //! re-push after a crash between the two applies nothing twice.
 
+use std::collections::BTreeMap;
+
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 
 use crate::aliases;
-use crate::apply::apply_entry;
+use crate::apply::{apply_entry, kill_victims};
 use crate::config::Config;
 use crate::error::Result;
 use crate::mutant::Mutant;
@@ -19,6 +21,7 @@ use crate::remote::Remote;
 use crate::report::SyncReport;
 use crate::schema::Schema;
 use crate::staged::{Staged, PUSH_CHUNK_ENTRIES};
+use crate::victims;
 
 /// One push attempt: batches until the outbox is empty, each added to
 /// `report` once acknowledged. The remote-side steps 4, 5 and 9 (crash
@@ -119,6 +122,7 @@ fn apply_batch<R: Remote>(
     // The batch's local transaction holds the cache's write lock: no alias
     // can appear while it runs.
     let any_alias = aliases::any(tx)?;
+    let victims = victims::up_to(tx, schema, batch.last)?;
     let mut staged = Staged::begin(remote, schema)?;
     let mut conflicts = 0;
     let mut chunk: Vec<(Entry, Option<i64>)> = Vec::with_capacity(PUSH_CHUNK_ENTRIES.min(batch.entries as usize));
@@ -133,29 +137,33 @@ fn apply_batch<R: Remote>(
         };
         chunk.push((entry, alias));
         if chunk.len() == PUSH_CHUNK_ENTRIES {
-            conflicts += apply_chunk(&mut staged, schema, config, &chunk)?;
+            conflicts += apply_chunk(&mut staged, schema, config, &chunk, &victims)?;
             chunk.clear();
             staged.flush(None)?;
         }
         Ok(())
     })?;
-    conflicts += apply_chunk(&mut staged, schema, config, &chunk)?;
+    conflicts += apply_chunk(&mut staged, schema, config, &chunk, &victims)?;
     staged.flush(Some(record_acked(replica, acked, batch)))?;
     Ok(conflicts)
 }
 
 /// Steps 6 and 7 for one chunk: its remote rows read at once, then each
-/// entry applied in seq order.
+/// entry applied in seq order, a delete followed by its victims (rule D2).
 fn apply_chunk<R: Remote>(
     staged: &mut Staged<'_, R>,
     schema: &Schema,
     config: &Config,
     chunk: &[(Entry, Option<i64>)],
+    victims: &BTreeMap<i64, Vec<(usize, i64)>>,
 ) -> Result<u64> {
     staged.prefetch(chunk)?;
     let mut conflicts = 0;
     for (entry, alias) in chunk {
         conflicts += apply_entry(staged, schema, config, entry, *alias)?;
+        if let Some(rows) = victims.get(&entry.seq) {
+            kill_victims(staged, schema, rows)?;
+        }
     }
     Ok(conflicts)
 }
@@ -192,6 +200,7 @@ fn commit_remote<R: Remote>(remote: &mut R, applied: Result<u64>) -> Result<u64>
 /// after the remote commit.
 fn acknowledge(tx: Transaction<'_>, batch: Batch) -> Result<()> {
     outbox::acknowledge(&tx, batch)?;
+    victims::forget_up_to(&tx, batch.last)?;
     tx.commit()?;
     Ok(())
 }

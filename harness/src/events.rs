@@ -43,6 +43,12 @@ pub enum Event {
     PageCut,
     /// A pull brought the death of a row the replica held children of.
     PulledParentDeath,
+    /// A push killed a row its pending delete had reached in a pull, still
+    /// live on the remote (rule D2, a delete's victims; counted, not
+    /// required: it needs a natural key under a parent and a merge that
+    /// moves a row between a delete and its push, and 5000 random-schema
+    /// cases reached none; the regression `pending_delete_reaches_a_row_a_merge_moved` does).
+    VictimKilled,
     Pulled,
     Pushed,
     RestartWithPending,
@@ -150,6 +156,7 @@ impl Event {
             Event::OutsideWrite => "outside-write",
             Event::PageCut => "page-cut",
             Event::PulledParentDeath => "pulled-parent-death-with-local-child",
+            Event::VictimKilled => "pending-delete-victim-killed",
             Event::Pulled => "pulled",
             Event::Pushed => "pushed",
             Event::RestartWithPending => "restart-with-pending",
@@ -200,6 +207,7 @@ impl Event {
                 | Event::BatchCut
                 | Event::HlcTie
                 | Event::PulledParentDeath
+                | Event::VictimKilled
         )
     }
 }
@@ -288,6 +296,7 @@ pub fn count_model(events: &mut Events, before: &model::Events, now: &model::Eve
             Event::PulledParentDeath,
             now.pulled_deaths_with_local_children - before.pulled_deaths_with_local_children,
         ),
+        (Event::VictimKilled, now.victims_killed - before.victims_killed),
     ];
     for (event, n) in counts {
         count(events, event, n);

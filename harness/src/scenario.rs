@@ -334,8 +334,9 @@ fn restart_fields<'de, D: Deserializer<'de>>(deserializer: D) -> Result<(usize, 
     let mut while_down = file.while_down;
     while_down.extend(file.offset_ms.map(|offset_ms| WhileDown::ClockMoved { offset_ms }));
     while_down.extend(file.rebuilt.map(|table| WhileDown::TableRebuilt { table }));
+    // Trace files from before format 3 named a newer version's cache 3.
     while_down.extend(file.cache_format.map(|format| match format {
-        NEWER_CACHE_FORMAT => WhileDown::CacheFromNewerVersion,
+        format if format >= NEWER_CACHE_FORMAT - 1 => WhileDown::CacheFromNewerVersion,
         format => WhileDown::CacheFromOlderVersion { format },
     }));
     while_down.extend(file.app_holds_cache.then_some(WhileDown::AppHoldsCache));
@@ -382,7 +383,7 @@ impl std::fmt::Display for Swarm {
 
 /// The format of a cache "a newer version of the engine wrote": one above
 /// the reference engine's.
-pub const NEWER_CACHE_FORMAT: u8 = 3;
+pub const NEWER_CACHE_FORMAT: u8 = 4;
 
 /// One generated case.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

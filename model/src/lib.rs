@@ -279,6 +279,9 @@ pub struct Events {
     /// A pull brought the death of a row this replica held children of
     /// (rule D2, the cascade of a pulled delete).
     pub pulled_deaths_with_local_children: u64,
+    /// A push killed a row its delete had reached here in a pull, live on
+    /// the remote still (rule D2, a delete's victims).
+    pub victims_killed: u64,
 }
 
 /// The whole system: one remote, several replicas.
@@ -473,6 +476,9 @@ impl World {
                 batch_conflicts += self
                     .remote
                     .apply(&self.schema, replica_id, entry, *alias, &mut self.events);
+                let victims = self.replicas[r].victims_of(entry.seq);
+                self.remote
+                    .kill_victims(&self.schema, replica_id, entry.seq, &victims, &mut self.events);
             }
             if let Some((last, _)) = entries.last() {
                 // S4: the applied seq only grows. A re-push after a crash past
@@ -485,7 +491,10 @@ impl World {
                 self.replicas[r].up = false;
                 return Err(SyncFailure::Crashed);
             }
-            self.replicas[r].outbox.drain(..batch);
+            let replica = &mut self.replicas[r];
+            let acknowledged = replica.outbox[batch - 1].seq;
+            replica.outbox.drain(..batch);
+            replica.victims.retain(|_, cause| *cause > acknowledged);
             pushed += batch as u64;
             conflicts += batch_conflicts;
         }

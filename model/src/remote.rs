@@ -283,6 +283,29 @@ impl RemoteState {
         }
     }
 
+    /// Rule D2: after `replica`'s delete entry `seq` applied, each of its
+    /// victims still live here dies (following an alias), with the rows
+    /// below it; one already dead or not here yet is left as it is.
+    pub fn kill_victims(
+        &mut self,
+        schema: &Schema,
+        replica: u32,
+        seq: u64,
+        victims: &[(TableIdx, i64)],
+        events: &mut Events,
+    ) {
+        if seq <= self.acked.get(&replica).copied().unwrap_or(0) {
+            return; // S4: applied with its delete by the push a crash cut short.
+        }
+        for &(t, id) in victims {
+            let target = self.standing_for(t, id);
+            if self.is_live(t, target) {
+                events.victims_killed += 1;
+                self.kill(schema, t, target, events);
+            }
+        }
+    }
+
     /// Rule M1 for one write offered to live row `id`: column `c` of
     /// `offered` takes the written value when the write's stamp is later
     /// than the stamp of the value the column holds; an equal or later stamp

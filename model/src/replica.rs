@@ -18,6 +18,9 @@ pub struct ReplicaState {
     pub tombstones: BTreeSet<(TableIdx, i64)>,
     /// Rows merged into a survivor by natural key (rule N2, N3).
     pub aliases: BTreeMap<(TableIdx, i64), i64>,
+    /// Rows a pull removed because a pending local delete reached them →
+    /// the outbox seq of that delete, whose push kills them (rule D2).
+    pub victims: BTreeMap<(TableIdx, i64), u64>,
     pub outbox: Vec<Entry>,
     pub outbox_seq: u64,
     pub txn: u64,
@@ -37,6 +40,7 @@ impl ReplicaState {
             tables: vec![BTreeMap::new(); schema.tables.len()],
             tombstones: BTreeSet::new(),
             aliases: BTreeMap::new(),
+            victims: BTreeMap::new(),
             outbox: Vec::new(),
             outbox_seq: 0,
             txn: 0,
@@ -317,7 +321,8 @@ impl ReplicaState {
                         // into was deleted here.
                         let now_standing_for = self.resolve(t, *survivor);
                         if self.tombstones.contains(&(t, now_standing_for)) {
-                            self.delete_cascade(schema, t, id, Mode::Pull(remote));
+                            let cause = self.delete_reaching(t, now_standing_for);
+                            self.kill_as_victims(schema, remote, (t, id), cause);
                         } else {
                             self.merge_away(schema, t, id, now_standing_for);
                         }
@@ -394,11 +399,21 @@ impl ReplicaState {
         // D2 on the row as it stands after P3 (a pending reference of a row
         // merged into it may win): a parent deleted here takes it along,
         // with whatever just merged into it and the rows below.
-        let orphaned = table.columns.iter().zip(&row).any(|(column, value)| {
-            matches!((column.references, value), (Some(pt), Value::Int(parent)) if self.tombstones.contains(&(pt, *parent)))
-        });
-        if orphaned {
-            self.delete_cascade(schema, t, at, Mode::Pull(remote));
+        let deleted_parents: Vec<(TableIdx, i64)> = table
+            .columns
+            .iter()
+            .zip(&row)
+            .filter_map(|(column, value)| match (column.references, value) {
+                (Some(pt), Value::Int(parent)) if self.tombstones.contains(&(pt, *parent)) => Some((pt, *parent)),
+                _ => None,
+            })
+            .collect();
+        if !deleted_parents.is_empty() {
+            let cause = deleted_parents
+                .iter()
+                .filter_map(|&(pt, p)| self.delete_reaching(pt, p))
+                .min();
+            self.kill_as_victims(schema, remote, (t, at), cause);
             return twin.is_some();
         }
         if kept_local {
@@ -406,6 +421,39 @@ impl ReplicaState {
         }
         self.tables[t].insert(at, row);
         twin.is_some() || kept_local
+    }
+
+    /// The pending delete that reached tombstoned row `(t, id)` here: its own
+    /// delete entry, or the one it is a victim of (rule D2).
+    fn delete_reaching(&self, t: TableIdx, id: i64) -> Option<u64> {
+        self.outbox
+            .iter()
+            .find(|e| e.kind == EntryKind::Delete && e.table == t && e.id == id)
+            .map(|e| e.seq)
+            .or_else(|| self.victims.get(&(t, id)).copied())
+    }
+
+    /// Rule D2 in a pull: row `(t, id)` dies here with the rows below it.
+    /// When a pending delete reached it (`cause`), every row removed is that
+    /// delete's victim, killed on the remote by the push that applies it.
+    fn kill_as_victims(&mut self, schema: &Schema, remote: &RemoteState, (t, id): (TableIdx, i64), cause: Option<u64>) {
+        let before = self.tombstones.clone();
+        self.delete_cascade(schema, t, id, Mode::Pull(remote));
+        if let Some(cause) = cause {
+            for &row in self.tombstones.difference(&before) {
+                self.victims.insert(row, cause);
+            }
+        }
+    }
+
+    /// The victims of the delete entry `seq` (rule D2), in table then id
+    /// order.
+    pub fn victims_of(&self, seq: u64) -> Vec<(TableIdx, i64)> {
+        self.victims
+            .iter()
+            .filter(|(_, &cause)| cause == seq)
+            .map(|(&row, _)| row)
+            .collect()
     }
 
     /// Column → the stamp and value of the latest pending write to row `at`

@@ -123,7 +123,9 @@ pub enum Invariant {
     RowUnexpected,
     /// Every row's values equal the model's (read-your-writes included).
     ValueDiverged,
-    /// Each replica's pending count equals the model's.
+    /// Each replica's pending count equals the model's, and what its sync
+    /// state keeps for a pending delete (its victims, rule D2) belongs to
+    /// one still pending.
     PendingAgreement,
     /// Every captured write is, at every step, still in its replica's
     /// outbox or applied on the remote (the write ledger).

@@ -82,9 +82,24 @@ pub fn no_order_explains(inner: (usize, &str), outer: (usize, &str), name: &str,
     )
 }
 
-/// Rule of the ledger: every seq up to the highest captured one is pending
-/// or at most the remote's applied seq.
+/// Rules of the ledger: every seq up to the highest captured one is pending
+/// or at most the remote's applied seq; and every remembered victim belongs
+/// to a delete still pending (rule D2: its acknowledgement forgets it).
 pub fn check_ledger(place: &str, ledger: &Ledger) -> Result<(), Violation> {
+    if let Some(cause) = ledger
+        .victim_causes
+        .iter()
+        .find(|cause| ledger.pending.binary_search(cause).is_err())
+    {
+        return Err(Violation::new(
+            Invariant::PendingAgreement,
+            format!(
+                "{place}: a row is still remembered as a victim of the delete with outbox seq {cause}, which is no \
+                 longer pending (pending: {:?}); the push that applied the delete should have forgotten it",
+                ledger.pending
+            ),
+        ));
+    }
     let unapplied = ledger.captured_max - ledger.remote_acked.min(ledger.captured_max);
     let pending_unapplied = ledger.pending.iter().filter(|&&s| s > ledger.remote_acked).count() as i64;
     if pending_unapplied < unapplied {

@@ -1,6 +1,6 @@
 //! Caches as older versions of the reference engine left them: the state an
 //! application update finds on a device. `downgrade` rewrites a cache in the
-//! reference engine's cache format 2 into format 1 or 0 with the same
+//! reference engine's cache format 3 into format 2, 1 or 0 with the same
 //! meaning — every pending write with its seq, transaction, values and
 //! stamp, the highest seq ever handed out, the clock, the cursor, the id
 //! reservations, tombstones and aliases — so a correct engine opens it,
@@ -15,7 +15,7 @@
 //! back (they are gone, as after a migration): an old cache's triggers
 //! always differ from the new engine's, which must reinstall its own.
 //!
-//! Architecture Invariant: only the reference engine's format-2 caches are
+//! Architecture Invariant: only the reference engine's format-3 caches are
 //! rewritten; any other file is left alone (`Downgrade::NotReferenceFormat`).
 
 use rusqlite::{Connection, TransactionBehavior};
@@ -32,6 +32,9 @@ pub enum LegacyFormat {
     V0,
     /// Format 0 with the format recorded.
     V1,
+    /// Format 3 without `_sg_victims`: a pending delete's victims were not
+    /// remembered.
+    V2,
 }
 
 impl LegacyFormat {
@@ -39,6 +42,7 @@ impl LegacyFormat {
         match n {
             0 => Some(LegacyFormat::V0),
             1 => Some(LegacyFormat::V1),
+            2 => Some(LegacyFormat::V2),
             _ => None,
         }
     }
@@ -47,6 +51,7 @@ impl LegacyFormat {
         match self {
             LegacyFormat::V0 => 0,
             LegacyFormat::V1 => 1,
+            LegacyFormat::V2 => 2,
         }
     }
 }
@@ -56,11 +61,12 @@ impl LegacyFormat {
 pub enum Downgrade {
     /// The cache is now in the older format; it holds `pending` writes.
     Done { pending: usize },
-    /// The file is not a reference-engine cache in format 2: left alone.
+    /// The file is not a reference-engine cache in format 3: left alone.
     NotReferenceFormat,
-    /// The schema has columns the older formats could not keep (their
-    /// outbox held values as JSON: no blobs, reals as decimal text), so no
-    /// older version of the engine ever left such a cache: left alone.
+    /// The cache holds what the older format could not keep (formats 0 and
+    /// 1 held outbox values as JSON: no blobs, reals as decimal text;
+    /// formats before 3 kept no delete's victims), so no older version of
+    /// the engine ever left such a cache: left alone.
     NoOlderVersion,
 }
 
@@ -112,12 +118,36 @@ pub(super) fn downgrade(
     schema: &model::Schema,
     to: LegacyFormat,
 ) -> Result<Downgrade, PlaceError> {
-    if !older_formats_hold(schema) {
+    if to != LegacyFormat::V2 && !older_formats_hold(schema) {
         return Ok(Downgrade::NoOlderVersion);
     }
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    if !is_format_2(&tx)? {
+    if !is_format_3(&tx)? {
         return Ok(Downgrade::NotReferenceFormat);
+    }
+    let victims: i64 = tx.query_row("SELECT count(*) FROM _sg_victims", [], |r| r.get(0))?;
+    if victims > 0 {
+        return Ok(Downgrade::NoOlderVersion);
+    }
+    let triggers: Vec<String> = {
+        let mut stmt =
+            tx.prepare("SELECT name FROM sqlite_master WHERE type = 'trigger' AND name LIKE '\\_sg\\_%' ESCAPE '\\'")?;
+        let names = stmt.query_map([], |r| r.get(0))?;
+        names.collect::<rusqlite::Result<_>>()?
+    };
+    for name in &triggers {
+        tx.execute_batch(&format!("DROP TRIGGER {}", quote(name)))?;
+    }
+
+    tx.execute_batch("DROP TABLE _sg_victims; UPDATE _sg_meta SET format = 2;")?;
+    if to == LegacyFormat::V2 {
+        let pending: i64 = tx.query_row("SELECT count(*) FROM _sg_outbox WHERE op != ?1", [OP_FLOOR], |r| {
+            r.get(0)
+        })?;
+        tx.commit()?;
+        return Ok(Downgrade::Done {
+            pending: usize::try_from(pending).unwrap_or(0),
+        });
     }
     let (replica, hlc, hlc_seq): (i64, i64, i64) =
         tx.query_row("SELECT replica, hlc, hlc_seq FROM _sg_meta", [], |r| {
@@ -130,16 +160,6 @@ pub(super) fn downgrade(
     // Format 2's clock is `hlc` at seq `hlc_seq`, one tick per write since;
     // the older formats stored the clock's value itself.
     let clock_now = hlc + (seq_max - hlc_seq);
-
-    let triggers: Vec<String> = {
-        let mut stmt =
-            tx.prepare("SELECT name FROM sqlite_master WHERE type = 'trigger' AND name LIKE '\\_sg\\_%' ESCAPE '\\'")?;
-        let names = stmt.query_map([], |r| r.get(0))?;
-        names.collect::<rusqlite::Result<_>>()?
-    };
-    for name in &triggers {
-        tx.execute_batch(&format!("DROP TRIGGER {}", quote(name)))?;
-    }
 
     tx.execute_batch(OUTBOX_V0_DDL)?;
     for table in &schema.tables {
@@ -203,16 +223,16 @@ pub(super) fn downgrade(
 /// by a newer version of the engine (only the recorded number changes: a
 /// newer version's other changes cannot be known here, and an engine must
 /// refuse the file before it reads anything else). Returns the format it
-/// had, or `None` when the file is not a format-2 reference cache.
+/// had, or `None` when the file is not a format-3 reference cache.
 pub(super) fn mark_newer(conn: &mut Connection, format: i64) -> Result<Option<i64>, PlaceError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    if !is_format_2(&tx)? {
+    if !is_format_3(&tx)? {
         return Ok(None);
     }
-    assert!(format > 2, "a newer version's format is above 2, not {format}");
+    assert!(format > 3, "a newer version's format is above 3, not {format}");
     tx.execute("UPDATE _sg_meta SET format = ?1", [format])?;
     tx.commit()?;
-    Ok(Some(2))
+    Ok(Some(3))
 }
 
 /// Puts back the format `mark_newer` replaced (the newer version is back).
@@ -222,9 +242,10 @@ pub(super) fn restore_format(conn: &Connection, format: i64) -> Result<(), Place
         .map_err(PlaceError::from)
 }
 
-/// Whether the file holds a reference-engine cache in format 2 (its meta row
-/// records format 2, and its outbox stores stamps as offsets).
-fn is_format_2(conn: &Connection) -> Result<bool, PlaceError> {
+/// Whether the file holds a reference-engine cache in format 3 (its meta row
+/// records format 3, its outbox stores stamps as offsets, and it keeps
+/// victims).
+fn is_format_3(conn: &Connection) -> Result<bool, PlaceError> {
     let has_column = |table: &str, column: &str| -> Result<bool, PlaceError> {
         conn.query_row(
             "SELECT count(*) > 0 FROM pragma_table_info(?1) WHERE name = ?2",
@@ -236,11 +257,12 @@ fn is_format_2(conn: &Connection) -> Result<bool, PlaceError> {
     if !has_column("_sg_meta", "format")?
         || !has_column("_sg_meta", "hlc_seq")?
         || !has_column("_sg_outbox", "hlc_offset")?
+        || !has_column("_sg_victims", "cause")?
     {
         return Ok(false);
     }
     let format: i64 = conn.query_row("SELECT format FROM _sg_meta", [], |r| r.get(0))?;
-    Ok(format == 2)
+    Ok(format == 3)
 }
 
 #[cfg(test)]

@@ -37,6 +37,8 @@ pub struct Ledger {
     pub pending: Vec<i64>,
     /// Highest seq the remote has applied.
     pub remote_acked: i64,
+    /// The pending delete each remembered victim belongs to (rule D2).
+    pub victim_causes: Vec<i64>,
 }
 
 /// The column a newer application's migration adds to a remote table.
@@ -229,6 +231,7 @@ impl Places {
             captured_max: outbox.captured_max,
             pending: outbox.pending,
             remote_acked,
+            victim_causes: outbox.victim_causes,
         })
     }
 

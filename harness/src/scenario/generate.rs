@@ -262,7 +262,8 @@ fn restart_strategy(shape: &Arc<Shape>, r: Replicas) -> BoxedStrategy<Step> {
         prop_oneof![
             3 => Just(None),
             2 => Just(Some(0_u8)),
-            2 => Just(Some(1_u8)),
+            1 => Just(Some(1_u8)),
+            1 => Just(Some(2_u8)),
             1 => Just(Some(NEWER_CACHE_FORMAT))
         ],
         prop_oneof![Just(false), Just(true)],

@@ -3,11 +3,12 @@
 
 use std::path::Path;
 
+use syncgate::events::Event;
 use syncgate::gate::{default_base_dir, load_trace};
-use syncgate::run::run_case;
+use syncgate::run::{run_case, CaseResult};
 use syncgate::subject::reference::ReferenceEngine;
 
-fn check(name: &str) {
+fn check(name: &str) -> CaseResult {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/regressions")
         .join(name);
@@ -19,6 +20,7 @@ fn check(name: &str) {
         result.failure,
         result.trace.join("\n")
     );
+    result
 }
 
 #[test]
@@ -165,4 +167,24 @@ fn interleaved_order_that_hides_a_cursor() {
     // disagreed. The held point's transaction count now picks the order
     // first (SEMANTICS.md L3).
     check("interleaved_order_that_hides_a_cursor.json");
+}
+
+#[test]
+fn pending_delete_reaches_a_row_a_merge_moved() {
+    // Found by CI's random-schema gate (a seed of a commit that did not
+    // land). r3 deleted t1/A, then pulled r1's t3/X under A: X died there,
+    // uncaptured (C2). Before r3 pushed, r2's outside insert with X's
+    // natural key under its own t1/B merged into X on the remote and moved
+    // it under B (a later stamp), so the remote's cascade of A's delete
+    // no longer reached X: the remote kept X, r3 its tombstone, forever.
+    // Rows a pull removes because a pending delete reached them are now that
+    // delete's victims (rule D2): the push that applies the delete kills
+    // them on the remote too, in the engine and in the model.
+    let result = check("pending_delete_reaches_a_row_a_merge_moved.json");
+    assert_eq!(
+        result.events.get(&Event::VictimKilled),
+        Some(&1),
+        "r3's push kills X as a victim of its delete:\n{}",
+        result.trace.join("\n")
+    );
 }

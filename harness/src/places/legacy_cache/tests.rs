@@ -184,17 +184,28 @@ fn round_trip(to: LegacyFormat) {
         }
     );
 
-    let fixture = fixture_v0();
-    let mut meta = table_shape(&fixture, "_sg_meta");
-    if to == LegacyFormat::V1 {
-        meta.push(("format".into(), "INTEGER".into(), true, 0));
-    }
-    assert_eq!(table_shape(&conn, "_sg_meta"), meta);
-    assert_eq!(table_shape(&conn, "_sg_outbox"), table_shape(&fixture, "_sg_outbox"));
-    assert_eq!(
-        index_shape(&conn, "_sg_outbox_row"),
-        index_shape(&fixture, "_sg_outbox_row")
+    assert!(
+        table_shape(&conn, "_sg_victims").is_empty(),
+        "no format before 3 keeps a delete's victims"
     );
+    if to == LegacyFormat::V2 {
+        let format: i64 = conn
+            .query_row("SELECT format FROM _sg_meta", [], |row| row.get(0))
+            .expect("format");
+        assert_eq!(format, 2);
+    } else {
+        let fixture = fixture_v0();
+        let mut meta = table_shape(&fixture, "_sg_meta");
+        if to == LegacyFormat::V1 {
+            meta.push(("format".into(), "INTEGER".into(), true, 0));
+        }
+        assert_eq!(table_shape(&conn, "_sg_meta"), meta);
+        assert_eq!(table_shape(&conn, "_sg_outbox"), table_shape(&fixture, "_sg_outbox"));
+        assert_eq!(
+            index_shape(&conn, "_sg_outbox_row"),
+            index_shape(&fixture, "_sg_outbox_row")
+        );
+    }
     let triggers: i64 = conn
         .query_row("SELECT count(*) FROM sqlite_master WHERE type = 'trigger'", [], |r| {
             r.get(0)
@@ -234,7 +245,34 @@ fn a_cache_downgraded_to_format_1_is_read_back_unchanged_by_todays_engine() {
 }
 
 #[test]
-fn a_file_that_is_not_a_format_2_reference_cache_is_left_alone() {
+fn a_cache_downgraded_to_format_2_is_read_back_unchanged_by_todays_engine() {
+    round_trip(LegacyFormat::V2);
+}
+
+#[test]
+fn a_cache_that_remembers_a_deletes_victims_is_left_alone() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let schema = Schema::test_schema();
+    let clock = Arc::new(FixedClock(AtomicI64::new(1_700_000_000_000)));
+    let path = cache_with_history(dir.path(), &schema, &clock);
+    let mut conn = Connection::open(&path).expect("open");
+    conn.execute("INSERT INTO _sg_victims (tbl, id, cause) VALUES ('hosts', 7, 1)", [])
+        .expect("a victim");
+    for to in [LegacyFormat::V2, LegacyFormat::V1, LegacyFormat::V0] {
+        assert_eq!(
+            downgrade(&mut conn, &model::test_schema(), to),
+            Ok(Downgrade::NoOlderVersion),
+            "{to:?}"
+        );
+    }
+    let format: i64 = conn
+        .query_row("SELECT format FROM _sg_meta", [], |row| row.get(0))
+        .expect("format");
+    assert_eq!(format, CACHE_FORMAT, "left as it was");
+}
+
+#[test]
+fn a_file_that_is_not_a_current_reference_cache_is_left_alone() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("app.db");
     let mut conn = Connection::open(&path).expect("open");
